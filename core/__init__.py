@@ -1,0 +1,1 @@
+"""fmmforge.core: exact tensor algebra, decompositions, catalogue, store and CLI."""

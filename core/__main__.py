@@ -1,0 +1,3 @@
+from fmmforge.core.cli import run
+
+run()

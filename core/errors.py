@@ -1,0 +1,15 @@
+"""Errors a user can act on.
+
+Every error that reaches the command line as a :class:`FmmforgeError` is printed as one
+line (what was wrong and what to do) and ends the process with exit code 2.
+"""
+
+from __future__ import annotations
+
+
+class FmmforgeError(Exception):
+    """A problem with the user's input or environment; the message says what to do."""
+
+
+class InvalidDecompositionError(FmmforgeError):
+    """A decomposition that does not reproduce its target tensor exactly."""

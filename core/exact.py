@@ -1,0 +1,130 @@
+"""Exact rational matrices stored as an integer numerator array and one positive denominator.
+
+Published schemes use integers and a few rationals (±1/2, ±1/8); floats are accepted only
+when they are exactly such rationals (small power-of-two or other small denominators), and
+strings like ``"1/2"``, ``"-0.5"`` or ``".125"`` are parsed exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from fmmforge.core.errors import FmmforgeError
+
+# A float is taken as exact only if it is a rational with a denominator no larger than this.
+MAX_FLOAT_DENOMINATOR = 1 << 20
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_RATIO = re.compile(r"^[+-]?\d+\s*/\s*[+-]?\d+$")
+
+
+def parse_exact(token: str) -> Fraction:
+    """Parse one entry such as ``-1``, ``1/2``, ``-0.5`` or ``.125`` exactly.
+
+    Raises ValueError for anything that is not a plain number.
+    """
+    text = token.strip()
+    if _RATIO.match(text):
+        num, den = text.split("/")
+        if int(den) == 0:
+            raise ValueError(f"division by zero in {token!r}")
+        return Fraction(int(num), int(den))
+    if _NUMBER.match(text):
+        return Fraction(text)
+    raise ValueError(f"not a number: {token!r}")
+
+
+def to_fraction(value: Any) -> Fraction:
+    """One entry of any supported kind as an exact Fraction."""
+    if isinstance(value, Fraction):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return Fraction(int(value))
+    if isinstance(value, (int, np.integer)):
+        return Fraction(int(value))
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        if not math.isfinite(f):
+            raise FmmforgeError(f"entry {f} is not a finite number; fix the factor entries")
+        exact = Fraction(f)
+        near = exact.limit_denominator(MAX_FLOAT_DENOMINATOR)
+        if near != exact:
+            raise FmmforgeError(
+                f"entry {f!r} is not an exact small rational; write it as a fraction such as 1/3"
+            )
+        return exact
+    if isinstance(value, str):
+        try:
+            return parse_exact(value)
+        except ValueError as exc:
+            raise FmmforgeError(f"{exc}; entries must be integers or rationals like 1/2") from None
+    raise FmmforgeError(f"unsupported entry type {type(value).__name__}; use integers or fractions")
+
+
+def exact_matrix(values: Any) -> tuple[np.ndarray, int]:
+    """Convert a 2-D array-like of exact entries into (integer numerators, common denominator).
+
+    The result is reduced: gcd(all numerators, denominator) == 1 and denominator >= 1.
+    """
+    arr = values if isinstance(values, np.ndarray) else _as_array(values)
+    if arr.ndim != 2:
+        raise FmmforgeError(f"a factor must be a 2-D matrix, got {arr.ndim} dimensions")
+    if arr.dtype.kind in "iub":
+        return _reduce(arr.astype(np.int64), 1)
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)):
+        # Multiplying by a power of two is exact in binary floating point, so the smallest
+        # 2^k that makes every entry integral gives the exact rational at numpy speed
+        # (DeepMind's files hold ±1/2 and ±1/8 as float64).
+        for k in range(MAX_FLOAT_DENOMINATOR.bit_length()):
+            scaled = arr * float(1 << k)
+            if np.all(scaled == np.round(scaled)):
+                if np.max(np.abs(scaled), initial=0) < 2**53:
+                    return _reduce(scaled.astype(np.int64), 1 << k)
+                break
+    fracs = [to_fraction(x) for x in arr.ravel()]
+    den = 1
+    for f in fracs:
+        den = den * f.denominator // math.gcd(den, f.denominator)
+    nums = [f.numerator * (den // f.denominator) for f in fracs]
+    if any(abs(x) >= 2**62 for x in nums):
+        raise FmmforgeError("factor entries are too large (beyond 2^62 after scaling)")
+    return _reduce(np.array(nums, dtype=np.int64).reshape(arr.shape), den)
+
+
+def _as_array(values: Any) -> np.ndarray:
+    """Numeric lists become numeric arrays; anything with strings or Fractions stays object."""
+    try:
+        arr = np.asarray(values)
+    except ValueError:
+        raise FmmforgeError("a factor must be a rectangular matrix (rows of equal length)") from None
+    return arr if arr.dtype.kind in "iubf" else np.asarray(values, dtype=object)
+
+
+def _reduce(num: np.ndarray, den: int) -> tuple[np.ndarray, int]:
+    g = int(np.gcd.reduce(num.ravel(), initial=0)) if num.size else 0
+    g = math.gcd(g, den)
+    if g > 1:
+        num = num // g
+        den //= g
+    num = np.ascontiguousarray(num, dtype=np.int64)
+    num.setflags(write=False)
+    return num, int(den)
+
+
+def fraction_array(num: np.ndarray, den: int) -> np.ndarray:
+    """An object array of Fractions equal to num / den."""
+    out = np.empty(num.shape, dtype=object)
+    flat = out.reshape(-1)
+    for i, x in enumerate(num.ravel().tolist()):
+        flat[i] = Fraction(x, den)
+    return out
+
+
+def format_fraction(f: Fraction) -> str:
+    """``3``, ``-1/2``: the shortest exact text for an entry."""
+    return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
