@@ -1,0 +1,1 @@
+"""Package data: the pickle-free AlphaTensor factorizations (see ALPHATENSOR.md)."""

@@ -1,0 +1,776 @@
+"""Import and export of decompositions: fmmforge JSON, DeepMind-style npz, fast-matmul text.
+
+Three formats, one convention inside fmmforge (see tensor.py): U indexes the entries of A
+(n×m, row-major), V those of B (m×p, row-major), W those of C (n×p, row-major, *not*
+transposed); column r of each factor is product r.
+
+``json``
+    fmmforge's own versioned schema (:data:`JSON_SCHEMA`, :data:`JSON_VERSION`). Exact:
+    integers, or strings such as ``"1/2"`` for the rare non-integer entries, so nothing is
+    ever rounded. It also carries the field (Z or Z2), a name and provenance.
+``npz``
+    DeepMind's AlphaTensor layout: one key ``"n,m,p"`` per scheme, holding a stacked
+    ``(3, n*n, R)`` array for cubic formats or (in DeepMind's own files) a *pickled* object
+    array ``(u, v, w)`` otherwise. Pickles can run arbitrary code when loaded, so they are
+    refused unless the caller says the file is trusted (``allow_pickle=True``); fmmforge
+    itself writes non-cubic schemes in a pickle-free layout of three keys
+    ``"n,m,p.u"``, ``"n,m,p.v"``, ``"n,m,p.w"``. In every npz layout w indexes C
+    *transposed* (p×n, row-major), as in DeepMind's files; readers and writers convert.
+``fastmm``
+    The coefficient files of Benson & Ballard's fast-matmul code generator: three blocks of
+    rows (U, V, W; one row per matrix entry in row-major order, one column per product)
+    separated by lines starting with ``#``. The shape is not stored; it is inferred from
+    the block row counts. Their generator reads entries with ``float()``, so entries that are
+    dyadic rationals are written as exact decimals (``0.5``, ``-0.125``) and only other
+    rationals as ``a/b``.
+
+Readers return *unchecked* decompositions (the ``verify`` command reports rather than
+raises); every problem with a file is a one-line :class:`FmmforgeError` naming the file.
+Writers never leave a half-written file: they write a temporary file in the target
+directory and ``os.replace`` it into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+import zipfile
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from fmmforge.core.decomposition import Decomposition, check_field
+from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.exact import MAX_FLOAT_DENOMINATOR, parse_exact
+from fmmforge.core.tensor import Format, check_format
+
+FORMATS = ("json", "npz", "fastmm")
+JSON_SCHEMA = "fmmforge.decomposition"
+JSON_VERSION = 1
+JSON_CONVENTION = (
+    "U rows: entries of A (n x m, row-major); V rows: entries of B (m x p, row-major); "
+    "W rows: entries of C (n x p, row-major, not transposed); column r: product r"
+)
+_JSON_RESERVED = ("schema", "version", "format", "field", "rank", "convention", "U", "V", "W")
+
+Factors = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""Raw factor arrays (u, v, w) as stored in an npz file (w indexes C transposed)."""
+
+_NPZ_KEY = re.compile(r"^(\d+),(\d+),(\d+)(?:\.([uvw]))?$")
+_INT_TOKEN = re.compile(r"^[+-]?[0-9]+$")
+_FMMFORGE_HEADER = re.compile(r"^#\s*fmmforge\s+<(\d+),(\d+),(\d+);(\d+)>(.*)$")
+_NOT_NUMBERS = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+# ====================================================================== common helpers
+def guess_format(path: str | os.PathLike[str]) -> str:
+    """``.json`` → json, ``.npz`` → npz, anything else → fastmm (its files have no suffix)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        return "json"
+    if suffix == ".npz":
+        return "npz"
+    return "fastmm"
+
+
+def _check_fmt_name(fmt: str | None, path: str | os.PathLike[str]) -> str:
+    if fmt is None:
+        return guess_format(path)
+    if fmt not in FORMATS:
+        raise FmmforgeError(f"unknown file format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _matmul_format(d: Decomposition, what: str) -> Format:
+    if d.format is None:
+        raise FmmforgeError(
+            f"only matrix-multiplication decompositions can be written as {what}; "
+            f"{d.target.describe()} is a general tensor"
+        )
+    return d.format
+
+
+def build_decomposition(u: Any, v: Any, w: Any, fmt: Format, field: str) -> Decomposition:
+    """An unchecked decomposition of ``<fmt>`` from factor arrays in fmmforge's convention."""
+    return Decomposition.unchecked(*(np.asarray(x) for x in (u, v, w)), fmt, field=field)
+
+
+def _c_transposed(w: Any, rows: int, cols: int) -> np.ndarray:
+    """Re-index the rows of a factor from a rows×cols matrix (row-major) to its transpose."""
+    arr = np.asarray(w)
+    rank = arr.shape[1]
+    return arr.reshape(rows, cols, rank).transpose(1, 0, 2).reshape(rows * cols, rank)
+
+
+def from_deepmind(u: Any, v: Any, w_t: Any, fmt: Format, field: str = "Z") -> Decomposition:
+    """Unchecked decomposition from DeepMind-oriented factors (w indexes C^T, p×n row-major)."""
+    n, _m, p = fmt
+    return build_decomposition(u, v, _c_transposed(w_t, p, n), fmt, field)
+
+
+def to_deepmind(d: Decomposition) -> tuple[tuple[np.ndarray, int], tuple[np.ndarray, int], tuple[np.ndarray, int]]:
+    """(numerators, denominator) of u, v and w with w re-indexed to C^T (DeepMind's layout)."""
+    n, _m, p = _matmul_format(d, "npz")
+    (u, v, w), (du, dv, dw) = d.numerators(), d.denominators()
+    return (u, du), (v, dv), (_c_transposed(w, n, p), dw)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success ``os.replace`` it onto ``path``.
+
+    A crash or an exception while writing leaves no partial file and keeps any old file:
+    readers either see the previous content or the complete new one.
+    """
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise FmmforgeError(f"cannot write {target}: directory {directory} does not exist")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise FmmforgeError(f"cannot write {target}: {exc.strerror or exc}") from None
+    tmp = Path(tmp_name)
+    try:
+        os.chmod(tmp, _new_file_mode(target))  # mkstemp makes 0600; give the usual mode
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _new_file_mode(target: Path) -> int:
+    """The mode an ordinary open() would give: the old file's, else 0666 minus the umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _read_bytes(path: Path) -> bytes:
+    _read_head(path, 0)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise FmmforgeError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _read_text(path: Path, fmt: str) -> str:
+    data = _read_bytes(path)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        hint = " (it looks like an npz archive: use --format npz)" if data[:2] == b"PK" else ""
+        raise FmmforgeError(
+            f"{path} is not a UTF-8 text file, so it cannot be a {fmt} file{hint}"
+        ) from None
+
+
+# ====================================================================== public entry points
+def read_file(
+    path: str | os.PathLike[str],
+    fmt: str | None = None,
+    *,
+    shape: tuple[int, int, int] | None = None,
+    field: str | None = None,
+    allow_pickle: bool = False,
+) -> list[tuple[str, Decomposition]]:
+    """Read every decomposition in a file as ``(label, unchecked decomposition)`` pairs.
+
+    ``fmt`` defaults to :func:`guess_format`. ``shape`` checks (json, fastmm) or selects
+    (npz) the format n,m,p; ``field`` None means what the file says (json) else Z.
+    ``allow_pickle`` must stay False unless the npz file is trusted. The label is the npz
+    key, or the file stem for the single-scheme formats.
+    """
+    p = Path(path)
+    kind = _check_fmt_name(fmt, p)
+    if field is not None:
+        check_field(field)
+    if shape is not None:
+        shape = check_format(tuple(shape))
+    if kind == "json":
+        d, _meta = parse_json_document(_read_text(p, "json"), source=str(p), shape=shape, field=field)
+        return [(p.stem, d)]
+    if kind == "fastmm":
+        return [(p.stem, loads_fastmm(_read_text(p, "fastmm"), source=str(p), shape=shape, field=field))]
+    raw = read_npz_factors(p, allow_pickle=allow_pickle, shape=shape)
+    out = []
+    for key, (u, v, w) in raw.items():
+        fmt_key = _key_format(key)
+        try:
+            out.append((key, from_deepmind(u, v, w, fmt_key, field or "Z")))
+        except FmmforgeError as exc:
+            raise FmmforgeError(f"{p}: key {key!r}: {exc}") from None
+    return out
+
+
+def write_file(
+    d: Decomposition, path: str | os.PathLike[str], fmt: str | None = None, **meta: Any
+) -> None:
+    """Write one decomposition atomically; ``fmt`` defaults to :func:`guess_format`.
+
+    ``meta`` (name, provenance, ...) goes into json documents; fastmm keeps only the name,
+    in its header comment; npz keeps neither.
+    """
+    kind = _check_fmt_name(fmt, path)
+    if kind == "json":
+        text = dumps_json(d, **meta)
+        with atomic_writer(path, "w") as fh:
+            fh.write(text)
+    elif kind == "fastmm":
+        text = dumps_fastmm(d, name=meta.get("name"))
+        with atomic_writer(path, "w") as fh:
+            fh.write(text)
+    else:
+        write_npz([d], path)
+
+
+# ====================================================================== json
+def _entry_json(f: Fraction) -> int | str:
+    return f.numerator if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
+
+
+def _factor_rows(num: np.ndarray, den: int) -> list[list[int | str]]:
+    if den == 1:
+        return num.tolist()
+    return [[_entry_json(Fraction(x, den)) for x in row] for row in num.tolist()]
+
+
+def json_document(d: Decomposition, **meta: Any) -> dict[str, Any]:
+    """The JSON-ready dict of the fmmforge schema for ``d`` (see :func:`dumps_json`)."""
+    fmt = _matmul_format(d, "json")
+    clash = sorted(set(meta) & set(_JSON_RESERVED))
+    if clash:
+        raise FmmforgeError(f"metadata keys {', '.join(clash)} are reserved by the json schema")
+    doc: dict[str, Any] = {
+        "schema": JSON_SCHEMA,
+        "version": JSON_VERSION,
+        "format": list(fmt),
+        "field": d.field,
+        "rank": d.rank,
+        "convention": JSON_CONVENTION,
+    }
+    for key in ("name", "provenance"):
+        if meta.get(key) is not None:
+            doc[key] = meta[key]
+    doc["fingerprint"] = d.fingerprint
+    for key, value in meta.items():
+        if key not in doc and key != "fingerprint" and value is not None:
+            doc[key] = value
+    for name, num, den in zip("UVW", d.numerators(), d.denominators()):
+        doc[name] = _factor_rows(num, den)
+    return doc
+
+
+def dumps_json(d: Decomposition, **meta: Any) -> str:
+    """Serialise ``d`` in the fmmforge json schema, one factor row per line (diff-friendly).
+
+    ``meta`` adds optional keys: ``name`` (str), ``provenance`` (dict), or any other
+    JSON-serialisable value under a key the schema does not reserve.
+    """
+    doc = json_document(d, **meta)
+    parts = []
+    for key, value in doc.items():
+        if key in ("U", "V", "W"):
+            rows = [json.dumps(row, separators=(",", ":")) for row in value]
+            text = "[\n    " + ",\n    ".join(rows) + "\n  ]" if rows else "[]"
+        else:
+            try:
+                text = json.dumps(value, ensure_ascii=False, sort_keys=isinstance(value, dict))
+            except (TypeError, ValueError) as exc:
+                raise FmmforgeError(f"metadata {key!r} cannot be written as JSON: {exc}") from None
+        parts.append(f"  {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def loads_json(
+    text: str, *, source: str = "JSON text", shape: tuple[int, int, int] | None = None,
+    field: str | None = None,
+) -> Decomposition:
+    """Parse a json document into an unchecked decomposition (metadata dropped)."""
+    return parse_json_document(text, source=source, shape=shape, field=field)[0]
+
+
+def parse_json_document(
+    text: str, *, source: str = "JSON text", shape: tuple[int, int, int] | None = None,
+    field: str | None = None,
+) -> tuple[Decomposition, dict[str, Any]]:
+    """Parse a json document into (unchecked decomposition, metadata such as name/provenance)."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FmmforgeError(
+            f"{source} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "fix the file or give its real format with --format"
+        ) from None
+    if not isinstance(doc, dict):
+        raise FmmforgeError(f"{source}: expected a JSON object with schema {JSON_SCHEMA!r}")
+    schema = doc.get("schema")
+    if schema != JSON_SCHEMA:
+        raise FmmforgeError(
+            f"{source}: schema is {schema!r}, not {JSON_SCHEMA!r}; "
+            "this is not an fmmforge decomposition file"
+        )
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise FmmforgeError(f"{source}: unknown schema version {version!r}; expected {JSON_VERSION}")
+    if version > JSON_VERSION:
+        raise FmmforgeError(
+            f"{source} uses schema version {version}, written by a newer fmmforge "
+            f"(this one reads version {JSON_VERSION}); upgrade fmmforge to read it"
+        )
+    fmt = _json_format(doc.get("format"), source)
+    if shape is not None and tuple(shape) != fmt:
+        raise FmmforgeError(
+            f"{source} holds a <{','.join(map(str, fmt))}> scheme, not the requested "
+            f"<{','.join(map(str, shape))}>; drop --shape or pass the right one"
+        )
+    file_field = doc.get("field", "Z")
+    if file_field not in ("Z", "Z2"):
+        raise FmmforgeError(f"{source}: field {file_field!r} is unknown; use \"Z\" or \"Z2\"")
+    n, m, p = fmt
+    factors = [
+        _json_factor(doc.get(name), name, rows, source)
+        for name, rows in (("U", n * m), ("V", m * p), ("W", n * p))
+    ]
+    ranks = {len(f[0]) if f else 0 for f in factors}
+    widths = [len(f[0]) if f else 0 for f in factors]
+    if len(ranks) != 1:
+        raise FmmforgeError(
+            f"{source}: U, V, W have {', '.join(map(str, widths))} columns; "
+            "they need one column per product each"
+        )
+    rank = widths[0]
+    declared = doc.get("rank", rank)
+    if declared != rank:
+        raise FmmforgeError(f"{source}: \"rank\" says {declared!r} but the factors have {rank} columns")
+    arrays = [_json_array(f, rank) for f in factors]
+    try:
+        d = build_decomposition(*arrays, fmt, field or file_field)
+    except FmmforgeError as exc:
+        raise FmmforgeError(f"{source}: {exc}") from None
+    meta = {k: v for k, v in doc.items() if k not in _JSON_RESERVED}
+    return d, meta
+
+
+def _json_array(rows: list[list[Fraction | int]], rank: int) -> np.ndarray:
+    """int64 when every entry is a machine integer (the common case, fast), else Fractions."""
+    if all(type(x) is int and -(2**62) < x < 2**62 for row in rows for x in row):
+        return np.array(rows, dtype=np.int64).reshape(len(rows), rank)
+    return np.array(rows, dtype=object).reshape(len(rows), rank)
+
+
+def _json_format(value: Any, source: str) -> Format:
+    if (
+        not isinstance(value, list) or len(value) != 3
+        or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in value)
+    ):
+        raise FmmforgeError(f"{source}: \"format\" must be three positive integers [n, m, p], got {value!r}")
+    return (value[0], value[1], value[2])
+
+
+def _json_factor(value: Any, name: str, rows: int, source: str) -> list[list[Fraction | int]]:
+    if not isinstance(value, list):
+        raise FmmforgeError(f"{source}: \"{name}\" is missing or not a list of rows")
+    if len(value) != rows:
+        raise FmmforgeError(
+            f"{source}: \"{name}\" has {len(value)} rows but the format needs {rows} "
+            "(one per matrix entry)"
+        )
+    out: list[list[Fraction | int]] = []
+    width = None
+    for i, row in enumerate(value):
+        if not isinstance(row, list):
+            raise FmmforgeError(f"{source}: {name}[{i}] is not a list of entries")
+        if width is None:
+            width = len(row)
+        elif len(row) != width:
+            raise FmmforgeError(
+                f"{source}: {name}[{i}] has {len(row)} entries but {name}[0] has {width}; "
+                "every row needs one entry per product"
+            )
+        out.append([_json_entry(x, f"{name}[{i}][{j}]", source) for j, x in enumerate(row)])
+    return out
+
+
+def _json_entry(x: Any, where: str, source: str) -> Fraction | int:
+    if isinstance(x, int) and not isinstance(x, bool):
+        return x
+    if isinstance(x, str):
+        try:
+            return parse_exact(x)
+        except ValueError:
+            pass
+    elif isinstance(x, float) and math.isfinite(x):
+        exact = Fraction(x)
+        if exact.limit_denominator(MAX_FLOAT_DENOMINATOR) == exact:
+            return exact
+        raise FmmforgeError(f"{source}: {where} = {x!r} is not exact; write it as a string like \"1/3\"")
+    raise FmmforgeError(
+        f"{source}: {where} = {json.dumps(x)} is not a number; "
+        "entries must be integers or strings like \"1/2\""
+    )
+
+
+# ====================================================================== fastmm
+def _decimal_or_ratio(f: Fraction) -> str:
+    """Exact text readable by both fmmforge and Benson & Ballard's float()-based reader."""
+    if f.denominator == 1:
+        return str(f.numerator)
+    den = f.denominator
+    if den & (den - 1) == 0:  # a power of two: the decimal expansion is finite
+        k = den.bit_length() - 1
+        digits = abs(f.numerator) * 5**k  # == |f| * 10^k
+        whole, frac = divmod(digits, 10**k)
+        text = f"{whole}.{frac:0{k}d}".rstrip("0")
+        return ("-" if f.numerator < 0 else "") + text
+    return f"{f.numerator}/{f.denominator}"
+
+
+def dumps_fastmm(d: Decomposition, *, name: str | None = None) -> str:
+    """Text of Benson & Ballard's coefficient-file format, with an fmmforge header comment.
+
+    The header ``# fmmforge <n,m,p;R> field=F ...`` is a comment to their tools; fmmforge
+    uses it to restore the field (Z2 schemes) and to cross-check the inferred shape.
+    """
+    n, m, p = _matmul_format(d, "fastmm")
+    header = f"# fmmforge <{n},{m},{p};{d.rank}> field={d.field} fingerprint={d.fingerprint}"
+    if name:
+        header += " name=" + " ".join(str(name).split())
+    lines = [header]
+    for i, (num, den) in enumerate(zip(d.numerators(), d.denominators())):
+        if i:
+            lines.append("#")
+        for row in num.tolist():
+            if den == 1:
+                lines.append(" ".join(map(str, row)))
+            else:
+                lines.append(" ".join(_decimal_or_ratio(Fraction(x, den)) for x in row))
+    return "\n".join(lines) + "\n"
+
+
+def loads_fastmm(
+    text: str, *, source: str = "fastmm text", shape: tuple[int, int, int] | None = None,
+    field: str | None = None,
+) -> Decomposition:
+    """Parse fast-matmul coefficient text into an unchecked decomposition.
+
+    Blocks are separated by lines starting with ``#`` (a '#' line before any rows, such as a
+    leading comment, opens nothing); blank lines are ignored. Errors give ``source:line``.
+    """
+    blocks: list[list[tuple[int, list[str]]]] = [[]]
+    header: tuple[Format, int, str | None] | None = None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            match = _FMMFORGE_HEADER.match(stripped)
+            if match and header is None and not any(blocks):
+                fields = re.search(r"\bfield=(Z2|Z)\b", match.group(5))
+                header = (
+                    (int(match.group(1)), int(match.group(2)), int(match.group(3))),
+                    int(match.group(4)),
+                    fields.group(1) if fields else None,
+                )
+            if blocks[-1]:
+                blocks.append([])
+            continue
+        if not stripped:
+            continue
+        blocks[-1].append((lineno, stripped.split()))
+    if not blocks[-1]:
+        blocks.pop()
+    if len(blocks) != 3:
+        raise FmmforgeError(
+            f"{source}: found {len(blocks)} block(s) of coefficients, expected 3 "
+            "(U for A, V for B, W for C) separated by lines starting with '#'"
+        )
+    rank = len(blocks[0][0][1])
+    for block in blocks:
+        for lineno, tokens in block:
+            if len(tokens) != rank:
+                raise FmmforgeError(
+                    f"{source}:{lineno}: row has {len(tokens)} entries but the first row has "
+                    f"{rank}; every row needs one entry per product"
+                )
+    counts = tuple(len(b) for b in blocks)
+    fmt = _fastmm_shape(counts, shape, header[0] if header else None, source)
+    if header is not None and header[1] != rank:
+        raise FmmforgeError(f"{source}: the header says rank {header[1]} but rows have {rank} entries")
+    factors = [_fastmm_block(block, source) for block in blocks]
+    use_field = field or (header[2] if header and header[2] else "Z")
+    try:
+        return build_decomposition(*factors, fmt, use_field)
+    except FmmforgeError as exc:
+        raise FmmforgeError(f"{source}: {exc}") from None
+
+
+def _fastmm_shape(
+    counts: tuple[int, ...], shape: Format | None, declared: Format | None, source: str
+) -> Format:
+    """(M, K, N) from the row counts (MK, KN, MN) of the blocks, checked against hints."""
+    mk, kn, mn = counts
+    if shape is not None:
+        n, m, p = shape
+        if (n * m, m * p, n * p) != counts:
+            raise FmmforgeError(
+                f"{source}: blocks have {mk}, {kn}, {mn} rows but <{n},{m},{p}> needs "
+                f"{n * m}, {m * p}, {n * p} (entries of A, B, C); check --shape"
+            )
+        return shape
+    fmt = _infer_shape(mk, kn, mn)
+    if fmt is None:
+        raise FmmforgeError(
+            f"{source}: no matrix format fits blocks of {mk}, {kn}, {mn} rows "
+            "(entries of A, B, C); check the file or pass --shape n,m,p"
+        )
+    if declared is not None and declared != fmt:
+        raise FmmforgeError(
+            f"{source}: the header says <{','.join(map(str, declared))}> but the blocks fit "
+            f"<{','.join(map(str, fmt))}>; fix the header or the rows"
+        )
+    return fmt
+
+
+def _infer_shape(mk: int, kn: int, mn: int) -> Format | None:
+    """The unique (M, K, N) with M·K = mk, K·N = kn, M·N = mn, if integral."""
+    squares = (mk * mn, mk * kn, kn * mn)  # M²·KN, K²·MN, N²·MK
+    dims = []
+    for sq, div in zip(squares, (kn, mn, mk)):
+        if div == 0 or sq % div:
+            return None
+        root = math.isqrt(sq // div)
+        if root * root != sq // div or root < 1:
+            return None
+        dims.append(root)
+    M, K, N = dims
+    if (M * K, K * N, M * N) != (mk, kn, mn):
+        return None
+    return (M, K, N)
+
+
+def _fastmm_block(block: list[tuple[int, list[str]]], source: str) -> np.ndarray:
+    """Rows of tokens → int64 array when every entry is an integer, else Fraction objects."""
+    ints = True
+    for _lineno, tokens in block:
+        if not all(_INT_TOKEN.match(t) for t in tokens):
+            ints = False
+            break
+    if ints:
+        try:
+            return np.array([[int(t) for t in tokens] for _l, tokens in block], dtype=np.int64)
+        except OverflowError:
+            pass
+    rows = []
+    for lineno, tokens in block:
+        rows.append([_fastmm_entry(t, source, lineno) for t in tokens])
+    return np.array(rows, dtype=object).reshape(len(rows), len(rows[0]) if rows else 0)
+
+
+def _fastmm_entry(token: str, source: str, lineno: int) -> Fraction:
+    try:
+        return parse_exact(token)
+    except ValueError:
+        pass
+    if re.search(r"[A-Za-z]", token) and token.lower() not in _NOT_NUMBERS:
+        raise FmmforgeError(
+            f"{source}:{lineno}: entry {token!r} is symbolic (a parameter, as in approximate "
+            "algorithms); approximate algorithms with a parameter are unsupported, give exact numbers"
+        )
+    raise FmmforgeError(
+        f"{source}:{lineno}: entry {token!r} is not a number; "
+        "entries must be integers or rationals like 1/2, -0.5 or .125"
+    )
+
+
+# ====================================================================== npz
+def _key_format(key: str) -> Format:
+    match = _NPZ_KEY.match(key)
+    assert match is not None
+    return check_format(tuple(int(x) for x in match.group(1, 2, 3)))
+
+
+def _fmt_key(fmt: Format) -> str:
+    return ",".join(map(str, fmt))
+
+
+def _read_head(path: Path, size: int) -> bytes:
+    if not path.exists():
+        raise FmmforgeError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise FmmforgeError(f"{path} is a directory; give the path of a decomposition file")
+    try:
+        with path.open("rb") as fh:
+            return fh.read(size)
+    except OSError as exc:
+        raise FmmforgeError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _open_npz(path: Path, allow_pickle: bool) -> Any:
+    # Check the zip magic first: np.load would otherwise unpickle a raw pickle file when
+    # allow_pickle is True, and give a confusing pickle message for text files when False.
+    head = _read_head(path, 4)
+    if head[:2] != b"PK":
+        raise FmmforgeError(
+            f"{path} is not an npz archive (a zip of .npy arrays); "
+            "give the real format with --format json or --format fastmm"
+        )
+    try:
+        z = np.load(path, allow_pickle=allow_pickle)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise FmmforgeError(f"{path} is a damaged npz archive ({exc}); re-export or re-download it") from None
+    if not hasattr(z, "files"):
+        raise FmmforgeError(f"{path} is not an npz archive; give the real format with --format")
+    return z
+
+
+def _npz_array(z: Any, key: str, path: Path) -> np.ndarray:
+    try:
+        return z[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
+            raise FmmforgeError(
+                f"{path}: key {key!r} holds pickled object arrays (as DeepMind's non-cubic "
+                "entries do); unpickling an untrusted file can run arbitrary code, so pass "
+                "--allow-pickle only if you trust the file"
+            ) from None
+        raise FmmforgeError(f"{path}: key {key!r} cannot be read ({exc}); the file is damaged") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+        raise FmmforgeError(f"{path}: key {key!r} cannot be read ({exc}); the file is damaged") from None
+
+
+def _numeric_2d(arr: Any, what: str, path: Path) -> np.ndarray:
+    if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.dtype.kind not in "biuf":
+        desc = f"{arr.dtype} array of shape {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise FmmforgeError(f"{path}: {what} is a {desc}, not a 2-D numeric factor matrix")
+    return arr
+
+
+def read_npz_factors(
+    path: str | os.PathLike[str], *, allow_pickle: bool = False, shape: Format | None = None
+) -> dict[str, Factors]:
+    """The raw factors of every scheme in an npz, keyed ``"n,m,p"``, as stored.
+
+    Dtypes and DeepMind's orientation (w indexes C^T) are kept. Shapes are checked against
+    the key. With ``shape`` only that key is read (an error if absent).
+    """
+    p = Path(path)
+    with contextlib.closing(_open_npz(p, allow_pickle)) as z:
+        groups: dict[str, dict[str, str]] = {}
+        for name in z.files:
+            match = _NPZ_KEY.match(name)
+            if not match:
+                raise FmmforgeError(
+                    f"{p}: key {name!r} is not a matrix format 'n,m,p' (or 'n,m,p.u/.v/.w'); "
+                    "this is not a decomposition archive"
+                )
+            base = ",".join(match.group(1, 2, 3))
+            part = match.group(4) or "uvw"
+            entry = groups.setdefault(base, {})
+            stacked_clash = (part == "uvw" and bool(entry)) or (part != "uvw" and "uvw" in entry)
+            if part in entry or stacked_clash:
+                raise FmmforgeError(f"{p}: format {base} is stored twice; keep one copy")
+            entry[part] = name
+        if not groups:
+            raise FmmforgeError(f"{p} holds no decompositions")
+        if shape is not None:
+            wanted = _fmt_key(shape)
+            if wanted not in groups:
+                listed = ", ".join(sorted(groups, key=lambda k: tuple(map(int, k.split(",")))))
+                if len(listed) > 200:
+                    listed = listed[:200] + "..."
+                raise FmmforgeError(f"{p} has no scheme for <{wanted}>; it holds {listed}")
+            groups = {wanted: groups[wanted]}
+        out: dict[str, Factors] = {}
+        for base, entry in groups.items():
+            fmt = _key_format(base)
+            if "uvw" in entry:
+                arr = _npz_array(z, entry["uvw"], p)
+                out[base] = _split_deepmind(arr, base, p)
+            else:
+                missing = [f"{base}.{c}" for c in "uvw" if c not in entry]
+                if missing:
+                    raise FmmforgeError(f"{p}: key {missing[0]!r} is missing; u, v and w are all needed")
+                out[base] = tuple(  # type: ignore[assignment]
+                    _numeric_2d(_npz_array(z, entry[c], p), f"key {entry[c]!r}", p) for c in "uvw"
+                )
+            _check_npz_shapes(out[base], fmt, base, p)
+    return out
+
+
+def _split_deepmind(arr: np.ndarray, key: str, path: Path) -> Factors:
+    if arr.dtype == object:
+        if arr.shape != (3,):
+            raise FmmforgeError(f"{path}: key {key!r} is an object array of shape {arr.shape}, expected (u, v, w)")
+        return tuple(_numeric_2d(arr[i], f"key {key!r} factor {'uvw'[i]}", path) for i in range(3))  # type: ignore[return-value]
+    if arr.ndim != 3 or arr.shape[0] != 3 or arr.dtype.kind not in "biuf":
+        raise FmmforgeError(
+            f"{path}: key {key!r} is a {arr.dtype} array of shape {arr.shape}, expected (3, n*n, R)"
+        )
+    return arr[0], arr[1], arr[2]
+
+
+def _check_npz_shapes(factors: Factors, fmt: Format, key: str, path: Path) -> None:
+    n, m, p = fmt
+    want = (n * m, m * p, p * n)
+    got = tuple(f.shape for f in factors)
+    ranks = {f.shape[1] for f in factors}
+    if tuple(s[0] for s in got) != want or len(ranks) != 1:
+        raise FmmforgeError(
+            f"{path}: key {key!r} has factors of shapes {', '.join(map(str, got))}; "
+            f"<{key}> needs {want[0]}, {want[1]}, {want[2]} rows and equal ranks"
+        )
+
+
+def _npz_arrays(d: Decomposition) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """u, v, w_t for an npz: int64 when integral, float64 when exactly representable."""
+    parts = to_deepmind(d)
+    if all(den == 1 for _num, den in parts):
+        return tuple(np.asarray(num, dtype=np.int64) for num, _ in parts)  # type: ignore[return-value]
+    for num, den in parts:
+        dyadic = den & (den - 1) == 0
+        if not dyadic or (num.size and int(np.max(np.abs(num))) > 2**53):
+            raise FmmforgeError(
+                f"{d!r} has entries such as 1/{den} that float64 cannot hold exactly; "
+                "export it as json instead"
+            )
+    return tuple(num.astype(np.float64) / den for num, den in parts)  # type: ignore[return-value]
+
+
+def write_npz(decompositions: Iterable[Decomposition], path: str | os.PathLike[str]) -> None:
+    """Write schemes to one npz: cubic ones as DeepMind's stacked (3, n², R) array, others as
+    the pickle-free keys ``n,m,p.u/.v/.w``. One scheme per format (the key is the format)."""
+    arrays: dict[str, np.ndarray] = {}
+    for d in decompositions:
+        fmt = _matmul_format(d, "npz")
+        key = _fmt_key(fmt)
+        if key in arrays or f"{key}.u" in arrays:
+            raise FmmforgeError(f"two schemes of <{key}> cannot share one npz file; write them separately")
+        u, v, w = _npz_arrays(d)
+        if fmt[0] == fmt[1] == fmt[2]:
+            arrays[key] = np.stack([u, v, w])
+        else:
+            arrays.update({f"{key}.u": u, f"{key}.v": v, f"{key}.w": w})
+    write_npz_arrays(arrays, path)
+
+
+def write_npz_arrays(arrays: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> None:
+    """savez_compressed ``arrays`` atomically; refuses object arrays (they would need pickle)."""
+    for key, arr in arrays.items():
+        if np.asarray(arr).dtype == object:
+            raise FmmforgeError(f"array {key!r} has dtype object; npz files written here stay pickle-free")
+    with atomic_writer(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]

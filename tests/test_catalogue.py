@@ -1,0 +1,48 @@
+"""The built-in catalogue: every entry verified, names resolve, unknown names are clear."""
+
+from __future__ import annotations
+
+import pytest
+
+from fmmforge.core.catalogue import BUILTIN_NAMES, builtin_entries, resolve
+from fmmforge.core.errors import FmmforgeError
+
+EXPECTED = {"strassen": ((2, 2, 2), 7), "strassen-winograd": ((2, 2, 2), 7),
+            "laderman": ((3, 3, 3), 23), "strassen-2x2x3": ((2, 2, 3), 11)}
+
+
+@pytest.mark.parametrize("name", BUILTIN_NAMES)
+def test_builtins_verify(name):
+    d = resolve(name)
+    assert d.verify().valid
+    assert (d.format, d.rank) == EXPECTED[name]
+
+
+def test_catalogue_lists_builtins_and_alphatensor():
+    names = [e.name for e in builtin_entries()]
+    assert set(BUILTIN_NAMES) <= set(names)
+    assert sum(n.startswith("alphatensor:") for n in names) == 93
+    assert sum(n.startswith("alphatensor-mod2:") for n in names) == 20
+
+
+@pytest.mark.parametrize("name,fmt,rank", [
+    ("naive:2,3,4", (2, 3, 4), 24), ("naive:5x1x2", (5, 1, 2), 10),
+    ("strassen*strassen", (4, 4, 4), 49), ("strassen*laderman", (6, 6, 6), 161),
+    ("alphatensor:4,4,5", (4, 4, 5), 63), ("alphatensor:5,4,4", (5, 4, 4), 63),
+    ("alphatensor-mod2:4,4,4", (4, 4, 4), 47),
+])
+def test_names_resolve(name, fmt, rank):
+    d = resolve(name)
+    assert (d.format, d.rank) == (fmt, rank) and d.verify().valid
+
+
+@pytest.mark.parametrize("name,message", [
+    ("nonesuch", "unknown algorithm 'nonesuch'"),
+    ("naive:2,0,2", "not three positive integers"),
+    ("naive:abc", "not three positive integers"),
+    ("strassen*", "Kronecker product"),
+    ("alphatensor:13,13,13", "fmmforge list"),
+])
+def test_unknown_names_are_clear(name, message):
+    with pytest.raises(FmmforgeError, match=message):
+        resolve(name)
