@@ -1,0 +1,175 @@
+"""The command line: what it prints, its exit codes, and its bad-input paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fmmforge.core.catalogue import resolve
+from fmmforge.core.store import Store
+
+STRASSEN_TEXT = """\
+# Strassen's algorithm in the fast-matmul text format
+1 0 1 0 1 -1 0
+0 0 0 0 1 0 1
+0 1 0 0 0 1 0
+1 1 0 1 0 0 -1
+#
+1 1 0 -1 0 1 0
+0 0 1 0 0 1 0
+0 0 0 1 0 0 1
+1 0 -1 0 1 0 1
+#
+1 0 0 1 -1 0 1
+0 0 1 0 1 0 0
+0 1 0 1 0 0 0
+1 -1 1 0 0 1 0
+"""
+
+
+def one_line_error(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_show_strassen_prints_products_and_outputs(cli):
+    code, out, _ = cli("show", "strassen")
+    assert code == 0
+    assert "M1 = (A11 + A22)·(B11 + B22)" in out
+    assert "M7 = (A12 - A22)·(B21 + B22)" in out
+    assert "C11 = M1 + M4 - M5 + M7" in out
+    assert "C22 = M1 - M2 + M3 + M6" in out
+    assert sum(line.startswith("M") for line in out.splitlines()) == 7
+    assert sum(line.startswith("C") for line in out.splitlines()) == 4
+
+
+def test_list_shows_catalogue_with_properties(cli):
+    code, out, _ = cli("list", "--format", "2,2,2")
+    assert code == 0
+    assert "strassen-winograd" in out and "alphatensor:2,2,2" in out and "laderman" not in out
+    code, out, _ = cli("list", "--field", "Z2")
+    assert code == 0 and "alphatensor-mod2:4,4,4" in out and "strassen" not in out
+
+
+def test_verify_valid_invalid_unusable(cli, tmp_path):
+    good = tmp_path / "strassen-2-2-2-7.txt"
+    good.write_text(STRASSEN_TEXT)
+    code, out, _ = cli("verify", good)
+    assert code == 0 and "valid" in out and "<2,2,2> rank 7" in out
+    bad = tmp_path / "broken.txt"
+    bad.write_text(STRASSEN_TEXT.replace("1 0 1 0 1 -1 0", "1 0 1 0 1 1 0", 1))
+    code, out, _ = cli("verify", bad)
+    assert code == 1 and "INVALID" in out and "tensor entry (A11," in out
+    assert "holds modulo 2" in out  # only a sign changed
+    code, out, _ = cli("verify", bad, "--field", "Z2")
+    assert code == 0
+    worse = tmp_path / "worse.txt"
+    worse.write_text(STRASSEN_TEXT.replace("1 0 1 0 1 -1 0", "1 0 1 0 1 0 0", 1))
+    code, out, _ = cli("verify", worse)
+    assert code == 1 and "INVALID" in out and "modulo 2" not in out
+    code, _, err = cli("verify", tmp_path / "missing.txt")
+    assert code == 2 and "missing.txt" in one_line_error(err)
+
+
+def test_import_name_then_use_it_everywhere(cli, tmp_path):
+    f = tmp_path / "s.txt"
+    f.write_text(STRASSEN_TEXT)
+    code, out, _ = cli("import", f, "--format", "fastmm", "--name", "mine")
+    assert code == 0 and "added: mine" in out
+    code, out, _ = cli("import", f, "--name", "mine")
+    assert code == 0 and "already stored" in out
+    code, out, _ = cli("show", "mine")
+    assert code == 0 and "M7 = (A12 - A22)·(B21 + B22)" in out
+    code, out, _ = cli("list")
+    assert "mine" in out
+    target = tmp_path / "out.json"
+    code, _, _ = cli("export", "mine", "--format", "json", "-o", target)
+    assert code == 0 and json.loads(target.read_text())["rank"] == 7
+
+
+@pytest.mark.parametrize("fmt,suffix", [("json", ".json"), ("npz", ".npz"), ("fastmm", ".txt")])
+def test_export_then_verify_every_format(cli, tmp_path, fmt, suffix):
+    target = tmp_path / f"laderman{suffix}"
+    assert cli("export", "laderman", "--format", fmt, "-o", target)[0] == 0
+    code, out, _ = cli("verify", target)
+    assert code == 0 and "<3,3,3> rank 23" in out
+
+
+def test_verify_detects_z2_schemes(cli, tmp_path):
+    target = tmp_path / "f2.txt"
+    cli("export", "alphatensor-mod2:3,4,4", "--format", "fastmm", "-o", target)
+    code, out, _ = cli("verify", target)
+    assert code == 0 and "over Z2" in out
+    code, out, _ = cli("verify", target, "--field", "Z")
+    assert code == 1
+
+
+# ----------------------------------------------------------------------- bad input
+BAD_FILES = {
+    "malformed-json.json": ("{not json", "json"),
+    "blocks.txt": (STRASSEN_TEXT.split("#\n1 0 0 1")[0], "block"),
+    "ragged.txt": (STRASSEN_TEXT.replace("0 0 0 0 1 0 1", "0 0 0 0 1 0"), "ragged.txt:3: row has 6 entries"),
+    "nonnumeric.txt": (STRASSEN_TEXT.replace("0 1 0 0 0 1 0", "0 1 0 zero 0 1 0"), "zero"),
+    "symbolic.txt": (STRASSEN_TEXT.replace("0 1 0 0 0 1 0", "0 1 0 x 0 1 0"), "approximate"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_bad_files_exit_2_with_one_line(cli, tmp_path, name):
+    text, expected = BAD_FILES[name]
+    f = tmp_path / name
+    f.write_text(text)
+    for command in (["verify", f], ["import", f, "--name", "x"]):
+        code, _, err = cli(*command)
+        assert code == 2
+        assert expected in one_line_error(err).lower()
+    assert Store().all() == [] and not Store().path.exists()
+
+
+def test_shape_that_does_not_match(cli, tmp_path):
+    f = tmp_path / "s.txt"
+    f.write_text(STRASSEN_TEXT)
+    code, _, err = cli("verify", f, "--shape", "2,2,3")
+    assert code == 2 and "2,2,3" in one_line_error(err).replace("<", "").replace(">", "")
+    code, _, err = cli("verify", f, "--shape", "2,x,3")
+    assert code == 2 and one_line_error(err)
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["show", "nonesuch"], "unknown algorithm"),
+    (["export", "nonesuch", "-o", "out.json"], "unknown algorithm"),
+    (["export", "strassen", "--format", "xml", "-o", "out.xml"], "unknown file format"),
+    (["verify", "x.txt", "--format", "xml"], "unknown file format"),
+    (["list", "--field", "GF7"], "unknown field"),
+    (["list", "--format", "2,2"], "three positive integers"),
+    (["show"], "missing argument"),
+    (["verify", "x.txt", "--bogus"], "no such option"),
+])
+def test_bad_arguments_exit_2_with_one_line(cli, tmp_path, monkeypatch, args, expected):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(*args)
+    assert code == 2
+    assert expected in one_line_error(err).lower()
+    assert not (tmp_path / "out.json").exists() and not (tmp_path / "out.xml").exists()
+
+
+def test_unwritable_store_on_import(cli, tmp_path, monkeypatch):
+    f = tmp_path / "s.txt"
+    f.write_text(STRASSEN_TEXT)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("FMMFORGE_HOME", str(blocker / "home"))
+    code, _, err = cli("import", f)
+    assert code == 2 and "FMMFORGE_HOME" in one_line_error(err)
+
+
+def test_console_script_and_module_entry_points(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "fmmforge.core", "show", "nonesuch"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.startswith("error: unknown algorithm")
+    assert resolve("strassen").rank == 7
