@@ -173,3 +173,35 @@ def test_console_script_and_module_entry_points(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.startswith("error: unknown algorithm")
     assert resolve("strassen").rank == 7
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "alphatensor"
+
+
+def test_verify_every_deepmind_factorization_and_a_corrupted_copy(cli, tmp_path):
+    import numpy as np
+
+    from fmmforge.core.alphatensor import data_path
+
+    code, out, _ = cli("verify", data_path("Z"))
+    assert code == 0 and "93 valid, 0 invalid" in out
+    code, out, _ = cli("verify", data_path("Z2"), "--field", "Z2")
+    assert code == 0 and "20 valid, 0 invalid" in out
+    arrays = dict(np.load(data_path("Z")))
+    arrays["3,4,5.u"] = arrays["3,4,5.u"].copy()
+    arrays["3,4,5.u"][2, 5] += 1
+    corrupted = tmp_path / "corrupted.npz"
+    np.savez(corrupted, **arrays)
+    code, out, _ = cli("verify", corrupted)
+    assert code == 1 and "92 valid, 1 invalid" in out and "INVALID  3,4,5" in out
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="DeepMind's original files (../shared/data) are not beside this checkout")
+def test_verify_deepmind_originals_needs_allow_pickle(cli):
+    original = SHARED / "factorizations_r.npz"
+    code, _, err = cli("verify", original)
+    assert code == 2 and "--allow-pickle" in one_line_error(err)
+    code, out, _ = cli("verify", original, "--allow-pickle")
+    assert code == 0 and "93 valid, 0 invalid" in out
+    code, out, _ = cli("verify", SHARED / "factorizations_f2.npz", "--allow-pickle", "--field", "Z2")
+    assert code == 0 and "20 valid, 0 invalid" in out
