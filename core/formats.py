@@ -493,6 +493,11 @@ def loads_fastmm(
         blocks[-1].append((lineno, stripped.split()))
     if not blocks[-1]:
         blocks.pop()
+    if len(blocks) != 3 and "substitution information" in text.lower():
+        raise FmmforgeError(
+            f"{source}: this is a fast-matmul file after subexpression elimination (extra substitution "
+            "blocks), not a plain decomposition; give the original file it was made from"
+        )
     if len(blocks) != 3:
         raise FmmforgeError(
             f"{source}: found {len(blocks)} block(s) of coefficients, expected 3 "

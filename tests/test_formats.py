@@ -380,3 +380,10 @@ def test_guess_format() -> None:
     assert guess_format("strassen222-7-...") == "fastmm"
     assert guess_format("grey234-20-144") == "fastmm"
     assert guess_format("x.txt") == "fastmm"
+
+
+def test_fastmm_eliminated_file_is_named(tmp_path: Path) -> None:
+    """fast-matmul's subexpression-eliminated files carry extra blocks: say what they are."""
+    text = "# Eliminated version\n1 0\n#\n1 0\n#\n1 0\n# Substitution information\n1\n#\n1\n#\n1\n"
+    with pytest.raises(FmmforgeError, match="subexpression elimination"):
+        loads_fastmm(text, source="elim")
