@@ -1,0 +1,132 @@
+"""The `fmmforge plugins` and `fmmforge score` commands (added to the core CLI app).
+
+:func:`register` is called by ``fmmforge.core.cli`` before every command line is parsed.
+It only adds the commands; plugins load when a command needs them, so a broken
+third-party plugin cannot break ``fmmforge list`` or ``show``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+from fmmforge.core.errors import FmmforgeError
+from rich.table import Table
+
+COMMANDS = ("plugins", "score")
+SECTIONS = (("reward", "rewards"), ("engine", "search engines"), ("backend", "codegen backends"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the plugin commands to ``app`` (idempotent: main() may call it many times)."""
+    if any(info.name in COMMANDS for info in app.registered_commands):
+        return
+    app.command("plugins")(plugins_cmd)
+    app.command("score")(score_cmd)
+
+
+def _console():  # type: ignore[no-untyped-def]
+    from fmmforge.core.cli import console
+
+    return console
+
+
+# ---------------------------------------------------------------------- plugins
+def plugins_cmd() -> None:
+    """List every reward, search engine and codegen backend with its origin and description."""
+    from fmmforge.plugins.manager import ENV_VAR, plugin_manager
+    from fmmforge.plugins.registry import duplicate_message, registry
+
+    console = _console()
+    pm = plugin_manager()
+    problems = list(pm.problems)
+    duplicates = []
+    for kind, title in SECTIONS:
+        reg = registry(kind)
+        problems.extend(reg.problems)
+        names = reg.names()
+        if not names:
+            console.print(f"{title}: none yet", highlight=False)
+            continue
+        columns = ["name", "origin"] + (["cost"] if kind == "reward" else []) + ["description"]
+        table = Table(*columns, title=title, title_justify="left", show_lines=False)
+        for name in names:
+            regs = reg.entries[name]
+            if len(regs) > 1:
+                duplicates.append(duplicate_message(kind, name, regs))
+            for r in regs:
+                row = [name + (" (duplicate)" if len(regs) > 1 else ""), str(r.origin)]
+                if kind == "reward":
+                    row.append("cheap" if r.obj.cheap else "expensive")
+                row.append(r.description)
+                table.add_row(*row)
+        console.print(table)
+    restriction = os.environ.get(ENV_VAR)
+    if restriction is None:
+        console.print(f"third-party plugins: all installed ({ENV_VAR} is unset)", highlight=False)
+    else:
+        chosen = ", ".join(x.strip() for x in restriction.split(",") if x.strip())
+        console.print(f"third-party plugins: {('only ' + chosen) if chosen else 'none'} ({ENV_VAR}={restriction!r})",
+                      highlight=False)
+    for line in duplicates:
+        console.print(f"error: {line}", highlight=False, markup=False, soft_wrap=True)
+    for problem in problems:
+        console.print(f"broken: {problem}", highlight=False, markup=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------------- score
+def parse_size(text: str) -> tuple[int, int, int]:
+    """``8192`` -> (8192, 8192, 8192); ``8192,4096,2048`` or ``8192x4096x2048`` -> (M, K, N)."""
+    parts = text.strip().lower().replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or min(values) < 1:
+        raise FmmforgeError(f"--size {text!r} is not N or M,K,N with positive integers; write it like 8192 or 8192,4096,8192")
+    return values[0], values[1], values[2]
+
+
+def score_cmd(
+    name: Annotated[str, typer.Argument(help="catalogue or store name, e.g. alphatensor:4,4,4")],
+    reward: Annotated[list[str] | None, typer.Option(
+        "--reward", "-r", help="NAME or NAME:WEIGHT, repeatable; the score is Σ weight·reward (default: rank)")] = None,
+    device: Annotated[str | None, typer.Option(help="target device, e.g. tpu-v4, or a chip spec .toml")] = None,
+    size: Annotated[str | None, typer.Option(help="matrix size N (square) or M,K,N")] = None,
+    dtype: Annotated[str | None, typer.Option(help="element type, e.g. bfloat16 (default: the device's)")] = None,
+    levels: Annotated[int, typer.Option(help="recursion levels of the scheme")] = 1,
+) -> None:
+    """Score an algorithm with one or more rewards; print each score and its parts."""
+    from fmmforge.core import catalogue
+    from fmmforge.plugins.mix import RewardMix
+    from fmmforge.plugins.reward import RewardContext
+
+    mix = RewardMix.from_specs(reward or [])
+    context = RewardContext(device=device, size=parse_size(size) if size else None, dtype=dtype, levels=levels)
+    d = catalogue.resolve(name)
+    result = mix.score(d, context)
+
+    console = _console()
+    where = ", ".join(x for x in (
+        f"device {device}" if device else "",
+        f"size {'x'.join(map(str, context.size))}" if context.size else "",
+        dtype or "",
+        f"{levels} level{'s' if levels != 1 else ''}",
+    ) if x)
+    console.print(f"{name}: {d.target.describe()} rank {d.rank} over {d.field}; {where}", highlight=False)
+    table = Table("reward", "weight", "score", "weighted", "cost")
+    for t in result.terms:
+        table.add_row(t.term.name, f"{t.term.weight:g}", f"{t.result.value:.6g}", f"{t.weighted:.6g}",
+                      "cheap" if t.cheap else "expensive")
+    table.add_section()
+    table.add_row("total", "", "", f"{result.total:.6g}", "")
+    console.print(table)
+    parts = Table("reward", "part", "value")
+    for t in result.terms:
+        for key, value in t.result.parts.items():
+            parts.add_row(t.term.name, str(key), str(value))
+    if parts.row_count:
+        console.print(parts)

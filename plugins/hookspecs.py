@@ -1,0 +1,66 @@
+"""Hook specifications: the one way to extend fmmforge.
+
+Every extension point has the same shape (the ``register`` callback style of simonw/llm):
+a plugin implements a hook that receives a ``register`` function and calls it once per
+thing it provides. A thing is an object with a ``name`` (lowercase letters, digits, ``-``
+and ``_``) and a one-line ``description``; the manager records which plugin registered it,
+rejects a name registered twice (naming both plugins), and reports a plugin whose hook
+raises instead of failing the whole command.
+
+Why a callback and not returned lists: the plugin can register zero, one or many things
+without building a list, and the manager can attribute each registration to the plugin
+that made it, which is what ``fmmforge plugins`` shows and what a duplicate-name error
+needs.
+
+Write an implementation like this (see docs/plugins.md)::
+
+    from fmmforge.plugins import hookimpl
+
+    @hookimpl
+    def register_rewards(register):
+        register(MyReward())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+PROJECT_NAME = "fmmforge"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_rewards(register: Callable[[Any], None]) -> None:
+    """Register rewards: call ``register(reward)`` once per reward.
+
+    A reward follows :class:`fmmforge.plugins.reward.Reward`: ``name``, ``description``,
+    ``cheap`` (True if it may be called at every search step; False for measured rewards
+    that run only on finished candidates, whose results are cached) and
+    ``score(decomposition, context)`` returning a number or a
+    :class:`~fmmforge.plugins.reward.RewardResult`. Higher is better.
+    """
+
+
+@hookspec
+def register_engines(register: Callable[[Any], None]) -> None:
+    """Register search engines: call ``register(engine)`` once per engine.
+
+    An engine follows :class:`fmmforge.plugins.extensions.Engine`: ``name``,
+    ``description`` and ``run(start, **options)``, which searches from a verified
+    decomposition, asks the rewards for scores and never measures hardware itself.
+    """
+
+
+@hookspec
+def register_backends(register: Callable[[Any], None]) -> None:
+    """Register code-generation backends: call ``register(backend)`` once per backend.
+
+    A backend follows :class:`fmmforge.plugins.extensions.Backend`: ``name``,
+    ``description``, ``devices`` (the device kinds it emits kernels for) and
+    ``emit(plan, schemes)``, which turns a plan into readable source code and a callable.
+    """
