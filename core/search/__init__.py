@@ -1,0 +1,1 @@
+"""Search engines: flip graphs (and later MCTS) over decompositions."""

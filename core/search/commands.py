@@ -1,0 +1,167 @@
+"""`fmmforge search`: run a search engine (flip graphs) on a matrix format."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from fmmforge.core.decomposition import Decomposition, check_field
+from fmmforge.core.errors import FmmforgeError
+
+MAX_DIM = 6
+
+
+def parse_search_format(text: str) -> tuple[int, int, int]:
+    from fmmforge.core.tensor import parse_format
+
+    fmt = parse_format(text)
+    if max(fmt) > MAX_DIM:
+        raise FmmforgeError(f"matrix format {text!r} is too large for the flip engine; n, m, p must be at most {MAX_DIM}")
+    return fmt
+
+
+def resolve_rewards(specs: list[str], context: object = None) -> Callable[[Decomposition], float] | None:
+    """Combine ``NAME[:WEIGHT]`` reward specs through the plugin layer (never re-implemented here)."""
+    if not specs:
+        return None
+    from fmmforge.core.search import rewards
+
+    return rewards.combined(specs, context)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def search(
+        format: Annotated[str, typer.Argument(help="matrix format n,m,p or NxMxP (each at most 6), e.g. 3x3x3")],
+        engine: Annotated[str, typer.Option(help="search engine: flip (flip graphs, Kauers & Moosbauer)")] = "flip",
+        field: Annotated[str, typer.Option(help="Z2 (mod 2; found schemes are also lifted to Z) or Z (integer coefficients)")] = "Z2",
+        rank: Annotated[Optional[int], typer.Option("--rank", "-r", help="stop when a scheme of this rank is found")] = None,
+        budget: Annotated[Optional[str], typer.Option(help="time budget (90s, 2m, 1h) or flips ('10M flips'); default 1m without --rank")] = None,
+        flips: Annotated[Optional[str], typer.Option(help="flip budget (10M, 1e9)")] = None,
+        workers: Annotated[Optional[int], typer.Option(help="independent walkers, one process each (default: all cores)")] = None,
+        reward: Annotated[Optional[list[str]], typer.Option(help="reward NAME[:WEIGHT] preferring schemes at the best rank (repeatable)")] = None,
+        seed: Annotated[int, typer.Option(help="random seed (runs are reproducible with --workers 1 and a flip budget)")] = 0,
+        start: Annotated[Optional[str], typer.Option(help="starting scheme: catalogue/store name or NAME*NAME (default naive:n,m,p)")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="continue from the checkpoint of the same format, field and seed")] = False,
+        checkpoint: Annotated[Optional[Path], typer.Option(help="checkpoint file (default $FMMFORGE_HOME/checkpoints/flip-FORMAT-FIELD-seedS.json)")] = None,
+        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="also write the best scheme to this file")] = None,
+        out_format: Annotated[Optional[str], typer.Option("--format", "-f", help="file format for -o: json, npz, fastmm (default from the name)")] = None,
+        plateau: Annotated[Optional[int], typer.Option(help="flips without a reduction before a plus transition (default: by size)")] = None,
+        bound: Annotated[int, typer.Option(help="Z only: largest |coefficient| a flip may create")] = 1,
+        via_z2: Annotated[bool, typer.Option("--via-z2", help="with --field Z and --rank: walk mod 2 and Hensel-lift until a Z scheme of the rank is found")] = False,
+        lift: Annotated[bool, typer.Option("--lift/--no-lift", help="try to lift Z2 schemes to Z (Hensel lifting)")] = True,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
+        device: Annotated[Optional[str], typer.Option(help="reward context: device (e.g. tpu-v4, cpu) for rewards that need one")] = None,
+        size: Annotated[Optional[str], typer.Option(help="reward context: matrix size N or M,K,N")] = None,
+        dtype: Annotated[Optional[str], typer.Option(help="reward context: dtype (e.g. float32, bfloat16)")] = None,
+        levels: Annotated[int, typer.Option(help="reward context: recursion levels")] = 1,
+    ) -> None:
+        """Search for a low-rank scheme of <n,m,p>; new bests are verified and stored as they are found."""
+        import os
+
+        from rich.console import Console
+
+        from fmmforge.core import catalogue
+        from fmmforge.core.search.budget import parse_budget
+        from fmmforge.core.search.engine import FlipGraphEngine
+        from fmmforge.core.search.walker import WalkParams
+        from fmmforge.core.store import Store
+
+        console = Console()
+        fmt = parse_search_format(format)
+        check_field(field)
+        from fmmforge.plugins import get_engine
+
+        chosen = get_engine(engine)  # unknown or broken names fail here with one clear line
+        plan = parse_budget(budget, flips)
+        if rank is not None and rank < 1:
+            raise FmmforgeError(f"--rank must be a positive number of products, not {rank}")
+        if plan.seconds is None and plan.flips is None and rank is None:
+            plan = parse_budget("1m")
+        n_workers = workers if workers is not None else (os.cpu_count() or 1)
+        if n_workers < 1:
+            raise FmmforgeError(f"--workers must be at least 1, not {n_workers}")
+        if plateau is not None and plateau < 1:
+            raise FmmforgeError(f"--plateau must be positive, not {plateau}")
+        if bound < 1 or bound > 50:
+            raise FmmforgeError(f"--bound must be between 1 and 50, not {bound}")
+        if output is not None:
+            from fmmforge.core.formats import FORMATS, guess_format
+
+            kind = out_format or guess_format(output)
+            if kind not in FORMATS:
+                raise FmmforgeError(f"unknown file format {kind!r}; use one of {', '.join(FORMATS)}")
+        from fmmforge.plugins import RewardContext
+        from fmmforge.plugins.commands import parse_size
+
+        context = RewardContext(device=device, size=parse_size(size) if size else None, dtype=dtype, levels=levels)
+        scorer = resolve_rewards(list(reward or []), context)
+        start_name = start or "naive:{},{},{}".format(*fmt)
+        d0 = catalogue.resolve(start_name)
+        if d0.format != fmt:
+            raise FmmforgeError(
+                f"starting scheme {start_name} is for {d0.target.describe()}, not <{fmt[0]},{fmt[1]},{fmt[2]}>"
+            )
+        walk_field = field
+        if via_z2:
+            if field != "Z" or rank is None:
+                raise FmmforgeError("--via-z2 needs --field Z and a target --rank")
+            walk_field = "Z2"
+        params = None
+        if plateau is not None or bound != 1:
+            base = WalkParams.for_problem(d0.target.tensor.shape, d0.rank, field)
+            p = plateau or base.plateau
+            params = WalkParams(plateau=p, episode=p * 50, bound=bound, hard_bound=max(4, bound * 2))
+        show_progress = not quiet and sys.stderr.isatty()
+        eng = chosen.configured(params, lift=lift, progress=show_progress) if isinstance(chosen, FlipGraphEngine) else chosen
+        result = eng.run(
+            d0, field=walk_field, target_rank=rank, require_z=via_z2, budget=plan, workers=n_workers, seed=seed, reward=scorer,
+            store=Store(), checkpoint=checkpoint, resume=resume, start_label=start_name,
+        )
+        print_result(console, result, fmt, field, start_name)
+        if output is not None:
+            from fmmforge.core.formats import write_file
+
+            write_file(result.best, output, out_format, name=f"flip-{format}-rank{result.best.rank}")
+            console.print(f"wrote the best scheme (rank {result.best.rank}) to {output}", highlight=False)
+        if result.interrupted:
+            again = " ".join(a for a in sys.argv[1:] if a != "--resume") or f"search {format}"
+            console.print(
+                f"interrupted: everything found so far is stored; continue with `fmmforge {again} --resume`"
+                f" (checkpoint {result.checkpoint})", highlight=False,
+            )
+            raise typer.Exit(130)
+
+
+def print_result(console, result, fmt, field: str, start_name: str) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    best = result.best
+    t = Table("search", "result", show_header=False)
+    ttb = result.history[-1][1] if result.history else 0.0
+    stored = [s for s in result.stored if s.inserted]
+    target = "-" if result.target_rank is None else (
+        f"{result.target_rank} (reached)" if result.reached else f"{result.target_rank} (not reached)")
+    for key, value in (
+        ("format", "<{},{},{}> over {}".format(*fmt, field)),
+        ("start", f"{start_name} (rank {result.start_rank})"),
+        ("best rank", str(best.rank)),
+        ("target rank", target),
+        ("time to best", f"{ttb:.2f} s"),
+        ("flips", f"{result.flips:,} in {result.seconds:.1f} s"),
+        ("flips/s", f"{result.flips_per_second / 1e6:.2f}M ({result.workers} workers)"),
+        ("new in store", str(len(stored))),
+        ("fingerprint", best.fingerprint),
+    ):
+        t.add_row(key, value)
+    console.print(t)
+    ids = ", ".join(f"store:{s.id} (rank {s.rank} {s.field}{', ' + s.kind if s.kind != 'best' else ''})" for s in stored)
+    if ids:
+        console.print(f"stored: {ids}; print one with `fmmforge show store:ID`", highlight=False)
+    if result.score is not None:
+        console.print(f"reward of the best scheme: {result.score:g} ({result.pool_size} distinct schemes at rank {best.rank})", highlight=False)
+    if result.lifted is not None:
+        console.print(f"lifted to Z: rank {result.lifted.rank} (fingerprint {result.lifted.fingerprint})", highlight=False)
