@@ -1,0 +1,115 @@
+"""Plans: which algorithm at each recursion level, how deep, the leaf cut-off, backend, dtype, device."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from fractions import Fraction
+from math import prod
+
+from fmmforge.core.decomposition import Decomposition
+from fmmforge.core.errors import FmmforgeError
+
+DTYPES = ("float32", "float64")
+DEFAULT_CUTOFF = 64
+LEVEL_SEPARATOR = "/"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to generate. ``algorithms[l]`` is the scheme used at recursion level l.
+
+    A block is split at a level only when every dimension of the resulting blocks is at least
+    ``cutoff``; smaller problems go to the vendor gemm. Sizes that do not divide are handled by
+    dynamic peeling (the fast algorithm on the largest divisible core, fix-up gemms for the
+    remainder rows, columns and inner dimension).
+    """
+
+    algorithms: tuple[str, ...]
+    fingerprints: tuple[str, ...]
+    backend: str = "torch"
+    dtype: str = "float32"
+    device: str = "cpu"
+    cutoff: int = DEFAULT_CUTOFF
+
+    @property
+    def levels(self) -> int:
+        return len(self.algorithms)
+
+    def describe(self) -> str:
+        algos = LEVEL_SEPARATOR.join(self.algorithms) if self.algorithms else "vendor gemm"
+        return (f"{algos}, {self.levels} level{'s' if self.levels != 1 else ''}, cutoff {self.cutoff}, "
+                f"backend {self.backend}, {self.dtype} on {self.device}")
+
+    def as_dict(self) -> dict:
+        return {"algorithms": list(self.algorithms), "fingerprints": list(self.fingerprints),
+                "levels": self.levels, "backend": self.backend, "dtype": self.dtype,
+                "device": self.device, "cutoff": self.cutoff}
+
+    def key(self) -> str:
+        """Identity of the generated code (device *kind* only: cuda:0 and cuda:1 share kernels)."""
+        d = self.as_dict()
+        d["device"] = self.device.split(":")[0]
+        d.pop("algorithms")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def split_names(name: str) -> list[str]:
+    parts = [p.strip() for p in name.split(LEVEL_SEPARATOR)]
+    if not parts or any(not p for p in parts):
+        raise FmmforgeError(f"cannot read algorithm list {name!r}; write NAME or NAME/NAME (one per level)")
+    return parts
+
+
+def make_plan(name: str, levels: int, *, backend: str = "torch", dtype: str = "float32",
+              device: str = "cpu", cutoff: int = DEFAULT_CUTOFF,
+              resolve=None) -> tuple[Plan, list[Decomposition]]:
+    """Resolve ``name`` (``NAME`` for every level, or ``NAME/NAME/...`` one per level, the last one
+    repeating) and check the plan. Only exactly verified schemes over Z come back."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0:
+        raise FmmforgeError(f"levels must be a whole number >= 0, not {levels!r}")
+    if levels > 8:
+        raise FmmforgeError(f"levels {levels} is too deep; use at most 8")
+    if dtype not in DTYPES:
+        raise FmmforgeError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 1:
+        raise FmmforgeError(f"cutoff must be a whole number >= 1, not {cutoff!r}")
+    if resolve is None:
+        from fmmforge.core.catalogue import resolve
+    names = split_names(name)
+    if len(names) > max(levels, 1):
+        raise FmmforgeError(f"{len(names)} algorithms given for {levels} level(s); give at most one per level")
+    decomps: list[Decomposition] = []
+    algos: list[str] = []
+    for level in range(levels):
+        nm = names[min(level, len(names) - 1)]
+        d = resolve(nm)
+        check_decomposition(d, nm)
+        decomps.append(d)
+        algos.append(nm)
+    if levels == 0:  # still resolve the name, so a typo is reported
+        check_decomposition(resolve(names[0]), names[0])
+    plan = Plan(tuple(algos), tuple(d.fingerprint for d in decomps), backend, dtype, device, cutoff)
+    return plan, decomps
+
+
+def check_decomposition(d: Decomposition, label: str) -> None:
+    """Nothing unverified reaches codegen (a Decomposition made with ``unchecked`` is re-checked)."""
+    if not isinstance(d, Decomposition):
+        raise FmmforgeError(f"{label}: not a decomposition")
+    if d.format is None:
+        raise FmmforgeError(f"{label}: codegen needs a matrix-multiplication scheme, not {d.target.describe()}")
+    if d.field != "Z":
+        raise FmmforgeError(f"{label} is valid only modulo 2; codegen needs a scheme over Z (real arithmetic)")
+    d.require_valid()
+
+
+def ceiling(decomps: list[Decomposition]) -> float:
+    """Arithmetic ceiling of the speed-up: Π_l n·m·p / R (leaf multiplications saved)."""
+    return float(prod(Fraction(prod(d.format), d.rank) for d in decomps)) if decomps else 1.0
+
+
+def stability(decomps: list[Decomposition]) -> float:
+    """Π_l e_l: the growth of the error bound with depth (BACKGROUND.md §5)."""
+    return float(prod(max(Fraction(1), d.stability_factor or Fraction(1)) for d in decomps)) if decomps else 1.0

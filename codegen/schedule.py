@@ -1,0 +1,290 @@
+"""One recursion level of a fast algorithm as a straight-line program over blocks.
+
+A level splits A (M×K) into n×m blocks ``A_a``, B (K×N) into m×p blocks ``B_b`` and C (M×N)
+into n×p blocks ``C_c`` and computes ``C_c (+)= alpha · Σ_r W[c,r]·M_r`` with
+``M_r = (Σ_a U[a,r]·A_a)·(Σ_b V[b,r]·B_b)``. The schedule is written for *low memory*:
+
+* one workspace ``S`` for the A-side sum, one ``T`` for the B-side sum and (only when some
+  product needs it) one ``P`` for a product: three blocks per level, whatever the rank;
+* a product is accumulated into C as soon as it is ready: a product with one output goes
+  straight into its C block (the recursive call or the leaf gemm does ``C += α·S·T``); a product
+  with several outputs is written into one output that is still empty and copied/added from
+  there into the others; only when all its outputs already hold data does it go through ``P``;
+* scalar coefficients never cost a pass: a single-block side is used as a view with its
+  coefficient folded into the product's alpha, and a sum is normalised so that its first term
+  has coefficient 1 (the scale goes into alpha as well);
+* shared sub-expressions of the linear combinations are reused through the workspace: when
+  the next product's A-side sum equals λ·(current S) plus a few blocks, S is updated in place
+  (one pass per differing block) instead of being rebuilt. The product order is chosen to
+  make such reuse and direct writes into C frequent (greedy start, then a deterministic
+  local search on the pass count).
+
+Two variants exist per level: ``set`` (C's previous content is ignored; empty C blocks may
+serve as scratch) and ``acc`` (C += ...; every C block already holds data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+from fmmforge.core.decomposition import Decomposition
+from fmmforge.core.errors import FmmforgeError
+
+Mode = Literal["set", "acc"]
+
+# Cost of a pass in units of "one block read or written" (a memory-bound model).
+COST_ADD2 = 3  # dst = x + c·y
+COST_AXPY = 3  # dst += c·x
+COST_SCALE = 2  # dst = c·x
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A block of an input (``A``/``B`` with its index), a workspace (``S``/``T``/``P``) or ``C``."""
+
+    kind: str  # "A", "B", "C", "S", "T", "P"
+    index: int = -1
+
+
+@dataclass(frozen=True)
+class Add2:
+    """dst = x + coef·y"""
+
+    dst: Operand
+    x: Operand
+    coef: Fraction
+    y: Operand
+
+
+@dataclass(frozen=True)
+class Axpy:
+    """dst += coef·x"""
+
+    dst: Operand
+    coef: Fraction
+    x: Operand
+
+
+@dataclass(frozen=True)
+class Scale:
+    """dst = coef·x (a copy when coef is 1)"""
+
+    dst: Operand
+    coef: Fraction
+    x: Operand
+
+
+@dataclass(frozen=True)
+class Product:
+    """dst (=|+=) alpha·coef·a·b, by the next level (or the leaf gemm). ``mode`` is set or acc."""
+
+    dst: Operand
+    a: Operand
+    b: Operand
+    coef: Fraction
+    mode: Mode
+    term: int  # which product M_r (0-based) of the decomposition
+
+
+Op = Add2 | Axpy | Scale | Product
+
+
+@dataclass
+class LevelSchedule:
+    fmt: tuple[int, int, int]
+    mode: Mode
+    order: list[int]
+    ops: list[Op] = field(default_factory=list)
+    uses_p: bool = False
+
+    @property
+    def passes(self) -> int:
+        """Element-wise passes over a block (additions, copies, scalings)."""
+        return sum(1 for op in self.ops if not isinstance(op, Product))
+
+    @property
+    def cost(self) -> int:
+        return _ops_cost(self.ops)
+
+
+def _ops_cost(ops: list[Op]) -> int:
+    total = 0
+    for op in ops:
+        if isinstance(op, Add2):
+            total += COST_ADD2
+        elif isinstance(op, Axpy):
+            total += COST_AXPY
+        elif isinstance(op, Scale):
+            total += COST_SCALE
+    return total
+
+
+def _columns(d: Decomposition) -> tuple[list[dict[int, Fraction]], list[dict[int, Fraction]], list[dict[int, Fraction]]]:
+    U, V, W = d.factors()
+    R = d.rank
+    us = [{a: Fraction(U[a, r]) for a in range(U.shape[0]) if U[a, r] != 0} for r in range(R)]
+    vs = [{b: Fraction(V[b, r]) for b in range(V.shape[0]) if V[b, r] != 0} for r in range(R)]
+    ws = [{c: Fraction(W[c, r]) for c in range(W.shape[0]) if W[c, r] != 0} for r in range(R)]
+    return us, vs, ws
+
+
+def _side(state: dict[int, Fraction] | None, terms: dict[int, Fraction], kind: str, ws: str,
+          ops: list[Op]) -> tuple[Operand, Fraction, dict[int, Fraction] | None]:
+    """Emit the ops computing one side's sum; return (operand, scale folded into alpha, new state)."""
+    if len(terms) == 1:
+        ((idx, coef),) = terms.items()
+        return Operand(kind, idx), coef, state
+    dst = Operand(ws)
+    fresh = len(terms) - 1
+    best: tuple[int, Fraction, dict[int, Fraction]] | None = None
+    if state:
+        for idx, coef in terms.items():
+            if idx not in state:
+                continue
+            lam = coef / state[idx]
+            diff = {i: terms.get(i, Fraction(0)) / lam - state.get(i, Fraction(0)) for i in set(terms) | set(state)}
+            diff = {i: c for i, c in diff.items() if c != 0}
+            if best is None or len(diff) < len(best[2]):
+                best = (len(diff), lam, diff)
+    if best is not None and best[0] < fresh:
+        _, lam, diff = best
+        for idx in sorted(diff):
+            ops.append(Axpy(dst, diff[idx], Operand(kind, idx)))
+        return dst, lam, {i: c / lam for i, c in terms.items()}
+    items = sorted(terms.items())
+    lam = items[0][1]
+    ops.append(Add2(dst, Operand(kind, items[0][0]), items[1][1] / lam, Operand(kind, items[1][0])))
+    for idx, coef in items[2:]:
+        ops.append(Axpy(dst, coef / lam, Operand(kind, idx)))
+    return dst, lam, {i: c / lam for i, c in terms.items()}
+
+
+class _Emitter:
+    """Writes the ops product by product; its state (workspace contents, filled C blocks) is small."""
+
+    def __init__(self, cols, n_c: int, mode: Mode) -> None:
+        self.cols = cols
+        self.ops: list[Op] = []
+        self.s_state: dict[int, Fraction] | None = None
+        self.t_state: dict[int, Fraction] | None = None
+        self.filled = [mode == "acc"] * n_c
+        self.uses_p = False
+
+    def copy(self) -> "_Emitter":
+        other = _Emitter.__new__(_Emitter)
+        other.cols, other.ops = self.cols, list(self.ops)
+        other.s_state, other.t_state = self.s_state, self.t_state
+        other.filled, other.uses_p = list(self.filled), self.uses_p
+        return other
+
+    def step(self, r: int) -> None:
+        us, vs, ws = self.cols
+        ops, filled = self.ops, self.filled
+        a_op, su, self.s_state = _side(self.s_state, us[r], "A", "S", ops)
+        b_op, sv, self.t_state = _side(self.t_state, vs[r], "B", "T", ops)
+        scale = su * sv
+        outs = [(c, w * scale) for c, w in sorted(ws[r].items())]
+        if not outs:
+            return  # a product nobody uses (never in a reduced scheme)
+        if len(outs) == 1:
+            c, w = outs[0]
+            ops.append(Product(Operand("C", c), a_op, b_op, w, "acc" if filled[c] else "set", r))
+            filled[c] = True
+            return
+        empty = [(c, w) for c, w in outs if not filled[c]]
+        if empty:
+            c0, w0 = empty[0]
+            ops.append(Product(Operand("C", c0), a_op, b_op, w0, "set", r))
+            filled[c0] = True
+            for c, w in outs:
+                if c == c0:
+                    continue
+                if filled[c]:
+                    ops.append(Axpy(Operand("C", c), w / w0, Operand("C", c0)))
+                else:
+                    ops.append(Scale(Operand("C", c), w / w0, Operand("C", c0)))
+                    filled[c] = True
+        else:
+            self.uses_p = True
+            ops.append(Product(Operand("P"), a_op, b_op, Fraction(1), "set", r))
+            for c, w in outs:
+                ops.append(Axpy(Operand("C", c), w, Operand("P")))
+
+    def finish(self) -> None:
+        for c, done in enumerate(self.filled):
+            if not done:  # an output no product touches (degenerate tensors only): zero it
+                self.ops.append(Scale(Operand("C", c), Fraction(0), Operand("C", c)))
+                self.filled[c] = True
+
+
+def _emit(cols, order: list[int], n_c: int, mode: Mode) -> tuple[list[Op], bool]:
+    e = _Emitter(cols, n_c, mode)
+    for r in order:
+        e.step(r)
+    e.finish()
+    return e.ops, e.uses_p
+
+
+def _greedy_order(cols, n_c: int, mode: Mode) -> list[int]:
+    """Multi-output products first (they can claim empty C blocks), then by shared sides."""
+    us, vs, ws = cols
+    remaining = list(range(len(us)))
+    order: list[int] = []
+    state = _Emitter(cols, n_c, mode)
+    while remaining:
+        best = None
+        for r in remaining:
+            trial = state.copy()
+            trial.step(r)
+            cost = _ops_cost(trial.ops[len(state.ops):]) - 4 * len(ws[r])  # many outputs early
+            if best is None or cost < best[0]:
+                best = (cost, r, trial)
+        order.append(best[1])
+        remaining.remove(best[1])
+        state = best[2]
+    return order
+
+
+_CACHE: dict[tuple[str, str, int, int], "LevelSchedule"] = {}
+
+
+def schedule_level(d: Decomposition, mode: Mode, search_steps: int = 400, seed: int = 0) -> LevelSchedule:
+    """The straight-line program for one level of ``d`` (see the module docstring); memoised."""
+    exact = hashlib.sha256(repr((d.target.describe(), d.denominators(),
+                                 [(x.shape, x.tobytes()) for x in d.numerators()])).encode()).hexdigest()
+    key = (exact, mode, search_steps, seed)
+    if key not in _CACHE:
+        _CACHE[key] = _schedule_level(d, mode, search_steps, seed)
+    return _CACHE[key]
+
+
+def _schedule_level(d: Decomposition, mode: Mode, search_steps: int, seed: int) -> LevelSchedule:
+    if d.format is None or d.field != "Z":
+        raise FmmforgeError("codegen needs a matrix-multiplication scheme over Z (rationals)")
+    n, m, p = d.format
+    cols = _columns(d)
+    n_c = n * p
+    order = _greedy_order(cols, n_c, mode) if d.rank <= 64 else list(range(d.rank))
+    ops, uses_p = _emit(cols, order, n_c, mode)
+    best = (_ops_cost(ops) + (1 if uses_p else 0), order, ops, uses_p)
+    rng = random.Random(seed)
+    R = d.rank
+    if R > 1:
+        for _ in range(search_steps if R <= 32 else search_steps // 4 if R <= 64 else 0):
+            cand = list(best[1])
+            i, j = rng.randrange(R), rng.randrange(R)
+            if i == j:
+                continue
+            if rng.random() < 0.5:
+                cand[i], cand[j] = cand[j], cand[i]
+            else:
+                cand.insert(j, cand.pop(i))
+            ops, uses_p = _emit(cols, cand, n_c, mode)
+            cost = _ops_cost(ops) + (1 if uses_p else 0)
+            if cost < best[0]:
+                best = (cost, cand, ops, uses_p)
+    return LevelSchedule((n, m, p), mode, best[1], best[2], best[3])
