@@ -54,6 +54,35 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL
     );
     """,
+    # benchmark measurements (fmmforge.codegen.records): one row per kernel measured
+    """
+    CREATE TABLE records (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        machine TEXT NOT NULL,
+        algorithm TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        plan_key TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        levels INTEGER NOT NULL,
+        m INTEGER NOT NULL, k INTEGER NOT NULL, n INTEGER NOT NULL,
+        dtype TEXT NOT NULL,
+        threads INTEGER,
+        median_s REAL NOT NULL,
+        iqr_s REAL NOT NULL,
+        baseline_median_s REAL NOT NULL,
+        baseline_iqr_s REAL NOT NULL,
+        speedup REAL NOT NULL,
+        max_error REAL,
+        error_bound REAL,
+        peak_extra_bytes INTEGER,
+        workspace_bytes INTEGER,
+        created_at TEXT NOT NULL,
+        fmmforge_version TEXT NOT NULL
+    );
+    CREATE INDEX records_lookup ON records(plan_key, device, machine, m, k, n, dtype);
+    """,
 ]
 
 

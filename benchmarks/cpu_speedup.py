@@ -1,0 +1,109 @@
+"""CPU speed-ups of generated torch kernels over torch.matmul (MKL), measured in one run.
+
+Every case generates the kernel (validated against float64 at small sizes and checked again at
+the benchmark size), then times it interleaved with torch.mm (both write into a preallocated
+output) through fmmforge.hardware.timing: median of ``--pairs`` interleaved samples, IQR beside.
+Peak extra memory of one kernel call is measured (VmHWM reset) and compared with the size of C.
+
+    flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/cpu_speedup.py            # all targets
+    flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/cpu_speedup.py --quick    # 2048 only
+
+Not part of the test run (timings on a shared machine are not assertions); it prints ratios
+and whether each target of issue 5 was met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+# (label, group, algorithm, levels, size M,K,N, dtype). Targets are checked per group below.
+CASES = {
+    "full": [
+        ("4096 strassen L2", "4096", "strassen", 2, (4096,) * 3, "float32"),
+        ("4096 winograd L2", "4096", "strassen-winograd", 2, (4096,) * 3, "float32"),
+        ("4096 winograd L3", "4096", "strassen-winograd", 3, (4096,) * 3, "float32"),
+        ("8192 strassen L3", "8192", "strassen", 3, (8192,) * 3, "float32"),
+        ("8192 winograd L3", "8192", "strassen-winograd", 3, (8192,) * 3, "float32"),
+        ("8192 winograd L2", "8192", "strassen-winograd", 2, (8192,) * 3, "float32"),
+        ("rect 8192x4096x8192 winograd L2", "rect", "strassen-winograd", 2, (8192, 4096, 8192), "float32"),
+        ("4608 laderman L1", "laderman", "laderman", 1, (4608,) * 3, "float32"),
+        ("4096 winograd L2 float64", "float64", "strassen-winograd", 2, (4096,) * 3, "float64"),
+        ("8192 winograd L3 float64", "float64", "strassen-winograd", 3, (8192,) * 3, "float64"),
+    ],
+    "quick": [
+        ("2048 strassen L1", "2048", "strassen", 1, (2048,) * 3, "float32"),
+        ("2048 winograd L2", "2048", "strassen-winograd", 2, (2048,) * 3, "float32"),
+        ("2046 laderman L1", "laderman", "laderman", 1, (2046,) * 3, "float32"),
+    ],
+}
+# group -> (best speed-up at least, description)
+TARGETS = {
+    "4096": (1.25, "N=4096: best plan >= 1.25x"),
+    "8192": (1.35, "N=8192: best plan >= 1.35x"),
+    "rect": (1.0, "rectangular 8192x4096x8192 faster than the baseline"),
+    "laderman": (1.0, "<3,3,3;23> at one level faster than the baseline"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
+    ap.add_argument("--only", default="", help="run only cases whose label contains one of these comma-separated texts")
+    ap.add_argument("--pairs", type=int, default=5, help="interleaved candidate/baseline samples per case")
+    ap.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    ap.add_argument("--record", action="store_true", help="also record the measurements in the store")
+    ap.add_argument("--wait-quiet", type=float, default=600.0,
+                    help="before each case wait up to this many seconds for other processes to leave the CPUs idle")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from fmmforge.codegen.bench import measure
+    from fmmforge.codegen.plan import ceiling, make_plan
+    from fmmforge.hardware.devices import cpu_device
+    from fmmforge.hardware.timing import wait_for_quiet
+
+    threads = args.threads or torch.get_num_threads()
+    dev = cpu_device()
+    print(f"device: {dev.description}; threads {threads}; baseline torch.mm (out=) ; pairs {args.pairs}", flush=True)
+    header = (f"{'case':34s} {'kernel s':>9s} {'IQR':>7s} {'base s':>8s} {'IQR':>7s} {'speedup':>8s} "
+              f"{'ceiling':>8s} {'eff':>5s} {'GFLOP/s':>8s} {'max err':>9s} {'mem/C':>6s} {'ws/C':>5s}")
+    print(header, flush=True)
+    best: dict[str, float] = {}
+    checks: list[tuple[str, bool]] = []
+    for label, group, algo, levels, size, dtype in CASES["quick" if args.quick else "full"]:
+        if args.only and not any(part and part in label for part in args.only.split(",")):
+            continue
+        plan, decomps = make_plan(algo, levels, backend="torch", dtype=dtype, device="cpu")
+        busy = wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
+        t0 = time.time()
+        rec = measure(plan, decomps, size, threads=threads, pairs=args.pairs, measure_memory=True,
+                      record=args.record)
+        c = ceiling(decomps)
+        bytes_c = size[0] * size[2] * (4 if dtype == "float32" else 8)
+        mem = (rec.peak_extra_bytes - bytes_c) / bytes_c if rec.peak_extra_bytes is not None else float("nan")
+        ws = rec.workspace_bytes / bytes_c if rec.workspace_bytes is not None else float("nan")
+        best[group] = max(best.get(group, 0.0), rec.speedup)
+        if not mem <= 1.0:
+            checks.append((f"{label}: peak extra memory {mem:.2f} x C (must be <= 1)", False))
+        if label == "4096 strassen L2":
+            checks.append((f"Strassen L2 at 4096: efficiency {rec.speedup / c:.2f} (>= 0.9)", rec.speedup / c >= 0.9))
+        print(f"{label:34s} {rec.median_s:9.3f} {rec.iqr_s:7.3f} {rec.baseline_median_s:8.3f} {rec.baseline_iqr_s:7.3f} "
+              f"{rec.speedup:8.3f} {c:8.3f} {rec.speedup / c:5.2f} {rec.gflops:8.1f} {rec.max_error:9.2e} "
+              f"{mem:6.2f} {ws:5.2f}   [{time.time() - t0:.0f}s; cpu busy before {busy if busy is None else round(busy, 2)}]",
+              flush=True)
+    print("mem/C = measured peak extra resident memory of one call (workspaces and temporaries, beyond the output C)"
+          " / size of C; ws/C = bytes the kernel's workspaces hold (exact) / size of C")
+    print("eff = speed-up / ceiling (n·m·p/R)^L")
+    for group, (target, text) in TARGETS.items():
+        if group in best:
+            checks.append((f"{text}: {best[group]:.3f}x", best[group] >= target))
+    for text, ok in checks:
+        print(("met     " if ok else "MISSED  ") + text)
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Measure generated kernels against the vendor matmul and record every measurement.
+
+For each (algorithm, levels, size): the kernel is generated (validated, cached), checked at
+that size against a float64 reference (max error beside every timing), then timed with the
+baseline interleaved in the same run (fmmforge.hardware.timing) and recorded in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from fmmforge.codegen.generate import generate, get_backend
+from fmmforge.codegen.plan import Plan, ceiling, make_plan
+from fmmforge.codegen.records import Record, add_record, query_records
+from fmmforge.codegen.validate import error_bound
+from fmmforge.core.decomposition import Decomposition
+from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.version import __version__
+
+Size = tuple[int, int, int]
+
+
+def parse_sizes(text: str) -> list[Size]:
+    """``2048,4096`` (square) and ``8192x4096x8192`` (M×K×N) items, comma separated."""
+    out: list[Size] = []
+    for item in text.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        parts = re.split(r"[x×*]", item)
+        try:
+            vals = [int(p) for p in parts]
+        except ValueError:
+            raise FmmforgeError(f"cannot read size {item!r}; write N or MxKxN, e.g. 4096 or 8192x4096x8192") from None
+        if len(vals) == 1:
+            vals = vals * 3
+        if len(vals) != 3 or min(vals) < 1:
+            raise FmmforgeError(f"size {item!r} must be N or MxKxN with positive integers")
+        out.append((vals[0], vals[1], vals[2]))
+    if not out:
+        raise FmmforgeError("no sizes given; write e.g. --sizes 2048,4096")
+    return out
+
+
+def parse_algos(text: str) -> list[str]:
+    """Comma-separated names, where the commas of a format (alphatensor:4,4,4) stay in the name."""
+    out: list[str] = []
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        if token.isdigit() and out and re.search(r"[:,]\d+$", out[-1]):
+            out[-1] += "," + token
+        else:
+            out.append(token)
+    if not out:
+        raise FmmforgeError("no algorithms given; write e.g. --algos strassen,laderman")
+    return out
+
+
+def parse_levels(text: str) -> list[int]:
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise FmmforgeError(f"cannot read levels {text!r}; write e.g. 1,2") from None
+    if not vals:
+        raise FmmforgeError("no levels given; write e.g. --levels 1,2")
+    for v in vals:
+        if v < 0:
+            raise FmmforgeError(f"levels must be >= 0, not {v}")
+    return vals
+
+
+@dataclass
+class Inputs:
+    """Inputs of one size on the device, and the float64 reference (computed once, lazily)."""
+
+    A64: np.ndarray
+    B64: np.ndarray
+    _ref: np.ndarray | None = None
+
+    def reference(self, to_numpy_a: np.ndarray, to_numpy_b: np.ndarray) -> np.ndarray:
+        if self._ref is None:
+            self._ref = to_numpy_a.astype(np.float64) @ to_numpy_b.astype(np.float64)
+        return self._ref
+
+
+def machine_for(device: str) -> str:
+    from fmmforge.hardware.devices import get_device, machine_key
+
+    dev = get_device(device)
+    return machine_key() if dev.kind == "cpu" else dev.description
+
+
+def cached_record(plan: Plan, size: Size, store=None) -> Record | None:
+    """The latest measurement of this plan at this size on this device and machine, if any."""
+    rows = query_records(store, plan_key=plan.key(), device=plan.device, machine=machine_for(plan.device),
+                         m=size[0], k=size[1], n=size[2], dtype=plan.dtype, fmmforge_version=__version__)
+    return rows[-1] if rows else None
+
+
+def _max_error(backend, device: str, A, B, C) -> tuple[float, float, float]:
+    """max|C - A·B| against a float64 product of the same (rounded) inputs, computed with torch
+    on the kernel's device (MKL on the CPU, cuBLAS on a GPU); and max|A|, max|B|."""
+    import torch
+
+    dev = torch.device(device if device.startswith("cuda") else "cpu")
+    A64 = torch.as_tensor(backend.to_numpy(A), device=dev).to(torch.float64)
+    B64 = torch.as_tensor(backend.to_numpy(B), device=dev).to(torch.float64)
+    ref = torch.mm(A64, B64)
+    ref.sub_(torch.as_tensor(backend.to_numpy(C), device=dev).to(torch.float64))
+    return float(ref.abs().max()), float(A64.abs().max()), float(B64.abs().max())
+
+
+def _workspace_bytes(kernel) -> int | None:
+    probe = getattr(kernel.module(), "workspace_bytes", None)
+    return int(probe()) if probe is not None else None
+
+
+def measure(plan: Plan, decomps: list[Decomposition], size: Size, *, threads: int | None = None,
+            pairs: int = 5, min_sample_s: float = 0.05, max_seconds: float | None = None,
+            measure_memory: bool = False, store=None, record: bool = True, seed: int = 0,
+            check_error: bool = True) -> Record:
+    """Generate (validated), check at ``size``, time against the vendor matmul, record."""
+    from fmmforge.hardware.devices import get_device
+    from fmmforge.hardware.memory import peak_extra_bytes
+    from fmmforge.hardware.timing import compare, pinned_threads
+
+    get_device(plan.device)
+    backend = get_backend(plan.backend)
+    kernel = generate(plan, decomps)
+    M, K, N = size
+    rng = np.random.default_rng(seed)
+    A64 = rng.uniform(-1, 1, (M, K))
+    B64 = rng.uniform(-1, 1, (K, N))
+    A = backend.to_native(A64, plan.dtype, plan.device)
+    B = backend.to_native(B64, plan.dtype, plan.device)
+    del A64, B64
+    fn = kernel.matmul
+    max_error = bound = None
+    with pinned_threads(threads) as used_threads:
+        if check_error:
+            max_error, a_max, b_max = _max_error(backend, plan.device, A, B, fn(A, B))
+            bound = error_bound(K, decomps, plan.dtype, a_max, b_max)
+            if not max_error <= bound:
+                from fmmforge.codegen.validate import KernelValidationError
+
+                raise KernelValidationError(f"kernel {plan.describe()} at {M}x{K}x{N}: max error {max_error:.3g} "
+                                            f"> bound {bound:.3g}; not benchmarked")
+        out_base = backend.out_baseline()
+        base_fn = backend.baseline()
+        C_base = base_fn(A, B)
+        C_kern = fn(A, B)
+        if out_base is not None:
+            baseline: Callable[[], Any] = lambda: out_base(A, B, C_base)  # noqa: E731
+            try:
+                fn(A, B, out=C_kern)
+                candidate: Callable[[], Any] = lambda: fn(A, B, out=C_kern)  # noqa: E731
+            except TypeError:
+                candidate = lambda: fn(A, B)  # noqa: E731
+        else:
+            baseline = lambda: base_fn(A, B)  # noqa: E731
+            candidate = lambda: fn(A, B)  # noqa: E731
+        peak = None
+        if measure_memory:
+            del C_kern
+            clear = getattr(kernel.module(), "clear_workspaces", None)
+            if clear is not None:
+                clear()  # count the workspaces too: measure a call that has to allocate them
+            peak = peak_extra_bytes(lambda: fn(A, B), plan.device)
+            C_kern = fn(A, B)
+        result = compare(candidate, baseline, device=plan.device, threads=None, pairs=pairs,
+                         min_sample_s=min_sample_s, max_seconds=max_seconds)
+    rec = Record(
+        device=plan.device, machine=machine_for(plan.device), algorithm=(plan.algorithms[0] if len(set(plan.algorithms)) == 1 else "/".join(plan.algorithms)) if plan.algorithms else "vendor",
+        fingerprint="/".join(plan.fingerprints), plan=json.dumps(plan.as_dict(), sort_keys=True),
+        plan_key=plan.key(), backend=plan.backend, levels=plan.levels, m=M, k=K, n=N, dtype=plan.dtype,
+        threads=used_threads, median_s=result.candidate.median, iqr_s=result.candidate.iqr,
+        baseline_median_s=result.baseline.median, baseline_iqr_s=result.baseline.iqr,
+        speedup=result.speedup, max_error=max_error, error_bound=bound, peak_extra_bytes=peak,
+        workspace_bytes=_workspace_bytes(kernel),
+    )
+    if record:
+        rid = add_record(rec, store)
+        rec = Record(**{**rec.__dict__, "id": rid})
+    return rec
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    record: Record
+    ceiling: float
+
+    @property
+    def efficiency(self) -> float:
+        return self.record.speedup / self.ceiling if self.ceiling else float("nan")
+
+
+def run_bench(algos: list[str], levels: list[int], sizes: list[Size], *, device: str = "cpu",
+              backend: str = "torch", dtype: str = "float32", cutoff: int = 64, threads: int | None = None,
+              pairs: int = 5, measure_memory: bool = False, on_row: Callable[[BenchRow], None] | None = None,
+              on_error: Callable[[str], None] | None = None, min_sample_s: float = 0.05) -> list[BenchRow]:
+    from fmmforge.hardware.devices import get_device
+
+    get_device(device)
+    plans = []
+    for name in algos:
+        for L in levels:
+            plans.append(make_plan(name, L, backend=backend, dtype=dtype, device=device, cutoff=cutoff))
+    rows = []
+    for size in sizes:
+        for plan, decomps in plans:
+            try:
+                rec = measure(plan, decomps, size, threads=threads, pairs=pairs, measure_memory=measure_memory,
+                              min_sample_s=min_sample_s)
+            except FmmforgeError as exc:
+                if on_error is None:
+                    raise
+                on_error(str(exc))
+                continue
+            row = BenchRow(rec, ceiling(decomps))
+            rows.append(row)
+            if on_row:
+                on_row(row)
+    return rows

@@ -1,0 +1,140 @@
+"""The `fmmforge codegen` and `fmmforge bench` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from fmmforge.core.errors import FmmforgeError
+
+COMMANDS = ("codegen", "bench")
+
+
+def register(app: typer.Typer) -> None:
+    if any(info.name in COMMANDS for info in app.registered_commands):
+        return
+    app.command("codegen")(codegen_cmd)
+    app.command("bench")(bench_cmd)
+
+
+def _mib(x: float) -> str:
+    return f"{x / 2**20:.1f} MiB"
+
+
+def codegen_cmd(
+    name: Annotated[str, typer.Argument(help="catalogue or store name; NAME/NAME for a different scheme per level")],
+    backend: Annotated[str, typer.Option(help="torch, numpy or cupy (or a plugin's backend)")] = "torch",
+    device: Annotated[str, typer.Option(help="cpu or cuda:N")] = "cpu",
+    levels: Annotated[int, typer.Option(help="recursion levels (0 = the vendor gemm)")] = 1,
+    dtype: Annotated[str, typer.Option(help="float32 or float64")] = "float32",
+    cutoff: Annotated[int, typer.Option(help="blocks smaller than this go to the vendor gemm")] = 64,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="directory to write the kernel to")] = None,
+    size: Annotated[Optional[int], typer.Option(help="square size N for the workspace figure (default 4096)")] = None,
+    emit_only: Annotated[bool, typer.Option("--emit-only", help="write the source without running or validating it (e.g. CUDA code on a machine without a GPU); never cached")] = False,
+) -> None:
+    """Generate a validated kernel; print the plan, additions, workspace size and the module's path."""
+    from fmmforge.codegen.generate import generate, get_backend
+    from fmmforge.codegen.plan import ceiling, make_plan, stability
+    from fmmforge.core.cli import console
+    from fmmforge.hardware.devices import get_device
+
+    get_backend(backend)
+    if levels < 0:
+        raise FmmforgeError(f"levels must be >= 0, not {levels}")
+    if not emit_only:
+        get_device(device)
+    plan, decomps = make_plan(name, levels, backend=backend, dtype=dtype, device=device, cutoff=cutoff)
+    kernel = generate(plan, decomps, validate=not emit_only)
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        if not output.is_dir():
+            raise FmmforgeError(f"{output} is not a directory")
+        for fname, text in kernel.files.items():
+            (output / fname).write_text(text)
+        module_path = output / kernel.module_file
+    else:
+        module_path = kernel.module_path
+    console.print(f"plan: {plan.describe()}", highlight=False)
+    console.print(f"ceiling (n·m·p/R)^L = {ceiling(decomps):.4f}; error growth Π e = {stability(decomps):g}", highlight=False)
+    try:
+        from fmmforge.core.additions import eliminate
+    except ImportError:  # pragma: no cover - the additions module is part of core
+        eliminate = None
+    table = Table("level", "algorithm", "format", "rank", "additions naive", "after CSE", "block passes emitted (set/acc)")
+    for i, (d, lvl) in enumerate(zip(decomps, kernel.facts.get("levels", []))):
+        cse = "-"
+        if eliminate is not None:
+            adds = eliminate(d)
+            cse = f"{adds.eliminated} (U {adds.U.eliminated}, V {adds.V.eliminated}, W {adds.W.eliminated})"
+        passes = f"{lvl.get('passes_set', '-')}/{lvl.get('passes_acc', '-')}" if "passes_set" in lvl else "fused (1 pass per side)"
+        table.add_row(str(i), plan.algorithms[i], "<{},{},{}>".format(*d.format), str(d.rank), str(d.naive_additions), cse, passes)
+    if decomps:
+        console.print(table)
+    n = size or 4096
+    itemsize = 4 if dtype == "float32" else 8
+    frac = kernel.facts.get("workspace_fraction_square", 0.0)
+    console.print(f"workspace: {frac:.3f} × size of C ({_mib(frac * n * n * itemsize)} at N={n}, {dtype})", highlight=False)
+    if kernel.validation:
+        worst = max(kernel.validation, key=lambda r: r.max_error / r.bound if r.bound else 0)
+        console.print(f"validated on {len(kernel.validation)} shapes against float64: worst max error "
+                      f"{worst.max_error:.2e} (bound {worst.bound:.2e})", highlight=False)
+    else:
+        console.print("NOT validated (--emit-only): run it on a machine with the device before trusting it", highlight=False)
+    if "kernel.cu" in kernel.files and output is not None:
+        console.print(f"cuda source: {output / 'kernel.cu'}", highlight=False)
+    console.print(f"kernel: {module_path if module_path else '(not written; use -o DIR)'}", highlight=False)
+
+
+def bench_cmd(
+    device: Annotated[str, typer.Option(help="cpu or cuda:N")] = "cpu",
+    sizes: Annotated[str, typer.Option(help="N or MxKxN, comma separated")] = "2048,4096",
+    algos: Annotated[str, typer.Option(help="algorithm names, comma separated")] = "strassen,strassen-winograd",
+    levels: Annotated[str, typer.Option(help="recursion levels, comma separated")] = "1,2",
+    dtype: Annotated[str, typer.Option(help="float32 or float64")] = "float32",
+    backend: Annotated[str, typer.Option(help="torch, numpy or cupy")] = "torch",
+    cutoff: Annotated[int, typer.Option(help="leaf cut-off")] = 64,
+    threads: Annotated[Optional[int], typer.Option(help="threads (default: as configured)")] = None,
+    pairs: Annotated[int, typer.Option(help="interleaved kernel/baseline samples per row")] = 5,
+    memory: Annotated[bool, typer.Option("--memory", help="also measure each kernel's peak extra memory")] = False,
+    min_sample_ms: Annotated[float, typer.Option(help="each timed sample repeats the call for at least this long")] = 50.0,
+) -> None:
+    """Measure kernels against the vendor matmul in the same run; record every row; print the table."""
+    from fmmforge.codegen.bench import parse_algos, parse_levels, parse_sizes, run_bench
+    from fmmforge.codegen.generate import get_backend
+    from fmmforge.core.cli import console, err_console
+
+    size_list = parse_sizes(sizes)
+    algo_list = parse_algos(algos)
+    level_list = parse_levels(levels)
+    get_backend(backend)
+    if pairs < 1:
+        raise FmmforgeError("--pairs must be at least 1")
+    table = Table("algorithm", "L", "size", "kernel ms", "IQR", "vendor ms", "IQR", "speed-up", "GFLOP/s",
+                  "ceiling", "eff", "max err", "peak extra")
+    problems: list[str] = []
+
+    def on_row(row) -> None:
+        r = row.record
+        console.print(f"measured {r.algorithm} L{r.levels} {r.m}x{r.k}x{r.n}: {r.speedup:.3f}x", highlight=False)
+
+    rows = run_bench(algo_list, level_list, size_list, device=device, backend=backend, dtype=dtype, cutoff=cutoff,
+                     threads=threads, pairs=pairs, measure_memory=memory, on_row=on_row, on_error=problems.append,
+                     min_sample_s=min_sample_ms / 1e3)
+    for row in rows:
+        r = row.record
+        table.add_row(r.algorithm, str(r.levels), f"{r.m}x{r.k}x{r.n}", f"{r.median_s * 1e3:.2f}", f"{r.iqr_s * 1e3:.2f}",
+                      f"{r.baseline_median_s * 1e3:.2f}", f"{r.baseline_iqr_s * 1e3:.2f}", f"{r.speedup:.3f}",
+                      f"{r.gflops:.1f}", f"{row.ceiling:.3f}", f"{row.efficiency:.2f}",
+                      f"{r.max_error:.1e}" if r.max_error is not None else "-",
+                      _mib(r.peak_extra_bytes) if r.peak_extra_bytes is not None else "-")
+    console.print(table)
+    console.print(f"{len(rows)} measurements recorded in the store ({dtype}, {device}, backend {backend}); "
+                  "speed-up = vendor median / kernel median, GFLOP/s = 2MKN/t, ceiling = (nmp/R)^L, eff = speed-up/ceiling",
+                  highlight=False, soft_wrap=True)
+    for p in problems:
+        err_console.print(f"error: {p}", highlight=False, markup=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(2 if not rows else 1)

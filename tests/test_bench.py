@@ -1,0 +1,120 @@
+"""Benchmark records, the `bench` command and the `latency` reward (tiny sizes: no timing assertions)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fmmforge.codegen.bench import measure, parse_algos, parse_levels, parse_sizes
+from fmmforge.codegen.plan import make_plan
+from fmmforge.codegen.records import query_records
+from fmmforge.core.catalogue import resolve
+from fmmforge.core.errors import FmmforgeError
+
+
+@pytest.fixture
+def plugins_with_codegen():
+    """The plugin manager with fmmforge.codegen.plugin registered as a built-in (if the manager
+    does not list it yet), reset afterwards."""
+    from fmmforge.plugins import manager
+
+    manager.reset_plugin_manager()
+    pm = manager.plugin_manager()
+    if "fmmforge.codegen.plugin" not in manager.BUILTIN_PLUGINS:
+        import fmmforge.codegen.plugin as plugin
+
+        pm.register(plugin, name="fmmforge.codegen.plugin", origin=manager.BUILTIN)
+        pm.registries.clear()
+    yield pm
+    manager.reset_plugin_manager()
+
+
+def test_parsers():
+    assert parse_sizes("64, 8x4x2") == [(64, 64, 64), (8, 4, 2)]
+    assert parse_algos("strassen,alphatensor:4,4,4,laderman") == ["strassen", "alphatensor:4,4,4", "laderman"]
+    assert parse_levels("1,2") == [1, 2]
+    for bad in ("", "x", "0"):
+        with pytest.raises(FmmforgeError):
+            parse_sizes(bad)
+    with pytest.raises(FmmforgeError):
+        parse_levels("1,-2")
+
+
+def test_measure_records_one_row_per_measurement():
+    plan, decomps = make_plan("strassen", 1, dtype="float64", cutoff=4)
+    rec = measure(plan, decomps, (40, 24, 36), pairs=3, min_sample_s=0.001, measure_memory=True)
+    rows = query_records()
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row.m, row.k, row.n, row.dtype, row.device, row.levels) == (40, 24, 36, "float64", "cpu", 1)
+    assert row.fingerprint == resolve("strassen").fingerprint and row.algorithm == "strassen"
+    assert row.median_s > 0 and row.baseline_median_s > 0 and row.iqr_s >= 0
+    assert row.max_error is not None and row.max_error <= row.error_bound
+    assert row.fmmforge_version and row.plan_key == plan.key() and rec.id == row.id
+    measure(plan, decomps, (40, 24, 36), pairs=3, min_sample_s=0.001)
+    assert len(query_records()) == 2
+
+
+def test_cli_bench_prints_and_records(cli):
+    code, out, err = cli("bench", "--device", "cpu", "--sizes", "32,20x12x28", "--algos", "strassen,alphatensor:2,2,3",
+                         "--levels", "1,2", "--dtype", "float64", "--pairs", "3", "--cutoff", "2",
+                         "--min-sample-ms", "1")
+    assert code == 0, err
+    assert "speed-up" in out and "ceiling" in out and "GFLOP/s" in out
+    assert len(query_records()) == 2 * 2 * 2
+    assert {r.algorithm for r in query_records()} == {"strassen", "alphatensor:2,2,3"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--levels", "-1"], "levels"),
+    (["--backend", "nope"], "unknown backend"),
+    (["--device", "cuda:3"], "not present"),
+    (["--sizes", "abc"], "size"),
+    (["--algos", "nonexistent"], "unknown algorithm"),
+])
+def test_cli_bench_bad_input_exit_2(cli, args, message):
+    base = {"--sizes": "16", "--algos": "strassen", "--levels": "1"}
+    for i in range(0, len(args), 2):
+        base[args[i]] = args[i + 1]
+    flat = [x for kv in base.items() for x in kv]
+    code, out, err = cli("bench", *flat)
+    assert code == 2
+    assert message in err
+
+
+def test_latency_reward_through_plugins_and_cache(plugins_with_codegen, monkeypatch):
+    from fmmforge.plugins import get_reward
+    from fmmforge.plugins.reward import RewardContext, evaluate
+
+    reward = get_reward("latency")
+    assert reward.cheap is False
+    monkeypatch.setattr(reward, "pairs", 3)
+    monkeypatch.setattr(reward, "min_sample_s", 0.001)
+    ctx = RewardContext(device="cpu", size=(48, 48, 48), dtype="float64", levels=1)
+    first = evaluate(reward, resolve("strassen"), ctx)
+    assert first.value > 0 and first.parts["cached"] is False
+    assert len(query_records()) == 1
+    import fmmforge.codegen.bench as bench
+
+    monkeypatch.setattr(bench, "measure", lambda *a, **k: pytest.fail("measured again"))
+    second = evaluate(reward, resolve("strassen"), ctx)
+    assert second.parts["cached"] is True and second.value == first.value
+    assert len(query_records()) == 1
+
+
+def test_latency_reward_needs_a_size_and_a_present_device(plugins_with_codegen):
+    from fmmforge.plugins import get_reward
+    from fmmforge.plugins.reward import RewardContext
+
+    reward = get_reward("latency")
+    with pytest.raises(FmmforgeError, match="size"):
+        reward.score(resolve("strassen"), RewardContext(device="cpu"))
+    with pytest.raises(FmmforgeError, match="not present"):
+        reward.score(resolve("strassen"), RewardContext(device="cuda:5", size=(8, 8, 8)))
+
+
+def test_backends_registered_through_plugins(plugins_with_codegen):
+    from fmmforge.plugins.registry import backends
+
+    found = backends()
+    assert {"torch", "numpy", "cupy"} <= set(found)
+    assert found["cupy"].devices == ("cuda",)
