@@ -122,6 +122,7 @@ def fraction_array(num: np.ndarray, den: int) -> np.ndarray:
     flat = out.reshape(-1)
     for i, x in enumerate(num.ravel().tolist()):
         flat[i] = Fraction(x, den)
+    out.setflags(write=False)  # cached on an immutable Decomposition: nobody may change it
     return out
 
 

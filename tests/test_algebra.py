@@ -52,6 +52,14 @@ def test_properties_of_known_schemes():
     assert naive(2, 2, 2).stability_factor == 2
 
 
+def test_decompositions_are_immutable():
+    d = builtin("strassen")
+    for arr in (*d.factors(), *d.numerators()):
+        with pytest.raises(ValueError, match="read-only"):
+            arr[0, 0] = 5
+    assert d.verify().valid
+
+
 def test_single_wrong_coefficient_is_named():
     U, V, W = (np.array(x) for x in STRASSEN.numerators())
     U[0, 0] = 0  # drop A11 from M1
