@@ -66,6 +66,7 @@ _NPZ_KEY = re.compile(r"^(\d+),(\d+),(\d+)(?:\.([uvw]))?$")
 _INT_TOKEN = re.compile(r"^[+-]?[0-9]+$")
 _FMMFORGE_HEADER = re.compile(r"^#\s*fmmforge\s+<(\d+),(\d+),(\d+);(\d+)>(.*)$")
 _NOT_NUMBERS = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+_PARAMETER_NAMES = {"eps", "epsilon", "lambda", "alpha", "beta", "delta", "phi", "theta"}
 
 
 # ====================================================================== common helpers
@@ -585,12 +586,20 @@ def _fastmm_block(block: list[tuple[int, list[str]]], source: str) -> np.ndarray
     return np.array(rows, dtype=object).reshape(len(rows), len(rows[0]) if rows else 0)
 
 
+def _looks_symbolic(token: str) -> bool:
+    """An expression in a parameter (``x``, ``-1/x``, ``2*x^2``, ``eps``) rather than a word."""
+    if token.lower() in _NOT_NUMBERS or not re.fullmatch(r"[A-Za-z0-9_.+\-*/^()]+", token):
+        return False
+    names = re.findall(r"[A-Za-z_]+", token)
+    return bool(names) and all(len(n) <= 2 or n.lower() in _PARAMETER_NAMES for n in names)
+
+
 def _fastmm_entry(token: str, source: str, lineno: int) -> Fraction:
     try:
         return parse_exact(token)
     except ValueError:
         pass
-    if re.search(r"[A-Za-z]", token) and token.lower() not in _NOT_NUMBERS:
+    if _looks_symbolic(token):
         raise FmmforgeError(
             f"{source}:{lineno}: entry {token!r} is symbolic (a parameter, as in approximate "
             "algorithms); approximate algorithms with a parameter are unsupported, give exact numbers"

@@ -298,7 +298,8 @@ def test_fastmm_non_numeric_and_symbolic(tmp_path: Path) -> None:
     lines = _without_header(builtin("strassen")).splitlines()
     for token, match in [("1.2.3", "not a number"), ("?", "not a number"), ("nan", "not a number"),
                          ("x", "unsupported"), ("-1/x", "unsupported"), ("x^2", "unsupported"),
-                         ("xi", "unsupported")]:
+                         ("xi", "unsupported"), ("2*eps", "unsupported"), ("zero", "not a number"),
+                         ("abc", "not a number")]:
         bad = list(lines)
         bad[2] = " ".join([token] + bad[2].split()[1:])
         message = _err(tmp_path, "entry", "\n".join(bad), match)
