@@ -29,6 +29,7 @@ class CodegenBackend:
     description = ""
     devices: tuple[str, ...] = ()
     dtypes: tuple[str, ...] = ("float32", "float64")
+    variants: tuple[str, ...] = ("lowmem",)  # code layouts it emits (fmmforge.codegen.plan.VARIANTS)
 
     # -- generation
     def emit(self, plan: Plan, schemes: list[Decomposition]) -> Kernel:
@@ -45,6 +46,9 @@ class CodegenBackend:
                                 f"not {plan.device}; use --device {self.devices[0]}")
         if plan.dtype not in self.dtypes:
             raise FmmforgeError(f"backend {self.name} supports {', '.join(self.dtypes)}, not {plan.dtype}")
+        if plan.variant not in self.variants:
+            raise FmmforgeError(f"backend {self.name} has no {plan.variant} variant (it emits "
+                                f"{', '.join(self.variants)}); the batched variant is for backend torch")
 
     def to_native(self, x: np.ndarray, dtype: str, device: str) -> Any:
         raise NotImplementedError
@@ -66,11 +70,17 @@ class TorchBackend(CodegenBackend):
     description = ("readable Python for torch (CPU, CUDA): views, preallocated workspaces, in-place "
                    "accumulation into C, coefficients folded into addmm's alpha, torch.mm at the leaves")
     devices = ("cpu", "cuda")
+    variants = ("lowmem", "batched")
 
     def emit(self, plan: Plan, schemes: list[Decomposition]) -> Kernel:
-        from fmmforge.codegen.emit_python import emit_python
+        if plan.variant == "batched":  # levels flattened, all leaf products in one torch.bmm
+            from fmmforge.codegen.emit_batched import emit_batched
 
-        source, facts = emit_python(plan, schemes)
+            source, facts = emit_batched(plan, schemes)
+        else:
+            from fmmforge.codegen.emit_python import emit_python
+
+            source, facts = emit_python(plan, schemes)
         return Kernel(plan, {"kernel.py": source}, "kernel.py", facts)
 
     def to_native(self, x, dtype, device):

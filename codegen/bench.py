@@ -203,14 +203,18 @@ class BenchRow:
 def run_bench(algos: list[str], levels: list[int], sizes: list[Size], *, device: str = "cpu",
               backend: str = "torch", dtype: str = "float32", cutoff: int = 64, threads: int | None = None,
               pairs: int = 5, measure_memory: bool = False, on_row: Callable[[BenchRow], None] | None = None,
-              on_error: Callable[[str], None] | None = None, min_sample_s: float = 0.05) -> list[BenchRow]:
+              on_error: Callable[[str], None] | None = None, min_sample_s: float = 0.05,
+              variant: str = "lowmem") -> list[BenchRow]:
+    """Measure every (algorithm, levels) plan at every size; ``variant`` is the code layout
+    (``"lowmem"`` or ``"batched"``, see :func:`fmmforge.codegen.plan.make_plan`)."""
     from fmmforge.hardware.devices import get_device
 
     get_device(device)
     plans = []
     for name in algos:
         for L in levels:
-            plans.append(make_plan(name, L, backend=backend, dtype=dtype, device=device, cutoff=cutoff))
+            plans.append(make_plan(name, L, backend=backend, dtype=dtype, device=device, cutoff=cutoff,
+                                   variant=variant))
     rows = []
     for size in sizes:
         for plan, decomps in plans:

@@ -34,19 +34,22 @@ def codegen_cmd(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="directory to write the kernel to")] = None,
     size: Annotated[Optional[int], typer.Option(help="square size N for the workspace figure (default 4096)")] = None,
     emit_only: Annotated[bool, typer.Option("--emit-only", help="write the source without running or validating it (e.g. CUDA code on a machine without a GPU); never cached")] = False,
+    variant: Annotated[str, typer.Option(help="lowmem (small workspaces) or batched (torch: levels flattened, all leaf products in one bmm)")] = "lowmem",
 ) -> None:
     """Generate a validated kernel; print the plan, additions, workspace size and the module's path."""
     from fmmforge.codegen.generate import generate, get_backend
-    from fmmforge.codegen.plan import ceiling, make_plan, stability
+    from fmmforge.codegen.plan import ceiling, check_variant, make_plan, stability
     from fmmforge.core.cli import console
     from fmmforge.hardware.devices import get_device
 
+    check_variant(variant, backend)
     get_backend(backend)
     if levels < 0:
         raise FmmforgeError(f"levels must be >= 0, not {levels}")
     if not emit_only:
         get_device(device)
-    plan, decomps = make_plan(name, levels, backend=backend, dtype=dtype, device=device, cutoff=cutoff)
+    plan, decomps = make_plan(name, levels, backend=backend, dtype=dtype, device=device, cutoff=cutoff,
+                              variant=variant)
     kernel = generate(plan, decomps, validate=not emit_only)
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
@@ -69,7 +72,8 @@ def codegen_cmd(
         if eliminate is not None:
             adds = eliminate(d)
             cse = f"{adds.eliminated} (U {adds.U.eliminated}, V {adds.V.eliminated}, W {adds.W.eliminated})"
-        passes = f"{lvl.get('passes_set', '-')}/{lvl.get('passes_acc', '-')}" if "passes_set" in lvl else "fused (1 pass per side)"
+        passes = (f"{lvl.get('passes_set', '-')}/{lvl.get('passes_acc', '-')}" if "passes_set" in lvl
+                  else lvl.get("passes", "fused (1 pass per side)"))
         table.add_row(str(i), plan.algorithms[i], "<{},{},{}>".format(*d.format), str(d.rank), str(d.naive_additions), cse, passes)
     if decomps:
         console.print(table)
@@ -100,12 +104,15 @@ def bench_cmd(
     pairs: Annotated[int, typer.Option(help="interleaved kernel/baseline samples per row")] = 5,
     memory: Annotated[bool, typer.Option("--memory", help="also measure each kernel's peak extra memory")] = False,
     min_sample_ms: Annotated[float, typer.Option(help="each timed sample repeats the call for at least this long")] = 50.0,
+    variant: Annotated[str, typer.Option(help="lowmem (small workspaces) or batched (torch: levels flattened, all leaf products in one bmm)")] = "lowmem",
 ) -> None:
     """Measure kernels against the vendor matmul in the same run; record every row; print the table."""
     from fmmforge.codegen.bench import parse_algos, parse_levels, parse_sizes, run_bench
     from fmmforge.codegen.generate import get_backend
+    from fmmforge.codegen.plan import check_variant
     from fmmforge.core.cli import console, err_console
 
+    check_variant(variant, backend)
     size_list = parse_sizes(sizes)
     algo_list = parse_algos(algos)
     level_list = parse_levels(levels)
@@ -122,7 +129,7 @@ def bench_cmd(
 
     rows = run_bench(algo_list, level_list, size_list, device=device, backend=backend, dtype=dtype, cutoff=cutoff,
                      threads=threads, pairs=pairs, measure_memory=memory, on_row=on_row, on_error=problems.append,
-                     min_sample_s=min_sample_ms / 1e3)
+                     min_sample_s=min_sample_ms / 1e3, variant=variant)
     for row in rows:
         r = row.record
         table.add_row(r.algorithm, str(r.levels), f"{r.m}x{r.k}x{r.n}", f"{r.median_s * 1e3:.2f}", f"{r.iqr_s * 1e3:.2f}",
@@ -131,7 +138,8 @@ def bench_cmd(
                       f"{r.max_error:.1e}" if r.max_error is not None else "-",
                       _mib(r.peak_extra_bytes) if r.peak_extra_bytes is not None else "-")
     console.print(table)
-    console.print(f"{len(rows)} measurements recorded in the store ({dtype}, {device}, backend {backend}); "
+    layout = "" if variant == "lowmem" else f", variant {variant}"
+    console.print(f"{len(rows)} measurements recorded in the store ({dtype}, {device}, backend {backend}{layout}); "
                   "speed-up = vendor median / kernel median, GFLOP/s = 2MKN/t, ceiling = (nmp/R)^L, eff = speed-up/ceiling",
                   highlight=False, soft_wrap=True)
     for p in problems:

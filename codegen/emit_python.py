@@ -80,6 +80,40 @@ class PythonDialect:
         raise NotImplementedError
 
 
+# The vendor-gemm leaves and the public entry point of every torch module (``__ENTRY__``: the
+# function that computes C = alpha·A·B at the top).
+TORCH_LEAVES_AND_MATMUL = '''def _leaf_set(A, B, C, alpha):
+    """C = alpha·A·B (vendor gemm)."""
+    if alpha == 1.0:
+        torch.mm(A, B, out=C)
+    else:
+        torch.addmm(C, A, B, beta=0.0, alpha=alpha, out=C)
+
+
+def _leaf_acc(A, B, C, alpha):
+    """C += alpha·A·B (vendor gemm, accumulating in place)."""
+    torch.addmm(C, A, B, alpha=alpha, out=C)
+
+
+def matmul(A, B, out=None):
+    """C = A·B for an M×K and a K×N tensor of dtype DTYPE (any sizes; one device)."""
+    if not isinstance(A, torch.Tensor) or not isinstance(B, torch.Tensor):
+        raise TypeError("matmul expects two torch tensors")
+    if A.dim() != 2 or B.dim() != 2 or A.shape[1] != B.shape[0]:
+        raise ValueError(f"cannot multiply shapes {tuple(A.shape)} and {tuple(B.shape)}")
+    if A.dtype != DTYPE or B.dtype != DTYPE:
+        raise TypeError(f"this kernel was generated for {DTYPE}, got {A.dtype} and {B.dtype}")
+    M, N = A.shape[0], B.shape[1]
+    C = torch.empty((M, N), dtype=DTYPE, device=A.device) if out is None else out
+    if C.numel() == 0:
+        return C
+    if A.shape[1] == 0:
+        return C.zero_()
+    __ENTRY__(A, B, C, 1.0)
+    return C
+'''
+
+
 class TorchDialect(PythonDialect):
     def __init__(self) -> None:
         super().__init__("torch")
@@ -132,36 +166,7 @@ def _ws(key, rows, cols, like):
     return t
 
 
-def _leaf_set(A, B, C, alpha):
-    """C = alpha·A·B (vendor gemm)."""
-    if alpha == 1.0:
-        torch.mm(A, B, out=C)
-    else:
-        torch.addmm(C, A, B, beta=0.0, alpha=alpha, out=C)
-
-
-def _leaf_acc(A, B, C, alpha):
-    """C += alpha·A·B (vendor gemm, accumulating in place)."""
-    torch.addmm(C, A, B, alpha=alpha, out=C)
-
-
-def matmul(A, B, out=None):
-    """C = A·B for an M×K and a K×N tensor of dtype DTYPE (any sizes; one device)."""
-    if not isinstance(A, torch.Tensor) or not isinstance(B, torch.Tensor):
-        raise TypeError("matmul expects two torch tensors")
-    if A.dim() != 2 or B.dim() != 2 or A.shape[1] != B.shape[0]:
-        raise ValueError(f"cannot multiply shapes {tuple(A.shape)} and {tuple(B.shape)}")
-    if A.dtype != DTYPE or B.dtype != DTYPE:
-        raise TypeError(f"this kernel was generated for {DTYPE}, got {A.dtype} and {B.dtype}")
-    M, N = A.shape[0], B.shape[1]
-    C = torch.empty((M, N), dtype=DTYPE, device=A.device) if out is None else out
-    if C.numel() == 0:
-        return C
-    if A.shape[1] == 0:
-        return C.zero_()
-    _l0_set(A, B, C, 1.0)
-    return C
-'''
+''' + TORCH_LEAVES_AND_MATMUL.replace("__ENTRY__", "_l0_set")
 
 
 class NumpyDialect(PythonDialect):

@@ -14,6 +14,11 @@ from fmmforge.core.errors import FmmforgeError
 DTYPES = ("float32", "float64")
 DEFAULT_CUTOFF = 64
 LEVEL_SEPARATOR = "/"
+# code layouts: "lowmem" (per-level straight-line code, small workspaces; every backend) and
+# "batched" (levels flattened into one Kronecker level, all R leaf products in one torch.bmm)
+VARIANTS = ("lowmem", "batched")
+DEFAULT_VARIANT = "lowmem"
+VARIANT_BACKENDS = {"batched": ("torch",)}
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,10 @@ class Plan:
     ``cutoff``; smaller problems go to the vendor gemm. Sizes that do not divide are handled by
     dynamic peeling (the fast algorithm on the largest divisible core, fix-up gemms for the
     remainder rows, columns and inner dimension).
+
+    ``variant`` picks the code layout: ``"lowmem"`` (the default) or ``"batched"`` (torch only).
+    It is part of the plan's identity only when it is not the default, so low-memory plans keep
+    their keys (and their cached kernels and records).
     """
 
     algorithms: tuple[str, ...]
@@ -32,6 +41,7 @@ class Plan:
     dtype: str = "float32"
     device: str = "cpu"
     cutoff: int = DEFAULT_CUTOFF
+    variant: str = DEFAULT_VARIANT
 
     @property
     def levels(self) -> int:
@@ -39,13 +49,17 @@ class Plan:
 
     def describe(self) -> str:
         algos = LEVEL_SEPARATOR.join(self.algorithms) if self.algorithms else "vendor gemm"
+        layout = "" if self.variant == DEFAULT_VARIANT else f" ({self.variant}: all leaf products in one bmm)"
         return (f"{algos}, {self.levels} level{'s' if self.levels != 1 else ''}, cutoff {self.cutoff}, "
-                f"backend {self.backend}, {self.dtype} on {self.device}")
+                f"backend {self.backend}{layout}, {self.dtype} on {self.device}")
 
     def as_dict(self) -> dict:
-        return {"algorithms": list(self.algorithms), "fingerprints": list(self.fingerprints),
-                "levels": self.levels, "backend": self.backend, "dtype": self.dtype,
-                "device": self.device, "cutoff": self.cutoff}
+        d = {"algorithms": list(self.algorithms), "fingerprints": list(self.fingerprints),
+             "levels": self.levels, "backend": self.backend, "dtype": self.dtype,
+             "device": self.device, "cutoff": self.cutoff}
+        if self.variant != DEFAULT_VARIANT:  # absent for lowmem: existing keys stay the same
+            d["variant"] = self.variant
+        return d
 
     def key(self) -> str:
         """Identity of the generated code (device *kind* only: cuda:0 and cuda:1 share kernels)."""
@@ -62,11 +76,22 @@ def split_names(name: str) -> list[str]:
     return parts
 
 
+def check_variant(variant: str, backend: str | None = None) -> None:
+    """An unknown variant, or one the backend cannot emit, is a one-line FmmforgeError."""
+    if not isinstance(variant, str) or variant not in VARIANTS:
+        raise FmmforgeError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    allowed = VARIANT_BACKENDS.get(variant)
+    if backend is not None and allowed is not None and backend not in allowed:
+        raise FmmforgeError(f"variant {variant} is only for backend {', '.join(allowed)}, not {backend}; "
+                            f"use --variant {DEFAULT_VARIANT} with backend {backend}")
+
+
 def make_plan(name: str, levels: int, *, backend: str = "torch", dtype: str = "float32",
-              device: str = "cpu", cutoff: int = DEFAULT_CUTOFF,
+              device: str = "cpu", cutoff: int = DEFAULT_CUTOFF, variant: str = DEFAULT_VARIANT,
               resolve=None) -> tuple[Plan, list[Decomposition]]:
     """Resolve ``name`` (``NAME`` for every level, or ``NAME/NAME/...`` one per level, the last one
-    repeating) and check the plan. Only exactly verified schemes over Z come back."""
+    repeating) and check the plan. Only exactly verified schemes over Z come back.
+    ``variant``: ``"lowmem"`` (default) or ``"batched"`` (backend torch only)."""
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0:
         raise FmmforgeError(f"levels must be a whole number >= 0, not {levels!r}")
     if levels > 8:
@@ -75,6 +100,7 @@ def make_plan(name: str, levels: int, *, backend: str = "torch", dtype: str = "f
         raise FmmforgeError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     if isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 1:
         raise FmmforgeError(f"cutoff must be a whole number >= 1, not {cutoff!r}")
+    check_variant(variant, backend)
     if resolve is None:
         from fmmforge.core.catalogue import resolve
     names = split_names(name)
@@ -90,7 +116,7 @@ def make_plan(name: str, levels: int, *, backend: str = "torch", dtype: str = "f
         algos.append(nm)
     if levels == 0:  # still resolve the name, so a typo is reported
         check_decomposition(resolve(names[0]), names[0])
-    plan = Plan(tuple(algos), tuple(d.fingerprint for d in decomps), backend, dtype, device, cutoff)
+    plan = Plan(tuple(algos), tuple(d.fingerprint for d in decomps), backend, dtype, device, cutoff, variant)
     return plan, decomps
 
 

@@ -247,3 +247,139 @@ def test_cli_codegen_cupy_emit_only(cli, tmp_path):
     code, stdout, err = cli("codegen", "laderman", "--backend", "cupy", "--device", "cuda", "--emit-only", "-o", tmp_path)
     assert code == 0, err
     assert (tmp_path / "kernel.cu").exists() and "NOT validated" in stdout
+
+
+# ---------------------------------------------------------------------- batched torch variant (issue 5)
+BATCHED_SCHEMES = [
+    ("strassen", 1),
+    ("strassen", 2),
+    ("laderman", 1),
+    ("alphatensor:2,3,4", 1),  # a rectangular DeepMind scheme
+    ("strassen*strassen", 1),
+]
+
+
+def _batched_shapes(n, m, p):
+    """Divisible (1-wide and wider blocks), non-divisible (peeling), and degenerate shapes."""
+    return [(n, m, p), (2 * n, 3 * m, 2 * p), (n, 2 * m, 3 * p), (2 * n + 1, 3 * m + 2, 2 * p + 1),
+            (n + 1, m, p), (n, m + 1, p), (n, m, p + 1), (1, 3 * m, 2 * p), (2 * n, 3 * m, 1), (2 * n, 1, 2 * p)] + SHAPES
+
+
+@pytest.mark.parametrize("name,levels", BATCHED_SCHEMES)
+def test_batched_kernels_equal_the_reference(name, levels):
+    plan, decomps = make_plan(name, levels, dtype="float64", cutoff=1, variant="batched")
+    kernel = generate(plan, decomps)  # emitted, validated against float64 (every peeling path), cached
+    assert kernel.validation and all(r.ok for r in kernel.validation)
+    assert kernel.facts["variant"] == "batched"
+    src = kernel.source
+    assert "batched" in src.splitlines()[0] and "# M1 = " in src  # the plan and the formulas
+    nodes = list(ast.walk(ast.parse(src)))
+    assert sum(isinstance(x, ast.Call) and getattr(x.func, "attr", "") == "bmm" for x in nodes) == 1
+    assert {x.names[0].name for x in nodes if isinstance(x, ast.Import)} == {"torch"}
+    assert not any(isinstance(x, ast.ImportFrom) for x in nodes)
+    n, m, p = kernel.facts["flattened"]["format"]
+    mod = kernel.module()
+    assert (mod.N1, mod.M1, mod.P1, mod.CUTOFF) == (n, m, p, 1)
+    rng = np.random.default_rng(5)
+    for M, K, N in _batched_shapes(n, m, p):
+        A, B = rng.uniform(-1, 1, (M, K)), rng.uniform(-1, 1, (K, N))
+        C = kernel.matmul(torch.from_numpy(A), torch.from_numpy(B)).numpy()
+        assert C.shape == (M, N)
+        np.testing.assert_allclose(C, A @ B, atol=1e-12 * max(K, 1) * 100, err_msg=f"{M}x{K}x{N}")
+
+
+def test_batched_float32_views_out_and_workspace_figure():
+    plan, decomps = make_plan("strassen", 1, dtype="float32", cutoff=2, variant="batched")
+    kernel = generate(plan, decomps)
+    mod = kernel.module()
+    rng = np.random.default_rng(6)
+    A = torch.from_numpy(rng.uniform(-1, 1, (30, 21)).astype(np.float32))
+    B = torch.from_numpy(rng.uniform(-1, 1, (34, 21)).astype(np.float32)).t()  # not contiguous
+    ref = A.double() @ B.double()
+    out = torch.full((40, 50), 7.0)
+    view = out[3:33, 5:39]  # a strided out=
+    assert kernel.matmul(A, B, out=view) is view
+    assert float((view.double() - ref).abs().max()) <= error_bound(21, decomps, "float32")
+    assert bool((out[:3] == 7).all()) and bool((out[:, 39:] == 7).all())  # nothing outside the view
+    # the workspace figure printed by `fmmforge codegen` is what a square divisible call holds
+    mod.clear_workspaces()
+    assert mod.workspace_bytes() == 0
+    X = torch.rand(8, 8)
+    mod.matmul(X, X)
+    coef = 3 * 7 * 4  # U^T, V^T, W of Strassen
+    assert mod.workspace_bytes() == (kernel.facts["workspace_fraction_square"] * 64 + coef) * 4
+
+
+def test_batched_variant_is_torch_only():
+    with pytest.raises(FmmforgeError, match="only for backend torch"):
+        make_plan("strassen", 1, backend="numpy", variant="batched")
+    with pytest.raises(FmmforgeError, match="only for backend torch"):
+        make_plan("strassen", 1, backend="cupy", device="cuda", variant="batched")
+    plan, decomps = make_plan("strassen", 1, backend="numpy")
+    from dataclasses import replace
+
+    with pytest.raises(FmmforgeError, match="no batched variant"):
+        generate(replace(plan, variant="batched"), decomps)
+    with pytest.raises(FmmforgeError, match="unknown variant 'fast'; use one of lowmem, batched"):
+        make_plan("strassen", 1, variant="fast")
+
+
+def test_plan_key_unchanged_for_lowmem():
+    import hashlib
+    import json
+
+    plan, _ = make_plan("strassen", 2, dtype="float64", cutoff=8)
+    assert plan.variant == "lowmem" and "variant" not in plan.as_dict() and "batched" not in plan.describe()
+    old = {"fingerprints": list(plan.fingerprints), "levels": 2, "backend": "torch", "dtype": "float64",
+           "device": "cpu", "cutoff": 8}  # the key's content before variants existed
+    assert plan.key() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:20]
+    assert make_plan("strassen", 2, dtype="float64", cutoff=8, variant="lowmem")[0].key() == plan.key()
+    batched, _ = make_plan("strassen", 2, dtype="float64", cutoff=8, variant="batched")
+    assert batched.as_dict()["variant"] == "batched" and batched.key() != plan.key()
+    assert "batched" in batched.describe()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU: torch CUDA kernels cannot run here")
+def test_batched_torch_cuda_kernel_equals_reference():
+    plan, decomps = make_plan("alphatensor:2,3,4", 1, device="cuda:0", dtype="float64", cutoff=1, variant="batched")
+    kernel = generate(plan, decomps)
+    for M, K, N in [(4, 6, 8), (9, 13, 17), (1, 3, 4)]:
+        A = torch.rand(M, K, dtype=torch.float64, device="cuda")
+        B = torch.rand(K, N, dtype=torch.float64, device="cuda")
+        C = kernel.matmul(A, B)
+        assert C.device.type == "cuda"
+        torch.testing.assert_close(C, A @ B)
+
+
+def test_cli_codegen_batched_prints_its_workspace(cli, tmp_path):
+    code, stdout, err = cli("codegen", "strassen", "--levels", "2", "--variant", "batched", "--size", "1024",
+                            "-o", tmp_path)
+    assert code == 0, err
+    assert "batched" in stdout and "1 bmm" in stdout
+    assert "workspace: 11.188 × size of C" in stdout  # 3·49/16 (S, T, P) + A/C and B blocks
+    assert "torch.bmm(S, T, out=P)" in (tmp_path / "kernel.py").read_text()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["codegen", "strassen", "--variant", "fast"], "unknown variant 'fast'; use one of lowmem, batched"),
+    (["codegen", "strassen", "--backend", "numpy", "--variant", "batched"], "only for backend torch"),
+    (["bench", "--sizes", "16", "--algos", "strassen", "--levels", "1", "--variant", "fast"], "unknown variant"),
+])
+def test_cli_bad_variant_exits_2(cli, args, message):
+    code, stdout, err = cli(*args)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_bench_batched_records_the_variant(cli):
+    import json
+
+    from fmmforge.codegen.records import query_records
+
+    code, out, err = cli("bench", "--sizes", "12", "--algos", "strassen", "--levels", "1", "--dtype", "float64",
+                         "--cutoff", "2", "--pairs", "1", "--min-sample-ms", "1", "--variant", "batched")
+    assert code == 0, err
+    assert "variant batched" in out
+    (row,) = query_records()
+    plan, _ = make_plan("strassen", 1, dtype="float64", cutoff=2, variant="batched")
+    assert row.plan_key == plan.key() and json.loads(row.plan)["variant"] == "batched"
