@@ -443,13 +443,13 @@ class _Run:
         flips_by = {wid: 0 for wid in range(self.workers)}
         last_ckpt = time.monotonic()
 
-        def handle_msg(msg: tuple) -> None:
+        def handle_msg(msg: tuple, forward: bool = True) -> None:
             kind, wid = msg[0], msg[1]
             if kind == "found":
                 f: Found = msg[2]
                 seconds = time.monotonic() - t0
                 d = self.handle(f, wid, seconds, state["flips"])
-                if d is not None:
+                if d is not None and forward:
                     for other, box in enumerate(inboxes):
                         if other != wid:
                             box.put(f.scheme)
@@ -477,20 +477,26 @@ class _Run:
                     last_ckpt = time.monotonic()
         finally:
             stop.set()
-            # keep what the workers found before they saw the stop
+            # Schemes still queued for the workers will never be read: drop them rather than let
+            # the queues' feeder threads block at interpreter exit on pipes nobody drains (a
+            # search that broadcast many pool schemes near its end hung there).
+            for box in inboxes:
+                box.cancel_join_thread()
+                box.close()
+            # keep what the workers found before they saw the stop (no forwarding any more)
             deadline = time.monotonic() + 3.0
             while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
                 try:
                     msg = out_q.get(timeout=0.05)
                     if msg[0] != "error":
-                        handle_msg(msg)
+                        handle_msg(msg, forward=False)
                 except queue.Empty:
                     pass
             while True:
                 try:
                     msg = out_q.get_nowait()
                     if msg[0] != "error":
-                        handle_msg(msg)
+                        handle_msg(msg, forward=False)
                 except (queue.Empty, OSError, ValueError):
                     break
             for p in procs:
@@ -498,6 +504,8 @@ class _Run:
                 if p.is_alive():
                     p.terminate()
                     p.join(timeout=1.0)
+            out_q.cancel_join_thread()
+            out_q.close()
 
 
 class _Progress:
