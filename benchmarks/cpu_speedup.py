@@ -34,6 +34,7 @@ CASES = {
         # the batched torch variant (all products in one bmm; needs several times C in memory)
         ("4096 winograd L1 batched", "batched", "strassen-winograd", 1, (4096,) * 3, "float32", "batched"),
         ("4096 winograd L2 batched", "batched", "strassen-winograd", 2, (4096,) * 3, "float32", "batched"),
+        ("8192 winograd L2 batched", "batched", "strassen-winograd", 2, (8192,) * 3, "float32", "batched"),
         ("4096 winograd L1", "compare", "strassen-winograd", 1, (4096,) * 3, "float32"),
     ],
     "quick": [
