@@ -130,3 +130,25 @@ def test_budget_parsing(text, seconds, flips):
 def test_bad_budgets_are_clear_errors(text):
     with pytest.raises(FmmforgeError, match="budget"):
         parse_budget(text)
+
+
+def test_schemes_queued_for_stopped_workers_do_not_hang_exit(tmp_path):
+    """A search that forwarded many pool schemes to workers that had already stopped hung at
+    interpreter exit (the inbox feeder threads blocked on full pipes)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "flood.py"
+    script.write_text(
+        "import multiprocessing as mp, sys\n"
+        "from fmmforge.core.search.engine import discard_unread\n"
+        "q = mp.get_context('fork').Queue()\n"
+        "for _ in range(64):\n"
+        "    q.put(b'x' * 65536)  # 4 MiB for a reader that never comes\n"
+        "if sys.argv[1] == 'discard':\n"
+        "    discard_unread([q])\n"
+    )
+    done = subprocess.run([sys.executable, str(script), "discard"], timeout=60, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(subprocess.TimeoutExpired):  # what happened before: exit waits forever
+        subprocess.run([sys.executable, str(script), "keep"], timeout=5, capture_output=True)

@@ -92,6 +92,14 @@ def _atomic_write_json(path: Path, doc: dict) -> None:
     os.replace(tmp, path)
 
 
+def discard_unread(queues: list[Any]) -> None:
+    """Close multiprocessing queues whose unread content nobody will read, without joining their
+    feeder threads: a feeder blocked on a full pipe would otherwise hang interpreter exit."""
+    for q in queues:
+        q.cancel_join_thread()
+        q.close()
+
+
 # ====================================================================== worker process
 def _worker_main(wid: int, walker: Walker, schemes: list[PackedScheme], out_q: Any, in_q: Any,
                  stop: Any, chunk: int) -> None:
@@ -480,9 +488,7 @@ class _Run:
             # Schemes still queued for the workers will never be read: drop them rather than let
             # the queues' feeder threads block at interpreter exit on pipes nobody drains (a
             # search that broadcast many pool schemes near its end hung there).
-            for box in inboxes:
-                box.cancel_join_thread()
-                box.close()
+            discard_unread(inboxes)
             # keep what the workers found before they saw the stop (no forwarding any more)
             deadline = time.monotonic() + 3.0
             while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
@@ -504,8 +510,7 @@ class _Run:
                 if p.is_alive():
                     p.terminate()
                     p.join(timeout=1.0)
-            out_q.cancel_join_thread()
-            out_q.close()
+            discard_unread([out_q])
 
 
 class _Progress:
