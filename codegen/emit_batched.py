@@ -25,16 +25,12 @@ from __future__ import annotations
 from fractions import Fraction
 
 from fmmforge.codegen.emit_cupy import flatten_levels
-from fmmforge.codegen.emit_python import PEEL, TORCH_LEAVES_AND_MATMUL, product_comments
+from fmmforge.codegen.emit_python import PEEL, TORCH_LEAVES_AND_MATMUL, _num, product_comments
 from fmmforge.codegen.plan import Plan
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.version import __version__
 
 PASSES = "batched: 1 mm per side, 1 bmm"
-
-
-def _num(c: Fraction) -> str:
-    return repr(float(c))
 
 
 def _terms(column) -> str:

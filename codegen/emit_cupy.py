@@ -49,6 +49,22 @@ def _sum(terms: list[tuple[Fraction, str]], ctype: str) -> str:
     return out
 
 
+def _side_sums(F, cols: int, src: str, var: str, ld: str, rows_name: str, cols_name: str, dst: str,
+               count: str, index: str, ctype: str) -> list[str]:
+    """Lines loading each used block element of ``src`` (a grid with ``cols`` block columns) into a
+    register, then writing every product's sum ``dst[r]`` (factor F's column r) at ``index``."""
+    out = []
+    entries, R = F.shape
+    for a in range(entries):
+        bi, bj = divmod(a, cols)
+        if any(F[a, r] != 0 for r in range(R)):
+            out.append(f"        real {var}{a} = {src}[({bi} * {rows_name} + i) * {ld} + {bj} * {cols_name} + j];")
+    for r in range(R):
+        terms = [(Fraction(F[a, r]), f"{var}{a}") for a in range(entries) if F[a, r] != 0]
+        out.append(f"        {dst}[{r} * {count} + {index}] = {_sum(terms, ctype)};")
+    return out
+
+
 def emit_cuda(d: Decomposition, dtype: str) -> str:
     n, m, p = d.format
     ctype = CTYPE[dtype]
@@ -64,23 +80,11 @@ def emit_cuda(d: Decomposition, dtype: str) -> str:
          "    long na = bm * bk, nb = bk * bn;",
          "    if (idx < na) {",
          "        long i = idx / bk, j = idx % bk;"]
-    for a in range(n * m):
-        bi, bj = divmod(a, m)
-        if any(U[a, r] != 0 for r in range(R)):
-            L.append(f"        real a{a} = A[({bi} * bm + i) * lda + {bj} * bk + j];")
-    for r in range(R):
-        terms = [(Fraction(U[a, r]), f"a{a}") for a in range(n * m) if U[a, r] != 0]
-        L.append(f"        S[{r} * na + idx] = {_sum(terms, ctype)};")
+    L += _side_sums(U, m, "A", "a", "lda", "bm", "bk", "S", "na", "idx", ctype)
     L += ["    } else if (idx < na + nb) {",
           "        long e = idx - na;",
           "        long i = e / bn, j = e % bn;"]
-    for b in range(m * p):
-        bi, bj = divmod(b, p)
-        if any(V[b, r] != 0 for r in range(R)):
-            L.append(f"        real b{b} = B[({bi} * bk + i) * ldb + {bj} * bn + j];")
-    for r in range(R):
-        terms = [(Fraction(V[b, r]), f"b{b}") for b in range(m * p) if V[b, r] != 0]
-        L.append(f"        T[{r} * nb + e] = {_sum(terms, ctype)};")
+    L += _side_sums(V, p, "B", "b", "ldb", "bk", "bn", "T", "nb", "e", ctype)
     L += ["    }", "}", "",
           'extern "C" __global__ void fmm_outputs(const real* __restrict__ M, real* __restrict__ C, long ldc,',
           "                                       long bm, long bn, real alpha)",
