@@ -1,0 +1,129 @@
+"""Where the time of a generated torch kernel goes on this CPU, and the best speed-up its leaves allow.
+
+For each case the validated kernel is generated and four things are timed, each interleaved with
+torch.mm (out=) through fmmforge.hardware.timing, so every figure is a ratio taken in one run:
+
+* ``full``: the kernel itself (what benchmarks/cpu_speedup.py reports);
+* ``leaves``: the same module with every element-wise pass (the lines ``torch.add/sub/mul(..., out=)``
+  and ``X.add_/sub_/copy_/zero_(...)`` of the source) replaced by ``pass``: the leaf gemms run on
+  the same operands, in the same order, writing into the same blocks of C. Its result is wrong by
+  construction, so it is a *measurement of a bound*, never a kernel: base / leaves is the
+  speed-up a schedule with free additions could reach with these leaves on this machine;
+* ``passes``: the module with the leaf gemms replaced by no-ops: additions, copies and the
+  Python overhead of the recursion;
+* the remainder ``full - leaves - passes`` is the interaction of the two (caches evicted by
+  one and refilled by the other).
+
+    flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/cpu_breakdown.py
+    .venv/bin/python benchmarks/cpu_breakdown.py --cases "strassen-winograd:2:4096,laderman:1:4608"
+
+It answers whether a target of issue 5 is reachable by a better addition schedule: when even
+``base / leaves`` is below the target, no schedule of these leaves can meet it on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import types
+
+DEFAULT_CASES = "strassen-winograd:2:4096,strassen-winograd:3:4096,strassen-winograd:2:8192,strassen-winograd:3:8192"
+TARGETS = {4096: 1.25, 8192: 1.35}
+# the element-wise passes an emitted torch kernel performs (codegen/emit_python.py writes them so)
+_PASS_LINE = re.compile(r"^(\s+)(torch\.(add|sub|mul)\(.*\bout=\w+\)|\w+\.(add_|sub_|copy_|zero_)\(.*\))\s*$")
+
+
+def strip_passes(source: str) -> tuple[str, int]:
+    """The module source with every element-wise pass replaced by ``pass``; and how many there were."""
+    out, n = [], 0
+    for line in source.splitlines():
+        m = _PASS_LINE.match(line)
+        if m:
+            out.append(f"{m.group(1)}pass  # removed: {m.group(2)}")
+            n += 1
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n", n
+
+
+def load(source: str, name: str) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    exec(compile(source, f"<{name}>", "exec"), mod.__dict__)
+    return mod
+
+
+def parse_cases(text: str) -> list[tuple[str, int, int]]:
+    cases = []
+    for part in text.split(","):
+        try:
+            algo, levels, n = part.rsplit(":", 2)
+            cases.append((algo, int(levels), int(n)))
+        except ValueError:
+            raise SystemExit(f"bad case {part!r}: write ALGO:LEVELS:N, e.g. strassen-winograd:2:4096") from None
+    return cases
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default=DEFAULT_CASES, help="comma-separated ALGO:LEVELS:N (square, float32)")
+    ap.add_argument("--pairs", type=int, default=5, help="interleaved samples per comparison")
+    ap.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    args = ap.parse_args(argv)
+    cases = parse_cases(args.cases)
+
+    import torch
+
+    from fmmforge.codegen.generate import generate
+    from fmmforge.codegen.plan import ceiling, make_plan
+    from fmmforge.hardware.devices import cpu_device
+    from fmmforge.hardware.timing import compare, pinned_threads
+
+    print(f"device: {cpu_device().description}; baseline torch.mm (out=); pairs {args.pairs}", flush=True)
+    print(f"{'case':30s} {'base s':>7s} {'full':>6s} {'leaves':>7s} {'passes':>7s} {'rest':>6s} "
+          f"{'speed-up':>8s} {'bound':>6s} {'ceiling':>7s} {'target':>6s}")
+    verdicts = []
+    for algo, levels, n in cases:
+        plan, decomps = make_plan(algo, levels, backend="torch", dtype="float32", device="cpu")
+        kernel = generate(plan, decomps)  # validated (or a validated cached copy)
+        stripped, removed = strip_passes(kernel.source)
+        if removed == 0:
+            raise SystemExit(f"{algo} L{levels}: found no element-wise pass to remove; has the torch emitter changed?")
+        leaves_mod = load(stripped, "leaves_only")
+        passes_mod = load(kernel.source, "passes_only")
+        passes_mod._leaf_set = passes_mod._leaf_acc = lambda *a: None  # noqa: E731  (leaves skipped)
+        torch.manual_seed(0)
+        A = torch.rand(n, n) * 2 - 1
+        B = torch.rand(n, n) * 2 - 1
+        C = torch.empty(n, n)
+        C_base = torch.empty(n, n)
+        full_mod = kernel.module()
+        err = float((full_mod.matmul(A, B, out=C).double() - A.double() @ B.double()).abs().max())
+        if not err < 1e-2:
+            raise SystemExit(f"{algo} L{levels} at {n}: max error {err:.3g}; not timed")
+        base = lambda: torch.mm(A, B, out=C_base)  # noqa: E731
+        with pinned_threads(args.threads):
+            r_full = compare(lambda: full_mod.matmul(A, B, out=C), base, pairs=args.pairs)
+            r_leaves = compare(lambda: leaves_mod.matmul(A, B, out=C), base, pairs=args.pairs)
+            r_passes = compare(lambda: passes_mod.matmul(A, B, out=C), base, pairs=args.pairs)
+        # each as a fraction of its own run's baseline, so drifts between the three runs cancel
+        f_full = r_full.candidate.median / r_full.baseline.median
+        f_leaves = r_leaves.candidate.median / r_leaves.baseline.median
+        f_passes = r_passes.candidate.median / r_passes.baseline.median
+        bound = 1 / f_leaves
+        target = TARGETS.get(n)
+        print(f"{algo + ' L' + str(levels) + ' ' + str(n):30s} {r_full.baseline.median:7.3f} {f_full:6.3f} "
+              f"{f_leaves:7.3f} {f_passes:7.3f} {f_full - f_leaves - f_passes:6.3f} {1 / f_full:8.3f} "
+              f"{bound:6.3f} {ceiling(decomps):7.3f} {target if target else '':>6}", flush=True)
+        if target:
+            verdicts.append((n, algo, levels, bound, target))
+    print("full, leaves, passes, rest: times as fractions of torch.mm's time in the same run; "
+          "bound = 1/leaves = the speed-up with free additions")
+    for n, algo, levels, bound, target in verdicts:
+        word = "reachable" if bound >= target else "NOT reachable by any schedule of these leaves"
+        print(f"N={n} {algo} L{levels}: target {target}x is {word} on this machine (bound {bound:.3f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
