@@ -281,11 +281,9 @@ def _level_function(level: int, d: Decomposition, sched: LevelSchedule, dialect:
         f"    if M < {n} * CUTOFF or K < {m} * CUTOFF or N < {p} * CUTOFF:",
         f"        return _leaf_{mode}(A, B, C, alpha)",
     ]
-    conds = [f"M % {n}" if n > 1 else None, f"K % {m}" if m > 1 else None, f"N % {p}" if p > 1 else None]
-    conds = [c for c in conds if c]
-    if conds:
-        L += [f"    if {' or '.join(conds)}:",
-              f"        return _peel({name}, _leaf_{mode}, A, B, C, alpha, {n}, {m}, {p})"]
+    L += [f"    dm, dk, dn = _multiples(M, K, N, {level})",
+          "    if M % dm or K % dk or N % dn:",
+          f"        return _peel({name}, _leaf_{mode}, A, B, C, alpha, dm, dk, dn)"]
     L.append(f"    bm, bk, bn = M // {n}, K // {m}, N // {p}")
     used = {(op_.kind, op_.index) for op in sched.ops for op_ in _operands(op)}
     for kind, rows, cols, rs, cs in (("A", n, m, "bm", "bk"), ("B", m, p, "bk", "bn"), ("C", n, p, "bm", "bn")):
@@ -340,6 +338,21 @@ def _operands(op) -> list[Operand]:
 
 PEEL = '''
 
+def _multiples(M, K, N, level):
+    """What M, K, N must divide by for this level and every deeper one that will split at these sizes.
+
+    Peeling once to these multiples (instead of by one level's block counts at every level) leaves
+    a remainder of a few rows/columns at the top only: its fix-ups are three thin gemms, not three
+    per product of every level.
+    """
+    dm = dk = dn = 1
+    for n, m, p in FORMATS[level:]:
+        if M // dm < n * CUTOFF or K // dk < m * CUTOFF or N // dn < p * CUTOFF:
+            break
+        dm, dk, dn = dm * n, dk * m, dn * p
+    return dm, dk, dn
+
+
 def _peel(core, leaf, A, B, C, alpha, n, m, p):
     """Dynamic peeling: the fast algorithm on the divisible core, gemm fix-ups for the rest."""
     M, K = A.shape
@@ -379,6 +392,7 @@ def emit_python(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
     lines.append("")
     lines += dialect.header(plan.dtype)
     lines.append(f"CUTOFF = {plan.cutoff}  # blocks smaller than this go to the vendor gemm")
+    lines.append(f"FORMATS = {[tuple(d.format) for d in decomps]!r}  # <n,m,p> block counts of each level")
     lines.append(dialect.runtime().rstrip())
     lines.append(PEEL.rstrip())
     if not decomps:

@@ -48,8 +48,13 @@ def kernels_dir() -> Path:
     return default_home() / "kernels"
 
 
+# Bumped whenever an emitter's output changes for the same plan, so that kernels cached by an
+# earlier emitter are regenerated (2: peeling once at the top, to every level's multiple).
+EMITTER_REVISION = 2
+
+
 def cache_key(plan: Plan) -> str:
-    raw = json.dumps({"plan": plan.key(), "version": __version__}, sort_keys=True)
+    raw = json.dumps({"plan": plan.key(), "version": __version__, "emitter": EMITTER_REVISION}, sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 

@@ -62,6 +62,33 @@ def test_float32_kernel_within_error_bound(backend):
     assert err <= error_bound(45, decomps, "float32")
 
 
+@pytest.mark.parametrize("name,levels,shape,leaf_calls", [
+    # 15 = 4·3 + 3: one peel at the top to a multiple of 4, then 49 leaf products on 3×3 blocks
+    ("strassen-winograd", 2, (15, 15, 15), 49 + 3),
+    # <3,3,3> then <2,2,2>: multiples 6; 13×19×8 peels to 12×18×6 once, 23·7 leaves below
+    ("laderman/strassen", 2, (13, 19, 8), 23 * 7 + 3),
+    # below the cut-off at the second level: peel to the first level's multiple only (4 = 2·2)
+    ("strassen", 2, (5, 5, 5), 7 + 3),
+])
+def test_peeling_happens_once_at_the_top(name, levels, shape, leaf_calls):
+    plan, decomps = make_plan(name, levels, backend="torch", dtype="float64", cutoff=1)
+    mod = generate(plan, decomps).module()
+    peels, leaves = [], []
+    peel, leaf_set, leaf_acc, cutoff = mod._peel, mod._leaf_set, mod._leaf_acc, mod.CUTOFF
+    try:
+        mod.CUTOFF = 2 if name == "strassen" else 1
+        mod._peel = lambda core, leaf, A, B, C, alpha, *mult: (peels.append(mult), peel(core, leaf, A, B, C, alpha, *mult))
+        mod._leaf_set = lambda *a: (leaves.append(1), leaf_set(*a))
+        mod._leaf_acc = lambda *a: (leaves.append(1), leaf_acc(*a))
+        M, K, N = shape
+        A, B = torch.rand(M, K, dtype=torch.float64), torch.rand(K, N, dtype=torch.float64)
+        assert torch.allclose(mod.matmul(A, B), A @ B)
+    finally:
+        mod._peel, mod._leaf_set, mod._leaf_acc, mod.CUTOFF = peel, leaf_set, leaf_acc, cutoff
+    assert len(peels) == 1, peels  # the deeper levels see divisible blocks
+    assert len(leaves) == leaf_calls
+
+
 def test_zero_levels_is_the_vendor_gemm_and_empty_shapes_work():
     plan, decomps = make_plan("strassen", 0, dtype="float64")
     kernel = generate(plan, decomps)
