@@ -336,7 +336,7 @@ def _operands(op) -> list[Operand]:
     return [op.dst, op.x]
 
 
-PEEL = '''
+MULTIPLES = '''
 
 def _multiples(M, K, N, level):
     """What M, K, N must divide by for this level and every deeper one that will split at these sizes.
@@ -351,7 +351,9 @@ def _multiples(M, K, N, level):
             break
         dm, dk, dn = dm * n, dk * m, dn * p
     return dm, dk, dn
+'''
 
+PEEL = '''
 
 def _peel(core, leaf, A, B, C, alpha, n, m, p):
     """Dynamic peeling: the fast algorithm on the divisible core, gemm fix-ups for the rest."""
@@ -394,6 +396,7 @@ def emit_python(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
     lines.append(f"CUTOFF = {plan.cutoff}  # blocks smaller than this go to the vendor gemm")
     lines.append(f"FORMATS = {[tuple(d.format) for d in decomps]!r}  # <n,m,p> block counts of each level")
     lines.append(dialect.runtime().rstrip())
+    lines.append(MULTIPLES.rstrip())
     lines.append(PEEL.rstrip())
     if not decomps:
         lines += ["", "", "_l0_set = _leaf_set", "_l0_acc = _leaf_acc"]
