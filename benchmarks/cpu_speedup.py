@@ -113,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and not any(part and part in label for part in args.only.split(",")):
                 continue
             wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
-            speedup, med, base, err = reference_row(levels, n, threads, args.pairs)
+            speedup, med, base, err, vs_gen = reference_row(levels, n, threads, args.pairs)
             c = (8 / 7) ** levels
             print(f"{label:34s} {med:9.3f} {'':7s} {base:8.3f} {'':7s} {speedup:8.3f} {c:8.3f} {speedup / c:5.2f} "
-                  f"{2 * n**3 / med / 1e9:8.1f} {err:9.2e}", flush=True)
+                  f"{2 * n**3 / med / 1e9:8.1f} {err:9.2e}   generated/hand-written speed {vs_gen:.3f}", flush=True)
     print("mem/C = measured peak extra resident memory of one call (workspaces and temporaries, beyond the output C)"
           " / size of C; ws/C = bytes the kernel's workspaces hold (exact) / size of C")
     print("eff = speed-up / ceiling (n·m·p/R)^L")
@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(ok for _, ok in checks) else 1
 
 
-def reference_row(levels: int, n: int, threads: int, pairs: int) -> tuple[float, float, float, float]:
-    """Speed-up, medians and max error of the hand-written kernel (checked against float64 first)."""
+def reference_row(levels: int, n: int, threads: int, pairs: int) -> tuple[float, float, float, float, float]:
+    """Speed-up, medians and max error of the hand-written kernel (checked against float64 first), and
+    the generated Strassen-Winograd kernel's speed relative to it (hand-written time / generated time),
+    the two interleaved in a run of their own."""
     import os
 
     import torch
@@ -150,7 +152,17 @@ def reference_row(levels: int, n: int, threads: int, pairs: int) -> tuple[float,
         raise SystemExit(f"hand-written reference is wrong at {n}: max error {err:.3g}")
     result = compare(lambda: winograd(A, B, C, levels), lambda: torch.mm(A, B, out=C_base), threads=threads,
                      pairs=pairs)
-    return result.speedup, result.candidate.median, result.baseline.median, err
+    from fmmforge.codegen.generate import generate
+    from fmmforge.codegen.plan import make_plan
+
+    plan, decomps = make_plan("strassen-winograd", levels, backend="torch", dtype="float32", device="cpu")
+    gen = generate(plan, decomps).matmul  # validated
+    C_gen = torch.empty(n, n)
+    gen_err = float((gen(A, B, out=C_gen).double() - A.double() @ B.double()).abs().max())
+    if not gen_err < 1e-2:
+        raise SystemExit(f"generated kernel is wrong at {n}: max error {gen_err:.3g}")
+    versus = compare(lambda: gen(A, B, out=C_gen), lambda: winograd(A, B, C, levels), threads=threads, pairs=pairs)
+    return result.speedup, result.candidate.median, result.baseline.median, err, versus.speedup
 
 
 if __name__ == "__main__":
