@@ -27,8 +27,9 @@ class Plan:
 
     A block is split at a level only when every dimension of the resulting blocks is at least
     ``cutoff``; smaller problems go to the vendor gemm. Sizes that do not divide are handled by
-    dynamic peeling (the fast algorithm on the largest divisible core, fix-up gemms for the
-    remainder rows, columns and inner dimension).
+    dynamic peeling, once at the top: the fast algorithm on the largest core that every level
+    splitting at these sizes divides, fix-up gemms for the remainder rows, columns and inner
+    dimension.
 
     ``variant`` picks the code layout: ``"lowmem"`` (the default) or ``"batched"`` (torch only).
     It is part of the plan's identity only when it is not the default, so low-memory plans keep

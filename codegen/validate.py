@@ -77,7 +77,8 @@ def check_product(matmul, to_native, to_numpy, A64: np.ndarray, B64: np.ndarray,
 
 
 def validation_shapes(decomps: list[Decomposition], cutoff: int) -> list[tuple[int, int, int]]:
-    """Shapes that go through every level (divisible), peel at every level, and degenerate ones."""
+    """Shapes that go through every level (divisible), that peel (remainders of 1 and of one less than
+    the multiple the levels need), and degenerate ones."""
     pm = prod(d.format[0] for d in decomps) if decomps else 1
     pk = prod(d.format[1] for d in decomps) if decomps else 1
     pn = prod(d.format[2] for d in decomps) if decomps else 1
