@@ -140,12 +140,10 @@ class CupyBackend(CodegenBackend):
 
     def available(self) -> str | None:
         try:
-            import cupy  # noqa: F401
+            import cupy
         except ImportError:
             return "cupy is not installed (pip install 'fmmforge[cuda12]' or '[cuda13]')"
         try:
-            import cupy
-
             if cupy.cuda.runtime.getDeviceCount() < 1:
                 return "no CUDA device"
         except Exception as exc:  # noqa: BLE001 - any CUDA runtime failure means "cannot run here"

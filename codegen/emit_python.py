@@ -80,6 +80,37 @@ class PythonDialect:
         raise NotImplementedError
 
 
+WORKSPACES = '''
+_WS = {}
+
+
+def clear_workspaces():
+    """Free the cached workspaces."""
+    _WS.clear()
+
+
+def workspace_bytes():
+    """Bytes held by the cached workspaces."""
+    return sum(t.nbytes for t in _WS.values())
+
+
+def _ws(key, rows, cols, like):
+    t = _WS.get(key)
+    if t is None or tuple(t.shape) != (rows, cols) or t.dtype != like.dtype__SAME_DEVICE__:
+        _WS.pop(key, None)  # free the old buffer before allocating (peak memory)
+        t = __ALLOCATE__
+        _WS[key] = t
+    return t
+
+
+'''
+
+
+def workspace_runtime(device_check: str, allocate: str) -> str:
+    """The cached-workspace helpers of a low-memory module (the same for every Python backend)."""
+    return WORKSPACES.replace("__SAME_DEVICE__", device_check).replace("__ALLOCATE__", allocate)
+
+
 # The vendor-gemm leaves and the public entry point of every torch module (``__ENTRY__``: the
 # function that computes C = alpha·A·B at the top).
 TORCH_LEAVES_AND_MATMUL = '''def _leaf_set(A, B, C, alpha):
@@ -143,30 +174,9 @@ class TorchDialect(PythonDialect):
         return [f"torch.mul({x}, {_num(c)}, out={dst})"]
 
     def runtime(self) -> str:
-        return '''
-_WS = {}
-
-
-def clear_workspaces():
-    """Free the cached workspaces."""
-    _WS.clear()
-
-
-def workspace_bytes():
-    """Bytes held by the cached workspaces."""
-    return sum(t.numel() * t.element_size() for t in _WS.values())
-
-
-def _ws(key, rows, cols, like):
-    t = _WS.get(key)
-    if t is None or tuple(t.shape) != (rows, cols) or t.dtype != like.dtype or t.device != like.device:
-        _WS.pop(key, None)  # free the old buffer before allocating (peak memory)
-        t = torch.empty((rows, cols), dtype=like.dtype, device=like.device)
-        _WS[key] = t
-    return t
-
-
-''' + TORCH_LEAVES_AND_MATMUL.replace("__ENTRY__", "_l0_set")
+        return (workspace_runtime(" or t.device != like.device",
+                                  "torch.empty((rows, cols), dtype=like.dtype, device=like.device)")
+                + TORCH_LEAVES_AND_MATMUL.replace("__ENTRY__", "_l0_set"))
 
 
 class NumpyDialect(PythonDialect):
@@ -198,30 +208,7 @@ class NumpyDialect(PythonDialect):
         return [f"np.multiply({x}, {_num(c)}, out={dst})"]
 
     def runtime(self) -> str:
-        return '''
-_WS = {}
-
-
-def clear_workspaces():
-    """Free the cached workspaces."""
-    _WS.clear()
-
-
-def workspace_bytes():
-    """Bytes held by the cached workspaces."""
-    return sum(t.nbytes for t in _WS.values())
-
-
-def _ws(key, rows, cols, like):
-    t = _WS.get(key)
-    if t is None or t.shape != (rows, cols) or t.dtype != like.dtype:
-        _WS.pop(key, None)
-        t = np.empty((rows, cols), dtype=like.dtype)
-        _WS[key] = t
-    return t
-
-
-def _leaf_set(A, B, C, alpha):
+        return workspace_runtime("", "np.empty((rows, cols), dtype=like.dtype)") + '''def _leaf_set(A, B, C, alpha):
     """C = alpha·A·B (BLAS gemm)."""
     np.matmul(A, B, out=C)
     if alpha != 1.0:

@@ -49,8 +49,9 @@ def kernels_dir() -> Path:
 
 
 # Bumped whenever an emitter's output changes for the same plan, so that kernels cached by an
-# earlier emitter are regenerated (2: peeling once at the top, to every level's multiple).
-EMITTER_REVISION = 2
+# earlier emitter are regenerated (2: peeling once at the top, to every level's multiple;
+# 3: one workspace helper text for torch and numpy).
+EMITTER_REVISION = 3
 
 
 def cache_key(plan: Plan) -> str:
