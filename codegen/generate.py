@@ -18,6 +18,7 @@ from fmmforge.codegen.kernel import Kernel
 from fmmforge.codegen.plan import Plan, check_decomposition
 from fmmforge.codegen.validate import (CheckResult, KernelValidationError, check_product, random_inputs,
                                        validation_shapes)
+from fmmforge.core.atomic import write_text
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.version import __version__
@@ -141,6 +142,6 @@ def generate(plan: Plan, decomps: list[Decomposition], *, validate: bool = True,
             "plan": plan.as_dict(), "fmmforge_version": __version__,
             "checks": [{"shape": list(r.shape), "max_error": r.max_error, "bound": r.bound} for r in results],
         }
-        (directory / VALIDATION_FILE).write_text(json.dumps(info, indent=1, default=str))
+        write_text(directory / VALIDATION_FILE, json.dumps(info, indent=1, default=str))
         kernel._module = None  # re-import from the cached file (tracebacks point at it)
     return kernel

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fmmforge.codegen.plan import Plan
+from fmmforge.core.atomic import write_text
 
 
 @dataclass
@@ -35,9 +36,7 @@ class Kernel:
     def write(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         for name, text in self.files.items():
-            tmp = directory / (name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(directory / name)
+            write_text(directory / name, text)
         self.path = directory
         return directory / self.module_file
 

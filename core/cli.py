@@ -256,8 +256,47 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 130
         if "Exit" in kinds:
             return int(getattr(exc, "exit_code", 0))
-        raise
+        return _internal_error(exc, args)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", highlight=False)
+        return 130
+    except MemoryError:
+        err_console.print("error: out of memory; try smaller sizes or formats, or free memory first",
+                          highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except BaseException as exc:  # noqa: BLE001 - anything else is a bug of ours, never a verdict
+        if isinstance(exc, SystemExit):
+            raise
+        return _internal_error(exc, args)
     return int(code or 0)
+
+
+# Exit codes: 0 fine, 1 a readable but invalid decomposition, 2 unusable input or environment,
+# 130 interrupted, INTERNAL_ERROR a bug in fmmforge (EX_SOFTWARE from sysexits.h).
+INTERNAL_ERROR = 70
+
+
+def _internal_error(exc: BaseException, args: list[str]) -> int:
+    """A crash is never reported as a verdict: one line that says it is a bug, its own exit code,
+    and the traceback in a file for the report."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    where = ""
+    try:
+        fd, name = tempfile.mkstemp(prefix="fmmforge-crash-", suffix=".txt")
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"fmmforge {__version__}\nargs: {args!r}\n\n{text}")
+        where = f"; the traceback is in {name}"
+    except OSError:
+        pass
+    err_console.print(
+        f"internal error (a bug in fmmforge {__version__}, not a problem with your input): "
+        f"{type(exc).__name__}: {exc}{where}; please report it with the command you ran",
+        highlight=False, markup=False, soft_wrap=True,
+    )
+    return INTERNAL_ERROR
 
 
 def run() -> None:

@@ -37,14 +37,14 @@ import json
 import math
 import os
 import re
-import tempfile
 import zipfile
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from fmmforge.core.atomic import atomic_writer, write_text
 from fmmforge.core.decomposition import Decomposition, check_field
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.exact import MAX_FLOAT_DENOMINATOR, parse_exact
@@ -122,46 +122,6 @@ def to_deepmind(d: Decomposition) -> tuple[tuple[np.ndarray, int], tuple[np.ndar
     return (u, du), (v, dv), (_c_transposed(w, n, p), dw)
 
 
-@contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; on success ``os.replace`` it onto ``path``.
-
-    A crash or an exception while writing leaves no partial file and keeps any old file:
-    readers either see the previous content or the complete new one.
-    """
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise FmmforgeError(f"cannot write {target}: directory {directory} does not exist")
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise FmmforgeError(f"cannot write {target}: {exc.strerror or exc}") from None
-    tmp = Path(tmp_name)
-    try:
-        os.chmod(tmp, _new_file_mode(target))  # mkstemp makes 0600; give the usual mode
-        encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(fd, mode, encoding=encoding) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def _new_file_mode(target: Path) -> int:
-    """The mode an ordinary open() would give: the old file's, else 0666 minus the umask."""
-    try:
-        return target.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
 def _read_bytes(path: Path) -> bytes:
     _read_head(path, 0)
     try:
@@ -229,13 +189,9 @@ def write_file(
     """
     kind = _check_fmt_name(fmt, path)
     if kind == "json":
-        text = dumps_json(d, **meta)
-        with atomic_writer(path, "w") as fh:
-            fh.write(text)
+        write_text(path, dumps_json(d, **meta))
     elif kind == "fastmm":
-        text = dumps_fastmm(d, name=meta.get("name"))
-        with atomic_writer(path, "w") as fh:
-            fh.write(text)
+        write_text(path, dumps_fastmm(d, name=meta.get("name")))
     else:
         write_npz([d], path)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fmmforge.core.atomic import write_text
 from fmmforge.core.errors import FmmforgeError
 
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "neon", "asimd", "sve")
@@ -202,7 +203,5 @@ def measure_peak(device: str = "cpu", dtype: str = "float32", size: int = 2048,
     key = machine_key() if device == "cpu" else device
     data.setdefault(key, {})[f"{device}|{dtype}"] = gflops
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(path)
+    write_text(path, json.dumps(data, indent=1, sort_keys=True))
     return gflops

@@ -205,3 +205,20 @@ def test_verify_deepmind_originals_needs_allow_pickle(cli):
     assert code == 0 and "93 valid, 0 invalid" in out
     code, out, _ = cli("verify", SHARED / "factorizations_f2.npz", "--allow-pickle", "--field", "Z2")
     assert code == 0 and "20 valid, 0 invalid" in out
+
+
+def test_a_crash_is_reported_as_a_bug_with_its_own_exit_code(cli, monkeypatch):
+    from fmmforge.core import catalogue
+    from fmmforge.core.cli import INTERNAL_ERROR
+
+    def broken(name):
+        raise ZeroDivisionError("a planted bug")
+
+    monkeypatch.setattr(catalogue, "resolve", broken)
+    code, out, err = cli("show", "strassen")
+    assert code == INTERNAL_ERROR and code not in (0, 1, 2)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("internal error (a bug in fmmforge")
+    assert "ZeroDivisionError: a planted bug" in lines[0] and "please report it" in lines[0]
+    crash_file = lines[0].split("the traceback is in ")[1].split(";")[0]
+    assert "ZeroDivisionError" in open(crash_file).read()

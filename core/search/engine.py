@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from fmmforge.core.atomic import write_text
 from fmmforge.core.decomposition import Decomposition, check_field
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.search.budget import Budget
@@ -84,12 +85,7 @@ def default_checkpoint(target: BilinearTarget, field: str, seed: int) -> Path:
 
 def _atomic_write_json(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_text(path, json.dumps(doc))
 
 
 def discard_unread(queues: list[Any]) -> None:
