@@ -138,5 +138,5 @@ def ceiling(decomps: list[Decomposition]) -> float:
 
 
 def stability(decomps: list[Decomposition]) -> float:
-    """Π_l e_l: the growth of the error bound with depth (BACKGROUND.md §5)."""
+    """Π_l e_l: the growth of the error bound with depth (docs/background.md §5)."""
     return float(prod(max(Fraction(1), d.stability_factor or Fraction(1)) for d in decomps)) if decomps else 1.0

@@ -1,6 +1,6 @@
 """Every generated kernel is checked against a float64 reference before it is timed or cached.
 
-Error bound (BACKGROUND.md §5; Ballard et al., SIMAX 2016): for L levels of schemes with
+Error bound (docs/background.md §5; Ballard et al., SIMAX 2016): for L levels of schemes with
 stability factors e_1..e_L, the max-norm error of a fast product is bounded by roughly
 
     |C - C_ref|_max <= c · (K_leaf + L) · e_1···e_L · |A|_max · |B|_max · eps

@@ -1,4 +1,4 @@
-"""Transformations that map a valid decomposition to a valid one (BACKGROUND.md §1).
+"""Transformations that map a valid decomposition to a valid one (docs/background.md §1).
 
 Every function returns a verified Decomposition: the maps are exact, so verification is a
 cheap safety net that never fails for a valid input.

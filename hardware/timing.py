@@ -1,4 +1,4 @@
-"""The one timing harness of fmmforge (BACKGROUND.md §7). Nothing else times a kernel.
+"""The one timing harness of fmmforge (docs/background.md §7). Nothing else times a kernel.
 
 * warm-up calls first (workspaces allocated, caches and thread pools hot);
 * each timed sample repeats the call until it lasts at least ``min_sample_s`` so that the

@@ -1,6 +1,6 @@
 """An analytic time model of a fast matmul algorithm on a systolic-array accelerator (TPU).
 
-What the model assumes, and why (BACKGROUND.md §4, §6):
+What the model assumes, and why (docs/background.md §4, §6):
 
 * **Leaf products.** ``L`` levels of a rank-R scheme for <n,m,p> are, to XLA, one level of
   its Kronecker power (rank R^L, format <n^L,m^L,p^L>): R^L leaf matmuls of
