@@ -124,3 +124,11 @@ def test_numeric_limits():
                 lambda: check_float(0.0, "--x", minimum=0.0, maximum=1.0)):
         with pytest.raises(FmmforgeError):
             bad()
+
+
+def test_measuring_the_peak_with_a_home_that_is_a_file_is_one_clear_error(tmp_path, monkeypatch):
+    home = tmp_path / "home-file"
+    home.write_text("")
+    monkeypatch.setenv("FMMFORGE_HOME", str(home))
+    with pytest.raises(FmmforgeError, match="not a directory"):
+        measure_peak("cpu", size=16, samples=1, min_sample_s=0.001)

@@ -200,7 +200,7 @@ def test_combine_rewards_gives_engines_a_plain_callable():
         combine_rewards(["speed"])
 
 
-@pytest.mark.parametrize("size", [str(10**30), "0", "-5", "8192,0,8192", str(2**31 + 1), "4096,4096"])
+@pytest.mark.parametrize("size", ["10^30", str(10**30), "0", "-5", "8192,0,8192", str(2**31 + 1), "4096,4096"])
 def test_score_refuses_absurd_or_non_positive_sizes(cli, size):
     code, out, err = cli("score", "strassen", "--size", size)
     assert code == 2, err
