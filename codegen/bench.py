@@ -26,22 +26,20 @@ Size = tuple[int, int, int]
 
 
 def parse_sizes(text: str) -> list[Size]:
-    """``2048,4096`` (square) and ``8192x4096x8192`` (M×K×N) items, comma separated."""
+    """``2048,4096`` (square) and ``8192x4096x8192`` (M×K×N) items, comma separated; every side
+    between 1 and 2^31."""
+    from fmmforge.hardware.limits import check_dimensions
+
     out: list[Size] = []
     for item in text.split(","):
         item = item.strip().lower()
         if not item:
             continue
-        parts = re.split(r"[x×*]", item)
         try:
-            vals = [int(p) for p in parts]
+            vals = [int(p) for p in re.split(r"[x×*]", item)]
         except ValueError:
             raise FmmforgeError(f"cannot read size {item!r}; write N or MxKxN, e.g. 4096 or 8192x4096x8192") from None
-        if len(vals) == 1:
-            vals = vals * 3
-        if len(vals) != 3 or min(vals) < 1:
-            raise FmmforgeError(f"size {item!r} must be N or MxKxN with positive integers")
-        out.append((vals[0], vals[1], vals[2]))
+        out.append(check_dimensions(vals, item, "size"))
     if not out:
         raise FmmforgeError("no sizes given; write e.g. --sizes 2048,4096")
     return out
@@ -59,6 +57,9 @@ def parse_algos(text: str) -> list[str]:
             out.append(token)
     if not out:
         raise FmmforgeError("no algorithms given; write e.g. --algos strassen,laderman")
+    repeated = sorted({name for name in out if out.count(name) > 1})
+    if repeated:  # the same plan twice would be measured and recorded twice: refuse rather than guess
+        raise FmmforgeError(f"--algos names {', '.join(repeated)} more than once; give each algorithm once")
     return out
 
 
@@ -69,10 +70,38 @@ def parse_levels(text: str) -> list[int]:
         raise FmmforgeError(f"cannot read levels {text!r}; write e.g. 1,2") from None
     if not vals:
         raise FmmforgeError("no levels given; write e.g. --levels 1,2")
+    from fmmforge.hardware.limits import MAX_LEVELS, check_int
+
     for v in vals:
         if v < 0:
             raise FmmforgeError(f"levels must be >= 0, not {v}")
+        check_int(v, "levels", minimum=0, maximum=MAX_LEVELS)
+    if len(set(vals)) != len(vals):
+        raise FmmforgeError(f"--levels {text!r} repeats a level; give each level once")
     return vals
+
+
+def run_bytes(size: Size, dtype: str, *, workspace_fraction: float = 0.0, check_error: bool = True) -> int:
+    """Bytes one measurement holds at its peak: the inputs (float64 as drawn, then in ``dtype``),
+    the kernel's and the baseline's C, the kernel's workspaces (a fraction of C's size), and the
+    float64 copies of A, B and C and the reference product of the error check."""
+    from fmmforge.hardware.limits import ITEMSIZE
+
+    M, K, N = size
+    operands, out = M * K + K * N, M * N
+    item = ITEMSIZE[dtype]
+    need = operands * (8 + item) + 2 * out * item + int(workspace_fraction * max(out, M * K, K * N) * item)
+    if check_error:
+        need += 8 * (operands + 2 * out)
+    return need
+
+
+def check_run_memory(size: Size, dtype: str, device: str, **kwargs: Any) -> None:
+    """Refuse a size whose measurement cannot fit in the memory ``device`` has available now."""
+    from fmmforge.hardware.limits import check_memory
+
+    check_memory(run_bytes(size, dtype, **kwargs), f"a {size[0]}x{size[1]}x{size[2]} {dtype} run", device,
+                 override="--ignore-memory")
 
 
 @dataclass
@@ -124,8 +153,11 @@ def _workspace_bytes(kernel) -> int | None:
 def measure(plan: Plan, decomps: list[Decomposition], size: Size, *, threads: int | None = None,
             pairs: int = 5, min_sample_s: float = 0.05, max_seconds: float | None = None,
             measure_memory: bool = False, store=None, record: bool = True, seed: int = 0,
-            check_error: bool = True) -> Record:
-    """Generate (validated), check at ``size``, time against the vendor matmul, record."""
+            check_error: bool = True, memory_check: bool = True) -> Record:
+    """Generate (validated), check at ``size``, time against the vendor matmul, record.
+
+    Before anything of ``size`` is allocated, the memory the run needs is checked against what
+    the device has available (``memory_check=False`` skips that)."""
     from fmmforge.hardware.devices import get_device
     from fmmforge.hardware.memory import peak_extra_bytes
     from fmmforge.hardware.timing import compare, pinned_threads
@@ -133,6 +165,9 @@ def measure(plan: Plan, decomps: list[Decomposition], size: Size, *, threads: in
     get_device(plan.device)
     backend = get_backend(plan.backend)
     kernel = generate(plan, decomps)
+    if memory_check:
+        check_run_memory(size, plan.dtype, plan.device, check_error=check_error,
+                         workspace_fraction=float(kernel.facts.get("workspace_fraction_square", 0.0)))
     M, K, N = size
     rng = np.random.default_rng(seed)
     A64 = rng.uniform(-1, 1, (M, K))
@@ -204,9 +239,12 @@ def run_bench(algos: list[str], levels: list[int], sizes: list[Size], *, device:
               backend: str = "torch", dtype: str = "float32", cutoff: int = 64, threads: int | None = None,
               pairs: int = 5, measure_memory: bool = False, on_row: Callable[[BenchRow], None] | None = None,
               on_error: Callable[[str], None] | None = None, min_sample_s: float = 0.05,
-              variant: str = "lowmem") -> list[BenchRow]:
+              variant: str = "lowmem", memory_check: bool = True) -> list[BenchRow]:
     """Measure every (algorithm, levels) plan at every size; ``variant`` is the code layout
-    (``"lowmem"`` or ``"batched"``, see :func:`fmmforge.codegen.plan.make_plan`)."""
+    (``"lowmem"`` or ``"batched"``, see :func:`fmmforge.codegen.plan.make_plan`).
+
+    The largest size is checked against the device's available memory before anything runs
+    (each measurement checks its own size again with its kernel's workspace)."""
     from fmmforge.hardware.devices import get_device
 
     get_device(device)
@@ -215,12 +253,14 @@ def run_bench(algos: list[str], levels: list[int], sizes: list[Size], *, device:
         for L in levels:
             plans.append(make_plan(name, L, backend=backend, dtype=dtype, device=device, cutoff=cutoff,
                                    variant=variant))
+    if memory_check:
+        check_run_memory(max(sizes, key=lambda s: run_bytes(s, dtype)), dtype, device)
     rows = []
     for size in sizes:
         for plan, decomps in plans:
             try:
                 rec = measure(plan, decomps, size, threads=threads, pairs=pairs, measure_memory=measure_memory,
-                              min_sample_s=min_sample_s)
+                              min_sample_s=min_sample_s, memory_check=memory_check)
             except FmmforgeError as exc:
                 if on_error is None:
                     raise

@@ -24,6 +24,12 @@ def _mib(x: float) -> str:
     return f"{x / 2**20:.1f} MiB"
 
 
+def check_output_dir(output: Path) -> None:
+    """``-o`` must be a directory or a new path (checked before anything is generated)."""
+    if output.exists() and not output.is_dir():
+        raise FmmforgeError(f"-o {output} is an existing file, not a directory; give a directory (new or existing)")
+
+
 def codegen_cmd(
     name: Annotated[str, typer.Argument(help="catalogue or store name; NAME/NAME for a different scheme per level")],
     backend: Annotated[str, typer.Option(help="torch, numpy or cupy (or a plugin's backend)")] = "torch",
@@ -42,22 +48,22 @@ def codegen_cmd(
     from fmmforge.core.cli import console
     from fmmforge.hardware.devices import get_device
 
+    from fmmforge.hardware.limits import MAX_LEVELS, check_int
+
     check_variant(variant, backend)
     get_backend(backend)
-    if levels < 0:
-        raise FmmforgeError(f"levels must be >= 0, not {levels}")
+    check_int(levels, "--levels", minimum=0, maximum=MAX_LEVELS)
+    check_int(cutoff, "--cutoff")
+    check_int(size, "--size")
+    if output is not None:
+        check_output_dir(output)
     if not emit_only:
         get_device(device)
     plan, decomps = make_plan(name, levels, backend=backend, dtype=dtype, device=device, cutoff=cutoff,
                               variant=variant)
     kernel = generate(plan, decomps, validate=not emit_only)
     if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        if not output.is_dir():
-            raise FmmforgeError(f"{output} is not a directory")
-        for fname, text in kernel.files.items():
-            (output / fname).write_text(text)
-        module_path = output / kernel.module_file
+        module_path = kernel.write(output)
     else:
         module_path = kernel.module_path
     console.print(f"plan: {plan.describe()}", highlight=False)
@@ -92,6 +98,16 @@ def codegen_cmd(
     console.print(f"kernel: {module_path if module_path else '(not written; use -o DIR)'}", highlight=False)
 
 
+def check_bench_numbers(*, cutoff: int, threads: int | None, pairs: int, min_sample_ms: float) -> None:
+    """bench's numeric options: positive, finite, and no larger than any run could use."""
+    from fmmforge.hardware.limits import MAX_THREADS, check_float, check_int
+
+    check_int(cutoff, "--cutoff")
+    check_int(threads, "--threads", maximum=MAX_THREADS)
+    check_int(pairs, "--pairs", maximum=1000)
+    check_float(min_sample_ms, "--min-sample-ms", minimum=0.0, maximum=60_000.0, unit=" ms")
+
+
 def bench_cmd(
     device: Annotated[str, typer.Option(help="cpu or cuda:N")] = "cpu",
     sizes: Annotated[str, typer.Option(help="N or MxKxN, comma separated")] = "2048,4096",
@@ -105,6 +121,7 @@ def bench_cmd(
     memory: Annotated[bool, typer.Option("--memory", help="also measure each kernel's peak extra memory")] = False,
     min_sample_ms: Annotated[float, typer.Option(help="each timed sample repeats the call for at least this long")] = 50.0,
     variant: Annotated[str, typer.Option(help="lowmem (small workspaces) or batched (torch: levels flattened, all leaf products in one bmm)")] = "lowmem",
+    ignore_memory: Annotated[bool, typer.Option("--ignore-memory", help="run even when the largest size needs more memory than the device has available")] = False,
 ) -> None:
     """Measure kernels against the vendor matmul in the same run; record every row; print the table."""
     from fmmforge.codegen.bench import parse_algos, parse_levels, parse_sizes, run_bench
@@ -117,8 +134,7 @@ def bench_cmd(
     algo_list = parse_algos(algos)
     level_list = parse_levels(levels)
     get_backend(backend)
-    if pairs < 1:
-        raise FmmforgeError("--pairs must be at least 1")
+    check_bench_numbers(cutoff=cutoff, threads=threads, pairs=pairs, min_sample_ms=min_sample_ms)
     table = Table("algorithm", "L", "size", "kernel ms", "IQR", "vendor ms", "IQR", "speed-up", "GFLOP/s",
                   "ceiling", "eff", "max err", "peak extra")
     problems: list[str] = []
@@ -129,7 +145,7 @@ def bench_cmd(
 
     rows = run_bench(algo_list, level_list, size_list, device=device, backend=backend, dtype=dtype, cutoff=cutoff,
                      threads=threads, pairs=pairs, measure_memory=memory, on_row=on_row, on_error=problems.append,
-                     min_sample_s=min_sample_ms / 1e3, variant=variant)
+                     min_sample_s=min_sample_ms / 1e3, variant=variant, memory_check=not ignore_memory)
     for row in rows:
         r = row.record
         table.add_row(r.algorithm, str(r.levels), f"{r.m}x{r.k}x{r.n}", f"{r.median_s * 1e3:.2f}", f"{r.iqr_s * 1e3:.2f}",

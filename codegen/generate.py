@@ -1,24 +1,30 @@
 """The codegen pipeline: plan → backend emit → validation against float64 → on-disk cache.
 
 Kernels are cached in ``$FMMFORGE_HOME/kernels/<key>/`` where the key hashes the algorithm
-fingerprints, the plan (levels, cutoff, backend, dtype, device kind) and the fmmforge
-version. Only kernels that passed validation are cached; a kernel that fails is reported
-(:class:`KernelValidationError`) and never benchmarked.
+fingerprints, the plan (levels, cutoff, backend, dtype, device kind), the fmmforge version and
+the emitter revision. Only kernels that passed validation are cached; a kernel that fails is
+reported (:class:`KernelValidationError`) and never benchmarked. The entry's validation.json
+records the sha256 of each file (plain names inside the entry's folder only); every use re-hashes
+the files and trusts the entry, its validation included, only when all of them match.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fmmforge.codegen.backends import BUILTIN_BACKENDS, CodegenBackend
-from fmmforge.codegen.kernel import Kernel
+from fmmforge.codegen.kernel import Kernel, check_file_name, sha256_text
 from fmmforge.codegen.plan import Plan, check_decomposition
 from fmmforge.codegen.validate import (CheckResult, KernelValidationError, check_product, random_inputs,
                                        validation_shapes)
-from fmmforge.core.atomic import write_text
+from fmmforge.core.atomic import home_subdir, write_text
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.version import __version__
@@ -44,19 +50,20 @@ def get_backend(name: str) -> CodegenBackend:
 
 
 def kernels_dir() -> Path:
-    from fmmforge.core.store import default_home
-
-    return default_home() / "kernels"
+    return home_subdir("kernels")
 
 
 # Bumped whenever an emitter's output changes for the same plan, so that kernels cached by an
 # earlier emitter are regenerated (2: peeling once at the top, to every level's multiple;
 # 3: one workspace helper text for torch and numpy).
 EMITTER_REVISION = 3
+# Bumped when the layout of a cache entry changes (2: validation.json records each file's sha256).
+CACHE_FORMAT = 2
 
 
 def cache_key(plan: Plan) -> str:
-    raw = json.dumps({"plan": plan.key(), "version": __version__, "emitter": EMITTER_REVISION}, sort_keys=True)
+    raw = json.dumps({"plan": plan.key(), "version": __version__, "emitter": EMITTER_REVISION,
+                      "cache": CACHE_FORMAT}, sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
@@ -93,22 +100,105 @@ def validate_kernel(kernel: Kernel, backend: CodegenBackend, decomps: list[Decom
     return results
 
 
-def _load_cached(directory: Path, plan: Plan) -> Kernel | None:
+def _plain_names(files: object) -> dict[str, str]:
+    """``files`` of a cache entry: plain file name -> sha256 hex digest; anything else is refused."""
+    if not isinstance(files, dict) or not files:
+        raise ValueError("no file hashes recorded")
+    for name, digest in files.items():
+        check_file_name(name)
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise ValueError(f"no sha256 recorded for {name}")
+    return files
+
+
+def _read_entry_file(path: Path) -> str:
+    """A file of a cache entry: a regular file inside the entry's folder (a link is not followed)."""
+    if path.is_symlink() or not path.is_file():
+        raise ValueError(f"{path.name} is missing or not a regular file")
+    return path.read_text(encoding="utf-8")
+
+
+def _load_cached(directory: Path, plan: Plan) -> Kernel:
+    """The kernel cached in ``directory``, after checking every file against its recorded sha256.
+
+    Raises :class:`CacheMismatch` (why, in words) when the entry is unreadable or any file differs;
+    raises FileNotFoundError when there is no entry."""
     meta = directory / VALIDATION_FILE
-    if not meta.exists():
-        return None
+    if not meta.exists() and not meta.is_symlink():
+        raise FileNotFoundError(meta)
     try:
-        info = json.loads(meta.read_text())
-        files = {name: (directory / name).read_text() for name in info["files"]}
-    except (OSError, ValueError, KeyError):
-        return None
-    k = Kernel(plan, files, info["module_file"], info.get("facts", {}), directory)
-    k.validation = [CheckResult(tuple(r["shape"]), r["max_error"], r["bound"]) for r in info.get("checks", [])]
-    return k
+        info = json.loads(_read_entry_file(meta))
+        hashes = _plain_names(info["files"])
+        module_file = check_file_name(info["module_file"])
+        if module_file not in hashes:
+            raise ValueError(f"module {module_file} is not among its files")
+        files = {name: _read_entry_file(directory / name) for name in hashes}
+        changed = sorted(name for name, text in files.items() if sha256_text(text) != hashes[name])
+        if changed:
+            raise ValueError(f"{', '.join(changed)} changed since it was validated")
+        checks = [CheckResult(tuple(r["shape"]), float(r["max_error"]), float(r["bound"])) for r in info["checks"]]
+        if not checks or not all(r.ok for r in checks):
+            raise ValueError("no passing validation recorded")
+        facts = info.get("facts", {})
+        if not isinstance(facts, dict):
+            raise ValueError("facts are not a table")
+    except FmmforgeError as exc:  # a file name that is not plain
+        raise CacheMismatch(str(exc)) from None
+    except (OSError, UnicodeError, ValueError, KeyError, TypeError) as exc:
+        raise CacheMismatch(str(exc) or type(exc).__name__) from None
+    kernel = Kernel(plan, files, module_file, facts, directory)
+    kernel.validation = checks
+    return kernel
 
 
-def generate(plan: Plan, decomps: list[Decomposition], *, validate: bool = True, use_cache: bool = True) -> Kernel:
-    """A validated kernel for ``plan`` (from the cache when it is there).
+class CacheMismatch(Exception):
+    """A cache entry that cannot be trusted (internal: the entry is discarded and regenerated)."""
+
+
+def _discard(path: Path) -> None:
+    """Remove a cache entry (a link is removed, never followed)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _store_entry(directory: Path, kernel: Kernel, results: list[CheckResult]) -> None:
+    """Write the entry into a fresh folder beside ``directory``, then rename it into place (a reader
+    sees the old entry, none, or the whole new one; nothing from the old entry is followed)."""
+    parent = directory.parent
+    try:
+        fresh = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=parent))
+    except OSError as exc:
+        raise FmmforgeError(f"cannot write the kernel cache in {parent}: {exc.strerror or exc}") from None
+    try:
+        kernel.write(fresh)
+        info: dict[str, Any] = {
+            "files": kernel.digests(), "module_file": kernel.module_file, "facts": kernel.facts,
+            "plan": kernel.plan.as_dict(), "fmmforge_version": __version__, "emitter": EMITTER_REVISION,
+            "checks": [{"shape": list(r.shape), "max_error": r.max_error, "bound": r.bound} for r in results],
+        }
+        write_text(fresh / VALIDATION_FILE, json.dumps(info, indent=1, default=str))
+        try:
+            _discard(directory)
+            os.rename(fresh, directory)
+        except OSError:  # another process put its entry there first: it is checked when used
+            shutil.rmtree(fresh, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    kernel.path = directory
+
+
+def _print_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def generate(plan: Plan, decomps: list[Decomposition], *, validate: bool = True, use_cache: bool = True,
+             warn: Callable[[str], None] = _print_warning) -> Kernel:
+    """A validated kernel for ``plan`` (from the cache when it is there and every file still has the
+    sha256 recorded when it was validated; otherwise the entry is discarded with one ``warn`` line,
+    and the kernel is regenerated, re-validated and cached anew).
 
     With ``validate=False`` (emit-only, e.g. CUDA code on a machine without a GPU) the kernel is
     returned unvalidated and never cached.
@@ -119,11 +209,15 @@ def generate(plan: Plan, decomps: list[Decomposition], *, validate: bool = True,
         raise FmmforgeError("plan and schemes disagree (fingerprints differ); build plans with make_plan")
     backend = get_backend(plan.backend)
     backend.check_plan(plan)
-    directory = kernels_dir() / cache_key(plan)
-    if validate and use_cache:
-        cached = _load_cached(directory, plan)
-        if cached is not None:
-            return cached
+    use_cache = use_cache and validate  # unvalidated kernels are never cached
+    directory = kernels_dir() / cache_key(plan) if use_cache else None
+    if directory is not None:
+        try:
+            return _load_cached(directory, plan)
+        except FileNotFoundError:
+            pass
+        except CacheMismatch as why:
+            warn(f"discarded the cached kernel in {directory} ({why}); regenerating and re-validating it")
     kernel = backend.emit(plan, decomps)
     if not validate:
         return kernel
@@ -135,13 +229,7 @@ def generate(plan: Plan, decomps: list[Decomposition], *, validate: bool = True,
 
     get_device(plan.device)  # present?
     results = validate_kernel(kernel, backend, decomps)
-    if use_cache:
-        kernel.write(directory)
-        info: dict[str, Any] = {
-            "files": sorted(kernel.files), "module_file": kernel.module_file, "facts": kernel.facts,
-            "plan": plan.as_dict(), "fmmforge_version": __version__,
-            "checks": [{"shape": list(r.shape), "max_error": r.max_error, "bound": r.bound} for r in results],
-        }
-        write_text(directory / VALIDATION_FILE, json.dumps(info, indent=1, default=str))
-        kernel._module = None  # re-import from the cached file (tracebacks point at it)
+    if directory is not None:
+        _store_entry(directory, kernel, results)
+        kernel._module = None  # re-import under the cached file's name (tracebacks point at it)
     return kernel

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 import sys
 import types
 from dataclasses import dataclass, field
@@ -10,7 +10,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fmmforge.codegen.plan import Plan
-from fmmforge.core.atomic import write_text
+from fmmforge.core.atomic import make_directory, writable_target, write_text
+from fmmforge.core.errors import FmmforgeError
+
+
+def check_file_name(name: object) -> str:
+    """A kernel's file name must be a plain name (no folder part, no '..', not absolute), so that
+    nothing a kernel names can land outside the kernel's own folder."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\0" in name or Path(name).is_absolute() or Path(name).name != name):
+        raise FmmforgeError(f"kernel file name {name!r} is not a plain file name (no '/', no '..', not absolute)")
+    return name
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -33,31 +47,41 @@ class Kernel:
     def module_path(self) -> Path | None:
         return None if self.path is None else self.path / self.module_file
 
+    def digests(self) -> dict[str, str]:
+        """sha256 of every file: what a cache entry records and checks before each use."""
+        return {name: sha256_text(text) for name, text in sorted(self.files.items())}
+
     def write(self, directory: Path) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, text in self.files.items():
-            write_text(directory / name, text)
+        """Write every file into ``directory`` (created); all targets are checked before any is written."""
+        targets = [(writable_target_in(directory, name), text) for name, text in self.files.items()]
+        for target, text in targets:
+            write_text(target, text)
         self.path = directory
         return directory / self.module_file
 
     def module(self) -> types.ModuleType:
-        """Import the module (from its file when written, so tracebacks show the source)."""
+        """Import the module from the text in ``files`` (the text that was checked), named after its
+        file when written so that tracebacks show the source."""
         if self._module is None:
             name = f"fmmforge_kernel_{self.plan.key()}"
-            if self.module_path is not None and self.module_path.exists():
-                spec = importlib.util.spec_from_file_location(name, self.module_path)
-                assert spec is not None and spec.loader is not None
-                mod = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(mod)
-            else:
-                mod = types.ModuleType(name)
-                exec(compile(self.source, f"<{name}>", "exec"), mod.__dict__)
+            where = str(self.module_path) if self.module_path is not None else f"<{name}>"
+            mod = types.ModuleType(name)
+            if self.module_path is not None:
+                mod.__file__ = where
+            exec(compile(self.source, where, "exec"), mod.__dict__)
             self._module = mod
         return self._module
 
     @property
     def matmul(self) -> Callable[..., Any]:
         return self.module().matmul
+
+
+def writable_target_in(directory: Path, name: str) -> Path:
+    """The path ``directory/name`` may be written at, after checking that ``name`` is plain and
+    ``directory`` exists (created if needed) and that the file there may be replaced."""
+    make_directory(directory)
+    return writable_target(directory / check_file_name(name))
 
 
 def loaded_module_names() -> list[str]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmmforge.core.atomic import write_text
+from fmmforge.core.atomic import home_subdir, write_text
 from fmmforge.core.errors import FmmforgeError
 
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "neon", "asimd", "sve")
@@ -163,10 +163,12 @@ def get_device(name: str, *, runnable: bool = True) -> Device:
 
 
 # ---------------------------------------------------------------------- measured peak
-def _peaks_file() -> Path:
+def _peaks_file(create: bool = False) -> Path:
+    """$FMMFORGE_HOME/hardware/peaks.json; its folder is made only to write it (reading makes nothing)."""
     from fmmforge.core.store import default_home
 
-    return default_home() / "hardware" / "peaks.json"
+    folder = home_subdir("hardware") if create else default_home() / "hardware"
+    return folder / "peaks.json"
 
 
 def cached_peak(device: str = "cpu", dtype: str = "float32") -> float | None:
@@ -195,13 +197,12 @@ def measure_peak(device: str = "cpu", dtype: str = "float32", size: int = 2048,
     t = time_one(lambda: torch.mm(A, B, out=C), device=dev.name, threads=threads, samples=samples,
                  min_sample_s=min_sample_s)
     gflops = 2 * size**3 / t.median / 1e9
-    path = _peaks_file()
+    path = _peaks_file(create=True)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         data = {}
     key = machine_key() if device == "cpu" else device
     data.setdefault(key, {})[f"{device}|{dtype}"] = gflops
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(data, indent=1, sort_keys=True))
     return gflops

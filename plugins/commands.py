@@ -77,17 +77,16 @@ def plugins_cmd() -> None:
 
 # ---------------------------------------------------------------------- score
 def parse_size(text: str) -> tuple[int, int, int]:
-    """``8192`` -> (8192, 8192, 8192); ``8192,4096,2048`` or ``8192x4096x2048`` -> (M, K, N)."""
-    parts = text.strip().lower().replace("x", ",").split(",")
+    """``8192`` -> (8192, 8192, 8192); ``8192,4096,2048`` or ``8192x4096x2048`` -> (M, K, N); every
+    side between 1 and 2^31."""
+    from fmmforge.hardware.limits import check_dimensions
+
     try:
-        values = [int(p) for p in parts]
+        values = [int(p) for p in text.strip().lower().replace("x", ",").split(",")]
     except ValueError:
-        values = []
-    if len(values) == 1:
-        values *= 3
-    if len(values) != 3 or min(values) < 1:
-        raise FmmforgeError(f"--size {text!r} is not N or M,K,N with positive integers; write it like 8192 or 8192,4096,8192")
-    return values[0], values[1], values[2]
+        raise FmmforgeError(f"--size {text!r} is not N or M,K,N with positive integers; "
+                            "write it like 8192 or 8192,4096,8192") from None
+    return check_dimensions(values, text, "--size")
 
 
 def score_cmd(
@@ -104,6 +103,9 @@ def score_cmd(
     from fmmforge.plugins.mix import RewardMix
     from fmmforge.plugins.reward import RewardContext
 
+    from fmmforge.hardware.limits import check_reward_levels
+
+    check_reward_levels(levels)
     mix = RewardMix.from_specs(reward or [])
     context = RewardContext(device=device, size=parse_size(size) if size else None, dtype=dtype, levels=levels)
     d = catalogue.resolve(name)

@@ -70,15 +70,30 @@ def test_cli_bench_prints_and_records(cli):
     (["--device", "cuda:3"], "not present"),
     (["--sizes", "abc"], "size"),
     (["--algos", "nonexistent"], "unknown algorithm"),
+    (["--threads", "0"], "--threads must be between 1"),
+    (["--threads", "100000"], "--threads must be between 1"),
+    (["--min-sample-ms", "nan"], "--min-sample-ms must be a finite number"),
+    (["--min-sample-ms", "inf"], "--min-sample-ms must be a finite number"),
+    (["--min-sample-ms", "-1"], "--min-sample-ms must be more than 0"),
+    (["--min-sample-ms", "0"], "--min-sample-ms must be more than 0"),
+    (["--pairs", "0"], "--pairs must be between 1"),
+    (["--cutoff", "0"], "--cutoff must be between 1"),
+    (["--levels", "9"], "levels must be between 0 and 8"),
+    (["--levels", "1,1"], "repeats a level"),
+    (["--sizes", "0"], "between 1 and 2^31"),
+    (["--sizes", "3000000000"], "between 1 and 2^31"),
+    (["--sizes", "16x16"], "N or M,K,N"),
+    (["--algos", "strassen,laderman,strassen"], "strassen more than once"),
+    (["--sizes", "1000000"], "needs about"),
 ])
-def test_cli_bench_bad_input_exit_2(cli, args, message):
-    base = {"--sizes": "16", "--algos": "strassen", "--levels": "1"}
+def test_cli_bench_bad_input_exit_2_with_one_line(cli, args, message):
+    base = {"--sizes": "16", "--algos": "strassen", "--levels": "1", "--pairs": "3", "--min-sample-ms": "1"}
     for i in range(0, len(args), 2):
         base[args[i]] = args[i + 1]
-    flat = [x for kv in base.items() for x in kv]
-    code, out, err = cli("bench", *flat)
-    assert code == 2
-    assert message in err
+    code, out, err = cli("bench", *[x for kv in base.items() for x in kv])
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert query_records() == []
 
 
 def test_latency_reward_through_plugins_and_cache(plugins_with_codegen, monkeypatch):
@@ -118,3 +133,29 @@ def test_backends_registered_through_plugins(plugins_with_codegen):
     found = backends()
     assert {"torch", "numpy", "cupy"} <= set(found)
     assert found["cupy"].devices == ("cuda",)
+
+
+def test_run_bytes_counts_operands_outputs_workspace_and_the_error_check():
+    from fmmforge.codegen.bench import run_bytes
+
+    M, K, N = 10, 20, 30
+    operands, out = M * K + K * N, M * N
+    assert run_bytes((M, K, N), "float32", check_error=False) == operands * (8 + 4) + 2 * out * 4
+    assert run_bytes((M, K, N), "float64", workspace_fraction=0.5, check_error=True) == (
+        operands * 16 + 2 * out * 8 + int(0.5 * K * N * 8) + 8 * (operands + 2 * out))
+    # the case: one million square in float32 is far beyond any machine
+    assert run_bytes((10**6,) * 3, "float32") > 74 * 2**30
+
+
+def test_bench_memory_check_refuses_before_measuring_and_can_be_overridden(cli, monkeypatch):
+    from fmmforge.hardware import limits
+
+    monkeypatch.setattr(limits, "available_memory_bytes", lambda: 1000)
+    args = ["bench", "--sizes", "16", "--algos", "strassen", "--levels", "1", "--pairs", "3",
+            "--min-sample-ms", "1", "--dtype", "float64", "--cutoff", "2"]
+    code, out, err = cli(*args)
+    assert code == 2 and "has 0.0 GiB available" in err and "--ignore-memory" in err
+    assert query_records() == []
+    code, out, err = cli(*args, "--ignore-memory")
+    assert code == 0, err
+    assert len(query_records()) == 1

@@ -410,3 +410,17 @@ def test_cli_bench_batched_records_the_variant(cli):
     (row,) = query_records()
     plan, _ = make_plan("strassen", 1, dtype="float64", cutoff=2, variant="batched")
     assert row.plan_key == plan.key() and json.loads(row.plan)["variant"] == "batched"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--size", "0"], "--size must be between 1"),
+    (["--size", "-4"], "--size must be between 1"),
+    (["--size", str(2**31 + 1)], "--size must be between 1"),
+    (["--cutoff", "0"], "--cutoff must be between 1"),
+    (["--levels", "9"], "--levels must be between 0 and 8"),
+])
+def test_cli_codegen_numbers_out_of_range_exit_2(cli, tmp_path, args, message):
+    code, stdout, err = cli("codegen", "strassen", "-o", tmp_path / "k", *args)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "k").exists()

@@ -99,3 +99,36 @@ def test_cli_devices(cli):
     code, out, err = cli("devices")
     assert code == 0, err
     assert "cpu" in out and "tpu-v4" in out and "spec only" in out
+
+
+def test_available_memory_is_read_from_the_system():
+    from fmmforge.hardware.limits import available_memory_bytes
+
+    have = available_memory_bytes()
+    assert have is not None and 0 < have < 2**60
+
+
+def test_numeric_limits():
+    import math
+
+    from fmmforge.core.errors import FmmforgeError
+    from fmmforge.hardware.limits import MAX_DIMENSION, check_dimensions, check_float, check_int
+
+    assert check_dimensions([5], "5", "--size") == (5, 5, 5)
+    assert check_dimensions([1, MAX_DIMENSION, 3], "x", "--size") == (1, MAX_DIMENSION, 3)
+    assert check_int(None, "--threads") is None and check_int(3, "--threads") == 3
+    assert check_float(0.5, "--x", minimum=0.0, maximum=1.0) == 0.5
+    for bad in (lambda: check_dimensions([MAX_DIMENSION + 1], "x", "--size"), lambda: check_dimensions([1, 2], "x", "--size"),
+                lambda: check_int(0, "--threads"), lambda: check_int(True, "--threads"),
+                lambda: check_float(math.nan, "--x", minimum=0.0, maximum=1.0),
+                lambda: check_float(0.0, "--x", minimum=0.0, maximum=1.0)):
+        with pytest.raises(FmmforgeError):
+            bad()
+
+
+def test_measuring_the_peak_with_a_home_that_is_a_file_is_one_clear_error(tmp_path, monkeypatch):
+    home = tmp_path / "home-file"
+    home.write_text("")
+    monkeypatch.setenv("FMMFORGE_HOME", str(home))
+    with pytest.raises(FmmforgeError, match="not a directory"):
+        measure_peak("cpu", size=16, samples=1, min_sample_s=0.001)

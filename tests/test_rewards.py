@@ -198,3 +198,15 @@ def test_combine_rewards_gives_engines_a_plain_callable():
     assert scorer(builtin("strassen-winograd")) == pytest.approx(-7 - 1.5)
     with pytest.raises(FmmforgeError, match="unknown reward 'speed'"):
         combine_rewards(["speed"])
+
+
+@pytest.mark.parametrize("size", ["10^30", str(10**30), "0", "-5", "8192,0,8192", str(2**31 + 1), "4096,4096"])
+def test_score_refuses_absurd_or_non_positive_sizes(cli, size):
+    code, out, err = cli("score", "strassen", "--size", size)
+    assert code == 2, err
+    assert "--size" in err and len(err.strip().splitlines()) == 1
+
+
+def test_score_refuses_absurd_levels(cli):
+    code, out, err = cli("score", "strassen", "--levels", "1000000")
+    assert code == 2 and "at most 8" in err and len(err.strip().splitlines()) == 1

@@ -91,3 +91,47 @@ def test_z_target_through_a_mod_2_walk_and_lifting(cli):
                          "--workers", "1", "--seed", "1")
     assert code == 0, err
     assert any(a.field == "Z" and a.rank == 11 for a in Store().all())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["2x2x2", "--rank", "7", "--flips", "1e999"], "too large"),
+    (["2x2x2", "--rank", "7", "--budget", "100000h"], "too large"),
+    (["2x2x2", "--rank", "9"], "--rank (at most the naive rank n·m·p)"),
+    (["2x2x2", "--rank", "7", "--workers", "100000"], "--workers must be between 1"),
+    (["2x2x2", "--rank", "7", "--plateau", str(10**20)], "--plateau must be between 1"),
+    (["2x2x2", "--rank", "7", "--seed", "-1"], "--seed must be between 0"),
+    (["2x2x2", "--rank", "7", "--levels", "50"], "at most 8"),
+    (["2x2x2", "--rank", "7", "--size", str(10**30)], "--size"),
+])
+def test_numbers_out_of_range_exit_2_with_one_line(cli, args, message):
+    code, out, err = cli("search", *args, "--workers", "1") if "--workers" not in args else cli("search", *args)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert Store().all() == []
+
+
+def test_checkpoint_under_a_missing_folder_is_refused_before_the_walk(cli, tmp_path):
+    path = tmp_path / "missing" / "c.json"
+    code, out, err = cli("search", "2x2x2", "--rank", "7", "--flips", "100k", "--workers", "1", "--checkpoint", path)
+    assert code == 2, err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert Store().all() == [] and not path.parent.exists()
+
+
+def test_a_resumed_search_reports_the_checkpoint_it_started_from(cli, tmp_path):
+    import json
+
+    path = tmp_path / "c.json"
+    common = ["search", "3x3x3", "--flips", "20k", "--workers", "1", "--seed", "4", "--no-lift", "--checkpoint", path]
+    code, out, err = cli(*common)
+    assert code == 0, err
+    best_rank = json.loads(path.read_text())["best_rank"]
+    assert best_rank < 27
+    code, out, err = cli(*common, "--resume")
+    assert code == 0, err
+    lines = out.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("│ start"))
+    last = next(i for i, line in enumerate(lines) if line.startswith("│ best rank"))
+    start = " ".join(line.split("│")[2].strip() for line in lines[first:last])  # the wrapped cell
+    assert start.startswith("checkpoint ") and str(path) in start.replace(" ", "")
+    assert f"(rank {best_rank}," in start and "naive" not in start

@@ -8,6 +8,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
+from fmmforge.core.atomic import writable_target
 from fmmforge.core.decomposition import Decomposition, check_field
 from fmmforge.core.errors import FmmforgeError
 
@@ -21,6 +22,46 @@ def parse_search_format(text: str) -> tuple[int, int, int]:
     if max(fmt) > MAX_DIM:
         raise FmmforgeError(f"matrix format {text!r} is too large for the flip engine; n, m, p must be at most {MAX_DIM}")
     return fmt
+
+
+MAX_SEED = 2**32 - 1
+MAX_PLATEAU = 10**9
+MAX_SECONDS = 30 * 24 * 3600.0  # a month
+MAX_FLIPS = 10**15
+
+
+def read_budget(budget: str | None, flips: str | None):  # type: ignore[no-untyped-def]
+    """``--budget`` and ``--flips``, refused beyond a month or 10^15 flips (1e999 is not a budget)."""
+    from fmmforge.core.search.budget import parse_budget
+
+    try:
+        plan = parse_budget(budget, flips)
+    except OverflowError:
+        plan = None
+    if plan is None or (plan.seconds or 0) > MAX_SECONDS or (plan.flips or 0) > MAX_FLIPS:
+        raise FmmforgeError(f"budget {budget or flips!r} is too large; give at most 30 days or {MAX_FLIPS:.0e} flips")
+    return plan
+
+
+def check_search_numbers(fmt: tuple[int, int, int], *, rank: int | None, workers: int, plateau: int | None,
+                         bound: int, seed: int, levels: int) -> None:
+    """search's numeric options: positive where they must be, and no larger than a search can use."""
+    from fmmforge.hardware.limits import MAX_WORKERS, check_int, check_reward_levels
+
+    naive = fmt[0] * fmt[1] * fmt[2]
+    if rank is not None and rank < 1:
+        raise FmmforgeError(f"--rank must be a positive number of products, not {rank}")
+    check_int(rank, "--rank (at most the naive rank n·m·p)", maximum=naive)
+    if workers < 1:
+        raise FmmforgeError(f"--workers must be at least 1, not {workers}")
+    check_int(workers, "--workers", maximum=MAX_WORKERS)
+    if plateau is not None and plateau < 1:
+        raise FmmforgeError(f"--plateau must be positive, not {plateau}")
+    check_int(plateau, "--plateau", maximum=MAX_PLATEAU)
+    if bound < 1 or bound > 50:
+        raise FmmforgeError(f"--bound must be between 1 and 50, not {bound}")
+    check_int(seed, "--seed", minimum=0, maximum=MAX_SEED)
+    check_reward_levels(levels)
 
 
 def resolve_rewards(specs: list[str], context: object = None) -> Callable[[Decomposition], float] | None:
@@ -67,6 +108,7 @@ def register(app: typer.Typer) -> None:
         from fmmforge.core import catalogue
         from fmmforge.core.search.budget import parse_budget
         from fmmforge.core.search.engine import FlipGraphEngine
+        from fmmforge.hardware.limits import MAX_WORKERS
         from fmmforge.core.search.walker import WalkParams
         from fmmforge.core.store import Store
 
@@ -76,24 +118,18 @@ def register(app: typer.Typer) -> None:
         from fmmforge.plugins import get_engine
 
         chosen = get_engine(engine)  # unknown or broken names fail here with one clear line
-        plan = parse_budget(budget, flips)
-        if rank is not None and rank < 1:
-            raise FmmforgeError(f"--rank must be a positive number of products, not {rank}")
+        plan = read_budget(budget, flips)
         if plan.seconds is None and plan.flips is None and rank is None:
             plan = parse_budget("1m")
-        n_workers = workers if workers is not None else (os.cpu_count() or 1)
-        if n_workers < 1:
-            raise FmmforgeError(f"--workers must be at least 1, not {n_workers}")
-        if plateau is not None and plateau < 1:
-            raise FmmforgeError(f"--plateau must be positive, not {plateau}")
-        if bound < 1 or bound > 50:
-            raise FmmforgeError(f"--bound must be between 1 and 50, not {bound}")
+        n_workers = workers if workers is not None else min(os.cpu_count() or 1, MAX_WORKERS)
+        check_search_numbers(fmt, rank=rank, workers=n_workers, plateau=plateau, bound=bound, seed=seed, levels=levels)
         if output is not None:
             from fmmforge.core.formats import FORMATS, guess_format
 
             kind = out_format or guess_format(output)
             if kind not in FORMATS:
                 raise FmmforgeError(f"unknown file format {kind!r}; use one of {', '.join(FORMATS)}")
+            writable_target(output)  # before the walk, not after it
         from fmmforge.plugins import RewardContext
         from fmmforge.plugins.commands import parse_size
 
@@ -141,13 +177,14 @@ def print_result(console, result, fmt, field: str, start_name: str) -> None:  # 
 
     best = result.best
     t = Table("search", "result", show_header=False)
+    t.columns[1].overflow = "fold"  # long paths (a resumed run's checkpoint) are wrapped, never cut
     ttb = result.history[-1][1] if result.history else 0.0
     stored = [s for s in result.stored if s.inserted]
     target = "-" if result.target_rank is None else (
         f"{result.target_rank} (reached)" if result.reached else f"{result.target_rank} (not reached)")
     for key, value in (
         ("format", "<{},{},{}> over {}".format(*fmt, field)),
-        ("start", f"{start_name} (rank {result.start_rank})"),
+        ("start", result.start_description or f"{start_name} (rank {result.start_rank})"),
         ("best rank", str(best.rank)),
         ("target rank", target),
         ("time to best", f"{ttb:.2f} s"),

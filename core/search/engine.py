@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from fmmforge.core.atomic import write_text
+from fmmforge.core.atomic import home_subdir, writable_target, write_text
 from fmmforge.core.decomposition import Decomposition, check_field
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.search.budget import Budget
@@ -60,6 +60,7 @@ class SearchResult:
     interrupted: bool = False
     checkpoint: Path | None = None
     lift_time: float | None = None  # seconds until a lifted Z scheme reached the target rank
+    start_description: str = ""  # what the walk started from, in words (a resumed run: its checkpoint)
 
     @property
     def reached(self) -> bool:
@@ -77,14 +78,12 @@ class SearchResult:
 
 
 def default_checkpoint(target: BilinearTarget, field: str, seed: int) -> Path:
-    from fmmforge.core.store import default_home
-
+    """$FMMFORGE_HOME/checkpoints/flip-FORMAT-FIELD-seedS.json (the folder is created)."""
     what = target.describe().strip("<>").replace(",", "x") if target.format else target.digest
-    return default_home() / "checkpoints" / f"flip-{what}-{field}-seed{seed}.json"
+    return home_subdir("checkpoints") / f"flip-{what}-{field}-seed{seed}.json"
 
 
 def _atomic_write_json(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(doc))
 
 
@@ -215,6 +214,7 @@ class _Run:
         start_schemes = [packed]
         if resume:
             start_schemes = self._load_checkpoint()
+        writable_target(self.checkpoint_path)  # a folder that is missing is refused before the walk
         # reduce the starting schemes once here (fast) so the start rank is known
         probe = Walker(field, tuple(self.target.tensor.shape), seed, self._params(packed))
         probe.start(start_schemes)
@@ -226,6 +226,13 @@ class _Run:
             self.pool.setdefault(d.fingerprint, d)
         if not resume and self.best_rank < self.start_rank:
             self.history.append((self.best_rank, 0.0, 0))
+        if resume:
+            first = min(self.pool.values(), key=lambda d: d.rank)
+            self.start_description = (f"checkpoint {self.checkpoint_path}: best scheme {first.fingerprint} "
+                                      f"(rank {self.start_rank}, epoch {self.epoch})")
+            self.start_label = f"checkpoint {self.checkpoint_path} (rank {self.start_rank})"
+        else:
+            self.start_description = f"{self.start_label} (rank {self.start_rank})"
         self.flips_by_worker: dict[int, int] = {}
 
     def _params(self, packed: PackedScheme) -> WalkParams:
@@ -404,6 +411,7 @@ class _Run:
             seconds=seconds, workers=self.workers, seed=self.seed, history=list(self.history),
             stored=list(self.stored), pool_size=len(self.pool), score=score, lifted=self.lifted,
             interrupted=interrupted, checkpoint=self.checkpoint_path, lift_time=self.lift_time,
+            start_description=self.start_description,
         )
 
     def _run_inline(self, t0: float, state: dict, progress: "_Progress | None") -> None:
