@@ -208,6 +208,7 @@ def version() -> None:
 # ---------------------------------------------------------------------- entry point
 # Subpackages that add commands: each module defines ``register(app: typer.Typer)``.
 COMMAND_MODULES = (
+    "fmmforge.core.store_commands",
     "fmmforge.plugins.commands",
     "fmmforge.core.search.commands",
     "fmmforge.hardware.commands",
