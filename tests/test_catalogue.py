@@ -41,7 +41,11 @@ def test_names_resolve(name, fmt, rank):
     ("naive:2,0,2", "not three positive integers"),
     ("naive:abc", "not three positive integers"),
     ("strassen*", "Kronecker product"),
-    ("alphatensor:13,13,13", "fmmforge list"),
+    ("alphatensor:13,13,13", r"no Z factorization of alphatensor:13,13,13 .*93 formats"),
+    ("alphatensor-mod2:4,4,6", r"no Z2 factorization .*did you mean alphatensor-mod2:4,4,5"),
+    ("strasen", r"did you mean strassen, .*names are strassen, .*naive:n,m,p"),
+    ("alphatensr:4,4,4", r"did you mean alphatensor:4,4,4"),
+    ("abc12", r"fingerprint prefix needs at least 8 hex digits \(.abc12. has 5\)"),
 ])
 def test_unknown_names_are_clear(name, message):
     with pytest.raises(FmmforgeError, match=message):

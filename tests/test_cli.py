@@ -49,7 +49,7 @@ def test_show_strassen_prints_products_and_outputs(cli):
 
 
 def test_list_shows_catalogue_with_properties(cli):
-    code, out, _ = cli("list", "--format", "2,2,2")
+    code, out, _ = cli("list", "--shape", "2,2,2")
     assert code == 0
     assert "strassen-winograd" in out and "alphatensor:2,2,2" in out and "laderman" not in out
     code, out, _ = cli("list", "--field", "Z2")
@@ -146,7 +146,7 @@ def test_shape_that_does_not_match(cli, tmp_path):
     (["export", "strassen", "--format", "xml", "-o", "out.xml"], "unknown file format"),
     (["verify", "x.txt", "--format", "xml"], "unknown file format"),
     (["list", "--field", "GF7"], "unknown field"),
-    (["list", "--format", "2,2"], "three positive integers"),
+    (["list", "--shape", "2,2"], "three positive integers"),
     (["show"], "missing argument"),
     (["verify", "x.txt", "--bogus"], "no such option"),
 ])
