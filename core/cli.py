@@ -29,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand
 )
 # Piped output (files, tests, other programs) gets wide lines instead of wrapped table cells.
 console = Console() if sys.stdout.isatty() else Console(width=200)
@@ -42,24 +43,34 @@ def fmt_e(e: object) -> str:
 
 
 # ---------------------------------------------------------------------- list
+def _format_moved(value: Optional[str]) -> Optional[str]:
+    """`list --format` meant the matrix shape once; --format means a file type everywhere else."""
+    if value is not None:
+        raise typer.BadParameter(
+            f"list takes the matrix format as --shape now (`fmmforge list --shape {value}`); "
+            "--format means a file type in the other commands"
+        )
+    return value
+
+
 @app.command("list")
 def list_cmd(
-    format: Annotated[Optional[str], typer.Option("--format", "-f", help="only this matrix format, e.g. 4,4,4")] = None,
+    shape: Annotated[Optional[str], typer.Option("--shape", "-s", help="only this matrix format, e.g. 4,4,4")] = None,
     field: Annotated[Optional[str], typer.Option(help="only this field: Z or Z2")] = None,
+    _format: Annotated[Optional[str], typer.Option("--format", "-f", hidden=True, callback=_format_moved)] = None,
 ) -> None:
     """List the catalogue (built-in and DeepMind's schemes) and the store: name, format, rank, field, nnz, e."""
-    want = "<{},{},{}>".format(*parse_format(format)) if format else None
+    want = "<{},{},{}>".format(*parse_format(shape)) if shape else None
     if field:
         check_field(field)
     table = Table("name", "format", "rank", "field", "nnz U/V/W", "e", "source")
     table.columns[0].no_wrap = True
     rows = 0
-    for entry in catalogue.builtin_entries():
-        d = entry.load()
-        if (want and d.target.describe() != want) or (field and d.field != field):
+    for entry in catalogue.builtin_summaries():
+        if (want and entry.format != want) or (field and entry.field != field):
             continue
-        table.add_row(entry.name, d.target.describe(), str(d.rank), d.field, "/".join(map(str, d.nnz)),
-                      fmt_e(d.stability_factor), entry.source)
+        table.add_row(entry.name, entry.format, str(entry.rank), entry.field, "/".join(map(str, entry.nnz)),
+                      fmt_e(entry.stability), entry.source)
         rows += 1
     for algo in Store().all():
         if (want and algo.format != want) or (field and algo.field != field):
@@ -199,6 +210,20 @@ def demo() -> None:
     run_demo(console)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _top_level(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="print the fmmforge version and exit")] = False,
+) -> None:
+    """Discover fast matrix-multiplication algorithms and turn them into fast kernels."""
+
+
 @app.command()
 def version() -> None:
     """Print the fmmforge version."""
@@ -208,6 +233,7 @@ def version() -> None:
 # ---------------------------------------------------------------------- entry point
 # Subpackages that add commands: each module defines ``register(app: typer.Typer)``.
 COMMAND_MODULES = (
+    "fmmforge.core.store_commands",
     "fmmforge.plugins.commands",
     "fmmforge.core.search.commands",
     "fmmforge.hardware.commands",

@@ -1,24 +1,30 @@
 """The algorithm store: one SQLite file at $FMMFORGE_HOME/store.sqlite.
 
 Every insert is verified exactly first and de-duplicated by fingerprint; provenance (source,
-engine, seed, parameters, time, fmmforge version) is kept. Several processes may write at
-once: WAL journaling, a busy timeout and short ``BEGIN IMMEDIATE`` transactions make the
+engine, seed, parameters, time, fmmforge version) is kept. Rows read back are verified
+too: each row keeps the sha256 of its checked columns from when it last verified, and only a
+row whose checksum no longer matches is verified again; a row that fails is skipped with one
+warning line (``fmmforge store check`` lists such rows, ``--repair`` removes them). Several
+processes may write at once: WAL journaling, a busy timeout and short ``BEGIN IMMEDIATE`` transactions make the
 writers queue instead of failing or losing rows. Later issues add their tables (benchmark
 records) through :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import sqlite3
+import sys
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError, InvalidDecompositionError
@@ -83,17 +89,59 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX records_lookup ON records(plan_key, device, machine, m, k, n, dtype);
     """,
+    # the cached verdict of each row: sha256 of its checked columns, recorded when it verified
+    """
+    ALTER TABLE algorithms ADD COLUMN verified_sha256 TEXT;
+    """,
 ]
 
 
+# A row's checksum covers everything `list` shows about it and the scheme itself.
+CHECKED_COLUMNS = ("fingerprint", "format", "rank", "field", "nnz_u", "nnz_v", "nnz_w", "additions", "stability", "data")
+PROVENANCE_COLUMNS = ("source", "engine", "seed", "params", "created_at", "fmmforge_version")
+CHECKSUM_SCHEME = "fmmforge-row-v1"  # change it to make every row verify again
+_UNCHANGED = " AND ".join(f"{column} IS ?" for column in CHECKED_COLUMNS)
+HEX_PREFIX = re.compile(r"[0-9a-f]{1,24}")
+MIN_PREFIX = 8
+
+
 def default_home() -> Path:
-    """$FMMFORGE_HOME, else $XDG_DATA_HOME/fmmforge, else ~/.local/share/fmmforge."""
+    """$FMMFORGE_HOME, else $XDG_DATA_HOME/fmmforge, else ~/.local/share/fmmforge.
+
+    Raises FmmforgeError when that path cannot be a directory (see :func:`check_home`).
+    """
     env = os.environ.get("FMMFORGE_HOME")
     if env:
-        return Path(env).expanduser()
+        return check_home(Path(env).expanduser())
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "fmmforge"
+    return check_home(base / "fmmforge")
+
+
+def check_home(home: Path) -> Path:
+    """``home`` when it is a directory or can be created as one; raises FmmforgeError otherwise.
+
+    A file there (or at one of its parents) would read as an empty store and break the
+    checkpoints and the kernel cache later, so it is refused where the home is asked for.
+    """
+    try:
+        existing = next((p for p in (home, *home.parents) if p.exists()), None)
+    except OSError as exc:
+        raise FmmforgeError(
+            f"cannot use the fmmforge home {home} ({exc.strerror or exc}); set FMMFORGE_HOME to a directory"
+        ) from None
+    if existing is not None and not existing.is_dir():
+        what = "is not a directory" if existing == home else f"cannot be created: {existing} is not a directory"
+        raise FmmforgeError(
+            f"the fmmforge home {home} {what}; set FMMFORGE_HOME to a directory (it is created if missing)"
+        )
+    return home
+
+
+def row_checksum(checked: Sequence[Any]) -> str:
+    """sha256 of a row's CHECKED_COLUMNS values (their types included)."""
+    text = repr((CHECKSUM_SCHEME, *checked))
+    return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -110,6 +158,17 @@ class AddResult:
     fingerprint: str
     inserted: bool  # False: the same scheme (by fingerprint) was already stored
     name: str | None
+    replaced: bool = False  # True: it took the place of a stored row that no longer verified
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A stored row that does not read back as a valid scheme."""
+
+    id: int
+    label: str
+    reason: str
+    checked: tuple[Any, ...] = field(repr=False, compare=False, default=())
 
 
 @dataclass(frozen=True)
@@ -144,12 +203,92 @@ class StoredAlgorithm:
             raise FmmforgeError(f"stored algorithm {self.label} is corrupted: {exc}") from None
 
 
-class Store:
-    """Algorithms on disk. Reading a store that does not exist yet reads as empty."""
+def _read_provenance(values: Sequence[Any]) -> Provenance:
+    """The provenance columns as a Provenance; ValueError (the reason) when they are unreadable."""
+    source, engine, seed, params = values[:4]
+    if not isinstance(source, str) or not isinstance(engine, (str, type(None))) \
+            or not isinstance(seed, (int, type(None))):
+        raise ValueError("its provenance (source, engine, seed) is unreadable")
+    try:
+        parsed = json.loads(params) if params is not None else {}
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError("its provenance params are not JSON") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("its provenance params are not a JSON object")
+    return Provenance(source, engine, seed, parsed)
 
-    def __init__(self, home: Path | str | None = None) -> None:
-        self.home = Path(home) if home is not None else default_home()
+
+def _verify_columns(checked: Sequence[Any]) -> Decomposition | str:
+    """The row's scheme, verified and matching its summary columns; else the reason it is bad."""
+    from fmmforge.core.formats import loads_json
+
+    data = checked[-1]
+    if not isinstance(data, str):
+        return "its data is not text"
+    try:
+        d = loads_json(data, source="its data")
+    except (FmmforgeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        return f"its data is unreadable ({exc})"
+    result = d.verify()
+    if not result.valid:
+        return f"its scheme is invalid: {result.first_failure}"
+    summary = d.summary()
+    expected = (d.fingerprint, summary["format"], d.rank, d.field, *d.nnz, d.naive_additions, summary["stability"])
+    for column, have, want in zip(CHECKED_COLUMNS, checked, expected):
+        if have != want:
+            return f"its {column} column says {have!r}, but its data gives {want!r}"
+    return d
+
+
+def _row_label(algo_id: int, names: Sequence[str]) -> str:
+    return f"{names[0]} (store:{algo_id})" if names else f"store:{algo_id}"
+
+
+def _check_row(raw: Sequence[Any], names: tuple[str, ...], trust: bool) -> tuple[StoredAlgorithm | BadRow, bool]:
+    """A raw row (id, CHECKED_COLUMNS, PROVENANCE_COLUMNS, checksum) as a StoredAlgorithm or a BadRow.
+
+    With ``trust``, a row whose checksum matches is not verified again. The flag returned says
+    the row verified now and its checksum should be recorded.
+    """
+    algo_id, checked = raw[0], tuple(raw[1:11])
+    provenance_values, checksum = raw[11:17], raw[17]
+    try:
+        provenance = _read_provenance(provenance_values)
+    except ValueError as exc:
+        return BadRow(algo_id, _row_label(algo_id, names), str(exc), checked), False
+    digest = row_checksum(checked)
+    verified: Decomposition | None = None
+    if not (trust and checksum == digest):
+        outcome = _verify_columns(checked)
+        if isinstance(outcome, str):
+            return BadRow(algo_id, _row_label(algo_id, names), outcome, checked), False
+        verified = outcome
+    fp, fmt, rank, fld, nnz_u, nnz_v, nnz_w, additions, stability, data = checked
+    algo = StoredAlgorithm(
+        id=algo_id, fingerprint=fp, names=names, format=fmt, rank=rank, field=fld,
+        nnz=(nnz_u, nnz_v, nnz_w), additions=additions, stability=stability, provenance=provenance,
+        created_at=str(provenance_values[4]), fmmforge_version=str(provenance_values[5]), data=data,
+    )
+    if verified is not None:
+        algo.__dict__["decomposition"] = verified  # the cached_property: no second verification
+    return algo, verified is not None and checksum != digest
+
+
+def _print_warning(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+class Store:
+    """Algorithms on disk. Reading a store that does not exist yet reads as empty.
+
+    ``warn`` receives one line per bad row met while reading (default: printed on stderr).
+    """
+
+    def __init__(self, home: Path | str | None = None, warn: Callable[[str], None] = _print_warning) -> None:
+        self.home = check_home(Path(home)) if home is not None else default_home()
         self.path = self.home / STORE_FILE
+        self._warn_line = warn
+        self._warned: set[int] = set()
 
     # ------------------------------------------------------------ connection
     def _connect(self, write: bool) -> sqlite3.Connection | None:
@@ -170,6 +309,7 @@ class Store:
         try:
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 60000")
+            self._refuse_newer_schema(conn)
             if write:
                 self._migrate(conn)
             return conn
@@ -177,6 +317,15 @@ class Store:
             raise FmmforgeError(
                 f"cannot use the store {self.path} ({exc}); set FMMFORGE_HOME to another directory"
             ) from None
+
+    def _refuse_newer_schema(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            conn.close()
+            raise FmmforgeError(
+                f"the store {self.path} has schema version {version}, newer than fmmforge {__version__} "
+                f"knows (up to {len(MIGRATIONS)}); upgrade fmmforge, or set FMMFORGE_HOME to another directory"
+            )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -197,6 +346,32 @@ class Store:
             conn.execute("ROLLBACK")
             raise
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` write transaction: committed whole or rolled back."""
+        conn = self._connect(write=True)
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            raise FmmforgeError(
+                f"cannot write the store {self.path} ({exc}); set FMMFORGE_HOME to a writable directory"
+            ) from None
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _select(version: int) -> str:
+        """The raw-row query of _check_row; stores older than the checksum column read it as NULL."""
+        checksum = "verified_sha256" if version >= 3 else "NULL"
+        return f"SELECT id, {', '.join(CHECKED_COLUMNS + PROVENANCE_COLUMNS)}, {checksum} FROM algorithms"
+
     # ------------------------------------------------------------ writing
     def add(
         self,
@@ -204,7 +379,10 @@ class Store:
         provenance: Provenance,
         name: str | None = None,
     ) -> AddResult:
-        """Verify, then insert (or find the same scheme already stored) and attach ``name``."""
+        """Verify, then insert (or find the same scheme already stored) and attach ``name``.
+
+        A stored row with the same fingerprint that no longer verifies is replaced (same id).
+        """
         from fmmforge.core.catalogue import is_reserved
         from fmmforge.core.formats import dumps_json
 
@@ -220,79 +398,102 @@ class Store:
                 raise FmmforgeError(f"name {name!r} belongs to the built-in catalogue; choose another name")
         summary = d.summary()
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        row = (
-            d.fingerprint, summary["format"], d.rank, d.field, *d.nnz, d.naive_additions,
-            summary["stability"], dumps_json(d), provenance.source, provenance.engine, provenance.seed,
-            json.dumps(provenance.params, sort_keys=True), now, __version__,
-        )
-        conn = self._connect(write=True)
+        checked = (d.fingerprint, summary["format"], d.rank, d.field, *d.nnz, d.naive_additions,
+                   summary["stability"], dumps_json(d))
+        row = (*checked, provenance.source, provenance.engine, provenance.seed,
+               json.dumps(provenance.params, sort_keys=True), now, __version__, row_checksum(checked))
+        columns = ", ".join(CHECKED_COLUMNS + PROVENANCE_COLUMNS) + ", verified_sha256"
+        with self._transaction() as conn:
+            existing = conn.execute(self._select(len(MIGRATIONS)) + " WHERE fingerprint = ?",
+                                    (d.fingerprint,)).fetchone()
+            replaced = existing is not None and isinstance(_check_row(existing, (), trust=True)[0], BadRow)
+            if existing is None:
+                conn.execute(f"INSERT INTO algorithms ({columns}) VALUES ({', '.join('?' * len(row))})", row)
+            elif replaced:
+                assignments = ", ".join(f"{c} = ?" for c in columns.split(", "))
+                conn.execute(f"UPDATE algorithms SET {assignments} WHERE id = ?", (*row, existing[0]))
+            algo_id = conn.execute("SELECT id FROM algorithms WHERE fingerprint = ?", (d.fingerprint,)).fetchone()[0]
+            if name is not None:
+                self._attach_name(conn, name, d.fingerprint, now)
+        return AddResult(int(algo_id), d.fingerprint, existing is None or replaced, name, replaced)
+
+    @staticmethod
+    def _attach_name(conn: sqlite3.Connection, name: str, fingerprint: str, now: str) -> None:
+        owner = conn.execute("SELECT fingerprint FROM names WHERE name = ?", (name,)).fetchone()
+        if owner is not None and owner[0] != fingerprint:
+            raise FmmforgeError(f"name {name!r} is already used by another stored algorithm; choose another name")
+        if owner is None:
+            conn.execute("INSERT INTO names (name, fingerprint, created_at) VALUES (?,?,?)", (name, fingerprint, now))
+
+    def _record_verdicts(self, raws: list[Sequence[Any]]) -> None:
+        """Store the checksum of rows that verified now, so the next read need not verify them.
+
+        Best effort: a store this process cannot write (or that is busy) just verifies again next time.
+        """
+        try:
+            conn = self._connect(write=True)
+        except FmmforgeError:
+            return
         assert conn is not None
         try:
+            conn.execute("PRAGMA busy_timeout = 2000")
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO algorithms (fingerprint, format, rank, field, nnz_u, nnz_v, nnz_w,"
-                    " additions, stability, data, source, engine, seed, params, created_at, fmmforge_version)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    row,
-                )
-                inserted = cur.rowcount == 1
-                algo_id = conn.execute(
-                    "SELECT id FROM algorithms WHERE fingerprint = ?", (d.fingerprint,)
-                ).fetchone()[0]
-                if name is not None:
-                    owner = conn.execute("SELECT fingerprint FROM names WHERE name = ?", (name,)).fetchone()
-                    if owner is not None and owner[0] != d.fingerprint:
-                        raise FmmforgeError(
-                            f"name {name!r} is already used by another stored algorithm; choose another name"
-                        )
-                    if owner is None:
-                        conn.execute(
-                            "INSERT INTO names (name, fingerprint, created_at) VALUES (?,?,?)",
-                            (name, d.fingerprint, now),
-                        )
-                conn.execute("COMMIT")
-            except BaseException:
+            for raw in raws:
+                checked = tuple(raw[1:11])
+                conn.execute(f"UPDATE algorithms SET verified_sha256 = ? WHERE id = ? AND {_UNCHANGED}",
+                             (row_checksum(checked), raw[0], *checked))
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError:
+            if conn.in_transaction:
                 conn.execute("ROLLBACK")
-                raise
-        except sqlite3.OperationalError as exc:
-            raise FmmforgeError(
-                f"cannot write the store {self.path} ({exc}); set FMMFORGE_HOME to a writable directory"
-            ) from None
         finally:
             conn.close()
-        return AddResult(int(algo_id), d.fingerprint, inserted, name)
 
     # ------------------------------------------------------------ reading
-    def _rows(self, where: str = "", args: tuple = ()) -> list[StoredAlgorithm]:
+    def _read(self, where: str = "", args: tuple = (), trust: bool = True) -> tuple[list[StoredAlgorithm], list[BadRow]]:
+        """Rows that read back as valid schemes, and those that do not."""
         conn = self._connect(write=False)
         if conn is None:
-            return []
+            return [], []
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
-                return []
-            names: dict[str, list[str]] = {}
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < 1:
+                return [], []
+            names: dict[Any, list[str]] = {}
             for nm, fp in conn.execute("SELECT name, fingerprint FROM names ORDER BY created_at, name"):
                 names.setdefault(fp, []).append(nm)
-            rows = conn.execute(
-                "SELECT id, fingerprint, format, rank, field, nnz_u, nnz_v, nnz_w, additions, stability, data,"
-                " source, engine, seed, params, created_at, fmmforge_version FROM algorithms "
-                + where + " ORDER BY id",
-                args,
-            ).fetchall()
+            raws = conn.execute(self._select(version) + " " + where + " ORDER BY id", args).fetchall()
         except sqlite3.DatabaseError as exc:
             raise FmmforgeError(f"cannot read the store {self.path} ({exc}); set FMMFORGE_HOME to another directory") from None
         finally:
             conn.close()
-        return [
-            StoredAlgorithm(
-                id=r[0], fingerprint=r[1], names=tuple(names.get(r[1], ())), format=r[2], rank=r[3],
-                field=r[4], nnz=(r[5], r[6], r[7]), additions=r[8], stability=r[9], data=r[10],
-                provenance=Provenance(r[11], r[12], r[13], json.loads(r[14] or "{}")),
-                created_at=r[15], fmmforge_version=r[16],
-            )
-            for r in rows
-        ]
+        good: list[StoredAlgorithm] = []
+        bad: list[BadRow] = []
+        fresh = []
+        for raw in raws:
+            outcome, record = _check_row(raw, tuple(names.get(raw[1], ())), trust)
+            if isinstance(outcome, BadRow):
+                bad.append(outcome)
+            else:
+                good.append(outcome)
+            if record:
+                fresh.append(raw)
+        if fresh:
+            self._record_verdicts(fresh)
+        return good, bad
+
+    def _rows(self, where: str = "", args: tuple = ()) -> list[StoredAlgorithm]:
+        """The valid rows; each bad one is skipped with one warning line."""
+        good, bad = self._read(where, args)
+        self._warn(bad)
+        return good
+
+    def _warn(self, bad: list[BadRow]) -> None:
+        for row in bad:
+            if row.id not in self._warned:
+                self._warned.add(row.id)
+                self._warn_line(f"warning: skipping stored algorithm {row.label}: {row.reason}; "
+                                "run `fmmforge store check`")
 
     def all(self) -> list[StoredAlgorithm]:
         return self._rows()
@@ -303,35 +504,71 @@ class Store:
     def __len__(self) -> int:
         return len(self.all())
 
-    def find(self, name: str) -> StoredAlgorithm | None:
-        """By name, by ``store:ID``, or by a fingerprint (or a unique prefix of 8+ characters)."""
-        if name.startswith("store:"):
-            try:
-                rows = self._rows("WHERE id = ?", (int(name[6:]),))
-            except ValueError:
-                return None
-            return rows[0] if rows else None
+    def names(self) -> list[str]:
+        """Every name given to a stored algorithm (for suggestions; not checked)."""
         conn = self._connect(write=False)
         if conn is None:
-            return None
+            return []
         try:
-            hit = conn.execute("SELECT fingerprint FROM names WHERE name = ?", (name,)).fetchone()
+            return [str(r[0]) for r in conn.execute("SELECT name FROM names ORDER BY name")]
         except sqlite3.DatabaseError:
-            hit = None
+            return []
         finally:
             conn.close()
-        if hit is not None:
-            rows = self._rows("WHERE fingerprint = ?", (hit[0],))
-        elif re.fullmatch(r"[0-9a-f]{8,24}", name):
-            rows = self._rows("WHERE fingerprint LIKE ?", (name + "%",))
-            if len(rows) > 1:
-                raise FmmforgeError(f"fingerprint prefix {name!r} is ambiguous; give more characters")
-        else:
-            rows = []
-        return rows[0] if rows else None
+
+    def find(self, name: str) -> StoredAlgorithm | None:
+        """By name, by ``store:ID``, or by a fingerprint (or a unique prefix of 8+ characters).
+
+        A match that does not read back as a valid scheme raises FmmforgeError saying how to repair it.
+        """
+        if name.startswith("store:"):
+            if not name[6:].isdigit():
+                return None
+            return self._only(*self._read("WHERE id = ?", (int(name[6:]),)), name)
+        found = self._only(*self._read("WHERE fingerprint IN (SELECT fingerprint FROM names WHERE name = ?)",
+                                       (name,)), name)
+        if found is None and name in self.names():
+            raise FmmforgeError(
+                f"stored algorithm {name!r} names a row that is missing or corrupted; "
+                "run `fmmforge store check --repair`, then import it again"
+            )
+        if found is None and HEX_PREFIX.fullmatch(name) and len(name) >= MIN_PREFIX:
+            found = self._only(*self._read("WHERE fingerprint LIKE ?", (name + "%",)), name)
+        return found
+
+    @staticmethod
+    def _only(good: list[StoredAlgorithm], bad: list[BadRow], name: str) -> StoredAlgorithm | None:
+        if len(good) + len(bad) > 1:
+            raise FmmforgeError(f"fingerprint prefix {name!r} is ambiguous; give more characters")
+        if bad:
+            raise FmmforgeError(
+                f"stored algorithm {bad[0].label} is unusable: {bad[0].reason}; "
+                "run `fmmforge store check --repair`, then import it again"
+            )
+        return good[0] if good else None
 
     def best(self, format: str, field: str) -> StoredAlgorithm | None:
         rows = self._rows("WHERE format = ? AND field = ?", (format, field))
         return min(rows, key=lambda r: (r.rank, r.id)) if rows else None
 
+    # ------------------------------------------------------------ checking
+    def check(self) -> tuple[list[StoredAlgorithm], list[BadRow]]:
+        """Verify every row again, cached verdicts or not: (valid rows, bad rows)."""
+        return self._read(trust=False)
 
+    def repair(self) -> list[BadRow]:
+        """Remove the rows that do not verify (and names left pointing at nothing); returns them.
+
+        A row changed since it was checked is left alone. Importing the scheme again stores it anew.
+        """
+        _, bad = self.check()
+        if not bad:
+            return []
+        removed = []
+        with self._transaction() as conn:
+            for row in bad:
+                cur = conn.execute(f"DELETE FROM algorithms WHERE id = ? AND {_UNCHANGED}", (row.id, *row.checked))
+                if cur.rowcount:
+                    removed.append(row)
+            conn.execute("DELETE FROM names WHERE fingerprint NOT IN (SELECT fingerprint FROM algorithms)")
+        return removed

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from fmmforge.core.catalogue import resolve
-from fmmforge.core.store import Store
+from fmmforge.core.store import Provenance, Store
 
 STRASSEN_TEXT = """\
 # Strassen's algorithm in the fast-matmul text format
@@ -49,7 +49,7 @@ def test_show_strassen_prints_products_and_outputs(cli):
 
 
 def test_list_shows_catalogue_with_properties(cli):
-    code, out, _ = cli("list", "--format", "2,2,2")
+    code, out, _ = cli("list", "--shape", "2,2,2")
     assert code == 0
     assert "strassen-winograd" in out and "alphatensor:2,2,2" in out and "laderman" not in out
     code, out, _ = cli("list", "--field", "Z2")
@@ -146,7 +146,7 @@ def test_shape_that_does_not_match(cli, tmp_path):
     (["export", "strassen", "--format", "xml", "-o", "out.xml"], "unknown file format"),
     (["verify", "x.txt", "--format", "xml"], "unknown file format"),
     (["list", "--field", "GF7"], "unknown field"),
-    (["list", "--format", "2,2"], "three positive integers"),
+    (["list", "--shape", "2,2"], "three positive integers"),
     (["show"], "missing argument"),
     (["verify", "x.txt", "--bogus"], "no such option"),
 ])
@@ -222,3 +222,40 @@ def test_a_crash_is_reported_as_a_bug_with_its_own_exit_code(cli, monkeypatch):
     assert "ZeroDivisionError: a planted bug" in lines[0] and "please report it" in lines[0]
     crash_file = lines[0].split("the traceback is in ")[1].split(";")[0]
     assert "ZeroDivisionError" in open(crash_file).read()
+
+
+@pytest.mark.parametrize("args", [["-h"], ["list", "-h"], ["show", "-h"], ["store", "-h"], ["store", "check", "-h"],
+                                  ["search", "-h"]])
+def test_dash_h_is_help_everywhere(cli, args):
+    code, out, err = cli(*args)
+    assert code == 0 and out.startswith(f"Usage: fmmforge {' '.join(args[:-1])}".rstrip()) and "-h, --help" in out
+    assert err == ""
+
+
+def test_version_option_at_top_level(cli):
+    from fmmforge.core.version import __version__
+
+    code, out, _ = cli("--version")
+    assert code == 0 and out.strip() == __version__
+
+
+def test_list_format_points_to_shape(cli):
+    code, _, err = cli("list", "--format", "4,4,4")
+    line = one_line_error(err)
+    assert code == 2 and "`fmmforge list --shape 4,4,4`" in line and "fmmforge list --help" in line
+    code, out, _ = cli("list", "-s", "4,4,4")
+    assert code == 0 and "alphatensor:4,4,4" in out and "strassen " not in out
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("strasen", "(did you mean strassen, "),
+    ("abcd", "a fingerprint prefix needs at least 8 hex digits ('abcd' has 4)"),
+    ("mien", "(did you mean mine?)"),
+])
+def test_unknown_names_suggest_known_ones(cli, name, expected):
+    Store().add(resolve("strassen"), Provenance("test"), name="mine")
+    code, _, err = cli("show", name)
+    line = one_line_error(err)
+    assert code == 2 and expected in line and "names are strassen, " in line and "fmmforge list" not in line
+    code, out, _ = cli("show", resolve("strassen").fingerprint[:8])
+    assert code == 0 and "rank 7" in out

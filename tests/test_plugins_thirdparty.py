@@ -111,7 +111,7 @@ def test_broken_plugin_does_not_affect_list_in_process(site, monkeypatch, cli):
     monkeypatch.delenv("FMMFORGE_PLUGINS", raising=False)
     reset_plugin_manager()
     try:
-        code, out, err = cli("list", "--format", "2,2,2")
+        code, out, err = cli("list", "--shape", "2,2,2")
         assert code == 0, err
         assert "strassen" in out
         assert [str(p.origin) for p in problems()] == ["fmmforge-broken-plugin 0.3.0"]
