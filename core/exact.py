@@ -62,6 +62,18 @@ def parse_exact(token: str) -> Fraction:
     raise ValueError(f"not a number: {token!r}")
 
 
+def exact_token(token: str) -> Fraction | None:
+    """The exact value of a text entry; None if it is not a number at all (the caller says what
+    it might be), a one-line FmmforgeError if it is a number but not a small exact rational."""
+    try:
+        value = parse_exact(token)
+    except ValueError as exc:
+        if str(exc).startswith("not a number"):
+            return None
+        raise FmmforgeError(str(exc)) from None
+    return check_small(value, repr(token.strip()))
+
+
 def env_limit(var: str, default: int) -> int:
     """A positive whole-number setting from the environment variable ``var``."""
     raw = os.environ.get(var, "").strip()
@@ -119,10 +131,10 @@ def to_fraction(value: Any) -> Fraction:
             )
         return exact
     if isinstance(value, str):
-        try:
-            return check_small(parse_exact(value), repr(value))
-        except ValueError as exc:
-            raise FmmforgeError(f"{exc}; entries must be integers or rationals like 1/2") from None
+        exact = exact_token(value)
+        if exact is None:
+            raise FmmforgeError(f"not a number: {value[:40]!r}; entries must be integers or rationals like 1/2")
+        return exact
     raise FmmforgeError(f"unsupported entry type {type(value).__name__}; use integers or fractions")
 
 
