@@ -188,8 +188,10 @@ class Decomposition:
         if self.field != "Z":
             return None
         # all three factors share one denominator each, so the whole sum is one integer over du·dv·dw
-        weights = np.abs(self._u[0]).sum(axis=0).astype(object) * np.abs(self._v[0]).sum(axis=0).astype(object)
-        rows = np.abs(self._w[0]).astype(object) @ weights
+        # Python integers throughout: sums of entries near 2^62 overflow int64
+        U, V, W = (np.abs(num.astype(object)) for num in (self._u[0], self._v[0], self._w[0]))
+        weights = U.sum(axis=0) * V.sum(axis=0)
+        rows = W @ weights
         return Fraction(int(max(rows, default=0)), self._u[1] * self._v[1] * self._w[1])
 
     def summary(self) -> dict[str, Any]:
@@ -241,10 +243,9 @@ class Decomposition:
             pu, cu = _primitive(u)
             pv, cv = _primitive(v)
             scale = Fraction(cu * cv, du * dv * dw)
-            wn = w * scale.numerator
-            g = math.gcd(int(np.gcd.reduce(wn, initial=0)), scale.denominator)
-            g = g or 1
-            yield (pu, pv, tuple((wn // g).tolist()), scale.denominator // g)
+            wn = [x * scale.numerator for x in w.tolist()]  # Python ints: entries reach 2^62
+            g = math.gcd(math.gcd(*wn), scale.denominator) or 1
+            yield (pu, pv, tuple(x // g for x in wn), scale.denominator // g)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Decomposition):
@@ -399,10 +400,10 @@ def _check_block(
     Ua, Vb, Wt = parts
     a0, b0 = origin
     na, nb, rank = Ua.shape[0], Vb.shape[0], Ua.shape[1]
-    got = ((Ua[:, None, :] * Vb[None, :, :]).reshape(-1, rank) @ Wt)
+    got = (Ua[:, None, :] * Vb[None, :, :]).reshape(na * nb, rank) @ Wt
     if dtype is object:
         got = np.array(got, dtype=object)
-    got = got.reshape(na, nb, -1)
+    got = got.reshape(na, nb, Wt.shape[1])
     T = d.target.block(a0, a0 + na, b0, b0 + nb)
     mod2 = d.field == "Z2"
     if mod2:

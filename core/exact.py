@@ -89,12 +89,13 @@ def max_entries() -> int:
     return env_limit(MAX_ENTRIES_VAR, DEFAULT_MAX_ENTRIES)
 
 
-def check_entries(count: int, what: str) -> None:
-    """Refuse, before allocating, anything with more than :func:`max_entries` entries."""
-    limit = max_entries()
+def check_entries(count: int, what: str, *, unit: str = "entries", per_entry: int = 1, slack: int = 0) -> None:
+    """Refuse, before allocating, anything with more than :func:`max_entries` entries (or
+    ``per_entry`` units per allowed entry, plus ``slack``: the bytes of a file)."""
+    limit = max_entries() * per_entry + slack
     if count > limit:
         raise FmmforgeError(
-            f"{what} needs {count:,} entries, more than the limit of {limit:,}; "
+            f"{what} needs {count:,} {unit}, more than the limit of {limit:,}; "
             f"set {MAX_ENTRIES_VAR} to raise it if you have the memory"
         )
 

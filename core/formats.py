@@ -50,7 +50,7 @@ from fmmforge.core.atomic import write_bytes
 from fmmforge.core.decomposition import Decomposition, check_field
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.exact import (
-    MAX_ENTRIES_VAR, MAX_FLOAT_DENOMINATOR, MAX_TOKEN_CHARS, check_entries, check_small, exact_token,
+    MAX_FLOAT_DENOMINATOR, MAX_TOKEN_CHARS, check_entries, check_small, exact_token,
     max_entries,
 )
 from fmmforge.core.tensor import Format, check_format
@@ -59,8 +59,10 @@ FORMATS = ("json", "npz", "fastmm")
 FORMAT_ALIASES = {"fast-matmul": "fastmm", "fast_matmul": "fastmm"}
 # File name endings each format is written under (fastmm files usually have none).
 SUFFIXES = {".json": "json", ".npz": "npz", ".fastmm": "fastmm", ".txt": "fastmm", "": "fastmm"}
-# Bytes a file may hold per allowed factor entry (json and fastmm spend a few per entry).
-_BYTES_PER_ENTRY = 16
+# Bytes a file may hold per allowed factor entry: json and fastmm spend a few per entry; an
+# npz (8 bytes per entry uncompressed) often holds many schemes, each checked on its own.
+_BYTES_PER_ENTRY = {"json": 16, "fastmm": 16, "npz": 64}
+_FILE_SLACK = 1 << 20
 _NPZ_MAX_MEMBERS = 4096
 # Errors numpy's .npy header parser and zipfile raise on damaged bytes.
 _DAMAGED = (
@@ -131,16 +133,12 @@ def _check_fmt_name(fmt: str | None, path: str | os.PathLike[str]) -> str:
 
 def max_file_bytes() -> int:
     """The largest file read: a few bytes per factor entry that FMMFORGE_MAX_ENTRIES allows."""
-    return _BYTES_PER_ENTRY * max_entries() + (1 << 20)
+    return max(_BYTES_PER_ENTRY.values()) * max_entries() + _FILE_SLACK
 
 
-def _check_size(size: int, source: str) -> None:
-    limit = max_file_bytes()
-    if size > limit:
-        raise FmmforgeError(
-            f"{source} is over {limit:,} bytes, more than a scheme within the limit of "
-            f"{max_entries():,} factor entries needs; set {MAX_ENTRIES_VAR} to raise it"
-        )
+def _check_size(size: int, source: str, kind: str) -> None:
+    check_entries(size, f"reading {source} as {kind}", unit="bytes", per_entry=_BYTES_PER_ENTRY[kind],
+                  slack=_FILE_SLACK)
 
 
 def read_limited(fh: Any, source: str) -> bytes:
@@ -150,7 +148,8 @@ def read_limited(fh: Any, source: str) -> bytes:
         data = fh.read(limit + 1)
     except OSError as exc:
         raise FmmforgeError(f"cannot read {source}: {exc.strerror or exc}") from None
-    _check_size(len(data), source)
+    if len(data) > limit:
+        _check_size(len(data), source, "npz")
     return data
 
 
@@ -247,8 +246,8 @@ def read_data(
     allow_pickle: bool = False,
 ) -> list[tuple[str, Decomposition]]:
     """:func:`read_file` for bytes already read (standard input); ``fmt`` None: from the content."""
-    _check_size(len(data), source)
     kind = sniff_format(data) if fmt is None else format_name(fmt)
+    _check_size(len(data), source, kind)
     if field is not None:
         check_field(field)
     if shape is not None:
@@ -783,12 +782,7 @@ def _npz_groups(archive: zipfile.ZipFile, source: str) -> dict[str, dict[str, zi
 def _npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str, allow_pickle: bool) -> np.ndarray:
     """One .npy member, its header checked (dtype, size) before anything is allocated."""
     key = info.filename[:-4]
-    limit = 8 * max_entries() + 65536
-    if info.file_size > limit:
-        raise FmmforgeError(
-            f"{source}: key {key!r} unpacks to {info.file_size:,} bytes, more than the limit of "
-            f"{max_entries():,} entries allows; set {MAX_ENTRIES_VAR} to raise it"
-        )
+    check_entries(info.file_size, f"{source}: unpacking key {key!r}", unit="bytes", per_entry=8, slack=65536)
     damaged = f"{source}: key {key!r} is damaged"
     try:
         raw = archive.read(info)
@@ -803,6 +797,8 @@ def _npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str, al
     except _DAMAGED as exc:
         raise FmmforgeError(f"{damaged} ({_cut(str(exc))}); re-export or re-download it") from None
     shape, fortran, dtype = header
+    if not all(isinstance(x, int) and x >= 0 for x in shape):
+        raise FmmforgeError(f"{damaged} (its header gives the shape {_cut(str(shape))}); re-export or re-download it")
     count = math.prod(shape)
     check_entries(count, f"{source}: key {key!r}")
     if dtype.hasobject:
