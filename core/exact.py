@@ -155,6 +155,8 @@ def exact_matrix(values: Any) -> tuple[np.ndarray, int]:
             f"{arr.dtype} entries are wider than float64 and are not read exactly here; "
             "store them as int64 or float64"
         )
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float64)  # exact for float16/32; keeps scaling below from overflowing
     if arr.dtype.kind == "f" and np.all(np.isfinite(arr)):
         # Multiplying by a power of two is exact in binary floating point, so the smallest
         # 2^k that makes every entry integral gives the exact rational at numpy speed

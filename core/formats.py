@@ -563,6 +563,11 @@ def loads_fastmm(
         stripped = line.strip()
         if stripped.startswith("#"):
             match = _FMMFORGE_HEADER.match(stripped)
+            if not match and header is None and not any(blocks) and re.match(r"#\s*fmmforge\b", stripped):
+                raise FmmforgeError(
+                    f"{source}:{lineno}: damaged fmmforge header (expected '# fmmforge <n,m,p;R> field=Z'); "
+                    "fix the line or delete it"
+                )
             if match and header is None and not any(blocks):
                 fields = re.search(r"\bfield=(Z2|Z)\b", match.group(5))
                 header = (
