@@ -8,6 +8,7 @@ from functools import lru_cache
 import numpy as np
 
 from fmmforge.core.decomposition import Decomposition
+from fmmforge.core.exact import check_entries
 from fmmforge.core.tensor import check_format
 
 
@@ -110,6 +111,7 @@ def naive(n: int, m: int, p: int) -> Decomposition:
     """The classical algorithm: one product A[i,j]·B[j,k] per (i,j,k), rank n·m·p."""
     n, m, p = check_format((n, m, p))
     rank = n * m * p
+    check_entries((n * m + m * p + n * p) * rank, f"naive:{n},{m},{p} (rank {rank})")
     U = np.zeros((n * m, rank), dtype=np.int64)
     V = np.zeros((m * p, rank), dtype=np.int64)
     W = np.zeros((n * p, rank), dtype=np.int64)

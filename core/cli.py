@@ -106,16 +106,18 @@ def show(name: Annotated[str, typer.Argument(help="catalogue or store name, e.g.
 # ---------------------------------------------------------------------- verify
 def _load_file(path: Path, fmt: Optional[str], shape: Optional[str], field: Optional[str],
                allow_pickle: bool) -> list[tuple[str, Decomposition]]:
-    from fmmforge.core.formats import FORMATS, read_file
+    """Read a file's schemes (``-``: standard input, format from --format or the content)."""
+    from fmmforge.core.formats import format_name, read_data, read_file, read_limited
 
-    if fmt is not None and fmt not in FORMATS:
-        raise FmmforgeError(f"unknown file format {fmt!r}; use one of {', '.join(FORMATS)}")
+    kind = None if fmt is None else format_name(fmt)
     if field is not None and field != "auto":
         check_field(field)
-    return read_file(
-        path, fmt, shape=parse_format(shape) if shape else None,
-        field=None if field in (None, "auto") else field, allow_pickle=allow_pickle,
-    )
+    options = dict(shape=parse_format(shape) if shape else None,
+                   field=None if field in (None, "auto") else field, allow_pickle=allow_pickle)
+    if str(path) == "-":
+        data = read_limited(sys.stdin.buffer, "standard input")
+        return read_data(data, kind, source="standard input", label="stdin", **options)  # type: ignore[arg-type]
+    return read_file(path, kind, **options)  # type: ignore[arg-type]
 
 
 def _mod2_hint(d: Decomposition) -> str:
@@ -134,7 +136,7 @@ PickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="unpickle object
 
 @app.command()
 def verify(
-    file: Annotated[Path, typer.Argument(help="algorithm file")],
+    file: Annotated[Path, typer.Argument(help="algorithm file (- for standard input)")],
     format: FormatOpt = None,
     shape: ShapeOpt = None,
     field: FieldOpt = None,
@@ -160,7 +162,7 @@ def verify(
 # ---------------------------------------------------------------------- import / export
 @app.command("import")
 def import_cmd(
-    file: Annotated[Path, typer.Argument(help="algorithm file")],
+    file: Annotated[Path, typer.Argument(help="algorithm file (- for standard input)")],
     format: FormatOpt = None,
     name: Annotated[Optional[str], typer.Option(help="name to use for it anywhere a catalogue name is accepted")] = None,
     shape: ShapeOpt = None,
@@ -177,7 +179,8 @@ def import_cmd(
             raise FmmforgeError(f"{label} is not a valid scheme, nothing imported: {result.first_failure}{_mod2_hint(d)}")
     store = Store()
     for label, d in schemes:
-        res = store.add(d, Provenance(source=f"import:{file.name}", params={"label": label}), name=name)
+        origin = "stdin" if str(file) == "-" else file.name
+        res = store.add(d, Provenance(source=f"import:{origin}", params={"label": label}), name=name)
         state = "added" if res.inserted else "already stored"
         console.print(
             f"{state}: {res.name or f'store:{res.id}'} {d.target.describe()} rank {d.rank} over {d.field} "
@@ -188,16 +191,28 @@ def import_cmd(
 @app.command()
 def export(
     name: Annotated[str, typer.Argument(help="catalogue or store name")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="file to write")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="file to write (- for standard output)")],
     format: Annotated[Optional[str], typer.Option("--format", "-f", help=FORMAT_HELP + "; default from -o's name")] = None,
 ) -> None:
     """Write an algorithm to a file in any supported format."""
-    from fmmforge.core.formats import FORMATS, guess_format, write_file
+    from fmmforge.core.formats import encode, format_name, guess_write_format, write_file
 
-    fmt = format or guess_format(output)
-    if fmt not in FORMATS:
-        raise FmmforgeError(f"unknown file format {fmt!r}; use one of {', '.join(FORMATS)}")
+    to_stdout = str(output) == "-"
+    if format is not None:
+        fmt = format_name(format)
+    elif to_stdout:
+        raise FmmforgeError("writing to standard output (-o -) needs --format json, npz or fastmm")
+    else:
+        fmt = guess_write_format(output)
+    if to_stdout and fmt == "npz" and sys.stdout.isatty():
+        raise FmmforgeError("npz is binary and standard output is a terminal; redirect it (> file.npz) or use -o FILE")
     d = catalogue.resolve(name)
+    if to_stdout:
+        data = encode(d, fmt)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
     write_file(d, output, fmt)
     console.print(f"wrote {name} ({d.target.describe()} rank {d.rank}) to {output} as {fmt}", highlight=False)
 

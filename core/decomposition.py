@@ -19,13 +19,17 @@ from typing import Any, Iterator
 import numpy as np
 
 from fmmforge.core.errors import FmmforgeError, InvalidDecompositionError
-from fmmforge.core.exact import exact_matrix, format_fraction, fraction_array
+from fmmforge.core.exact import env_limit, exact_matrix, format_fraction, fraction_array
 from fmmforge.core.tensor import BilinearTarget, Format
 
 FIELDS = ("Z", "Z2")
 _FLOAT_EXACT_LIMIT = 2**53
 _INT64_LIMIT = 2**62
 _CHUNK_ELEMENTS = 1 << 22
+MAX_WORK_VAR = "FMMFORGE_MAX_WORK"
+DEFAULT_MAX_WORK = 20_000_000_000
+# integer matmuls run without BLAS and Python integers far slower: their work counts more
+_WORK_WEIGHT: dict[Any, int] = {np.float64: 1, np.int64: 8, object: 200}
 
 
 def check_field(field: str) -> str:
@@ -184,8 +188,10 @@ class Decomposition:
         if self.field != "Z":
             return None
         # all three factors share one denominator each, so the whole sum is one integer over du·dv·dw
-        weights = np.abs(self._u[0]).sum(axis=0).astype(object) * np.abs(self._v[0]).sum(axis=0).astype(object)
-        rows = np.abs(self._w[0]).astype(object) @ weights
+        # Python integers throughout: sums of entries near 2^62 overflow int64
+        U, V, W = (np.abs(num.astype(object)) for num in (self._u[0], self._v[0], self._w[0]))
+        weights = U.sum(axis=0) * V.sum(axis=0)
+        rows = W @ weights
         return Fraction(int(max(rows, default=0)), self._u[1] * self._v[1] * self._w[1])
 
     def summary(self) -> dict[str, Any]:
@@ -237,10 +243,9 @@ class Decomposition:
             pu, cu = _primitive(u)
             pv, cv = _primitive(v)
             scale = Fraction(cu * cv, du * dv * dw)
-            wn = w * scale.numerator
-            g = math.gcd(int(np.gcd.reduce(wn, initial=0)), scale.denominator)
-            g = g or 1
-            yield (pu, pv, tuple((wn // g).tolist()), scale.denominator // g)
+            wn = [x * scale.numerator for x in w.tolist()]  # Python ints: entries reach 2^62
+            g = math.gcd(math.gcd(*wn), scale.denominator) or 1
+            yield (pu, pv, tuple(x // g for x in wn), scale.denominator // g)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Decomposition):
@@ -318,55 +323,110 @@ def _primitive(vec: np.ndarray) -> tuple[tuple[int, ...], int]:
     return tuple((vec // g).tolist()), g
 
 
+def max_work() -> int:
+    """The most multiply-adds one exact check may cost (FMMFORGE_MAX_WORK), integer paths weighted."""
+    return env_limit(MAX_WORK_VAR, DEFAULT_MAX_WORK)
+
+
+def _exact_dtype(d: Decomposition, U: np.ndarray, V: np.ndarray, W: np.ndarray, scale: int) -> Any:
+    """float64 where every product and partial sum is an integer below 2^53 (then BLAS is exact),
+    int64 below 2^62, Python integers beyond. Bounds are Python integers: nothing overflows."""
+    bound = d.rank * _absmax(U) * _absmax(V) * _absmax(W)
+    top = max(bound, scale * d.target.max_abs_entry())
+    if top < _FLOAT_EXACT_LIMIT:
+        return np.float64
+    if top < _INT64_LIMIT:
+        return np.int64
+    return object
+
+
+def _check_cost(d: Decomposition, dtype: Any) -> Verification | None:
+    """Refuse a check above the work limit, unless the rank alone already proves it wrong."""
+    a_dim, b_dim, c_dim = d.target.dims
+    work = a_dim * b_dim * c_dim * max(1, d.rank) * _WORK_WEIGHT[dtype]
+    limit = max_work()
+    if work <= limit:
+        return None
+    need = max(a_dim, b_dim, c_dim)
+    if d.is_matmul and d.rank < need:
+        # each flattening of a matmul tensor has full rank (over any field), and a rank-R
+        # decomposition gives flattenings of rank <= R
+        return Verification(
+            False,
+            f"rank {d.rank} is below {need}, the least rank of any decomposition of "
+            f"{d.target.describe()} (its flattenings have rank {need}), so some entry is wrong",
+        )
+    raise FmmforgeError(
+        f"checking {d.target.describe()} rank {d.rank} exactly costs about {work:,} multiply-adds, "
+        f"more than the limit of {limit:,}; set {MAX_WORK_VAR} to raise it"
+    )
+
+
 def _verify(d: Decomposition) -> Verification:
+    """Chunk-wise exact check against slabs of the target (never its whole dense tensor)."""
     U, V, W = d.numerators()
     du, dv, dw = d.denominators()
-    T = d.target.tensor
-    a_dim, b_dim, c_dim = T.shape
+    a_dim, b_dim, c_dim = d.target.dims
     rank = d.rank
     mod2 = d.field == "Z2"
     scale = 1 if mod2 else du * dv * dw
     if mod2:
         U, V, W = (np.mod(x, 2) for x in (U, V, W))
-    bound = rank * _absmax(U) * _absmax(V) * _absmax(W)
-    if max(bound, scale * _absmax(T)) < _FLOAT_EXACT_LIMIT:
-        # All products and every partial sum are integers of magnitude below 2^53, so
-        # float64 arithmetic is exact here (no rounding ever happens): BLAS speed, exact result.
-        dtype: Any = np.float64
-    elif bound < _INT64_LIMIT:
-        dtype = np.int64
+    dtype = _exact_dtype(d, U, V, W, scale)
+    refused = _check_cost(d, dtype)
+    if refused is not None:
+        return refused
+    Uc, Vc, Wt = U.astype(dtype), V.astype(dtype), W.T.astype(dtype)
+    per_pair = max(rank, c_dim, 1)
+    if b_dim * per_pair <= _CHUNK_ELEMENTS:
+        a_step, b_step = max(1, _CHUNK_ELEMENTS // (b_dim * per_pair)), b_dim
     else:
-        dtype = object
-    Uc, Vc, Wc = (x.astype(dtype) for x in (U, V, W))
-    rows = max(1, _CHUNK_ELEMENTS // max(1, b_dim * rank))
-    for start in range(0, a_dim, rows):
-        stop = min(a_dim, start + rows)
-        kr = (Uc[start:stop, None, :] * Vc[None, :, :]).reshape(-1, rank)
-        got = kr @ Wc.T
-        if dtype is object:
-            got = np.array(got, dtype=object)
-        got = got.reshape(stop - start, b_dim, c_dim)
-        want = T[start:stop].astype(dtype) * scale
-        if mod2:
-            diff = np.mod(got.astype(np.int64) - want.astype(np.int64), 2) != 0
-        else:
-            diff = got != want
-        if np.any(diff):
-            a, b, c = (int(x) for x in np.argwhere(diff)[0])
-            expected = int(T[start + a, b, c])
-            value = Fraction(int(got[a, b, c]), scale)
-            if mod2:
-                value = Fraction(int(value) % 2)
-                expected %= 2
-            where = d.target.entry_name(start + a, b, c)
-            return Verification(
-                False,
-                f"tensor entry {where} should be {expected} but the terms sum to "
-                f"{format_fraction(value)}" + (" (mod 2)" if mod2 else ""),
-                (start + a, b, c),
-            )
+        a_step, b_step = 1, max(1, _CHUNK_ELEMENTS // per_pair)
+    for a0 in range(0, a_dim, a_step):
+        a1 = min(a_dim, a0 + a_step)
+        for b0 in range(0, b_dim, b_step):
+            b1 = min(b_dim, b0 + b_step)
+            failure = _check_block(d, (Uc[a0:a1], Vc[b0:b1], Wt), (a0, b0), scale, dtype)
+            if failure is not None:
+                return failure
     return Verification(True)
 
 
+def _check_block(
+    d: Decomposition, parts: tuple[np.ndarray, np.ndarray, np.ndarray], origin: tuple[int, int],
+    scale: int, dtype: Any,
+) -> Verification | None:
+    """Compare Σ_r U[a,r]·V[b,r]·W[:,r] with ``scale·T[a, b, :]`` on one slab of (a, b)."""
+    Ua, Vb, Wt = parts
+    a0, b0 = origin
+    na, nb, rank = Ua.shape[0], Vb.shape[0], Ua.shape[1]
+    got = (Ua[:, None, :] * Vb[None, :, :]).reshape(na * nb, rank) @ Wt
+    if dtype is object:
+        got = np.array(got, dtype=object)
+    got = got.reshape(na, nb, Wt.shape[1])
+    T = d.target.block(a0, a0 + na, b0, b0 + nb)
+    mod2 = d.field == "Z2"
+    if mod2:
+        diff = np.mod(got.astype(np.int64) - T, 2) != 0
+    else:
+        diff = got != T.astype(dtype) * scale
+    if not np.any(diff):
+        return None
+    a, b, c = (int(x) for x in np.argwhere(diff)[0])
+    expected = int(T[a, b, c])
+    value = Fraction(int(got[a, b, c]), scale)
+    if mod2:
+        value = Fraction(int(value) % 2)
+        expected %= 2
+    where = d.target.entry_name(a0 + a, b0 + b, c)
+    return Verification(
+        False,
+        f"tensor entry {where} should be {expected} but the terms sum to "
+        f"{format_fraction(value)}" + (" (mod 2)" if mod2 else ""),
+        (a0 + a, b0 + b, c),
+    )
+
+
 def _absmax(x: np.ndarray) -> int:
-    return int(np.max(np.abs(x))) if x.size else 0
+    """max |x| as a Python integer (np.abs overflows at the most negative int64)."""
+    return max(int(x.max()), -int(x.min())) if x.size else 0

@@ -32,25 +32,43 @@ directory and ``os.replace`` it into place.
 
 from __future__ import annotations
 
-import contextlib
+import io
 import json
 import math
 import os
 import re
+import tokenize
 import zipfile
+import zlib
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from fmmforge.core.atomic import atomic_writer, write_text
+from fmmforge.core.atomic import write_bytes
 from fmmforge.core.decomposition import Decomposition, check_field
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.exact import MAX_FLOAT_DENOMINATOR, parse_exact
+from fmmforge.core.exact import (
+    MAX_FLOAT_DENOMINATOR, MAX_TOKEN_CHARS, check_entries, check_small, exact_token,
+    max_entries,
+)
 from fmmforge.core.tensor import Format, check_format
 
 FORMATS = ("json", "npz", "fastmm")
+FORMAT_ALIASES = {"fast-matmul": "fastmm", "fast_matmul": "fastmm"}
+# File name endings each format is written under (fastmm files usually have none).
+SUFFIXES = {".json": "json", ".npz": "npz", ".fastmm": "fastmm", ".txt": "fastmm", "": "fastmm"}
+# Bytes a file may hold per allowed factor entry: json and fastmm spend a few per entry; an
+# npz (8 bytes per entry uncompressed) often holds many schemes, each checked on its own.
+_BYTES_PER_ENTRY = {"json": 16, "fastmm": 16, "npz": 64}
+_FILE_SLACK = 1 << 20
+_NPZ_MAX_MEMBERS = 4096
+# Errors numpy's .npy header parser and zipfile raise on damaged bytes.
+_DAMAGED = (
+    ValueError, SyntaxError, TypeError, KeyError, IndexError, OverflowError, RecursionError,
+    EOFError, OSError, NotImplementedError, zipfile.BadZipFile, zlib.error, tokenize.TokenError,
+)
 JSON_SCHEMA = "fmmforge.decomposition"
 JSON_VERSION = 1
 JSON_CONVENTION = (
@@ -62,14 +80,25 @@ _JSON_RESERVED = ("schema", "version", "format", "field", "rank", "convention", 
 Factors = tuple[np.ndarray, np.ndarray, np.ndarray]
 """Raw factor arrays (u, v, w) as stored in an npz file (w indexes C transposed)."""
 
-_NPZ_KEY = re.compile(r"^(\d+),(\d+),(\d+)(?:\.([uvw]))?$")
-_INT_TOKEN = re.compile(r"^[+-]?[0-9]+$")
-_FMMFORGE_HEADER = re.compile(r"^#\s*fmmforge\s+<(\d+),(\d+),(\d+);(\d+)>(.*)$")
+_NPZ_KEY = re.compile(r"^(\d{1,9}),(\d{1,9}),(\d{1,9})(?:\.(u|v|w|field))?$")
+_INT_TOKEN = re.compile(r"^[+-]?[0-9]{1,18}$")
+_FMMFORGE_HEADER = re.compile(r"^#\s*fmmforge\s+<(\d{1,9}),(\d{1,9}),(\d{1,9});(\d{1,12})>(.*)$")
 _NOT_NUMBERS = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 _PARAMETER_NAMES = {"eps", "epsilon", "lambda", "alpha", "beta", "delta", "phi", "theta"}
 
 
 # ====================================================================== common helpers
+def format_name(fmt: str) -> str:
+    """The canonical name of a file format (case-insensitive; ``fast-matmul`` means fastmm)."""
+    name = fmt.strip().lower()
+    name = FORMAT_ALIASES.get(name, name)
+    if name not in FORMATS:
+        raise FmmforgeError(
+            f"unknown file format {fmt!r}; use one of {', '.join(FORMATS)} (or fast-matmul for fastmm)"
+        )
+    return name
+
+
 def guess_format(path: str | os.PathLike[str]) -> str:
     """``.json`` → json, ``.npz`` → npz, anything else → fastmm (its files have no suffix)."""
     suffix = Path(path).suffix.lower()
@@ -80,12 +109,48 @@ def guess_format(path: str | os.PathLike[str]) -> str:
     return "fastmm"
 
 
+def guess_write_format(path: str | os.PathLike[str]) -> str:
+    """The format a file name asks for when writing; refuses endings that name no format."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise FmmforgeError(
+            f"cannot tell the format of {path} from its ending {suffix!r}; name it .json, .npz, "
+            ".fastmm, .txt or with no ending (fastmm), or give --format json|npz|fastmm"
+        )
+    return SUFFIXES[suffix]
+
+
+def sniff_format(data: bytes) -> str:
+    """The format of file content: a zip is npz, a JSON object is json, anything else fastmm."""
+    if data[:2] == b"PK":
+        return "npz"
+    return "json" if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{" else "fastmm"
+
+
 def _check_fmt_name(fmt: str | None, path: str | os.PathLike[str]) -> str:
-    if fmt is None:
-        return guess_format(path)
-    if fmt not in FORMATS:
-        raise FmmforgeError(f"unknown file format {fmt!r}; use one of {', '.join(FORMATS)}")
-    return fmt
+    return guess_format(path) if fmt is None else format_name(fmt)
+
+
+def max_file_bytes() -> int:
+    """The largest file read: a few bytes per factor entry that FMMFORGE_MAX_ENTRIES allows."""
+    return max(_BYTES_PER_ENTRY.values()) * max_entries() + _FILE_SLACK
+
+
+def _check_size(size: int, source: str, kind: str) -> None:
+    check_entries(size, f"reading {source} as {kind}", unit="bytes", per_entry=_BYTES_PER_ENTRY[kind],
+                  slack=_FILE_SLACK)
+
+
+def read_limited(fh: Any, source: str) -> bytes:
+    """All bytes of an open binary stream, refused (without reading it all) above the limit."""
+    limit = max_file_bytes()
+    try:
+        data = fh.read(limit + 1)
+    except OSError as exc:
+        raise FmmforgeError(f"cannot read {source}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        _check_size(len(data), source, "npz")
+    return data
 
 
 def _matmul_format(d: Decomposition, what: str) -> Format:
@@ -123,21 +188,24 @@ def to_deepmind(d: Decomposition) -> tuple[tuple[np.ndarray, int], tuple[np.ndar
 
 
 def _read_bytes(path: Path) -> bytes:
-    _read_head(path, 0)
+    if not path.exists():
+        raise FmmforgeError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise FmmforgeError(f"{path} is a directory; give the path of a decomposition file")
     try:
-        return path.read_bytes()
+        with path.open("rb") as fh:
+            return read_limited(fh, str(path))
     except OSError as exc:
         raise FmmforgeError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _read_text(path: Path, fmt: str) -> str:
-    data = _read_bytes(path)
+def _decode_text(data: bytes, fmt: str, source: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         hint = " (it looks like an npz archive: use --format npz)" if data[:2] == b"PK" else ""
         raise FmmforgeError(
-            f"{path} is not a UTF-8 text file, so it cannot be a {fmt} file{hint}"
+            f"{source} is not a UTF-8 text file, so it cannot be a {fmt} file{hint}"
         ) from None
 
 
@@ -153,9 +221,9 @@ def read_file(
     """Read every decomposition in a file as ``(label, unchecked decomposition)`` pairs.
 
     ``fmt`` defaults to :func:`guess_format`. ``shape`` checks (json, fastmm) or selects
-    (npz) the format n,m,p; ``field`` None means what the file says (json) else Z.
-    ``allow_pickle`` must stay False unless the npz file is trusted. The label is the npz
-    key, or the file stem for the single-scheme formats.
+    (npz) the format n,m,p; ``field`` None means what the file says (json, fastmm header,
+    npz field marker) else Z. ``allow_pickle`` must stay False unless the npz file is
+    trusted. The label is the npz key, or the file stem for the single-scheme formats.
     """
     p = Path(path)
     kind = _check_fmt_name(fmt, p)
@@ -163,37 +231,61 @@ def read_file(
         check_field(field)
     if shape is not None:
         shape = check_format(tuple(shape))
+    return read_data(_read_bytes(p), kind, source=str(p), label=p.stem, shape=shape, field=field,
+                     allow_pickle=allow_pickle)
+
+
+def read_data(
+    data: bytes,
+    fmt: str | None,
+    *,
+    source: str,
+    label: str,
+    shape: tuple[int, int, int] | None = None,
+    field: str | None = None,
+    allow_pickle: bool = False,
+) -> list[tuple[str, Decomposition]]:
+    """:func:`read_file` for bytes already read (standard input); ``fmt`` None: from the content."""
+    kind = sniff_format(data) if fmt is None else format_name(fmt)
+    _check_size(len(data), source, kind)
+    if field is not None:
+        check_field(field)
+    if shape is not None:
+        shape = check_format(tuple(shape))
     if kind == "json":
-        d, _meta = parse_json_document(_read_text(p, "json"), source=str(p), shape=shape, field=field)
-        return [(p.stem, d)]
+        d, _meta = parse_json_document(_decode_text(data, "json", source), source=source, shape=shape, field=field)
+        return [(label, d)]
     if kind == "fastmm":
-        return [(p.stem, loads_fastmm(_read_text(p, "fastmm"), source=str(p), shape=shape, field=field))]
-    raw = read_npz_factors(p, allow_pickle=allow_pickle, shape=shape)
+        return [(label, loads_fastmm(_decode_text(data, "fastmm", source), source=source, shape=shape, field=field))]
     out = []
-    for key, (u, v, w) in raw.items():
-        fmt_key = _key_format(key)
+    for key, (factors, file_field) in _parse_npz(data, source, allow_pickle, shape).items():
         try:
-            out.append((key, from_deepmind(u, v, w, fmt_key, field or "Z")))
+            out.append((key, from_deepmind(*factors, _key_format(key), field or file_field or "Z")))
         except FmmforgeError as exc:
-            raise FmmforgeError(f"{p}: key {key!r}: {exc}") from None
+            raise FmmforgeError(f"{source}: key {key!r}: {exc}") from None
     return out
+
+
+def encode(d: Decomposition, fmt: str, **meta: Any) -> bytes:
+    """The bytes of ``d`` in file format ``fmt`` (see :func:`write_file` for ``meta``)."""
+    kind = format_name(fmt)
+    if kind == "json":
+        return dumps_json(d, **meta).encode("utf-8")
+    if kind == "fastmm":
+        return dumps_fastmm(d, name=meta.get("name")).encode("utf-8")
+    return npz_bytes(npz_arrays([d]))
 
 
 def write_file(
     d: Decomposition, path: str | os.PathLike[str], fmt: str | None = None, **meta: Any
 ) -> None:
-    """Write one decomposition atomically; ``fmt`` defaults to :func:`guess_format`.
+    """Write one decomposition atomically; ``fmt`` defaults to :func:`guess_write_format`.
 
     ``meta`` (name, provenance, ...) goes into json documents; fastmm keeps only the name,
-    in its header comment; npz keeps neither.
+    in its header comment; npz keeps neither (but keeps a Z2 field, as a marker array).
     """
-    kind = _check_fmt_name(fmt, path)
-    if kind == "json":
-        write_text(path, dumps_json(d, **meta))
-    elif kind == "fastmm":
-        write_text(path, dumps_fastmm(d, name=meta.get("name")))
-    else:
-        write_npz([d], path)
+    kind = guess_write_format(path) if fmt is None else format_name(fmt)
+    write_bytes(path, encode(d, kind, **meta))
 
 
 # ====================================================================== json
@@ -267,13 +359,7 @@ def parse_json_document(
     field: str | None = None,
 ) -> tuple[Decomposition, dict[str, Any]]:
     """Parse a json document into (unchecked decomposition, metadata such as name/provenance)."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise FmmforgeError(
-            f"{source} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            "fix the file or give its real format with --format"
-        ) from None
+    doc = _json_loads(text, source)
     if not isinstance(doc, dict):
         raise FmmforgeError(f"{source}: expected a JSON object with schema {JSON_SCHEMA!r}")
     schema = doc.get("schema")
@@ -324,6 +410,34 @@ def parse_json_document(
     return d, meta
 
 
+def _json_number(source: str) -> Any:
+    """json's parse_int/parse_float hook: refuses numbers too long for any entry (Python's
+    int() would raise on thousands of digits, Fraction would build huge exponents)."""
+
+    def parse(token: str) -> int | float:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise FmmforgeError(
+                f"{source}: number {token[:20]}... has {len(token)} digits, far beyond the 2^62 "
+                "limit of entries; fix the file"
+            )
+        return float(token) if any(c in token for c in ".eE") else int(token)
+
+    return parse
+
+
+def _json_loads(text: str, source: str) -> Any:
+    number = _json_number(source)
+    try:
+        return json.loads(text, parse_int=number, parse_float=number)
+    except json.JSONDecodeError as exc:
+        raise FmmforgeError(
+            f"{source} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "fix the file or give its real format with --format"
+        ) from None
+    except RecursionError:
+        raise FmmforgeError(f"{source}: JSON nested too deeply to be a decomposition file; fix the file") from None
+
+
 def _json_array(rows: list[list[Fraction | int]], rank: int) -> np.ndarray:
     """int64 when every entry is a machine integer (the common case, fast), else Fractions."""
     if all(type(x) is int and -(2**62) < x < 2**62 for row in rows for x in row):
@@ -360,27 +474,41 @@ def _json_factor(value: Any, name: str, rows: int, source: str) -> list[list[Fra
                 f"{source}: {name}[{i}] has {len(row)} entries but {name}[0] has {width}; "
                 "every row needs one entry per product"
             )
+        if i == 0:
+            check_entries(rows * width, f"{source}: factor {name}")
         out.append([_json_entry(x, f"{name}[{i}][{j}]", source) for j, x in enumerate(row)])
     return out
 
 
 def _json_entry(x: Any, where: str, source: str) -> Fraction | int:
-    if isinstance(x, int) and not isinstance(x, bool):
-        return x
-    if isinstance(x, str):
-        try:
-            return parse_exact(x)
-        except ValueError:
-            pass
-    elif isinstance(x, float) and math.isfinite(x):
-        exact = Fraction(x)
-        if exact.limit_denominator(MAX_FLOAT_DENOMINATOR) == exact:
-            return exact
-        raise FmmforgeError(f"{source}: {where} = {x!r} is not exact; write it as a string like \"1/3\"")
+    try:
+        if isinstance(x, int) and not isinstance(x, bool):
+            return int(check_small(Fraction(x), x))
+        if isinstance(x, str):
+            exact = exact_token(x)
+            if exact is not None:
+                return exact
+        elif isinstance(x, float) and math.isfinite(x):
+            exact = Fraction(x)
+            if exact.limit_denominator(MAX_FLOAT_DENOMINATOR) == exact:
+                return check_small(exact, repr(x))
+            raise FmmforgeError(f"{x!r} is not exact; write it as a string like \"1/3\"")
+    except FmmforgeError as exc:
+        raise FmmforgeError(f"{source}: {where}: {exc}") from None
     raise FmmforgeError(
-        f"{source}: {where} = {json.dumps(x)} is not a number; "
+        f"{source}: {where} = {_json_short(x)} is not a number; "
         "entries must be integers or strings like \"1/2\""
     )
+
+
+def _json_short(x: Any) -> str:
+    """A JSON value for a message: lists and objects by kind, long strings cut."""
+    if isinstance(x, list):
+        return "a list"
+    if isinstance(x, dict):
+        return "an object"
+    text = json.dumps(x)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 # ====================================================================== fastmm
@@ -435,6 +563,11 @@ def loads_fastmm(
         stripped = line.strip()
         if stripped.startswith("#"):
             match = _FMMFORGE_HEADER.match(stripped)
+            if not match and header is None and not any(blocks) and re.match(r"#\s*fmmforge\b", stripped):
+                raise FmmforgeError(
+                    f"{source}:{lineno}: damaged fmmforge header (expected '# fmmforge <n,m,p;R> field=Z'); "
+                    "fix the line or delete it"
+                )
             if match and header is None and not any(blocks):
                 fields = re.search(r"\bfield=(Z2|Z)\b", match.group(5))
                 header = (
@@ -469,6 +602,7 @@ def loads_fastmm(
                     f"{rank}; every row needs one entry per product"
                 )
     counts = tuple(len(b) for b in blocks)
+    check_entries(sum(counts) * rank, f"{source}: the factors")
     fmt = _fastmm_shape(counts, shape, header[0] if header else None, source)
     if header is not None and header[1] != rank:
         raise FmmforgeError(f"{source}: the header says rank {header[1]} but rows have {rank} entries")
@@ -531,11 +665,8 @@ def _fastmm_block(block: list[tuple[int, list[str]]], source: str) -> np.ndarray
         if not all(_INT_TOKEN.match(t) for t in tokens):
             ints = False
             break
-    if ints:
-        try:
-            return np.array([[int(t) for t in tokens] for _l, tokens in block], dtype=np.int64)
-        except OverflowError:
-            pass
+    if ints:  # at most 18 digits each: int64 holds them
+        return np.array([[int(t) for t in tokens] for _l, tokens in block], dtype=np.int64)
     rows = []
     for lineno, tokens in block:
         rows.append([_fastmm_entry(t, source, lineno) for t in tokens])
@@ -552,16 +683,18 @@ def _looks_symbolic(token: str) -> bool:
 
 def _fastmm_entry(token: str, source: str, lineno: int) -> Fraction:
     try:
-        return parse_exact(token)
-    except ValueError:
-        pass
+        exact = exact_token(token)
+    except FmmforgeError as exc:
+        raise FmmforgeError(f"{source}:{lineno}: {exc}") from None
+    if exact is not None:
+        return exact
     if _looks_symbolic(token):
         raise FmmforgeError(
-            f"{source}:{lineno}: entry {token!r} is symbolic (a parameter, as in approximate "
+            f"{source}:{lineno}: entry {_cut(token)!r} is symbolic (a parameter, as in approximate "
             "algorithms); approximate algorithms with a parameter are unsupported, give exact numbers"
         )
     raise FmmforgeError(
-        f"{source}:{lineno}: entry {token!r} is not a number; "
+        f"{source}:{lineno}: entry {_cut(token)!r} is not a number; "
         "entries must be integers or rationals like 1/2, -0.5 or .125"
     )
 
@@ -577,55 +710,140 @@ def _fmt_key(fmt: Format) -> str:
     return ",".join(map(str, fmt))
 
 
-def _read_head(path: Path, size: int) -> bytes:
-    if not path.exists():
-        raise FmmforgeError(f"{path}: no such file; check the path")
-    if path.is_dir():
-        raise FmmforgeError(f"{path} is a directory; give the path of a decomposition file")
-    try:
-        with path.open("rb") as fh:
-            return fh.read(size)
-    except OSError as exc:
-        raise FmmforgeError(f"cannot read {path}: {exc.strerror or exc}") from None
+def _cut(text: str) -> str:
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
-def _open_npz(path: Path, allow_pickle: bool) -> Any:
-    # Check the zip magic first: np.load would otherwise unpickle a raw pickle file when
-    # allow_pickle is True, and give a confusing pickle message for text files when False.
-    head = _read_head(path, 4)
-    if head[:2] != b"PK":
+def _parse_npz(
+    data: bytes, source: str, allow_pickle: bool, shape: Format | None
+) -> dict[str, tuple[Factors, str | None]]:
+    """Every scheme of an npz archive's bytes: its raw factors and the field its marker names."""
+    if data[:2] != b"PK":
         raise FmmforgeError(
-            f"{path} is not an npz archive (a zip of .npy arrays); "
+            f"{source} is not an npz archive (a zip of .npy arrays); "
             "give the real format with --format json or --format fastmm"
         )
     try:
-        z = np.load(path, allow_pickle=allow_pickle)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise FmmforgeError(f"{path} is a damaged npz archive ({exc}); re-export or re-download it") from None
-    if not hasattr(z, "files"):
-        raise FmmforgeError(f"{path} is not an npz archive; give the real format with --format")
-    return z
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except _DAMAGED as exc:
+        raise FmmforgeError(f"{source} is a damaged npz archive ({_cut(str(exc))}); re-export or re-download it") from None
+    with archive:
+        groups = _npz_groups(archive, source)
+        if shape is not None:
+            wanted = _fmt_key(shape)
+            if wanted not in groups:
+                listed = ", ".join(sorted(groups, key=lambda k: tuple(map(int, k.split(",")))))
+                if len(listed) > 200:
+                    listed = listed[:200] + "..."
+                raise FmmforgeError(f"{source} has no scheme for <{wanted}>; it holds {listed}")
+            groups = {wanted: groups[wanted]}
+        out: dict[str, tuple[Factors, str | None]] = {}
+        for base, entry in groups.items():
+            fmt = _key_format(base)
+            read = lambda part: _npy_member(archive, entry[part], source, allow_pickle)  # noqa: E731
+            if "uvw" in entry:
+                factors = _split_deepmind(read("uvw"), base, source)
+            else:
+                missing = [f"{base}.{c}" for c in "uvw" if c not in entry]
+                if missing:
+                    raise FmmforgeError(f"{source}: key {missing[0]!r} is missing; u, v and w are all needed")
+                factors = tuple(_numeric_2d(read(c), f"key {base}.{c!r}", source) for c in "uvw")  # type: ignore[assignment]
+            _check_npz_shapes(factors, fmt, base, source)
+            out[base] = (factors, _npz_field(read("field"), base, source) if "field" in entry else None)
+    return out
 
 
-def _npz_array(z: Any, key: str, path: Path) -> np.ndarray:
-    try:
-        return z[key]
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
+def _npz_groups(archive: zipfile.ZipFile, source: str) -> dict[str, dict[str, zipfile.ZipInfo]]:
+    """Members by scheme: ``{"2,2,2": {"uvw": info}}`` or ``{"2,2,3": {"u": ..., "v": ..., "w": ...}}``."""
+    infos = archive.infolist()
+    if len(infos) > _NPZ_MAX_MEMBERS:
+        raise FmmforgeError(f"{source} has {len(infos)} members, more than any decomposition archive; check the file")
+    groups: dict[str, dict[str, zipfile.ZipInfo]] = {}
+    for info in infos:
+        name = info.filename
+        if not name.endswith(".npy"):
             raise FmmforgeError(
-                f"{path}: key {key!r} holds pickled object arrays (as DeepMind's non-cubic "
-                "entries do); unpickling an untrusted file can run arbitrary code, so pass "
-                "--allow-pickle only if you trust the file"
-            ) from None
-        raise FmmforgeError(f"{path}: key {key!r} cannot be read ({exc}); the file is damaged") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
-        raise FmmforgeError(f"{path}: key {key!r} cannot be read ({exc}); the file is damaged") from None
+                f"{source}: member {_cut(name)!r} is not an .npy array; this is not an npz of "
+                "decomposition factors"
+            )
+        match = _NPZ_KEY.match(name[:-4])
+        if not match:
+            raise FmmforgeError(
+                f"{source}: key {_cut(name[:-4])!r} is not a matrix format 'n,m,p' (or "
+                "'n,m,p.u/.v/.w/.field'); this is not a decomposition archive"
+            )
+        base = ",".join(match.group(1, 2, 3))
+        part = match.group(4) or "uvw"
+        entry = groups.setdefault(base, {})
+        stacked_clash = (part == "uvw" and any(k in entry for k in "uvw")) or (part in "uvw" and "uvw" in entry)
+        if part in entry or stacked_clash:
+            raise FmmforgeError(f"{source}: format {base} is stored twice; keep one copy")
+        entry[part] = info
+    if not any(set(entry) - {"field"} for entry in groups.values()):
+        raise FmmforgeError(f"{source} holds no decompositions")
+    return groups
 
 
-def _numeric_2d(arr: Any, what: str, path: Path) -> np.ndarray:
+def _npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str, allow_pickle: bool) -> np.ndarray:
+    """One .npy member, its header checked (dtype, size) before anything is allocated."""
+    key = info.filename[:-4]
+    check_entries(info.file_size, f"{source}: unpacking key {key!r}", unit="bytes", per_entry=8, slack=65536)
+    damaged = f"{source}: key {key!r} is damaged"
+    try:
+        raw = archive.read(info)
+        fh = io.BytesIO(raw)
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise FmmforgeError(f"{damaged} (.npy format version {version} is not read here); re-save it with numpy")
+    except _DAMAGED as exc:
+        raise FmmforgeError(f"{damaged} ({_cut(str(exc))}); re-export or re-download it") from None
+    shape, fortran, dtype = header
+    if not all(isinstance(x, int) and x >= 0 for x in shape):
+        raise FmmforgeError(f"{damaged} (its header gives the shape {_cut(str(shape))}); re-export or re-download it")
+    count = math.prod(shape)
+    check_entries(count, f"{source}: key {key!r}")
+    if dtype.hasobject:
+        return _unpickle_member(raw, key, source, allow_pickle)
+    if dtype.kind not in "biufUS" or dtype.fields is not None or dtype.subdtype is not None:
+        raise FmmforgeError(f"{source}: key {key!r} holds {dtype} entries, not numbers; it cannot be a factor")
+    offset = fh.tell()
+    if len(raw) - offset < count * dtype.itemsize:
+        raise FmmforgeError(f"{damaged} (it is shorter than its header says); re-export or re-download it")
+    arr = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def _unpickle_member(raw: bytes, key: str, source: str, allow_pickle: bool) -> np.ndarray:
+    if not allow_pickle:
+        raise FmmforgeError(
+            f"{source}: key {key!r} holds pickled object arrays (as DeepMind's non-cubic "
+            "entries do); unpickling an untrusted file can run arbitrary code, so pass "
+            "--allow-pickle only if you trust the file"
+        )
+    try:
+        return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling a damaged (trusted) file can raise anything
+        raise FmmforgeError(f"{source}: key {key!r} cannot be unpickled ({_cut(str(exc))}); the file is damaged") from None
+
+
+def _npz_field(arr: np.ndarray, key: str, source: str) -> str:
+    """The field a ``n,m,p.field`` marker (a small string array such as ``"Z2"``) names."""
+    if arr.dtype.kind in "US" and arr.size == 1:
+        value = arr.reshape(()).item()
+        value = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        if value in ("Z", "Z2"):
+            return value
+    raise FmmforgeError(f"{source}: key '{key}.field' must hold \"Z\" or \"Z2\"; fix or remove it")
+
+
+def _numeric_2d(arr: Any, what: str, source: str) -> np.ndarray:
     if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.dtype.kind not in "biuf":
         desc = f"{arr.dtype} array of shape {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
-        raise FmmforgeError(f"{path}: {what} is a {desc}, not a 2-D numeric factor matrix")
+        raise FmmforgeError(f"{source}: {what} is a {desc}, not a 2-D numeric factor matrix")
     return arr
 
 
@@ -638,69 +856,29 @@ def read_npz_factors(
     the key. With ``shape`` only that key is read (an error if absent).
     """
     p = Path(path)
-    with contextlib.closing(_open_npz(p, allow_pickle)) as z:
-        groups: dict[str, dict[str, str]] = {}
-        for name in z.files:
-            match = _NPZ_KEY.match(name)
-            if not match:
-                raise FmmforgeError(
-                    f"{p}: key {name!r} is not a matrix format 'n,m,p' (or 'n,m,p.u/.v/.w'); "
-                    "this is not a decomposition archive"
-                )
-            base = ",".join(match.group(1, 2, 3))
-            part = match.group(4) or "uvw"
-            entry = groups.setdefault(base, {})
-            stacked_clash = (part == "uvw" and bool(entry)) or (part != "uvw" and "uvw" in entry)
-            if part in entry or stacked_clash:
-                raise FmmforgeError(f"{p}: format {base} is stored twice; keep one copy")
-            entry[part] = name
-        if not groups:
-            raise FmmforgeError(f"{p} holds no decompositions")
-        if shape is not None:
-            wanted = _fmt_key(shape)
-            if wanted not in groups:
-                listed = ", ".join(sorted(groups, key=lambda k: tuple(map(int, k.split(",")))))
-                if len(listed) > 200:
-                    listed = listed[:200] + "..."
-                raise FmmforgeError(f"{p} has no scheme for <{wanted}>; it holds {listed}")
-            groups = {wanted: groups[wanted]}
-        out: dict[str, Factors] = {}
-        for base, entry in groups.items():
-            fmt = _key_format(base)
-            if "uvw" in entry:
-                arr = _npz_array(z, entry["uvw"], p)
-                out[base] = _split_deepmind(arr, base, p)
-            else:
-                missing = [f"{base}.{c}" for c in "uvw" if c not in entry]
-                if missing:
-                    raise FmmforgeError(f"{p}: key {missing[0]!r} is missing; u, v and w are all needed")
-                out[base] = tuple(  # type: ignore[assignment]
-                    _numeric_2d(_npz_array(z, entry[c], p), f"key {entry[c]!r}", p) for c in "uvw"
-                )
-            _check_npz_shapes(out[base], fmt, base, p)
-    return out
+    return {key: factors for key, (factors, _field) in _parse_npz(_read_bytes(p), str(p), allow_pickle, shape).items()}
 
 
-def _split_deepmind(arr: np.ndarray, key: str, path: Path) -> Factors:
+def _split_deepmind(arr: np.ndarray, key: str, source: str) -> Factors:
     if arr.dtype == object:
         if arr.shape != (3,):
-            raise FmmforgeError(f"{path}: key {key!r} is an object array of shape {arr.shape}, expected (u, v, w)")
-        return tuple(_numeric_2d(arr[i], f"key {key!r} factor {'uvw'[i]}", path) for i in range(3))  # type: ignore[return-value]
+            raise FmmforgeError(f"{source}: key {key!r} is an object array of shape {arr.shape}, expected (u, v, w)")
+        return tuple(_numeric_2d(arr[i], f"key {key!r} factor {'uvw'[i]}", source) for i in range(3))  # type: ignore[return-value]
     if arr.ndim != 3 or arr.shape[0] != 3 or arr.dtype.kind not in "biuf":
         raise FmmforgeError(
-            f"{path}: key {key!r} is a {arr.dtype} array of shape {arr.shape}, expected (3, n*n, R)"
+            f"{source}: key {key!r} is a {arr.dtype} array of shape {arr.shape}, expected (3, n*n, R)"
         )
     return arr[0], arr[1], arr[2]
 
 
-def _check_npz_shapes(factors: Factors, fmt: Format, key: str, path: Path) -> None:
+def _check_npz_shapes(factors: Factors, fmt: Format, key: str, source: str) -> None:
     n, m, p = fmt
     want = (n * m, m * p, p * n)
     got = tuple(f.shape for f in factors)
     ranks = {f.shape[1] for f in factors}
     if tuple(s[0] for s in got) != want or len(ranks) != 1:
         raise FmmforgeError(
-            f"{path}: key {key!r} has factors of shapes {', '.join(map(str, got))}; "
+            f"{source}: key {key!r} has factors of shapes {', '.join(map(str, got))}; "
             f"<{key}> needs {want[0]}, {want[1]}, {want[2]} rows and equal ranks"
         )
 
@@ -712,7 +890,7 @@ def _npz_arrays(d: Decomposition) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return tuple(np.asarray(num, dtype=np.int64) for num, _ in parts)  # type: ignore[return-value]
     for num, den in parts:
         dyadic = den & (den - 1) == 0
-        if not dyadic or (num.size and int(np.max(np.abs(num))) > 2**53):
+        if not dyadic or (num.size and max(int(num.max()), -int(num.min())) > 2**53):
             raise FmmforgeError(
                 f"{d!r} has entries such as 1/{den} that float64 cannot hold exactly; "
                 "export it as json instead"
@@ -720,9 +898,11 @@ def _npz_arrays(d: Decomposition) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(num.astype(np.float64) / den for num, den in parts)  # type: ignore[return-value]
 
 
-def write_npz(decompositions: Iterable[Decomposition], path: str | os.PathLike[str]) -> None:
-    """Write schemes to one npz: cubic ones as DeepMind's stacked (3, n², R) array, others as
-    the pickle-free keys ``n,m,p.u/.v/.w``. One scheme per format (the key is the format)."""
+def npz_arrays(decompositions: Iterable[Decomposition]) -> dict[str, np.ndarray]:
+    """The arrays of an npz holding ``decompositions``: cubic ones as DeepMind's stacked
+    (3, n², R) array, others as the pickle-free keys ``n,m,p.u/.v/.w``, and for mod-2 schemes a
+    marker ``n,m,p.field`` = "Z2" (so the field survives; DeepMind's files have none and are Z).
+    One scheme per format (the key is the format)."""
     arrays: dict[str, np.ndarray] = {}
     for d in decompositions:
         fmt = _matmul_format(d, "npz")
@@ -734,13 +914,26 @@ def write_npz(decompositions: Iterable[Decomposition], path: str | os.PathLike[s
             arrays[key] = np.stack([u, v, w])
         else:
             arrays.update({f"{key}.u": u, f"{key}.v": v, f"{key}.w": w})
-    write_npz_arrays(arrays, path)
+        if d.field != "Z":
+            arrays[f"{key}.field"] = np.array(d.field)
+    return arrays
 
 
-def write_npz_arrays(arrays: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> None:
-    """savez_compressed ``arrays`` atomically; refuses object arrays (they would need pickle)."""
+def write_npz(decompositions: Iterable[Decomposition], path: str | os.PathLike[str]) -> None:
+    """Write schemes to one npz atomically (layout: :func:`npz_arrays`)."""
+    write_npz_arrays(npz_arrays(decompositions), path)
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The compressed npz of ``arrays``; refuses object arrays (they would need pickle)."""
     for key, arr in arrays.items():
         if np.asarray(arr).dtype == object:
             raise FmmforgeError(f"array {key!r} has dtype object; npz files written here stay pickle-free")
-    with atomic_writer(path, "wb") as fh:
-        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def write_npz_arrays(arrays: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> None:
+    """savez_compressed ``arrays`` atomically (see :func:`npz_bytes`)."""
+    write_bytes(path, npz_bytes(arrays))

@@ -10,23 +10,39 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.exact import check_entries, check_int_range
 
 Format = tuple[int, int, int]
 
 
 def matmul_tensor(n: int, m: int, p: int) -> np.ndarray:
-    """The 0/1 tensor of shape (n*m, m*p, n*p) of the product of an n×m and an m×p matrix."""
-    check_format((n, m, p))
-    t = np.zeros((n * m, m * p, n * p), dtype=np.int64)
-    for i in range(n):
-        for j in range(m):
-            for k in range(p):
-                t[i * m + j, j * p + k, i * p + k] = 1
-    return t
+    """The 0/1 tensor of shape (n*m, m*p, n*p) of the product of an n×m and an m×p matrix.
+
+    Dense: n²m²p² entries (refused above FMMFORGE_MAX_ENTRIES). The verifier never needs it;
+    :func:`matmul_block` gives any slab of it.
+    """
+    fmt = check_format((n, m, p))
+    check_entries(n * m * m * p * n * p, f"the dense tensor of <{n},{m},{p}>")
+    return matmul_block(fmt, 0, n * m, 0, m * p)
+
+
+def matmul_block(fmt: Format, a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
+    """``T[a0:a1, b0:b1, :]`` of the matmul tensor, built from its structure:
+    ``T[(i,j),(j',k),(i',k')] = [i=i'][j=j'][k=k']``."""
+    n, m, p = fmt
+    a = np.arange(a0, a1)
+    b = np.arange(b0, b1)
+    i, j = np.divmod(a, m)
+    j2, k = np.divmod(b, p)
+    out = np.zeros((a1 - a0, b1 - b0, n * p), dtype=np.int64)
+    ai, bi = np.nonzero(j[:, None] == j2[None, :])
+    out[ai, bi, i[ai] * p + k[bi]] = 1
+    return out
 
 
 def check_format(fmt: tuple[int, ...]) -> Format:
@@ -56,11 +72,16 @@ def parse_format(text: str) -> Format:
 
 @dataclass(frozen=True)
 class BilinearTarget:
-    """The tensor a decomposition must reproduce: a matmul format or any integer 3-way tensor."""
+    """The tensor a decomposition must reproduce: a matmul format or any integer 3-way tensor.
 
-    tensor: np.ndarray = field(repr=False, compare=False)
+    A matmul target stores only its format: its dense tensor (``tensor``) is built on first
+    use, and the verifier reads slabs of it through :meth:`block` instead.
+    """
+
+    dims: tuple[int, int, int]
     format: Format | None = None
     digest: str = ""
+    dense: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @staticmethod
     def matmul(n: int, m: int, p: int) -> "BilinearTarget":
@@ -72,14 +93,34 @@ class BilinearTarget:
         arr = np.asarray(tensor)
         if arr.ndim != 3 or arr.dtype.kind not in "iub":
             raise FmmforgeError("a bilinear map must be a 3-way integer tensor")
+        check_entries(arr.size, "the target tensor")
+        check_int_range(arr)
         arr = np.ascontiguousarray(arr.astype(np.int64))
         arr.setflags(write=False)
         digest = hashlib.sha256(repr(arr.shape).encode() + arr.tobytes()).hexdigest()[:16]
-        return BilinearTarget(arr, None, digest)
+        return BilinearTarget(tuple(int(x) for x in arr.shape), None, digest, arr)  # type: ignore[arg-type]
 
-    @property
-    def dims(self) -> tuple[int, int, int]:
-        return self.tensor.shape  # type: ignore[return-value]
+    @cached_property
+    def tensor(self) -> np.ndarray:
+        """The dense tensor (built on first use for matmul targets; read-only)."""
+        if self.dense is not None:
+            return self.dense
+        assert self.format is not None
+        t = matmul_tensor(*self.format)
+        t.setflags(write=False)
+        return t
+
+    def block(self, a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
+        """``tensor[a0:a1, b0:b1, :]`` without building the whole tensor of a matmul target."""
+        if self.dense is not None:
+            return self.dense[a0:a1, b0:b1]
+        assert self.format is not None
+        return matmul_block(self.format, a0, a1, b0, b1)
+
+    def max_abs_entry(self) -> int:
+        if self.dense is None:
+            return 1
+        return max(int(self.dense.max(initial=0)), -int(self.dense.min(initial=0)))
 
     def describe(self) -> str:
         if self.format:
@@ -110,9 +151,8 @@ _MATMUL_CACHE: dict[Format, BilinearTarget] = {}
 def _matmul_target(fmt: Format) -> BilinearTarget:
     target = _MATMUL_CACHE.get(fmt)
     if target is None:
-        t = matmul_tensor(*fmt)
-        t.setflags(write=False)
-        target = BilinearTarget(t, fmt, "matmul{},{},{}".format(*fmt))
+        n, m, p = fmt
+        target = BilinearTarget((n * m, m * p, n * p), fmt, "matmul{},{},{}".format(*fmt))
         if len(_MATMUL_CACHE) < 256:
             _MATMUL_CACHE[fmt] = target
     return target
