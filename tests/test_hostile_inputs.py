@@ -363,3 +363,11 @@ def test_readers_raise_fmmforge_errors_only(tmp_path: Path) -> None:
     (tmp_path / "g").write_text(fastmm_with_first_entry("1e999999999"))
     with pytest.raises(FmmforgeError, match="exponent"):
         read_file(tmp_path / "g")
+
+
+def test_huge_kronecker_products_are_refused_before_allocating(cli, monkeypatch):
+    import fmmforge.core.transforms as transforms
+
+    monkeypatch.setattr(transforms, "_scaled", lambda f: pytest.fail("allocated before the size check"))
+    code, _, err = cli("show", "naive:10,10,10*naive:10,10,10")
+    assert code == 2 and "FMMFORGE_MAX_ENTRIES" in err and len(err.strip().splitlines()) == 1
