@@ -229,3 +229,13 @@ def test_engine_errors_name_request_fields_not_command_line_flags(tmp_path):
         with pytest.raises(FmmforgeError) as info:
             FlipGraphEngine().run(request)
         assert "--" not in str(info.value)
+
+
+def test_a_checkpoint_whose_pool_is_for_another_tensor_is_refused(tmp_path):
+    ckpt = tmp_path / "run.json"
+    search(resolve("naive:2,2,2"), field="Z2", budget=Budget(flips=1000), checkpoint=ckpt, lift=False)
+    doc = json.loads(ckpt.read_text())
+    doc["pool"] = [{**doc["pool"][0], "field": "Z"}]
+    ckpt.write_text(json.dumps(doc))
+    with pytest.raises(FmmforgeError, match="unreadable .*not <2,2,2> over Z2"):
+        search(resolve("naive:2,2,2"), field="Z2", budget=Budget(flips=1000), checkpoint=ckpt, resume=True)

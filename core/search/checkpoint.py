@@ -53,6 +53,9 @@ def load_checkpoint(path: Path, target: BilinearTarget, field: str) -> Checkpoin
                 f"{target.describe()} over {field}; search the same format and field to resume it"
             )
         schemes = [PackedScheme.from_json(s) for s in doc["pool"]]
+        shape = tuple(target.tensor.shape)
+        if any(s.field != field or s.dims != shape for s in schemes):
+            raise ValueError(f"its pool holds schemes that are not {target.describe()} over {field}")
         found = Checkpoint(schemes, int(doc.get("epoch", 0)) + 1, int(doc.get("flips", 0)),
                            float(doc.get("seconds", 0.0)), [tuple(h) for h in doc.get("history", [])])  # type: ignore[misc]
     except FmmforgeError:
