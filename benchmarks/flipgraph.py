@@ -20,10 +20,11 @@ import sys
 import time
 
 from fmmforge.core.catalogue import resolve
-from fmmforge.core.search.budget import Budget
+from fmmforge.core.contracts import Budget, FoundScheme, SearchEvents, SearchRequest
 from fmmforge.core.search.engine import FlipGraphEngine
 from fmmforge.core.search.kernels import META_FLIPS
 from fmmforge.core.search.scheme import pack
+from fmmforge.core.search.recording import StoreRecorder
 from fmmforge.core.search.walker import CompiledWalk, WalkParams
 from fmmforge.core.store import Store
 
@@ -62,10 +63,17 @@ def run_row(row, workers: int, seed: int, scale: float, z_direct: bool, log) -> 
     fmt, field, target, budget, published, _ = row
     start = resolve("naive:{},{},{}".format(*fmt))
     walk_field = field if (field == "Z2" or z_direct) else "Z2"
-    engine = FlipGraphEngine(progress=False, on_event=lambda kind, info: log(f"    {kind}: {info}"))
-    result = engine.run(start, field=walk_field, target_rank=target, budget=Budget(seconds=budget * scale),
-                        workers=workers, seed=seed, store=Store(), start_label=start_name(fmt),
-                        require_z=(field == "Z" and walk_field == "Z2"))
+    request = SearchRequest(start, field=walk_field, target_rank=target, budget=Budget(seconds=budget * scale),
+                            workers=workers, seed=seed, start_label=start_name(fmt),
+                            require_z=(field == "Z" and walk_field == "Z2"))
+    recorder = StoreRecorder(Store(), request, FlipGraphEngine.name)
+
+    def found(scheme: FoundScheme) -> None:
+        recorder(scheme)
+        log(f"    {scheme.kind}: rank {scheme.decomposition.rank} {scheme.decomposition.field} "
+            f"after {scheme.seconds:.1f} s, {scheme.flips:,} flips")
+
+    result = FlipGraphEngine().run(request, SearchEvents(found=found))
     if result.interrupted:
         raise SystemExit(130)
     if field == "Z" and walk_field == "Z2":

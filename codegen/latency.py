@@ -61,7 +61,7 @@ class LatencyReward:
             "device": rec.device,
         }
         try:
-            from fmmforge.plugins.reward import RewardResult
+            from fmmforge.core.contracts import RewardResult
 
             return RewardResult(rec.speedup, parts)
         except ImportError:  # pragma: no cover

@@ -71,17 +71,18 @@ def _search(console: Console, store: Store) -> Decomposition:
     """Flip graphs from the naive <3,3,3> scheme down to Laderman's rank 23, lifted to Z and stored."""
     import os
 
-    from fmmforge.core.search.budget import Budget
+    from fmmforge.core.contracts import Budget, SearchRequest
+    from fmmforge.core.search.commands import run_search
     from fmmforge.core.search.engine import FlipGraphEngine
 
     console.rule("5. Search: flip graphs from naive <3,3,3> (rank 27) to rank 23, mod 2, lifted to Z")
     workers = max(1, min(2, os.cpu_count() or 1))
-    result = FlipGraphEngine(progress=True).run(
-        catalogue.resolve("naive:3,3,3"), field="Z2", target_rank=23, budget=Budget(seconds=120), workers=workers,
-        seed=1, store=store, start_label="naive:3,3,3", require_z=True)
+    request = SearchRequest(catalogue.resolve("naive:3,3,3"), field="Z2", target_rank=23, budget=Budget(seconds=120),
+                            workers=workers, seed=1, start_label="naive:3,3,3", require_z=True)
+    result, stored = run_search(FlipGraphEngine(), request, store, progress=True)
     found = result.lifted if result.lifted is not None and result.lifted.rank <= 23 else None
     console.print(f"   best mod 2: rank {result.best.rank} after {result.flips:,} flips in {result.seconds:.1f} s "
-                  f"({workers} walker(s)); stored: {len(result.stored)} scheme(s)", highlight=False)
+                  f"({workers} walker(s)); stored: {len(stored)} scheme(s)", highlight=False)
     if found is None:
         console.print("   no Z scheme of rank 23 in the budget this time; the kernels below use Laderman's")
         return catalogue.resolve("laderman")

@@ -36,11 +36,12 @@ from fmmforge.plugins.registry import (
     problems,
     rewards,
 )
-from fmmforge.plugins.reward import Reward, RewardContext, RewardResult, evaluate
+from fmmforge.core.contracts import Engine, Reward, RewardContext, RewardResult, Scorer
+from fmmforge.plugins.reward import evaluate
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "ENV_VAR", "Origin", "Reward", "RewardContext", "RewardMix", "RewardResult",
-    "RewardTerm", "backends", "combine_rewards", "engines", "evaluate", "get_backend", "get_engine", "get_reward", "hookimpl",
+    "ENTRY_POINT_GROUP", "ENV_VAR", "Engine", "Origin", "Reward", "RewardContext", "RewardMix", "RewardResult",
+    "RewardTerm", "Scorer", "backends", "combine_rewards", "engines", "evaluate", "get_backend", "get_engine", "get_reward", "hookimpl",
     "hookspec", "parse_reward_spec", "parse_reward_specs", "plugin_manager", "problems",
     "reset_plugin_manager", "rewards",
 ]

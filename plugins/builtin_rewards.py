@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.plugins.hookspecs import hookimpl
-from fmmforge.plugins.reward import RewardContext, RewardResult
+from fmmforge.core.contracts import RewardContext, RewardResult
 
 
 @dataclass(frozen=True)

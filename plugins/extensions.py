@@ -1,8 +1,8 @@
-"""What a search engine and a code-generation backend must provide to be registered.
+"""What a code-generation backend must provide, and the check every registered object passes.
 
-Only the registration surface is fixed here (the search and codegen issues fill in the
-options their engines and backends take); :func:`check_extension` is what the manager runs
-on every registered object so a malformed plugin fails with a message naming it.
+Engines and rewards are defined in :mod:`fmmforge.core.contracts` (re-exported here);
+:func:`check_extension` is what the registry runs on every registered object so a malformed
+plugin fails with a message naming it.
 """
 
 from __future__ import annotations
@@ -10,21 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any, Protocol, runtime_checkable
 
-from fmmforge.core.decomposition import Decomposition
+from fmmforge.core.contracts import Engine, Reward
+
+__all__ = ["Backend", "Engine", "KINDS", "NAME_PATTERN", "REQUIRED_METHOD", "Reward", "check_extension"]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
-
-
-@runtime_checkable
-class Engine(Protocol):
-    """A search engine: proposes decompositions, asks rewards for scores."""
-
-    name: str
-    description: str
-
-    def run(self, start: Decomposition, **options: Any) -> Any:
-        """Search from ``start`` (verified); options such as budget, seed, reward, store."""
-        ...
 
 
 @runtime_checkable

@@ -24,9 +24,11 @@ Write an implementation like this (see docs/plugins.md)::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pluggy
+
+from fmmforge.core.contracts import Engine, Reward
+from fmmforge.plugins.extensions import Backend
 
 PROJECT_NAME = "fmmforge"
 
@@ -35,29 +37,31 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def register_rewards(register: Callable[[Any], None]) -> None:
+def register_rewards(register: Callable[[Reward], None]) -> None:
     """Register rewards: call ``register(reward)`` once per reward.
 
-    A reward follows :class:`fmmforge.plugins.reward.Reward`: ``name``, ``description``,
+    A reward follows :class:`fmmforge.core.contracts.Reward`: ``name``, ``description``,
     ``cheap`` (True if it may be called at every search step; False for measured rewards
     that run only on finished candidates, whose results are cached) and
     ``score(decomposition, context)`` returning a number or a
-    :class:`~fmmforge.plugins.reward.RewardResult`. Higher is better.
+    :class:`~fmmforge.core.contracts.RewardResult`. Higher is better.
     """
 
 
 @hookspec
-def register_engines(register: Callable[[Any], None]) -> None:
+def register_engines(register: Callable[[Engine], None]) -> None:
     """Register search engines: call ``register(engine)`` once per engine.
 
-    An engine follows :class:`fmmforge.plugins.extensions.Engine`: ``name``,
-    ``description`` and ``run(start, **options)``, which searches from a verified
-    decomposition, asks the rewards for scores and never measures hardware itself.
+    An engine follows :class:`fmmforge.core.contracts.Engine`: ``name``, ``description``
+    and ``run(request, events=None)``, which searches from the verified decomposition
+    ``request.start`` (a :class:`~fmmforge.core.contracts.SearchRequest`), reports progress
+    and found schemes through the optional callbacks in ``events``, and returns a
+    :class:`~fmmforge.core.contracts.SearchResult`; it never prints or measures hardware.
     """
 
 
 @hookspec
-def register_backends(register: Callable[[Any], None]) -> None:
+def register_backends(register: Callable[[Backend], None]) -> None:
     """Register code-generation backends: call ``register(backend)`` once per backend.
 
     A backend follows :class:`fmmforge.plugins.extensions.Backend`: ``name``,

@@ -30,12 +30,11 @@ from fmmforge.plugins.hookspecs import PROJECT_NAME
 
 ENTRY_POINT_GROUP = "fmmforge"
 ENV_VAR = "FMMFORGE_PLUGINS"
-# Modules that register the built-in rewards, engines and backends. A module of a subpackage
-# that is not written yet is skipped; one that fails to import is reported like a broken
-# third-party plugin (origin "built-in").
+# Modules that register the built-in rewards, engines and backends; one that fails to import
+# is reported like a broken third-party plugin (origin "built-in").
 BUILTIN_PLUGINS = (
     "fmmforge.plugins.builtin_rewards",
-    "fmmforge.core.search.plugin",
+    "fmmforge.plugins.builtin_engines",
     "fmmforge.codegen.plugin",
 )
 
@@ -147,11 +146,6 @@ def load_builtins(pm: FmmforgePluginManager, modules: tuple[str, ...]) -> None:
     for module_name in modules:
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # that subpackage has no plugin module (yet)
-                continue
-            pm.problems.append(PluginProblem(BUILTIN, f"module {module_name}", f"{type(exc).__name__}: {exc}"))
-            continue
         except Exception as exc:  # noqa: BLE001 - report, keep the other plugins usable
             pm.problems.append(PluginProblem(BUILTIN, f"module {module_name}", f"{type(exc).__name__}: {exc}"))
             continue

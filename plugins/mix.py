@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from fmmforge.core.contracts import Reward, RewardContext, RewardResult, Scorer
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.plugins.reward import Reward, RewardContext, RewardResult, evaluate
+from fmmforge.plugins.reward import evaluate
 
 DEFAULT_REWARD = "rank"
 
@@ -88,7 +88,7 @@ class RewardMix:
     _cache: dict[tuple, RewardResult] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
-    def from_specs(cls, specs: Iterable[str], lookup: Callable[[str], Any] | None = None) -> RewardMix:
+    def from_specs(cls, specs: Iterable[str], lookup: Callable[[str], Reward] | None = None) -> RewardMix:
         """Parse ``NAME[:WEIGHT]`` strings and look every name up (unknown names fail here)."""
         if lookup is None:
             from fmmforge.plugins.registry import get_reward as lookup
@@ -120,14 +120,14 @@ class RewardMix:
             parts.append(TermScore(term, result, reward.cheap))
         return MixScore(sum(p.weighted for p in parts), tuple(parts))
 
-    def bind(self, context: RewardContext | None = None) -> Callable[[Decomposition], float]:
-        """A plain ``decomposition -> float`` for engines that take a reward callable."""
+    def bind(self, context: RewardContext | None = None) -> Scorer:
+        """The mix as a :data:`~fmmforge.core.contracts.Scorer` (what a SearchRequest takes)."""
         bound = context or RewardContext()
         return lambda d: self.score(d, bound).total
 
 
-def combine_rewards(specs: Iterable[str], context: RewardContext | None = None) -> Callable[[Decomposition], float]:
-    """``NAME[:WEIGHT]`` specs as one ``decomposition -> float`` (what a search engine takes).
+def combine_rewards(specs: Iterable[str], context: RewardContext | None = None) -> Scorer:
+    """``NAME[:WEIGHT]`` specs as one :data:`~fmmforge.core.contracts.Scorer` (what a search engine takes).
 
     Unknown names and bad weights fail here, before any search starts.
     """

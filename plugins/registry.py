@@ -1,8 +1,11 @@
 """Rewards, engines and backends by name, collected from every plugin's register hook.
 
-Each plugin's hook implementation is called on its own with a ``register`` callback bound
-to that plugin, so every registered object carries its origin (built-in, or package and
-version). A name registered twice is kept out of use and reported naming both plugins; a
+Each plugin's hook implementation is called through pluggy on its own -- a hook caller
+for that one plugin (:meth:`pluggy.PluginManager.subset_hook_caller` without the others) --
+with a ``register`` callback bound to that plugin, so every registered object carries its
+origin (built-in, or package and version). One call of the whole hook could not say which
+plugin made each registration, which is what duplicate-name errors and ``fmmforge plugins``
+need. A name registered twice is kept out of use and reported naming both plugins; a
 hook that raises, or registers something malformed, becomes a reported problem.
 """
 
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.contracts import Engine, Reward
 from fmmforge.plugins.extensions import KINDS, check_extension
 from fmmforge.plugins.manager import (
     ENV_VAR,
@@ -83,10 +87,11 @@ def collect(pm: FmmforgePluginManager, kind: str) -> Registry:
     if kind not in KINDS:
         raise ValueError(f"unknown extension kind {kind!r}")
     found = Registry(kind)
-    hook = getattr(pm.hook, HOOK_OF[kind])
-    for impl in hook.get_hookimpls():
+    hook_name = HOOK_OF[kind]
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    for impl in impls:
         origin = pm.origin_of(impl.plugin_name)
-        where = f"{HOOK_OF[kind]} in {getattr(impl.plugin, '__name__', impl.plugin_name)}"
+        where = f"{hook_name} in {getattr(impl.plugin, '__name__', impl.plugin_name)}"
 
         def register(obj: Any, _origin: Origin = origin, _plugin: str = impl.plugin_name, _where: str = where) -> None:
             problem = check_extension(kind, obj)
@@ -95,8 +100,9 @@ def collect(pm: FmmforgePluginManager, kind: str) -> Registry:
                 return
             found.entries.setdefault(obj.name, []).append(Registered(kind, obj.name, obj, _origin, _plugin))
 
+        only_this = pm.subset_hook_caller(hook_name, remove_plugins=[i.plugin for i in impls if i is not impl])
         try:
-            impl.function(*[register for _ in impl.argnames])
+            only_this(register=register)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
             found.problems.append(PluginProblem(origin, where, f"{type(exc).__name__}: {exc}"))
     return found
@@ -124,12 +130,13 @@ def _get(kind: str, name: str) -> Any:
     return reg.get(name, broken=plugin_manager().problems + reg.problems)
 
 
-def get_reward(name: str) -> Any:
+def get_reward(name: str) -> Reward:
     """The reward registered as ``name`` (e.g. ``get_reward("tpu-cost")``)."""
     return _get("reward", name)
 
 
-def get_engine(name: str) -> Any:
+def get_engine(name: str) -> Engine:
+    """The search engine registered as ``name`` (``get_engine("flip")``)."""
     return _get("engine", name)
 
 
@@ -137,12 +144,12 @@ def get_backend(name: str) -> Any:
     return _get("backend", name)
 
 
-def rewards() -> dict[str, Any]:
+def rewards() -> dict[str, Reward]:
     """Usable rewards by name (a name registered twice is left out; see :func:`registry`)."""
     return {name: reg.obj for name, reg in registry("reward").usable().items()}
 
 
-def engines() -> dict[str, Any]:
+def engines() -> dict[str, Engine]:
     return {name: reg.obj for name, reg in registry("engine").usable().items()}
 
 

@@ -59,8 +59,8 @@ class Named:
     def score(self, d, context):
         return 0.0
 
-    def run(self, start, **options):
-        return start
+    def run(self, request, events=None):
+        return None
 
     def emit(self, plan, schemes):
         return None

@@ -75,15 +75,14 @@ def test_rewards_come_from_the_plugin_layer(cli):
 
 
 def test_engine_registers_as_plugin_flip():
-    import pluggy
-
-    from fmmforge.core.search import plugin
+    from fmmforge.core.contracts import Engine
     from fmmforge.core.search.engine import FlipGraphEngine
+    from fmmforge.plugins import get_engine, registry
 
-    got = []
-    plugin.register_engines(got.append)
-    assert len(got) == 1 and isinstance(got[0], FlipGraphEngine) and got[0].name == "flip"
-    assert isinstance(plugin.register_engines, object) and pluggy  # a hookimpl-marked function
+    chosen = get_engine("flip")
+    assert isinstance(chosen, FlipGraphEngine) and isinstance(chosen, Engine)
+    reg = registry.registry("engine").usable()["flip"]
+    assert str(reg.origin) == "built-in" and reg.plugin == "fmmforge.plugins.builtin_engines"
 
 
 def test_z_target_through_a_mod_2_walk_and_lifting(cli):
@@ -135,3 +134,75 @@ def test_a_resumed_search_reports_the_checkpoint_it_started_from(cli, tmp_path):
     start = " ".join(line.split("│")[2].strip() for line in lines[first:last])  # the wrapped cell
     assert start.startswith("checkpoint ") and str(path) in start.replace(" ", "")
     assert f"(rank {best_rank}," in start and "naive" not in start
+
+
+class ToyEngine:
+    """A third-party engine: answers every request with Strassen's scheme, reported as found."""
+
+    name = "toy"
+    description = "returns Strassen's scheme"
+
+    def __init__(self, answer=None):
+        self.calls = []
+        self.answer = answer
+
+    def run(self, request, events=None):
+        from fmmforge.core.catalogue import resolve
+        from fmmforge.core.contracts import FoundScheme, SearchResult
+
+        self.calls.append(request)
+        best = resolve("strassen")
+        events.report_found(FoundScheme(best, "best", 0.0, 0, None, 0, request.start_label))
+        return self.answer if self.answer is not None else SearchResult(best, request.start.rank, request.target_rank)
+
+
+@pytest.fixture
+def with_engine():
+    """Register an engine plugin at runtime, as a third-party package's hook would."""
+    from fmmforge.plugins import hookimpl, plugin_manager, reset_plugin_manager
+
+    def install(engine):
+        class Plugin:
+            @staticmethod
+            @hookimpl
+            def register_engines(register):
+                register(engine)
+
+        plugin_manager().register(Plugin, name="toy-engines")
+        return engine
+
+    reset_plugin_manager()
+    yield install
+    reset_plugin_manager()
+
+
+def test_a_third_party_engine_is_picked_by_name_and_called_through_the_contract(cli, with_engine):
+    from fmmforge.core.contracts import SearchRequest
+
+    engine = with_engine(ToyEngine())
+    code, out, err = cli("search", "2x2x2", "--engine", "toy", "--rank", "7", "--workers", "1", "--seed", "5")
+    assert code == 0, err
+    (request,) = engine.calls
+    assert isinstance(request, SearchRequest)
+    assert (request.target_rank, request.seed, request.workers, request.field) == (7, 5, 1, "Z2")
+    assert request.start.rank == 8 and request.start_label == "naive:2,2,2"
+    assert "7 (reached)" in out
+    (stored,) = Store().all()
+    assert stored.rank == 7 and stored.provenance.engine == "toy" and stored.provenance.params["kind"] == "best"
+
+
+@pytest.mark.parametrize("answer, message", [("junk", "not a SearchResult"), (False, "invalid scheme")])
+def test_an_engine_returning_junk_is_one_clear_error(cli, with_engine, answer, message):
+    from fmmforge.core.catalogue import resolve
+    from fmmforge.core.contracts import SearchResult
+    from fmmforge.core.decomposition import Decomposition
+
+    if answer is False:
+        u, v, w = resolve("strassen").numerators()
+        u = u.copy()
+        u[0, 0] += 1
+        answer = SearchResult(Decomposition.unchecked(u, v, w, (2, 2, 2)), 8, 7)
+    with_engine(ToyEngine(answer))
+    code, out, err = cli("search", "2x2x2", "--engine", "toy", "--rank", "7", "--workers", "1")
+    assert code == 2, err
+    assert message in err and "toy" in err and len(err.strip().splitlines()) == 1

@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
+from fmmforge.core.contracts import Budget
 from fmmforge.core.errors import FmmforgeError
+
+__all__ = ["Budget", "parse_budget", "parse_duration", "parse_flips"]
 
 _TIME_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|min|s|sec|ms)?", re.I)
 _FLIPS = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmg])?\s*flips?\s*$", re.I)
 _UNITS = {"h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0, "sec": 1.0, "ms": 0.001, None: 1.0}
 _SCALE = {"k": 1e3, "m": 1e6, "g": 1e9, None: 1.0}
-
-
-@dataclass(frozen=True)
-class Budget:
-    seconds: float | None = None
-    flips: int | None = None
-
-    def describe(self) -> str:
-        parts = []
-        if self.seconds is not None:
-            parts.append(f"{self.seconds:g} s")
-        if self.flips is not None:
-            parts.append(f"{self.flips:,} flips")
-        return " or ".join(parts) or "unlimited"
-
-    def exhausted(self, seconds: float, flips: int) -> bool:
-        return (self.seconds is not None and seconds >= self.seconds) or (
-            self.flips is not None and flips >= self.flips
-        )
 
 
 def parse_duration(text: str) -> float:

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 
 from fmmforge.core.atomic import writable_target
+from fmmforge.core.contracts import (
+    Budget,
+    Engine,
+    RewardContext,
+    Scorer,
+    SearchEvents,
+    SearchRequest,
+    SearchResult,
+    SearchSnapshot,
+)
 from fmmforge.core.decomposition import Decomposition, check_field
 from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.search.recording import StoredScheme, StoreRecorder
+from fmmforge.core.store import Store
 
 MAX_DIM = 6
 
@@ -30,7 +44,7 @@ MAX_SECONDS = 30 * 24 * 3600.0  # a month
 MAX_FLIPS = 10**15
 
 
-def read_budget(budget: str | None, flips: str | None):  # type: ignore[no-untyped-def]
+def read_budget(budget: str | None, flips: str | None) -> Budget:
     """``--budget`` and ``--flips``, refused beyond a month or 10^15 flips (1e999 is not a budget)."""
     from fmmforge.core.search.budget import parse_budget
 
@@ -64,13 +78,68 @@ def check_search_numbers(fmt: tuple[int, int, int], *, rank: int | None, workers
     check_reward_levels(levels)
 
 
-def resolve_rewards(specs: list[str], context: object = None) -> Callable[[Decomposition], float] | None:
-    """Combine ``NAME[:WEIGHT]`` reward specs through the plugin layer (never re-implemented here)."""
+def resolve_rewards(specs: list[str], context: RewardContext | None = None) -> Scorer | None:
+    """Combine ``NAME[:WEIGHT]`` reward specs through the plugin layer (unknown names fail here)."""
     if not specs:
         return None
-    from fmmforge.core.search import rewards
+    from fmmforge.plugins import combine_rewards
 
-    return rewards.combined(specs, context)
+    return combine_rewards(list(specs), context)
+
+
+class ProgressDisplay:
+    """A one-line rich progress display on stderr: best rank, flips/s, pool size, elapsed.
+
+    Use as a context manager and hand it to the engine as ``SearchEvents(progress=display)``.
+    """
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                            console=Console(stderr=True), transient=False)
+        self.task = self.bar.add_task("starting the search")
+        self.last = -1.0
+
+    @staticmethod
+    def text(snap: SearchSnapshot) -> str:
+        target = f" (target {snap.target_rank})" if snap.target_rank is not None else ""
+        return (f"{snap.target} {snap.field}: best rank {snap.best_rank}{target} | "
+                f"{snap.flips_per_second / 1e6:.2f}M flips/s | {snap.at_best_rank} at best rank | {snap.flips:,} flips")
+
+    def __call__(self, snap: SearchSnapshot) -> None:
+        if snap.seconds - self.last >= 0.2:
+            self.bar.update(self.task, description=self.text(snap))
+            self.last = snap.seconds
+
+    def __enter__(self) -> "ProgressDisplay":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+def run_search(engine: Engine, request: SearchRequest, store: Store, *,
+               progress: bool) -> tuple[SearchResult, list[StoredScheme]]:
+    """Run ``engine`` through its contract, storing what it reports; a progress bar if asked.
+
+    The result must be a SearchResult whose best scheme verifies: an engine plugin that
+    returns anything else is named in one clear error (nothing unverified is passed on).
+    """
+    recorder = StoreRecorder(store, request, engine.name)
+    with contextlib.ExitStack() as stack:
+        display = stack.enter_context(ProgressDisplay()) if progress else None
+        result = engine.run(request, SearchEvents(progress=display, found=recorder))
+    if not isinstance(result, SearchResult) or not isinstance(result.best, Decomposition):
+        raise FmmforgeError(f"search engine {engine.name!r} returned {type(result).__name__}, not a SearchResult "
+                            "with a Decomposition as best; report it to the engine's authors")
+    check = result.best.verify()
+    if not check.valid:
+        raise FmmforgeError(f"search engine {engine.name!r} returned an invalid scheme ({check.first_failure}); "
+                            "report it to the engine's authors")
+    return result, recorder.stored
 
 
 def register(app: typer.Typer) -> None:
@@ -103,14 +172,9 @@ def register(app: typer.Typer) -> None:
         """Search for a low-rank scheme of <n,m,p>; new bests are verified and stored as they are found."""
         import os
 
-        from rich.console import Console
-
         from fmmforge.core import catalogue
         from fmmforge.core.search.budget import parse_budget
-        from fmmforge.core.search.engine import FlipGraphEngine
         from fmmforge.hardware.limits import MAX_WORKERS
-        from fmmforge.core.search.walker import WalkParams
-        from fmmforge.core.store import Store
 
         console = Console()
         fmt = parse_search_format(format)
@@ -130,7 +194,6 @@ def register(app: typer.Typer) -> None:
             if kind not in FORMATS:
                 raise FmmforgeError(f"unknown file format {kind!r}; use one of {', '.join(FORMATS)}")
             writable_target(output)  # before the walk, not after it
-        from fmmforge.plugins import RewardContext
         from fmmforge.plugins.commands import parse_size
 
         context = RewardContext(device=device, size=parse_size(size) if size else None, dtype=dtype, levels=levels)
@@ -146,22 +209,17 @@ def register(app: typer.Typer) -> None:
             if field != "Z" or rank is None:
                 raise FmmforgeError("--via-z2 needs --field Z and a target --rank")
             walk_field = "Z2"
-        params = None
-        if plateau is not None or bound != 1:
-            base = WalkParams.for_problem(d0.target.tensor.shape, d0.rank, field)
-            p = plateau or base.plateau
-            params = WalkParams(plateau=p, episode=p * 50, bound=bound, hard_bound=max(4, bound * 2))
-        show_progress = not quiet and sys.stderr.isatty()
-        eng = chosen.configured(params, lift=lift, progress=show_progress) if isinstance(chosen, FlipGraphEngine) else chosen
-        result = eng.run(
-            d0, field=walk_field, target_rank=rank, require_z=via_z2, budget=plan, workers=n_workers, seed=seed, reward=scorer,
-            store=Store(), checkpoint=checkpoint, resume=resume, start_label=start_name,
+        request = SearchRequest(
+            d0, field=walk_field, target_rank=rank, budget=plan, workers=n_workers, seed=seed, scorer=scorer,
+            checkpoint=checkpoint, resume=resume, start_label=start_name, require_z=via_z2, lift=lift,
+            plateau=plateau, bound=bound,
         )
-        print_result(console, result, fmt, field, start_name)
+        result, stored = run_search(chosen, request, Store(), progress=not quiet and sys.stderr.isatty())
+        print_result(console, result, stored, fmt, field, start_name)
         if output is not None:
             from fmmforge.core.formats import write_file
 
-            write_file(result.best, output, out_format, name=f"flip-{format}-rank{result.best.rank}")
+            write_file(result.best, output, out_format, name=f"{chosen.name}-{format}-rank{result.best.rank}")
             console.print(f"wrote the best scheme (rank {result.best.rank}) to {output}", highlight=False)
         if result.interrupted:
             again = " ".join(a for a in sys.argv[1:] if a != "--resume") or f"search {format}"
@@ -172,14 +230,15 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130)
 
 
-def print_result(console, result, fmt, field: str, start_name: str) -> None:  # type: ignore[no-untyped-def]
+def print_result(console: Console, result: SearchResult, stored_all: list[StoredScheme],
+                 fmt: tuple[int, int, int], field: str, start_name: str) -> None:
     from rich.table import Table
 
     best = result.best
     t = Table("search", "result", show_header=False)
     t.columns[1].overflow = "fold"  # long paths (a resumed run's checkpoint) are wrapped, never cut
     ttb = result.history[-1][1] if result.history else 0.0
-    stored = [s for s in result.stored if s.inserted]
+    stored = [s for s in stored_all if s.inserted]
     target = "-" if result.target_rank is None else (
         f"{result.target_rank} (reached)" if result.reached else f"{result.target_rank} (not reached)")
     for key, value in (

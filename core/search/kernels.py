@@ -55,6 +55,90 @@ def _rand(rng, n):
     return np.int64((_next(rng) >> np.uint64(11)) % np.uint64(n))
 
 
+# ====================================================================== shared by both walks
+# Small pieces the Z2 and Z walks have in common, inlined into both (numba inline="always"),
+# so folding them costs the walk nothing. The walks themselves stay two functions: their
+# factor representations (one uint64 mask vs. an int8 row plus a hash) differ in every move.
+@njit(cache=True, inline="always")
+def _worklist(i, j):
+    """The terms a reduction pass starts from: i, and j unless it is -1. Returns (worklist, length)."""
+    wl = np.empty(64, np.int64)
+    wl[0] = i
+    n = 1
+    if j >= 0:
+        wl[1] = j
+        n = 2
+    return wl, n
+
+
+@njit(cache=True, inline="always")
+def _moved(wl, n, x, last):
+    """Term x was dropped and the last term moved into its place: fix the worklist's indices."""
+    for q in range(n):
+        if wl[q] == x:
+            wl[q] = -1
+        elif wl[q] == last:
+            wl[q] = x
+
+
+@njit(cache=True, inline="always")
+def _push(wl, n, k, x, last):
+    """Queue term k (merged into) after term x was dropped; k was the last term if it moved. Returns n."""
+    if k == last:
+        k = x
+    if n < 63:
+        wl[n] = k
+        n += 1
+    return n
+
+
+@njit(cache=True, inline="always")
+def _plus_candidates(rng, R):
+    """Two random terms and two distinct slots s, t for a plus transition."""
+    i = _rand(rng, R)
+    j = _rand(rng, R)
+    s = _rand(rng, 3)
+    t = (s + 1 + _rand(rng, 2)) % 3
+    return i, j, s, t
+
+
+@njit(cache=True, inline="always")
+def _flip_slot(rng, s):
+    """The slot a flip on shared slot s adds into (one of the other two, at random)."""
+    if _rand(rng, 2) == 0:
+        return (s + 1) % 3
+    return (s + 2) % 3
+
+
+@njit(cache=True, inline="always")
+def _after_reduction(R, before, since, stop_rank, report_rank):
+    """(since, code) after a move's reductions: code 1/2 end the call (see the module doc), -1 walks on."""
+    if R < before:
+        if R < stop_rank:
+            return 0, 1
+        if R == report_rank:
+            return 0, 2
+        return 0, -1
+    return since, -1
+
+
+@njit(cache=True, inline="always")
+def _finish(meta, R, since, flips, code):
+    meta[META_RANK] = R
+    meta[META_SINCE] = since
+    meta[META_FLIPS] = flips
+    return code
+
+
+@njit(cache=True, inline="always")
+def _begin(meta):
+    """Clear this call's counters; returns the walk's (rank, flips since the rank last changed)."""
+    meta[META_FLIPS] = 0
+    meta[META_PLUS] = 0
+    meta[META_REDUCTIONS] = 0
+    return meta[META_RANK], meta[META_SINCE]
+
+
 # ====================================================================== Z2
 @njit(cache=True)
 def _z2_find_pair(X, R, i):
@@ -83,23 +167,14 @@ def _z2_remove(X, R, x, wl, n):
     last = R - 1
     for s in range(3):
         X[x, s] = X[last, s]
-    for q in range(n):
-        if wl[q] == x:
-            wl[q] = -1
-        elif wl[q] == last:
-            wl[q] = x
+    _moved(wl, n, x, last)
     return last
 
 
 @njit(cache=True)
 def _z2_reduce(X, R, i, j, counters):
     """Apply every reduction that terms i and j (just changed) take part in. Returns the rank."""
-    wl = np.empty(64, np.int64)
-    wl[0] = i
-    n = 1
-    if j >= 0:
-        wl[1] = j
-        n = 2
+    wl, n = _worklist(i, j)
     while n > 0:
         n -= 1
         x = wl[n]
@@ -116,11 +191,7 @@ def _z2_reduce(X, R, i, j, counters):
         last = R - 1
         R = _z2_remove(X, R, x, wl, n)
         counters[META_REDUCTIONS] += 1
-        if k == last:
-            k = x
-        if n < 63:
-            wl[n] = k
-            n += 1
+        n = _push(wl, n, k, x, last)
     return R
 
 
@@ -199,22 +270,15 @@ def z2_reduce_all(X, R, counters):
 
 @njit(cache=True)
 def walk_z2(X, meta, rng, max_flips, plateau, plus_limit, stop_rank, report_rank):
-    R = meta[META_RANK]
-    since = meta[META_SINCE]
+    R, since = _begin(meta)
     cap = X.shape[0]
-    meta[META_FLIPS] = 0
-    meta[META_PLUS] = 0
-    meta[META_REDUCTIONS] = 0
     flips = 0
     code = 0
     while flips < max_flips:
         if since >= plateau and R < plus_limit and R < cap:
-            # plus transition between two terms that differ in slot s
+            # plus transition between two terms that differ in every slot
             for _attempt in range(32):
-                i = _rand(rng, R)
-                j = _rand(rng, R)
-                s = _rand(rng, 3)
-                t = (s + 1 + _rand(rng, 2)) % 3
+                i, j, s, t = _plus_candidates(rng, R)
                 if i != j and X[i, s] != X[j, s] and X[i, t] != X[j, t] and X[i, 3 - s - t] != X[j, 3 - s - t]:
                     z2_plus(X, R, i, j, s, t)
                     R += 1
@@ -230,27 +294,16 @@ def walk_z2(X, meta, rng, max_flips, plateau, plus_limit, stop_rank, report_rank
                 continue
             code = 3
             break
-        if _rand(rng, 2) == 0:
-            t = (s + 1) % 3
-        else:
-            t = (s + 2) % 3
+        t = _flip_slot(rng, s)
         z2_flip(X, R, i, j, s, t)
         flips += 1
         since += 1
         before = R
         R = _z2_reduce(X, R, i, j, meta)
-        if R < before:
-            since = 0
-            if R < stop_rank:
-                code = 1
-                break
-            if R == report_rank:
-                code = 2
-                break
-    meta[META_RANK] = R
-    meta[META_SINCE] = since
-    meta[META_FLIPS] = flips
-    return code
+        since, code = _after_reduction(R, before, since, stop_rank, report_rank)
+        if code > 0:
+            break
+    return _finish(meta, R, since, flips, max(code, 0))
 
 
 # ====================================================================== Z
@@ -308,22 +361,14 @@ def _z_remove(V, K, R, x, wl, n):
         K[x, s] = K[last, s]
         for q in range(V.shape[2]):
             V[x, s, q] = V[last, s, q]
-    for q in range(n):
-        if wl[q] == x:
-            wl[q] = -1
-        elif wl[q] == last:
-            wl[q] = x
+    _moved(wl, n, x, last)
     return last
 
 
 @njit(cache=True)
 def _z_reduce(V, K, H, dims, R, i, j, hard, counters):
-    wl = np.empty(64, np.int64)
-    wl[0] = i
-    n = 1
-    if j >= 0:
-        wl[1] = j
-        n = 2
+    """Apply every reduction that terms i and j (just changed) take part in. Returns the rank."""
+    wl, n = _worklist(i, j)
     while n > 0:
         n -= 1
         x = wl[n]
@@ -374,11 +419,7 @@ def _z_reduce(V, K, H, dims, R, i, j, hard, counters):
         last = R - 1
         R = _z_remove(V, K, R, x, wl, n)
         counters[META_REDUCTIONS] += 1
-        if k == last:
-            k = x
-        if n < 63:
-            wl[n] = k
-            n += 1
+        n = _push(wl, n, k, x, last)
     return R
 
 
@@ -485,33 +526,32 @@ def z_reduce_all(V, K, H, dims, R, hard, counters):
 
 
 @njit(cache=True)
+def _z_reduce3(V, K, H, dims, R, i, j, k, hard, counters):
+    """After a plus transition on i, j (new term k): reductions through i, j, else through k."""
+    R2 = _z_reduce(V, K, H, dims, R, i, j, hard, counters)
+    if R2 == R:
+        return _z_reduce(V, K, H, dims, R, k, -1, hard, counters)
+    return z_reduce_all(V, K, H, dims, R2, hard, counters)
+
+
+@njit(cache=True)
 def walk_z(V, K, H, dims, meta, rng, max_flips, plateau, plus_limit, stop_rank, report_rank, bound, hard):
-    R = meta[META_RANK]
-    since = meta[META_SINCE]
+    R, since = _begin(meta)
     cap = V.shape[0]
-    meta[META_FLIPS] = 0
-    meta[META_PLUS] = 0
-    meta[META_REDUCTIONS] = 0
     flips = 0
     code = 0
     while flips < max_flips:
         if since >= plateau and R < plus_limit and R < cap:
+            # plus transition between two terms that differ (up to sign) in every slot
             for _attempt in range(32):
-                i = _rand(rng, R)
-                j = _rand(rng, R)
-                s = _rand(rng, 3)
-                t = (s + 1 + _rand(rng, 2)) % 3
+                i, j, s, t = _plus_candidates(rng, R)
                 u = 3 - s - t
                 if (i != j and _z_rel(V, K, dims[s], i, j, s) == 0 and _z_rel(V, K, dims[t], i, j, t) == 0
                         and _z_rel(V, K, dims[u], i, j, u) == 0):
                     if z_plus(V, K, H, dims, R, i, j, s, t, bound):
                         R += 1
                         meta[META_PLUS] += 1
-                        R2 = _z_reduce(V, K, H, dims, R, i, j, hard, meta)
-                        if R2 == R:
-                            R = _z_reduce(V, K, H, dims, R, R - 1, -1, hard, meta)
-                        else:
-                            R = z_reduce_all(V, K, H, dims, R2, hard, meta)
+                        R = _z_reduce3(V, K, H, dims, R, i, j, R - 1, hard, meta)
                         break
             since = 0
         i, j, s, rel = _z_pick_flip(V, K, dims, R, rng)
@@ -522,10 +562,7 @@ def walk_z(V, K, H, dims, meta, rng, max_flips, plateau, plus_limit, stop_rank, 
                 continue
             code = 3
             break
-        if _rand(rng, 2) == 0:
-            t = (s + 1) % 3
-        else:
-            t = (s + 2) % 3
+        t = _flip_slot(rng, s)
         u = 3 - s - t
         if rel < 0:
             # x_j = -x_i: move the sign of term j from slot s into slot u (the product is unchanged)
@@ -539,15 +576,7 @@ def walk_z(V, K, H, dims, meta, rng, max_flips, plateau, plus_limit, stop_rank, 
                 continue
         before = R
         R = _z_reduce(V, K, H, dims, R, i, j, hard, meta)
-        if R < before:
-            since = 0
-            if R < stop_rank:
-                code = 1
-                break
-            if R == report_rank:
-                code = 2
-                break
-    meta[META_RANK] = R
-    meta[META_SINCE] = since
-    meta[META_FLIPS] = flips
-    return code
+        since, code = _after_reduction(R, before, since, stop_rank, report_rank)
+        if code > 0:
+            break
+    return _finish(meta, R, since, flips, max(code, 0))

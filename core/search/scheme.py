@@ -116,5 +116,5 @@ def pack(d: Decomposition, field: str | None = None) -> PackedScheme:
             "(start from an integral scheme, e.g. naive:n,m,p)"
         )
     if d.field == "Z2" and field == "Z":
-        raise FmmforgeError("a Z2 scheme is not a starting point over Z; use --field Z2 or an integral scheme")
+        raise FmmforgeError("a Z2 scheme is not a starting point over Z; walk over Z2, or start from a scheme over Z")
     return pack_factors(d.numerators(), field)

@@ -18,7 +18,7 @@ import numpy as np
 from fmmforge.core.search import kernels as K
 from fmmforge.core.search.scheme import PackedScheme
 
-Scorer = Callable[[PackedScheme], float]
+PackedScorer = Callable[[PackedScheme], float]  # a Scorer (see core.contracts) on packed schemes
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class Walker:
     dims: tuple[int, int, int]
     seed: int
     params: WalkParams
-    scorer: Scorer | None = None
+    scorer: PackedScorer | None = None
     report_pool_max_rank: int = 1 << 30   # "pool" finds above this rank stay local
     report_pool_per_second: float = 20.0  # ... and at most this many are reported per second
     flips: int = 0
@@ -144,7 +144,7 @@ class Walker:
         self._last_pool_report = 0.0
 
     # ------------------------------------------------------------------ pool
-    def start(self, schemes: list[PackedScheme]) -> list[Found]:
+    def start(self, schemes: list[PackedScheme]) -> None:
         """Begin from these schemes (reduced first); the lowest rank among them is the best."""
         self._origin = [s.copy() for s in schemes]
         reduced = []
@@ -158,7 +158,6 @@ class Walker:
             if s.rank == best:
                 self._add(s)
         self._restart()
-        return []
 
     def _add(self, scheme: PackedScheme) -> bool:
         key = scheme.key()
@@ -204,11 +203,6 @@ class Walker:
             self._restart()
         elif scheme.rank == self.best_rank:
             self._add(scheme)
-
-    def best_scheme(self) -> PackedScheme:
-        if self.scorer is None or len(self.pool) == 1:
-            return self.pool[0]
-        return self.pool[max(range(len(self.pool)), key=self._score)]
 
     # ------------------------------------------------------------------ walking
     def advance(self, max_flips: int) -> list[Found]:
