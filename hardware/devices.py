@@ -4,7 +4,7 @@
              torch's build config), and the measured peak GFLOP/s of the vendor matmul, cached
              per machine in $FMMFORGE_HOME/hardware/peaks.json.
 ``cuda:N``   name, SMs, memory, clocks (torch.cuda).
-``tpu-v4``…  the chip specs of the TPU cost model (fmmforge.plugins.chips): can be scored, not run.
+``tpu-v4``…  the chip specs of the TPU cost model (fmmforge.hardware.chips): can be scored, not run.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def cuda_devices() -> list[Device]:
 # ---------------------------------------------------------------------- spec-only
 def spec_devices() -> list[Device]:
     try:
-        from fmmforge.plugins.chips import available_specs, load_chip
+        from fmmforge.hardware.chips import available_specs, load_chip
     except ImportError:
         return []
     out = []

@@ -67,7 +67,7 @@ class TpuCostReward:
     cheap: bool = True
 
     def score(self, d: Decomposition, context: RewardContext) -> RewardResult:
-        from fmmforge.plugins.chips import available_specs, load_chip
+        from fmmforge.hardware.chips import available_specs, load_chip
         from fmmforge.plugins.tpu_model import predict
 
         device = context.require_device(self.name, "tpu-v4 (one of: " + ", ".join(available_specs()) + ")")

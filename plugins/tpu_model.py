@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.plugins.chips import DTYPE_BYTES, ChipSpec
+from fmmforge.hardware.chips import DTYPE_BYTES, ChipSpec
 
 Size = tuple[int, int, int]
 

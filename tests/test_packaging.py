@@ -32,7 +32,7 @@ def test_built_wheel_installs_and_runs(tmp_path):
     assert "fmmforge/__init__.py" not in names  # fmmforge is a namespace
     assert "fmmforge/core/data/alphatensor_z.npz" in names
     assert "fmmforge/core/data/ALPHATENSOR.md" in names
-    assert any(n.startswith("fmmforge/plugins/data/devices/") and n.endswith(".toml") for n in names)
+    assert any(n.startswith("fmmforge/hardware/data/devices/") and n.endswith(".toml") for n in names)
     assert any(n.endswith("entry_points.txt") for n in names)
 
     site = tmp_path / "site"

@@ -11,7 +11,7 @@ from fmmforge.core.builtins import builtin
 from fmmforge.core.catalogue import resolve
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.plugins import RewardContext, get_reward, reset_plugin_manager
-from fmmforge.plugins.chips import available_specs, load_chip
+from fmmforge.hardware.chips import available_specs, load_chip
 from fmmforge.plugins.tpu_model import predict
 
 TOLERANCE_POINTS = 5.0

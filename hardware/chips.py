@@ -1,6 +1,6 @@
 """Chip specs for the systolic-array cost model: shipped TOML files and user-added ones.
 
-A spec is a small TOML file (see plugins/data/devices/tpu-v4.toml)::
+A spec is a small TOML file (see hardware/data/devices/tpu-v4.toml)::
 
     name = "tpu-v4"
     description = "Google TPU v4 chip"
@@ -67,7 +67,7 @@ class ChipSpec:
 
 
 def shipped_dir() -> Path:
-    return Path(str(resources.files("fmmforge.plugins") / "data" / "devices"))
+    return Path(str(resources.files("fmmforge.hardware") / "data" / "devices"))
 
 
 def user_dir() -> Path:
