@@ -1,11 +1,11 @@
 """Emit a standalone Python kernel module (torch or numpy) from a plan.
 
-The module imports only its backend library and defines ``matmul(A, B)`` for any M×K and K×N
-inputs of the planned dtype. Per recursion level it has two straight-line functions
+The module imports only its backend library (and threading) and defines ``matmul(A, B)`` for
+any M×K and K×N inputs of the planned dtype. Per recursion level it has two straight-line functions
 (``_l{level}_set``: C = α·A·B, ``_l{level}_acc``: C += α·A·B) written from
 :mod:`fmmforge.codegen.schedule`; blocks are views, sums go into preallocated per-level
-workspaces (cached in the module by level, reallocated only when the shape changes), and the
-leaves are the vendor gemm (torch.mm/addmm, or numpy's matmul).
+workspaces (cached per thread by level, reallocated only when the shape changes, so threads may
+call the module at once), and the leaves are the vendor gemm (torch.mm/addmm, or numpy's matmul).
 """
 
 from __future__ import annotations
@@ -80,35 +80,63 @@ class PythonDialect:
         raise NotImplementedError
 
 
-WORKSPACES = '''
-_WS = {}
+# The per-thread caches of every Python module. ``__STREAMS__``: what a CUDA user must know.
+THREAD_CACHES = '''
+# Caches are per thread: threads calling matmul at the same time never share a workspace, and a
+# thread's workspaces are freed when it ends.__STREAMS__
+_LOCAL = threading.local()
 
+
+def _cache(name):
+    """This thread's cache ``name``: a dict, created on first use."""
+    found = getattr(_LOCAL, name, None)
+    if found is None:
+        found = {}
+        setattr(_LOCAL, name, found)
+    return found
+'''
+
+# Several CUDA streams driven from one thread share that thread's workspaces.
+CUDA_STREAMS_NOTE = """
+# On CUDA a call's work is queued on the current stream and its workspaces are reused by the
+# thread's next call: a thread that calls matmul on several streams must order them between
+# calls (e.g. s2.wait_stream(s1)), or call from one thread per stream."""
+
+
+def thread_caches(cuda: bool) -> str:
+    """The module text defining ``_cache(name)``; ``cuda``: note what a user of several streams must do."""
+    return THREAD_CACHES.replace("__STREAMS__", CUDA_STREAMS_NOTE if cuda else "")
+
+
+WORKSPACES = '''
 
 def clear_workspaces():
-    """Free the cached workspaces."""
-    _WS.clear()
+    """Free this thread's cached workspaces."""
+    _cache("workspaces").clear()
 
 
 def workspace_bytes():
-    """Bytes held by the cached workspaces."""
-    return sum(t.nbytes for t in _WS.values())
+    """Bytes held by this thread's cached workspaces."""
+    return sum(t.nbytes for t in _cache("workspaces").values())
 
 
 def _ws(key, rows, cols, like):
-    t = _WS.get(key)
+    """This thread's rows×cols workspace ``key`` (dtype and device of ``like``)."""
+    ws = _cache("workspaces")
+    t = ws.get(key)
     if t is None or tuple(t.shape) != (rows, cols) or t.dtype != like.dtype__SAME_DEVICE__:
-        _WS.pop(key, None)  # free the old buffer before allocating (peak memory)
+        ws.pop(key, None)  # free the old buffer before allocating (peak memory)
         t = __ALLOCATE__
-        _WS[key] = t
+        ws[key] = t
     return t
 
 
 '''
 
 
-def workspace_runtime(device_check: str, allocate: str) -> str:
+def workspace_runtime(device_check: str, allocate: str, cuda: bool) -> str:
     """The cached-workspace helpers of a low-memory module (the same for every Python backend)."""
-    return WORKSPACES.replace("__SAME_DEVICE__", device_check).replace("__ALLOCATE__", allocate)
+    return thread_caches(cuda) + WORKSPACES.replace("__SAME_DEVICE__", device_check).replace("__ALLOCATE__", allocate)
 
 
 # The vendor-gemm leaves and the public entry point of every torch module (``__ENTRY__``: the
@@ -150,7 +178,7 @@ class TorchDialect(PythonDialect):
         super().__init__("torch")
 
     def header(self, dtype: str) -> list[str]:
-        return ["import torch", "", f"DTYPE = torch.{dtype}"]
+        return ["import threading", "", "import torch", "", f"DTYPE = torch.{dtype}"]
 
     def add2(self, dst, x, c, y):
         if c == 1:
@@ -175,7 +203,7 @@ class TorchDialect(PythonDialect):
 
     def runtime(self) -> str:
         return (workspace_runtime(" or t.device != like.device",
-                                  "torch.empty((rows, cols), dtype=like.dtype, device=like.device)")
+                                  "torch.empty((rows, cols), dtype=like.dtype, device=like.device)", cuda=True)
                 + TORCH_LEAVES_AND_MATMUL.replace("__ENTRY__", "_l0_set"))
 
 
@@ -184,7 +212,7 @@ class NumpyDialect(PythonDialect):
         super().__init__("numpy")
 
     def header(self, dtype: str) -> list[str]:
-        return ["import numpy as np", "", f"DTYPE = np.dtype({dtype!r})"]
+        return ["import threading", "", "import numpy as np", "", f"DTYPE = np.dtype({dtype!r})"]
 
     def add2(self, dst, x, c, y):
         if c == 1:
@@ -208,7 +236,7 @@ class NumpyDialect(PythonDialect):
         return [f"np.multiply({x}, {_num(c)}, out={dst})"]
 
     def runtime(self) -> str:
-        return workspace_runtime("", "np.empty((rows, cols), dtype=like.dtype)") + '''def _leaf_set(A, B, C, alpha):
+        return workspace_runtime("", "np.empty((rows, cols), dtype=like.dtype)", cuda=False) + '''def _leaf_set(A, B, C, alpha):
     """C = alpha·A·B (BLAS gemm)."""
     np.matmul(A, B, out=C)
     if alpha != 1.0:
@@ -361,8 +389,9 @@ def emit_python(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
     """(module source, facts: passes per level, workspace elements per C element)."""
     dialect = DIALECTS[plan.backend if plan.backend in DIALECTS else "torch"]
     lines = ['"""fmmforge kernel: C = A·B with ' + plan.describe() + ".", ""]
-    lines.append(f"Generated by fmmforge {__version__}. Standalone: imports only {dialect.library}; copy it anywhere.")
-    lines.append("Usage: C = matmul(A, B) for any M×K and K×N inputs of dtype DTYPE.")
+    lines.append(f"Generated by fmmforge {__version__}. Standalone: imports only {dialect.library} "
+                 "(and threading); copy it anywhere.")
+    lines.append("Usage: C = matmul(A, B) for any M×K and K×N inputs of dtype DTYPE; threads may call it at once.")
     lines.append("")
     facts: dict = {"levels": []}
     schedules: list[tuple[LevelSchedule, LevelSchedule]] = []
