@@ -192,7 +192,7 @@ def import_cmd(
 def export(
     name: Annotated[str, typer.Argument(help="catalogue or store name")],
     output: Annotated[Path, typer.Option("--output", "-o", help="file to write (- for standard output)")],
-    format: Annotated[Optional[str], typer.Option("--format", "-f", help=FORMAT_HELP + "; default from -o's name")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help=FORMAT_HELP + "; default from -o's name (json for -o -)")] = None,
 ) -> None:
     """Write an algorithm to a file in any supported format."""
     from fmmforge.core.formats import encode, format_name, guess_write_format, write_file
@@ -201,7 +201,7 @@ def export(
     if format is not None:
         fmt = format_name(format)
     elif to_stdout:
-        raise FmmforgeError("writing to standard output (-o -) needs --format json, npz or fastmm")
+        fmt = "json"  # fmmforge's own format, exact and self-describing
     else:
         fmt = guess_write_format(output)
     if to_stdout and fmt == "npz" and sys.stdout.isatty():
