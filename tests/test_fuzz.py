@@ -263,6 +263,7 @@ def test_fuzzed_files_get_a_right_verdict_or_one_error_line(tmp_path: Path, cli)
         mutated = mutate(data, fmt, rng)
         outcome = _check_case(cli, tmp_path / f"case.{fmt}", mutated, fmt, f"case {case} ({name} as {fmt})")
         seen[outcome] = seen.get(outcome, 0) + 1
+    print(f"fuzz: {CASES} cases, seed {SEED}: {dict(sorted(seen.items()))}")  # shown with pytest -s
     # the mutator must reach all three outcomes, or it tests too little
     assert set(seen) == {"valid", "INVALID", "refused"}, seen
 
