@@ -266,42 +266,6 @@ class Decomposition:
     def __repr__(self) -> str:
         return f"Decomposition({self.target.describe()}, rank={self.rank}, field={self.field})"
 
-    # ----------------------------------------------------------------- transformations
-    # (implemented in transforms.py; exposed here so they read as methods)
-    def rotate(self) -> "Decomposition":
-        from fmmforge.core.transforms import rotate
-
-        return rotate(self)
-
-    def transpose(self) -> "Decomposition":
-        from fmmforge.core.transforms import transpose
-
-        return transpose(self)
-
-    def sandwich(self, X: Any, Y: Any, Z: Any) -> "Decomposition":
-        from fmmforge.core.transforms import sandwich
-
-        return sandwich(self, X, Y, Z)
-
-    def permute_terms(self, order: Any) -> "Decomposition":
-        from fmmforge.core.transforms import permute_terms
-
-        return permute_terms(self, order)
-
-    def flip_signs(self, u_signs: Any, v_signs: Any) -> "Decomposition":
-        from fmmforge.core.transforms import flip_signs
-
-        return flip_signs(self, u_signs, v_signs)
-
-    def kron(self, other: "Decomposition") -> "Decomposition":
-        from fmmforge.core.transforms import kron
-
-        return kron(self, other)
-
-    def entry_text(self, which: int, row: int, col: int) -> str:
-        num, den = (self._u, self._v, self._w)[which]
-        return format_fraction(Fraction(int(num[row, col]), den))
-
 
 def _mod2(num: np.ndarray, den: int) -> tuple[np.ndarray, int]:
     if den % 2 == 0:

@@ -15,7 +15,6 @@ import sympy
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.exact import ENTRY_LIMIT, check_entries, exact_matrix, fraction_array
-from fmmforge.core.tensor import BilinearTarget
 
 
 def _matmul_only(d: Decomposition, what: str) -> tuple[int, int, int]:
@@ -150,6 +149,3 @@ def kron(a: Decomposition, b: Decomposition) -> Decomposition:
     W = combine(a._w, b._w, (n1, n2), (p1, p2))
     return Decomposition.create(U, V, W, (n1 * n2, m1 * m2, p1 * p2), field=a.field)
 
-
-def general_target(tensor: Any) -> BilinearTarget:
-    return BilinearTarget.general(np.asarray(tensor))
