@@ -23,7 +23,7 @@ from pathlib import Path
 from fmmforge.core import transforms
 from fmmforge.core.decomposition import Decomposition, check_field
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.formats import Factors, from_deepmind, read_npz_factors, write_npz_arrays
+from fmmforge.core.formats.npz import Factors, from_deepmind, read_npz_factors, write_npz_arrays
 from fmmforge.core.tensor import Format, check_format
 
 DATA_FILES = {"Z": "alphatensor_z.npz", "Z2": "alphatensor_z2.npz"}

@@ -94,7 +94,8 @@ def _summary_key() -> str:
     """Changes whenever the entries could: another version, other shipped data, other code."""
     h = hashlib.sha256(f"fmmforge {__version__}|".encode())
     here = Path(__file__).parent
-    for path in [*sorted(here.glob("*.py")), *(alphatensor.data_path(f) for f in alphatensor.DATA_FILES)]:
+    code = [*sorted(here.glob("*.py")), *sorted(here.glob("formats/*.py"))]
+    for path in [*code, *(alphatensor.data_path(f) for f in alphatensor.DATA_FILES)]:
         h.update(path.name.encode() + b"|" + path.read_bytes() + b"|")
     return h.hexdigest()
 

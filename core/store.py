@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError, InvalidDecompositionError
-from fmmforge.core.formats import dumps_json, loads_json
+from fmmforge.core.formats.json import dumps_json, loads_json
 from fmmforge.core.names import NAME_PATTERN, is_reserved
 from fmmforge.core.paths import check_home, default_home
 from fmmforge.core.version import __version__
