@@ -12,7 +12,7 @@ from fmmforge.core import transforms
 from fmmforge.core.builtins import builtin, naive, strassen_2x2x3
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError, InvalidDecompositionError
-from fmmforge.core.tensor import BilinearTarget, matmul_tensor
+from fmmforge.core.tensor import BilinearTarget, matmul_tensor, parse_format, parse_shape, parse_shapes
 
 STRASSEN = builtin("strassen")
 SCHEMES = {
@@ -22,6 +22,42 @@ SCHEMES = {
     "2x2x3": strassen_2x2x3(),
     "naive234": naive(2, 3, 4),
 }
+
+
+@pytest.mark.parametrize("text", ["2,3,4", "2x3x4", "2X3X4", "<2,3,4>", " < 2 , 3 , 4 > ", "2×3×4", "2*3*4"])
+def test_one_size_grammar_for_formats_and_shapes(text):
+    assert parse_format(text) == parse_shape(text) == (2, 3, 4)
+
+
+def test_a_single_number_is_a_square_shape_but_not_a_format():
+    assert parse_shape("8192") == (8192, 8192, 8192)
+    assert parse_shapes("64, 8x4x2,") == [(64, 64, 64), (8, 4, 2)]
+    with pytest.raises(FmmforgeError, match="not three positive integers"):
+        parse_format("8192")
+
+
+@pytest.mark.parametrize("text", ["", "x", "2,3", "2,3,4,5", "10^30", "8192x", "a,b,c"])
+def test_malformed_sizes_are_one_clear_line(text):
+    with pytest.raises(FmmforgeError, match="not three positive integers"):
+        parse_format(text)
+    with pytest.raises(FmmforgeError, match="^--size .*write it like 8192") as info:
+        parse_shape(text, "--size")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text, side", [("2,0,4", "0"), ("-1", "-1"), ("8,9,8", "9")])
+def test_sides_out_of_range_are_named(text, side):
+    with pytest.raises(FmmforgeError, match="not three positive integers"):
+        parse_format(text.replace("9", "0"))
+    with pytest.raises(FmmforgeError, match=rf"^size '{text}': every side must be between 1 and 2\^3 \(8\), not {side}$"):
+        parse_shape(text, max_side=8)
+    with pytest.raises(FmmforgeError, match="at least 1, not -1"):
+        parse_shapes("4,-1")
+
+
+def test_a_list_of_no_sizes_is_refused():
+    with pytest.raises(FmmforgeError, match="no sizes given"):
+        parse_shapes(" , ")
 
 
 def test_matmul_tensor_is_the_product():
