@@ -16,7 +16,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.exact import check_entries, check_int_range
+from fmmforge.core.exact import absmax, check_entries, check_int_range
 
 Format = tuple[int, int, int]
 
@@ -159,7 +159,7 @@ class BilinearTarget:
     def max_abs_entry(self) -> int:
         if self.dense is None:
             return 1
-        return max(int(self.dense.max(initial=0)), -int(self.dense.min(initial=0)))
+        return absmax(self.dense)
 
     def describe(self) -> str:
         if self.format:

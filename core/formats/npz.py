@@ -26,7 +26,7 @@ import numpy as np
 from fmmforge.core.atomic import write_bytes
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.exact import check_entries
+from fmmforge.core.exact import absmax, check_entries
 from fmmforge.core.formats.common import build_decomposition, cut, matmul_format, read_bytes
 from fmmforge.core.tensor import Format, check_format
 
@@ -261,7 +261,7 @@ def _npz_arrays(d: Decomposition) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return tuple(np.asarray(num, dtype=np.int64) for num, _ in parts)  # type: ignore[return-value]
     for num, den in parts:
         dyadic = den & (den - 1) == 0
-        if not dyadic or (num.size and max(int(num.max()), -int(num.min())) > 2**53):
+        if not dyadic or absmax(num) > 2**53:
             raise FmmforgeError(
                 f"{d!r} has entries such as 1/{den} that float64 cannot hold exactly; "
                 "export it as json instead"
