@@ -28,21 +28,10 @@ Size = tuple[int, int, int]
 def parse_sizes(text: str) -> list[Size]:
     """``2048,4096`` (square) and ``8192x4096x8192`` (M×K×N) items, comma separated; every side
     between 1 and 2^31."""
-    from fmmforge.hardware.limits import check_dimensions
+    from fmmforge.core.tensor import parse_shapes
+    from fmmforge.hardware.limits import MAX_DIMENSION
 
-    out: list[Size] = []
-    for item in text.split(","):
-        item = item.strip().lower()
-        if not item:
-            continue
-        try:
-            vals = [int(p) for p in re.split(r"[x×*]", item)]
-        except ValueError:
-            raise FmmforgeError(f"cannot read size {item!r}; write N or MxKxN, e.g. 4096 or 8192x4096x8192") from None
-        out.append(check_dimensions(vals, item, "size"))
-    if not out:
-        raise FmmforgeError("no sizes given; write e.g. --sizes 2048,4096")
-    return out
+    return parse_shapes(text, "size", MAX_DIMENSION)
 
 
 def parse_algos(text: str) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from fmmforge.codegen.plan import Plan
+from fmmforge.core import transforms
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.version import __version__
 
@@ -28,7 +29,7 @@ CTYPE = {"float32": "float", "float64": "double"}
 def flatten_levels(decomps: list[Decomposition]) -> Decomposition:
     d = decomps[0]
     for other in decomps[1:]:
-        d = d.kron(other)
+        d = transforms.kron(d, other)
     return d
 
 

@@ -24,9 +24,10 @@ from fmmforge.codegen.kernel import Kernel, check_file_name, sha256_text
 from fmmforge.codegen.plan import Plan, check_decomposition
 from fmmforge.codegen.validate import (CheckResult, KernelValidationError, check_product, random_inputs,
                                        validation_shapes)
-from fmmforge.core.atomic import home_subdir, write_text
+from fmmforge.core.atomic import write_text
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.paths import home_subdir
 from fmmforge.core.version import __version__
 
 VALIDATION_FILE = "validation.json"

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fmmforge.codegen.plan import Plan
-from fmmforge.core.atomic import make_directory, writable_target, write_text
+from fmmforge.core.atomic import writable_target, write_text
 from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.paths import make_directory
 
 
 def check_file_name(name: object) -> str:

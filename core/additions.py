@@ -29,7 +29,6 @@ from fractions import Fraction
 import numpy as np
 from fmmforge.core.decomposition import Decomposition
 
-SIDES = ("U", "V", "W")
 # what the operands of each side's forms are: blocks of A, blocks of B, the products M_r
 INPUT_KIND = {"U": "A", "V": "B", "W": "M"}
 TEMP_KIND = "t"

@@ -20,9 +20,10 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from fmmforge.core import transforms
 from fmmforge.core.decomposition import Decomposition, check_field
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.formats import Factors, from_deepmind, read_npz_factors, write_npz_arrays
+from fmmforge.core.formats.npz import Factors, from_deepmind, read_npz_factors, write_npz_arrays
 from fmmforge.core.tensor import Format, check_format
 
 DATA_FILES = {"Z": "alphatensor_z.npz", "Z2": "alphatensor_z2.npz"}
@@ -101,5 +102,5 @@ def _derive(d: Decomposition, fmt: Format) -> Decomposition:
     for step in range(6):
         if current.format == fmt:
             return current
-        current = current.transpose() if step == 2 else current.rotate()
+        current = transforms.transpose(current) if step == 2 else transforms.rotate(current)
     raise AssertionError(f"{fmt} is not a permutation of {d.format}")  # unreachable

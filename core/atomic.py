@@ -131,26 +131,3 @@ def _umask() -> int:
     umask = os.umask(0o022)
     os.umask(umask)
     return umask
-
-
-def make_directory(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` (and its parents) if needed; a file in the way or a denied permission is
-    one :class:`FmmforgeError` naming what blocks it, never an OSError."""
-    directory = Path(path)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        blocker = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
-        why = f"{blocker} is not a directory" if blocker is not None else (exc.strerror or str(exc))
-        raise FmmforgeError(f"cannot create directory {directory}: {why}; "
-                            "give a path in a writable directory (or set FMMFORGE_HOME to one)") from None
-    if not directory.is_dir():
-        raise FmmforgeError(f"cannot create directory {directory}: it exists and is not a directory")
-    return directory
-
-
-def home_subdir(*parts: str) -> Path:
-    """``$FMMFORGE_HOME/<parts>``, created: the one way fmmforge makes folders in its home."""
-    from fmmforge.core.store import default_home
-
-    return make_directory(default_home().joinpath(*parts))

@@ -23,13 +23,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from fmmforge.core import alphatensor, builtins
+from fmmforge.core import alphatensor, builtins, transforms
+from fmmforge.core.atomic import write_text
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.names import ALPHATENSOR_PREFIX, BUILTIN_NAMES
+from fmmforge.core.paths import default_home
+from fmmforge.core.store import Store
 from fmmforge.core.tensor import parse_format
 from fmmforge.core.version import __version__
-
-ALPHATENSOR_PREFIX = {"alphatensor": "Z", "alphatensor-mod2": "Z2"}
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,6 @@ def _builtin_loaders() -> dict[str, Callable[[], Decomposition]]:
     return loaders
 
 
-BUILTIN_NAMES = tuple(_builtin_loaders())
-RESERVED_PREFIXES = ("naive:", "store:", *(p + ":" for p in ALPHATENSOR_PREFIX))
 NAME_FORMS = (
     f"names are {', '.join(BUILTIN_NAMES)}, naive:n,m,p, alphatensor:n,m,p, alphatensor-mod2:n,m,p, "
     "A*B (Kronecker product), a name given with `fmmforge import --name`, store:ID, "
@@ -94,7 +94,8 @@ def _summary_key() -> str:
     """Changes whenever the entries could: another version, other shipped data, other code."""
     h = hashlib.sha256(f"fmmforge {__version__}|".encode())
     here = Path(__file__).parent
-    for path in [*sorted(here.glob("*.py")), *(alphatensor.data_path(f) for f in alphatensor.DATA_FILES)]:
+    code = [*sorted(here.glob("*.py")), *sorted(here.glob("formats/*.py"))]
+    for path in [*code, *(alphatensor.data_path(f) for f in alphatensor.DATA_FILES)]:
         h.update(path.name.encode() + b"|" + path.read_bytes() + b"|")
     return h.hexdigest()
 
@@ -121,9 +122,6 @@ def builtin_summaries(home: Path | None = None) -> list[EntrySummary]:
     A missing, stale or unreadable cache is rebuilt (every entry loaded and verified) and
     written atomically; a home that cannot be written just means no cache.
     """
-    from fmmforge.core.atomic import write_text
-    from fmmforge.core.store import default_home
-
     path = (home if home is not None else default_home()) / SUMMARY_CACHE
     key = _summary_key()
     cached = _read_summaries(path, key)
@@ -139,12 +137,7 @@ def builtin_summaries(home: Path | None = None) -> list[EntrySummary]:
     return summaries
 
 
-def is_reserved(name: str) -> bool:
-    """Names a user may not give to a stored algorithm (they mean something already)."""
-    return name in BUILTIN_NAMES or name.startswith(RESERVED_PREFIXES) or "*" in name
-
-
-def resolve(name: str, store: "object | None" = None) -> Decomposition:
+def resolve(name: str, store: Store | None = None) -> Decomposition:
     """The verified decomposition a catalogue or store name stands for.
 
     Raises FmmforgeError naming the unknown name and how to list the known ones.
@@ -156,7 +149,7 @@ def resolve(name: str, store: "object | None" = None) -> Decomposition:
             raise FmmforgeError(f"cannot read Kronecker product {name!r}; write it like strassen*laderman")
         result = resolve(parts[0], store)
         for part in parts[1:]:
-            result = result.kron(resolve(part, store))
+            result = transforms.kron(result, resolve(part, store))
         return result
     loaders = _builtin_loaders()
     if name in loaders:
@@ -166,13 +159,11 @@ def resolve(name: str, store: "object | None" = None) -> Decomposition:
         return builtins.naive(*parse_format(rest))
     if sep and prefix in ALPHATENSOR_PREFIX:
         return _alphatensor(prefix, parse_format(rest))
-    from fmmforge.core.store import Store
-
     store = store if store is not None else Store()
-    found = store.find(name)  # type: ignore[attr-defined]
+    found = store.find(name)
     if found is not None:
         return found.decomposition
-    raise FmmforgeError(_unknown_message(name, store.names()))  # type: ignore[attr-defined]
+    raise FmmforgeError(_unknown_message(name, store.names()))
 
 
 def _alphatensor(prefix: str, fmt: tuple[int, int, int]) -> Decomposition:

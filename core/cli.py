@@ -107,9 +107,9 @@ def show(name: Annotated[str, typer.Argument(help="catalogue or store name, e.g.
 def _load_file(path: Path, fmt: Optional[str], shape: Optional[str], field: Optional[str],
                allow_pickle: bool) -> list[tuple[str, Decomposition]]:
     """Read a file's schemes (``-``: standard input, format from --format or the content)."""
-    from fmmforge.core.formats import format_name, read_data, read_file, read_limited
+    from fmmforge.core.formats import check_format_name, read_data, read_file, read_limited
 
-    kind = None if fmt is None else format_name(fmt)
+    kind = None if fmt is None else check_format_name(fmt)
     if field is not None and field != "auto":
         check_field(field)
     options = dict(shape=parse_format(shape) if shape else None,
@@ -195,11 +195,11 @@ def export(
     format: Annotated[Optional[str], typer.Option("--format", "-f", help=FORMAT_HELP + "; default from -o's name (json for -o -)")] = None,
 ) -> None:
     """Write an algorithm to a file in any supported format."""
-    from fmmforge.core.formats import encode, format_name, guess_write_format, write_file
+    from fmmforge.core.formats import check_format_name, encode, guess_write_format, write_file
 
     to_stdout = str(output) == "-"
     if format is not None:
-        fmt = format_name(format)
+        fmt = check_format_name(format)
     elif to_stdout:
         fmt = "json"  # fmmforge's own format, exact and self-describing
     else:

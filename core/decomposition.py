@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from fmmforge.core.errors import FmmforgeError, InvalidDecompositionError
-from fmmforge.core.exact import env_limit, exact_matrix, format_fraction, fraction_array
+from fmmforge.core.exact import absmax, env_limit, exact_matrix, format_fraction, fraction_array
 from fmmforge.core.tensor import BilinearTarget, Format
 
 FIELDS = ("Z", "Z2")
@@ -158,12 +158,6 @@ class Decomposition:
         """U, V, W as object arrays of Fractions (shape (entries, rank) each)."""
         return self.U, self.V, self.W
 
-    def float_factors(self, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """U, V, W as floating arrays (for kernels; exact for the usual dyadic entries)."""
-        return tuple(  # type: ignore[return-value]
-            (num.astype(np.float64) / den).astype(dtype) for num, den in (self._u, self._v, self._w)
-        )
-
     def is_integral(self) -> bool:
         return self._u[1] == self._v[1] == self._w[1] == 1
 
@@ -266,42 +260,6 @@ class Decomposition:
     def __repr__(self) -> str:
         return f"Decomposition({self.target.describe()}, rank={self.rank}, field={self.field})"
 
-    # ----------------------------------------------------------------- transformations
-    # (implemented in transforms.py; exposed here so they read as methods)
-    def rotate(self) -> "Decomposition":
-        from fmmforge.core.transforms import rotate
-
-        return rotate(self)
-
-    def transpose(self) -> "Decomposition":
-        from fmmforge.core.transforms import transpose
-
-        return transpose(self)
-
-    def sandwich(self, X: Any, Y: Any, Z: Any) -> "Decomposition":
-        from fmmforge.core.transforms import sandwich
-
-        return sandwich(self, X, Y, Z)
-
-    def permute_terms(self, order: Any) -> "Decomposition":
-        from fmmforge.core.transforms import permute_terms
-
-        return permute_terms(self, order)
-
-    def flip_signs(self, u_signs: Any, v_signs: Any) -> "Decomposition":
-        from fmmforge.core.transforms import flip_signs
-
-        return flip_signs(self, u_signs, v_signs)
-
-    def kron(self, other: "Decomposition") -> "Decomposition":
-        from fmmforge.core.transforms import kron
-
-        return kron(self, other)
-
-    def entry_text(self, which: int, row: int, col: int) -> str:
-        num, den = (self._u, self._v, self._w)[which]
-        return format_fraction(Fraction(int(num[row, col]), den))
-
 
 def _mod2(num: np.ndarray, den: int) -> tuple[np.ndarray, int]:
     if den % 2 == 0:
@@ -331,7 +289,7 @@ def max_work() -> int:
 def _exact_dtype(d: Decomposition, U: np.ndarray, V: np.ndarray, W: np.ndarray, scale: int) -> Any:
     """float64 where every product and partial sum is an integer below 2^53 (then BLAS is exact),
     int64 below 2^62, Python integers beyond. Bounds are Python integers: nothing overflows."""
-    bound = d.rank * _absmax(U) * _absmax(V) * _absmax(W)
+    bound = d.rank * absmax(U) * absmax(V) * absmax(W)
     top = max(bound, scale * d.target.max_abs_entry())
     if top < _FLOAT_EXACT_LIMIT:
         return np.float64
@@ -425,8 +383,3 @@ def _check_block(
         f"{format_fraction(value)}" + (" (mod 2)" if mod2 else ""),
         (a0 + a, b0 + b, c),
     )
-
-
-def _absmax(x: np.ndarray) -> int:
-    """max |x| as a Python integer (np.abs overflows at the most negative int64)."""
-    return max(int(x.max()), -int(x.min())) if x.size else 0

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fmmforge.core import catalogue
+from fmmforge.core import catalogue, transforms
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.formats import read_file, write_file
 from fmmforge.core.formulas import render
@@ -39,11 +39,11 @@ def run_demo(console: Console) -> None:
     console.print(table)
 
     console.rule("3. Symmetries keep a scheme valid")
-    square = strassen.kron(strassen)
+    square = transforms.kron(strassen, strassen)
     console.print(f"   strassen ⊗ strassen: {square.target.describe()} rank {square.rank}, valid {square.verify().valid}")
-    rotated = catalogue.resolve("alphatensor:3,4,5").rotate()
+    rotated = transforms.rotate(catalogue.resolve("alphatensor:3,4,5"))
     console.print(f"   alphatensor:3,4,5 rotated: {rotated.target.describe()} rank {rotated.rank}, valid {rotated.verify().valid}")
-    flipped = strassen.flip_signs([-1] * 7, [1] * 7).permute_terms(list(reversed(range(7))))
+    flipped = transforms.permute_terms(transforms.flip_signs(strassen, [-1] * 7, [1] * 7), list(reversed(range(7))))
     console.print(f"   strassen with terms reversed and signs flipped: same fingerprint "
                   f"{flipped.fingerprint == strassen.fingerprint}")
     broken_u = strassen.numerators()[0].copy()

@@ -185,6 +185,12 @@ def exact_matrix(values: Any) -> tuple[np.ndarray, int]:
     return _reduce(np.array(nums, dtype=np.int64).reshape(arr.shape), den)
 
 
+def absmax(x: np.ndarray) -> int:
+    """max |x| as a Python integer, 0 for an empty array (np.abs overflows at the most negative
+    int64)."""
+    return max(int(x.max()), -int(x.min())) if x.size else 0
+
+
 def check_int_range(arr: np.ndarray) -> None:
     """Integer arrays (signed or not, read as their true values) must stay below 2^62."""
     if not arr.size or arr.dtype.kind == "b":

@@ -28,10 +28,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError, InvalidDecompositionError
+from fmmforge.core.formats.json import dumps_json, loads_json
+from fmmforge.core.names import NAME_PATTERN, is_reserved
+from fmmforge.core.paths import check_home, default_home
 from fmmforge.core.version import __version__
 
 STORE_FILE = "store.sqlite"
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.+-]*(:[A-Za-z0-9_.,+-]+)?$")
 
 # Each entry upgrades the schema by one version (PRAGMA user_version).
 MIGRATIONS: list[str] = [
@@ -105,39 +107,6 @@ HEX_PREFIX = re.compile(r"[0-9a-f]{1,24}")
 MIN_PREFIX = 8
 
 
-def default_home() -> Path:
-    """$FMMFORGE_HOME, else $XDG_DATA_HOME/fmmforge, else ~/.local/share/fmmforge.
-
-    Raises FmmforgeError when that path cannot be a directory (see :func:`check_home`).
-    """
-    env = os.environ.get("FMMFORGE_HOME")
-    if env:
-        return check_home(Path(env).expanduser())
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return check_home(base / "fmmforge")
-
-
-def check_home(home: Path) -> Path:
-    """``home`` when it is a directory or can be created as one; raises FmmforgeError otherwise.
-
-    A file there (or at one of its parents) would read as an empty store and break the
-    checkpoints and the kernel cache later, so it is refused where the home is asked for.
-    """
-    try:
-        existing = next((p for p in (home, *home.parents) if p.exists()), None)
-    except OSError as exc:
-        raise FmmforgeError(
-            f"cannot use the fmmforge home {home} ({exc.strerror or exc}); set FMMFORGE_HOME to a directory"
-        ) from None
-    if existing is not None and not existing.is_dir():
-        what = "is not a directory" if existing == home else f"cannot be created: {existing} is not a directory"
-        raise FmmforgeError(
-            f"the fmmforge home {home} {what}; set FMMFORGE_HOME to a directory (it is created if missing)"
-        )
-    return home
-
-
 def row_checksum(checked: Sequence[Any]) -> str:
     """sha256 of a row's CHECKED_COLUMNS values (their types included)."""
     text = repr((CHECKSUM_SCHEME, *checked))
@@ -194,8 +163,6 @@ class StoredAlgorithm:
     @cached_property
     def decomposition(self) -> Decomposition:
         """Re-verified on load: a hand-edited or corrupted row never passes as valid."""
-        from fmmforge.core.formats import loads_json
-
         try:
             d = loads_json(self.data)
             return d.require_valid()
@@ -220,8 +187,6 @@ def _read_provenance(values: Sequence[Any]) -> Provenance:
 
 def _verify_columns(checked: Sequence[Any]) -> Decomposition | str:
     """The row's scheme, verified and matching its summary columns; else the reason it is bad."""
-    from fmmforge.core.formats import loads_json
-
     data = checked[-1]
     if not isinstance(data, str):
         return "its data is not text"
@@ -383,9 +348,6 @@ class Store:
 
         A stored row with the same fingerprint that no longer verifies is replaced (same id).
         """
-        from fmmforge.core.catalogue import is_reserved
-        from fmmforge.core.formats import dumps_json
-
         result = d.verify()
         if not result.valid:
             raise InvalidDecompositionError(f"refusing to store an invalid scheme: {result.first_failure}")

@@ -9,13 +9,14 @@ DeepMind's files index C transposed (k*n + i); their importer converts.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.exact import check_entries, check_int_range
+from fmmforge.core.exact import absmax, check_entries, check_int_range
 
 Format = tuple[int, int, int]
 
@@ -53,21 +54,59 @@ def check_format(fmt: tuple[int, ...]) -> Format:
     return (int(fmt[0]), int(fmt[1]), int(fmt[2]))
 
 
-def parse_format(text: str) -> Format:
-    """Parse ``2,3,4``, ``2x3x4`` or ``<2,3,4>`` into (n, m, p)."""
-    cleaned = text.strip().strip("<>").replace("x", ",").replace("X", ",").replace(" ", "")
-    parts = cleaned.split(",")
+# One grammar for every size written on a command line: sides separated by ",", "x", "×" or "*",
+# optionally inside <...>, spaces ignored ("2,3,4", "2x3x4", "<2,3,4>").
+_SIDE_SEPARATOR = re.compile(r"[,x×*]")
+
+
+def _sides(text: str) -> list[int] | None:
+    """The integers of ``text`` in that grammar; None when a part is not an integer."""
+    cleaned = text.strip().strip("<>").replace(" ", "").lower()
     try:
-        values = tuple(int(x) for x in parts)
+        return [int(part) for part in _SIDE_SEPARATOR.split(cleaned)]
     except ValueError:
-        raise FmmforgeError(
-            f"matrix format {text!r} is not three positive integers; write it like 2,3,4"
-        ) from None
-    if len(values) != 3 or min(values) < 1:
+        return None
+
+
+def parse_format(text: str) -> Format:
+    """Parse a matrix format ``2,3,4``, ``2x3x4`` or ``<2,3,4>`` into (n, m, p)."""
+    values = _sides(text)
+    if values is None or len(values) != 3 or min(values) < 1:
         raise FmmforgeError(
             f"matrix format {text!r} is not three positive integers; write it like 2,3,4"
         )
-    return values  # type: ignore[return-value]
+    return values[0], values[1], values[2]
+
+
+def parse_shape(text: str, what: str = "size", max_side: int | None = None) -> tuple[int, int, int]:
+    """Parse a product size M×K×N (``8192,4096,2048``, ``8192x4096x2048``, ``<8,4,2>``); a single
+    number N means square, (N, N, N). Every side is in [1, max_side]; ``what`` names the option
+    in the error."""
+    values = _sides(text)
+    if values is not None and len(values) == 1:
+        values = values * 3
+    if values is None or len(values) != 3:
+        raise FmmforgeError(
+            f"{what} {text!r} is not N or M,K,N with positive integers; write it like 8192 or 8192x4096x8192"
+        )
+    for v in values:
+        if v < 1 or (max_side is not None and v > max_side):
+            allowed = "at least 1" if max_side is None else f"between 1 and {_power_text(max_side)}"
+            raise FmmforgeError(f"{what} {text!r}: every side must be {allowed}, not {v:,}")
+    return values[0], values[1], values[2]
+
+
+def _power_text(n: int) -> str:
+    """``2^31 (2,147,483,648)`` for a power of two, else ``n`` with thousands separators."""
+    return f"2^{n.bit_length() - 1} ({n:,})" if n > 1 and n & (n - 1) == 0 else f"{n:,}"
+
+
+def parse_shapes(text: str, what: str = "size", max_side: int | None = None) -> list[tuple[int, int, int]]:
+    """Comma-separated sizes, each N (square) or MxKxN: ``2048,8192x4096x8192``."""
+    shapes = [parse_shape(item, what, max_side) for item in text.split(",") if item.strip()]
+    if not shapes:
+        raise FmmforgeError(f"no {what}s given; write them like 2048,4096 or 8192x4096x8192")
+    return shapes
 
 
 @dataclass(frozen=True)
@@ -120,7 +159,7 @@ class BilinearTarget:
     def max_abs_entry(self) -> int:
         if self.dense is None:
             return 1
-        return max(int(self.dense.max(initial=0)), -int(self.dense.min(initial=0)))
+        return absmax(self.dense)
 
     def describe(self) -> str:
         if self.format:
@@ -145,14 +184,7 @@ def matrix_entry_name(letter: str, index: int, cols: int) -> str:
     return f"{letter}[{i + 1},{j + 1}]"
 
 
-_MATMUL_CACHE: dict[Format, BilinearTarget] = {}
-
-
+@lru_cache(maxsize=256)
 def _matmul_target(fmt: Format) -> BilinearTarget:
-    target = _MATMUL_CACHE.get(fmt)
-    if target is None:
-        n, m, p = fmt
-        target = BilinearTarget((n * m, m * p, n * p), fmt, "matmul{},{},{}".format(*fmt))
-        if len(_MATMUL_CACHE) < 256:
-            _MATMUL_CACHE[fmt] = target
-    return target
+    n, m, p = fmt
+    return BilinearTarget((n * m, m * p, n * p), fmt, "matmul{},{},{}".format(*fmt))

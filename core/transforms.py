@@ -14,8 +14,7 @@ import sympy
 
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.exact import ENTRY_LIMIT, check_entries, exact_matrix, fraction_array
-from fmmforge.core.tensor import BilinearTarget
+from fmmforge.core.exact import ENTRY_LIMIT, absmax, check_entries, exact_matrix, fraction_array
 
 
 def _matmul_only(d: Decomposition, what: str) -> tuple[int, int, int]:
@@ -32,10 +31,6 @@ def _permute_rows(num: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """Rows indexed by a rows×cols matrix in row-major order, re-indexed by its transpose."""
     rank = num.shape[1]
     return num.reshape(rows, cols, rank).transpose(1, 0, 2).reshape(rows * cols, rank)
-
-
-def _absmax(x: np.ndarray) -> int:
-    return max((abs(int(v)) for v in (x.max(), x.min())), default=0) if x.size else 0
 
 
 def _scaled(factor: tuple[np.ndarray, int]) -> np.ndarray:
@@ -134,7 +129,7 @@ def kron(a: Decomposition, b: Decomposition) -> Decomposition:
     check_entries(rows * r1 * r2, f"the Kronecker product <{n1 * n2},{m1 * m2},{p1 * p2}> of rank {r1 * r2}")
     for fa, fb, name in ((a._u, b._u, "U"), (a._v, b._v, "V"), (a._w, b._w, "W")):
         # numerators multiply in int64: refuse, with Python integers, what would overflow
-        if _absmax(fa[0]) * _absmax(fb[0]) >= ENTRY_LIMIT or fa[1] * fb[1] >= ENTRY_LIMIT:
+        if absmax(fa[0]) * absmax(fb[0]) >= ENTRY_LIMIT or fa[1] * fb[1] >= ENTRY_LIMIT:
             raise FmmforgeError(f"the Kronecker product's {name} entries would reach 2^62 or more; "
                                 "fmmforge keeps entries below that")
 
@@ -150,6 +145,3 @@ def kron(a: Decomposition, b: Decomposition) -> Decomposition:
     W = combine(a._w, b._w, (n1, n2), (p1, p2))
     return Decomposition.create(U, V, W, (n1 * n2, m1 * m2, p1 * p2), field=a.field)
 
-
-def general_target(tensor: Any) -> BilinearTarget:
-    return BilinearTarget.general(np.asarray(tensor))

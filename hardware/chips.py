@@ -71,7 +71,7 @@ def shipped_dir() -> Path:
 
 
 def user_dir() -> Path:
-    from fmmforge.core.store import default_home
+    from fmmforge.core.paths import default_home
 
     return default_home() / "devices"
 

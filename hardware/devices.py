@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmmforge.core.atomic import home_subdir, write_text
+from fmmforge.core.atomic import write_text
 from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.paths import default_home, home_subdir
 
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "neon", "asimd", "sve")
 
@@ -165,8 +166,6 @@ def get_device(name: str, *, runnable: bool = True) -> Device:
 # ---------------------------------------------------------------------- measured peak
 def _peaks_file(create: bool = False) -> Path:
     """$FMMFORGE_HOME/hardware/peaks.json; its folder is made only to write it (reading makes nothing)."""
-    from fmmforge.core.store import default_home
-
     folder = home_subdir("hardware") if create else default_home() / "hardware"
     return folder / "peaks.json"
 

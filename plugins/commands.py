@@ -79,14 +79,10 @@ def plugins_cmd() -> None:
 def parse_size(text: str) -> tuple[int, int, int]:
     """``8192`` -> (8192, 8192, 8192); ``8192,4096,2048`` or ``8192x4096x2048`` -> (M, K, N); every
     side between 1 and 2^31."""
-    from fmmforge.hardware.limits import check_dimensions
+    from fmmforge.core.tensor import parse_shape
+    from fmmforge.hardware.limits import MAX_DIMENSION
 
-    try:
-        values = [int(p) for p in text.strip().lower().replace("x", ",").split(",")]
-    except ValueError:
-        raise FmmforgeError(f"--size {text!r} is not N or M,K,N with positive integers; "
-                            "write it like 8192 or 8192,4096,8192") from None
-    return check_dimensions(values, text, "--size")
+    return parse_shape(text, "--size", MAX_DIMENSION)
 
 
 def score_cmd(

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from fmmforge.core import transforms
 from fmmforge.core.builtins import builtin, naive, strassen_2x2x3
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError, InvalidDecompositionError
-from fmmforge.core.tensor import BilinearTarget, matmul_tensor
+from fmmforge.core.tensor import BilinearTarget, matmul_tensor, parse_format, parse_shape, parse_shapes
 
 STRASSEN = builtin("strassen")
 SCHEMES = {
@@ -21,6 +22,42 @@ SCHEMES = {
     "2x2x3": strassen_2x2x3(),
     "naive234": naive(2, 3, 4),
 }
+
+
+@pytest.mark.parametrize("text", ["2,3,4", "2x3x4", "2X3X4", "<2,3,4>", " < 2 , 3 , 4 > ", "2×3×4", "2*3*4"])
+def test_one_size_grammar_for_formats_and_shapes(text):
+    assert parse_format(text) == parse_shape(text) == (2, 3, 4)
+
+
+def test_a_single_number_is_a_square_shape_but_not_a_format():
+    assert parse_shape("8192") == (8192, 8192, 8192)
+    assert parse_shapes("64, 8x4x2,") == [(64, 64, 64), (8, 4, 2)]
+    with pytest.raises(FmmforgeError, match="not three positive integers"):
+        parse_format("8192")
+
+
+@pytest.mark.parametrize("text", ["", "x", "2,3", "2,3,4,5", "10^30", "8192x", "a,b,c"])
+def test_malformed_sizes_are_one_clear_line(text):
+    with pytest.raises(FmmforgeError, match="not three positive integers"):
+        parse_format(text)
+    with pytest.raises(FmmforgeError, match="^--size .*write it like 8192") as info:
+        parse_shape(text, "--size")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text, side", [("2,0,4", "0"), ("-1", "-1"), ("8,9,8", "9")])
+def test_sides_out_of_range_are_named(text, side):
+    with pytest.raises(FmmforgeError, match="not three positive integers"):
+        parse_format(text.replace("9", "0"))
+    with pytest.raises(FmmforgeError, match=rf"^size '{text}': every side must be between 1 and 2\^3 \(8\), not {side}$"):
+        parse_shape(text, max_side=8)
+    with pytest.raises(FmmforgeError, match="at least 1, not -1"):
+        parse_shapes("4,-1")
+
+
+def test_a_list_of_no_sizes_is_refused():
+    with pytest.raises(FmmforgeError, match="no sizes given"):
+        parse_shapes(" , ")
 
 
 def test_matmul_tensor_is_the_product():
@@ -118,24 +155,24 @@ def test_shape_errors_are_clear():
 
 
 def test_kronecker_strassen_square_is_rank_49():
-    square = STRASSEN.kron(STRASSEN)
+    square = transforms.kron(STRASSEN, STRASSEN)
     assert square.format == (4, 4, 4) and square.rank == 49 and square.verify().valid
     assert square.stability_factor == 144  # e multiplies under the Kronecker product
 
 
 def test_rotation_and_transposition_change_the_format():
-    d = naive(2, 3, 4).kron(strassen_2x2x3())
-    assert d.rotate().format == (6, 12, 4)
-    assert d.transpose().format == (12, 6, 4)
-    assert d.rotate().rotate().rotate() == d
-    assert d.transpose().transpose() == d
+    d = transforms.kron(naive(2, 3, 4), strassen_2x2x3())
+    assert transforms.rotate(d).format == (6, 12, 4)
+    assert transforms.transpose(d).format == (12, 6, 4)
+    assert transforms.rotate(transforms.rotate(transforms.rotate(d))) == d
+    assert transforms.transpose(transforms.transpose(d)) == d
 
 
 def test_fingerprint_ignores_term_order_and_sign_changes():
     d = SCHEMES["laderman"]
     rng = np.random.default_rng(3)
     s, t = rng.choice([-1, 1], d.rank), rng.choice([-1, 1], d.rank)
-    other = d.flip_signs(s, t).permute_terms(rng.permutation(d.rank))
+    other = transforms.permute_terms(transforms.flip_signs(d, s, t), rng.permutation(d.rank))
     assert other.fingerprint == d.fingerprint
     assert other != d or (s == 1).all()
     assert d.fingerprint != SCHEMES["strassen"].fingerprint
@@ -170,7 +207,7 @@ def test_random_sandwich_stays_valid(name, data):
     d = SCHEMES[name]
     n, m, p = d.format
     X, Y, Z = data.draw(invertible(n)), data.draw(invertible(m)), data.draw(invertible(p))
-    out = d.sandwich(X, Y, Z)
+    out = transforms.sandwich(d, X, Y, Z)
     assert out.verify().valid and out.rank == d.rank
 
 
@@ -179,16 +216,16 @@ def test_random_sandwich_stays_valid(name, data):
 def test_random_rotation_and_transpose_stay_valid(name, turns, transpose):
     d = SCHEMES[name]
     for _ in range(turns):
-        d = d.rotate()
+        d = transforms.rotate(d)
     if transpose:
-        d = d.transpose()
+        d = transforms.transpose(d)
     assert d.verify().valid
 
 
 @settings(max_examples=15, deadline=None)
 @given(a=st.sampled_from(["strassen", "winograd", "2x2x3", "naive234"]), b=st.sampled_from(["strassen", "2x2x3"]))
 def test_kronecker_products_stay_valid(a, b):
-    d = SCHEMES[a].kron(SCHEMES[b])
+    d = transforms.kron(SCHEMES[a], SCHEMES[b])
     assert d.verify().valid and d.rank == SCHEMES[a].rank * SCHEMES[b].rank
 
 

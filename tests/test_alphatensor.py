@@ -10,7 +10,7 @@ import pytest
 from fmmforge.core import alphatensor
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.formats import read_npz_factors
+from fmmforge.core.formats.npz import read_npz_factors
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "alphatensor"
 UPSTREAM = {"Z": "factorizations_r.npz", "Z2": "factorizations_f2.npz"}

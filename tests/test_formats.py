@@ -12,24 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fmmforge.core import alphatensor
+from fmmforge.core import alphatensor, transforms
 from fmmforge.core.builtins import builtin
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.formats import (
-    FORMATS,
-    dumps_fastmm,
-    dumps_json,
-    guess_format,
-    loads_fastmm,
-    loads_json,
-    parse_json_document,
-    read_file,
-    read_npz_factors,
-    to_deepmind,
-    write_file,
-    write_npz,
-)
+from fmmforge.core.formats import FORMATS, check_format_name, guess_format, read_file, write_file, write_format
+from fmmforge.core.formats.fastmm import dumps_fastmm, loads_fastmm
+from fmmforge.core.formats.json import dumps_json, loads_json, parse_json_document
+from fmmforge.core.formats.npz import read_npz_factors, to_deepmind, write_npz
 
 SUFFIX = {"json": ".json", "npz": ".npz", "fastmm": ""}
 
@@ -175,8 +165,8 @@ _BASES = {"strassen": builtin("strassen"), "laderman": builtin("laderman"), "at-
 def test_round_trip_of_transformed_schemes(name: str, fmt: str, data: st.DataObject) -> None:
     base = _BASES[name]
     signs = st.lists(st.sampled_from([1, -1]), min_size=base.rank, max_size=base.rank)
-    d = base.flip_signs(data.draw(signs), data.draw(signs))
-    d = d.permute_terms(data.draw(st.permutations(range(base.rank))))
+    d = transforms.flip_signs(base, data.draw(signs), data.draw(signs))
+    d = transforms.permute_terms(d, data.draw(st.permutations(range(base.rank))))
     with tempfile.TemporaryDirectory() as tmp:
         back = round_trip(d, fmt, Path(tmp))
     assert back == d and back.fingerprint == d.fingerprint == base.fingerprint
@@ -235,6 +225,16 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         read_file(tmp_path)
     with pytest.raises(FmmforgeError, match="unknown file format"):
         read_file(tmp_path / "x", "csv")
+
+
+def test_format_names_are_checked_in_one_place(tmp_path: Path) -> None:
+    assert [check_format_name(n) for n in ("JSON", " npz ", "fast-matmul", "Fast_Matmul")] == ["json", "npz", "fastmm", "fastmm"]
+    assert write_format(tmp_path / "x.csv", "Json") == "json"
+    assert write_format(tmp_path / "x.npz") == "npz" and write_format(tmp_path / "x") == "fastmm"
+    with pytest.raises(FmmforgeError, match="unknown file format 'xml'; use one of json, npz, fastmm"):
+        check_format_name("xml")
+    with pytest.raises(FmmforgeError, match="cannot tell the format"):
+        write_format(tmp_path / "x.csv")
 
 
 def test_malformed_json(tmp_path: Path) -> None:

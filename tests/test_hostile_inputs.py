@@ -16,7 +16,10 @@ from fmmforge.core import catalogue, tensor
 from fmmforge.core.builtins import builtin
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.formats import dumps_fastmm, dumps_json, encode, read_file, to_deepmind, write_file
+from fmmforge.core.formats import encode, read_file, write_file
+from fmmforge.core.formats.fastmm import dumps_fastmm
+from fmmforge.core.formats.json import dumps_json
+from fmmforge.core.formats.npz import to_deepmind
 from fmmforge.core.store import Store
 
 

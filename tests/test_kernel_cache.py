@@ -136,7 +136,7 @@ def test_cli_codegen_output_that_cannot_be_written_is_one_line(cli, tmp_path, wh
 
 
 # Needs the other engineer's default_home() change only for the message; the exit code holds here
-# too because every folder in the home is made through fmmforge.core.atomic.home_subdir.
+# too because every folder in the home is made through fmmforge.core.paths.home_subdir.
 @pytest.mark.parametrize("args", [
     ["codegen", "strassen"],
     ["search", "2x2x2", "--rank", "7", "--flips", "10k", "--workers", "1"],

@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from fmmforge.core import transforms
 from fmmforge.core.additions import Operand, eliminate
 from fmmforge.core.builtins import builtin
 from fmmforge.core.catalogue import resolve
@@ -99,7 +100,7 @@ def test_cse_is_exact_on_random_equivalent_schemes(name, data):
     d = builtin(name)
     n, m, p = d.format
     X, Y, Z = (data.draw(unimodular(k)) for k in (n, m, p))
-    assert_exact(d.sandwich(X, Y, Z))
+    assert_exact(transforms.sandwich(d, X, Y, Z))
 
 
 def test_rational_coefficients_stay_exact():

@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from fmmforge.core import transforms
 from fmmforge.core.builtins import builtin
 from fmmforge.core.catalogue import resolve
 from fmmforge.core.decomposition import Decomposition
@@ -22,14 +23,14 @@ STRASSEN = builtin("strassen")
 
 def sandwiched(k: int) -> Decomposition:
     """A family of distinct valid <2,2,2;7> schemes."""
-    return STRASSEN.sandwich([[1, k], [0, 1]], [[1, 0], [k % 3, 1]], [[1, 0], [0, 1]])
+    return transforms.sandwich(STRASSEN, [[1, k], [0, 1]], [[1, 0], [k % 3, 1]], [[1, 0], [0, 1]])
 
 
 def test_insert_is_verified_and_deduplicated(_isolated_store):
     store = Store()
     assert store.all() == [] and not store.path.exists()  # reading never creates the store
     first = store.add(STRASSEN, Provenance("test", engine="flip", seed=7, params={"budget": "5s"}))
-    again = store.add(STRASSEN.flip_signs([-1] * 7, [1] * 7), Provenance("test"))
+    again = store.add(transforms.flip_signs(STRASSEN, [-1] * 7, [1] * 7), Provenance("test"))
     assert first.inserted and not again.inserted and again.id == first.id
     (row,) = store.all()
     assert row.provenance == Provenance("test", "flip", 7, {"budget": "5s"})
@@ -80,12 +81,13 @@ def test_corrupt_store_file_is_a_clear_error(_isolated_store):
 WRITER = textwrap.dedent(
     """
     import sys
+    from fmmforge.core import transforms
     from fmmforge.core.builtins import builtin
     from fmmforge.core.store import Provenance, Store
     s = builtin("strassen")
     store = Store()
     for k in range(int(sys.argv[1]), int(sys.argv[2])):
-        d = s.sandwich([[1, k], [0, 1]], [[1, 0], [k % 3, 1]], [[1, 0], [0, 1]])
+        d = transforms.sandwich(s, [[1, k], [0, 1]], [[1, 0], [k % 3, 1]], [[1, 0], [0, 1]])
         store.add(d, Provenance("writer", seed=k))
     """
 )

@@ -12,8 +12,9 @@ import pytest
 from fmmforge.core.builtins import builtin
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.formats import dumps_json
-from fmmforge.core.store import Provenance, Store, default_home, row_checksum
+from fmmforge.core.formats.json import dumps_json
+from fmmforge.core.paths import default_home
+from fmmforge.core.store import Provenance, Store, row_checksum
 
 STRASSEN = builtin("strassen")
 LADERMAN = builtin("laderman")

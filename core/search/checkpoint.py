@@ -11,9 +11,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fmmforge.core.atomic import home_subdir, write_text
+from fmmforge.core.atomic import write_text
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.paths import home_subdir
 from fmmforge.core.search.scheme import PackedScheme, pack
 from fmmforge.core.tensor import BilinearTarget
 

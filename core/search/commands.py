@@ -188,11 +188,9 @@ def register(app: typer.Typer) -> None:
         n_workers = workers if workers is not None else min(os.cpu_count() or 1, MAX_WORKERS)
         check_search_numbers(fmt, rank=rank, workers=n_workers, plateau=plateau, bound=bound, seed=seed, levels=levels)
         if output is not None:
-            from fmmforge.core.formats import FORMATS, guess_format
+            from fmmforge.core.formats import write_format
 
-            kind = out_format or guess_format(output)
-            if kind not in FORMATS:
-                raise FmmforgeError(f"unknown file format {kind!r}; use one of {', '.join(FORMATS)}")
+            write_format(output, out_format)
             writable_target(output)  # before the walk, not after it
         from fmmforge.plugins.commands import parse_size
 
