@@ -173,6 +173,19 @@ def test_npz_member_that_is_not_npy(tmp_path: Path, cli) -> None:
     one_error(err, "readme.txt", "not an .npy")
 
 
+def test_encrypted_npz_member_is_one_line(tmp_path: Path, cli) -> None:
+    """Found by the fuzzer: a flipped 'encrypted' flag bit made zipfile raise RuntimeError (exit 70)."""
+    path = _zip(tmp_path / "x.npz", {"2,2,2.npy": _strassen_npy()})
+    data = bytearray(path.read_bytes())
+    for signature, flag_offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.index(signature)
+        data[at + flag_offset] |= 0x1
+    path.write_bytes(bytes(data))
+    code, _out, err = cli("verify", path)
+    assert code == 2
+    one_error(err, "encrypted")
+
+
 @pytest.mark.parametrize("damage", [
     lambda raw: raw[:20] + b"(((" + raw[23:],  # the header dict no longer parses (TokenError)
     lambda raw: raw[:10] + b"\x00" * 30 + raw[40:],

@@ -26,7 +26,7 @@ import numpy as np
 from fmmforge.core.atomic import write_bytes
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.exact import absmax, check_entries
+from fmmforge.core.exact import MAX_FLOAT_DENOMINATOR, absmax, check_entries
 from fmmforge.core.formats.common import build_decomposition, cut, matmul_format, read_bytes
 from fmmforge.core.tensor import Format, check_format
 
@@ -35,6 +35,7 @@ _NPZ_MAX_MEMBERS = 4096
 _DAMAGED = (
     ValueError, SyntaxError, TypeError, KeyError, IndexError, OverflowError, RecursionError,
     EOFError, OSError, NotImplementedError, zipfile.BadZipFile, zlib.error, tokenize.TokenError,
+    RuntimeError,  # zipfile's word for members it cannot unpack (encryption, unknown methods)
 )
 Factors = tuple[np.ndarray, np.ndarray, np.ndarray]
 """Raw factor arrays (u, v, w) as stored in an npz file (w indexes C transposed)."""
@@ -172,6 +173,8 @@ def _npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str, al
     key = info.filename[:-4]
     check_entries(info.file_size, f"{source}: unpacking key {key!r}", unit="bytes", per_entry=8, slack=65536)
     damaged = f"{source}: key {key!r} is damaged"
+    if info.flag_bits & 0x1:
+        raise FmmforgeError(f"{source}: key {key!r} is encrypted; fmmforge reads unencrypted npz files only")
     try:
         raw = archive.read(info)
         fh = io.BytesIO(raw)
@@ -261,9 +264,11 @@ def _npz_arrays(d: Decomposition) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return tuple(np.asarray(num, dtype=np.int64) for num, _ in parts)  # type: ignore[return-value]
     for num, den in parts:
         dyadic = den & (den - 1) == 0
-        if not dyadic or absmax(num) > 2**53:
+        # the reader takes a float as exact only up to MAX_FLOAT_DENOMINATOR: never write what it refuses
+        if not dyadic or den > MAX_FLOAT_DENOMINATOR or absmax(num) > 2**53:
             raise FmmforgeError(
-                f"{d!r} has entries such as 1/{den} that float64 cannot hold exactly; "
+                f"{d!r} has entries such as 1/{den} that float64 cannot hold exactly "
+                f"(npz keeps power-of-two denominators up to 2^{MAX_FLOAT_DENOMINATOR.bit_length() - 1}); "
                 "export it as json instead"
             )
     return tuple(num.astype(np.float64) / den for num, den in parts)  # type: ignore[return-value]
