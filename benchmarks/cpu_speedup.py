@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from fmmforge.codegen.plan import ceiling, make_plan
     from fmmforge.hardware.devices import cpu_device
     from fmmforge.hardware.timing import wait_for_quiet
+    from fmmforge.plugins import get_backend
 
     threads = args.threads or torch.get_num_threads()
     dev = cpu_device()
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                                   variant=variant[0] if variant else "lowmem")
         busy = wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
         t0 = time.time()
-        rec = measure(plan, decomps, size, threads=threads, pairs=args.pairs, measure_memory=True,
+        rec = measure(plan, decomps, size, backend=get_backend("torch"), threads=threads, pairs=args.pairs, measure_memory=True,
                       record=args.record)
         c = ceiling(decomps)
         bytes_c = size[0] * size[2] * (4 if dtype == "float32" else 8)
@@ -154,9 +155,10 @@ def reference_row(levels: int, n: int, threads: int, pairs: int) -> tuple[float,
                      pairs=pairs)
     from fmmforge.codegen.generate import generate
     from fmmforge.codegen.plan import make_plan
+    from fmmforge.plugins import get_backend
 
     plan, decomps = make_plan("strassen-winograd", levels, backend="torch", dtype="float32", device="cpu")
-    gen = generate(plan, decomps).matmul  # validated
+    gen = generate(plan, decomps, backend=get_backend("torch")).matmul  # validated
     C_gen = torch.empty(n, n)
     gen_err = float((gen(A, B, out=C_gen).double() - A.double() @ B.double()).abs().max())
     if not gen_err < 1e-2:
