@@ -38,8 +38,9 @@ def kernels_dir() -> Path:
 
 # Bumped whenever an emitter's output changes for the same plan, so that kernels cached by an
 # earlier emitter are regenerated (2: peeling once at the top, to every level's multiple;
-# 3: one workspace helper text for torch and numpy).
-EMITTER_REVISION = 3
+# 3: one workspace helper text for torch and numpy; 4: the runtime copied from codegen.runtime,
+# one function pair per distinct algorithm).
+EMITTER_REVISION = 4
 # Bumped when the layout of a cache entry changes (2: validation.json records each file's sha256).
 CACHE_FORMAT = 2
 

@@ -443,3 +443,68 @@ def test_codegen_never_imports_the_plugin_layer():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             found += [f"{path.name}: {n}" for n in names if n.startswith("fmmforge.plugins")]
     assert found == []
+
+
+def test_python_emitter_refuses_a_backend_it_cannot_write():
+    from fmmforge.codegen.emit_python import emit_python
+
+    plan, decomps = make_plan("strassen", 1, backend="cupy", device="cuda")
+    with pytest.raises(FmmforgeError, match="writes kernels for torch, numpy, not backend 'cupy'"):
+        emit_python(plan, decomps)
+
+
+@pytest.mark.parametrize("name,levels,pairs", [("strassen", 3, 1), ("laderman/strassen", 3, 2)])
+def test_one_function_pair_per_distinct_algorithm(name, levels, pairs):
+    plan, decomps = make_plan(name, levels, dtype="float64", cutoff=1)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend))
+    defs = [n.name for n in ast.walk(ast.parse(kernel.source)) if isinstance(n, ast.FunctionDef)
+            and n.name.endswith(("_set", "_acc")) and not n.name.startswith("_leaf")]
+    assert len(defs) == 2 * pairs, defs
+    mod = kernel.module()
+    assert len(mod.LEVELS) == levels and len(set(mod.LEVELS)) == pairs
+    A, B = torch.rand(24, 16, dtype=torch.float64), torch.rand(16, 40, dtype=torch.float64)
+    torch.testing.assert_close(mod.matmul(A, B), A @ B)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_kernels_inline_the_runtime_modules(backend):
+    """The runtime is real Python (importable, testable) and copied verbatim into each kernel."""
+    import inspect
+
+    from fmmforge.codegen import runtime_caches, runtime_lowmem, runtime_numpy, runtime_torch
+
+    ops = runtime_torch if backend == "torch" else runtime_numpy
+    plan, decomps = make_plan("strassen", 2, backend=backend, dtype="float64")
+    src = generate(plan, decomps, backend=get_backend(backend)).source
+    for fn in (runtime_caches._cache, runtime_caches._ws, ops._fits, ops._allocate, ops._leaf_set, ops.matmul,
+               runtime_lowmem._level, runtime_lowmem._multiples, runtime_lowmem._peel):
+        assert inspect.getsource(fn) in src, fn.__name__
+    other = runtime_numpy if backend == "torch" else runtime_torch
+    assert inspect.getsource(other._allocate) not in src
+
+
+def test_runtime_multiples_stop_at_the_first_level_below_the_cutoff(monkeypatch):
+    from fmmforge.codegen import runtime_lowmem
+
+    monkeypatch.setattr(runtime_lowmem, "FORMATS", [(2, 2, 2), (3, 3, 3)])
+    monkeypatch.setattr(runtime_lowmem, "CUTOFF", 4)
+    assert runtime_lowmem._multiples(24, 24, 24, 0) == (6, 6, 6)  # 24 / 2 = 12 >= 3·4
+    assert runtime_lowmem._multiples(20, 24, 24, 0) == (2, 2, 2)  # 20 / 2 = 10 < 3·4
+    assert runtime_lowmem._multiples(7, 24, 24, 0) == (1, 1, 1)
+    assert runtime_lowmem._multiples(12, 12, 12, 1) == (3, 3, 3)
+
+
+def test_runtime_workspaces_are_reused_until_the_shape_changes():
+    from fmmforge.codegen import runtime_numpy
+
+    namespace = {"np": np}
+    from fmmforge.codegen.emit_python import backend_runtime, thread_caches
+
+    exec("import threading\n" + thread_caches(False) + backend_runtime(runtime_numpy), namespace)
+    like = np.zeros((2, 2))
+    first = namespace["_ws"]("S", (3, 4), like)
+    assert namespace["_ws"]("S", (3, 4), like) is first and first.shape == (3, 4)
+    assert namespace["_ws"]("S", (4, 3), like) is not first
+    assert namespace["workspace_bytes"]() == 12 * 8
+    namespace["clear_workspaces"]()
+    assert namespace["workspace_bytes"]() == 0
