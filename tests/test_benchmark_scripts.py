@@ -69,3 +69,30 @@ def test_breakdown_bad_case_is_one_clear_line():
     bd = _script("cpu_breakdown")
     with pytest.raises(SystemExit, match="ALGO:LEVELS:N"):
         bd.parse_cases("strassen-winograd:2")
+
+
+def _against(tmp_path, capsys, old_source: str) -> str:
+    """Run cpu_speedup.py --against on one tiny case whose old kernel is ``old_source``."""
+    sp = _script("cpu_speedup")
+    sp.CASES = {"quick": [("48 strassen L1", "x", "strassen", 1, (48, 48, 48), "float64")], "full": []}
+    old = tmp_path / "old" / "strassen-L1-float64"
+    old.mkdir(parents=True)
+    (old / "kernel.py").write_text(old_source)
+    assert sp.main(["--quick", "--against", str(tmp_path / "old"), "--pairs", "3", "--wait-quiet", "0"]) == 0
+    return capsys.readouterr().out
+
+
+def test_cpu_speedup_against_old_kernels_prints_new_over_old(tmp_path, capsys):
+    plan, decomps = make_plan("strassen", 1, backend="torch", dtype="float64")
+    source = generate(plan, decomps, backend=get_backend("torch")).source
+    out = _against(tmp_path, capsys, source)
+    row = next(line for line in out.splitlines() if line.startswith("48 strassen L1"))
+    assert float(row.split()[7]) > 0  # the new/old ratio, with its spread beside it
+
+
+def test_cpu_speedup_against_refuses_a_wrong_old_kernel(tmp_path, capsys):
+    plan, decomps = make_plan("strassen", 1, backend="torch", dtype="float64")
+    source = generate(plan, decomps, backend=get_backend("torch")).source
+    halved = source + "\n_exact = matmul\n\ndef matmul(A, B, out=None):\n    return _exact(A, B, out).mul_(0.5)\n"
+    with pytest.raises(SystemExit, match="wrong at this size"):
+        _against(tmp_path, capsys, halved)
