@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from fmmforge.codegen.plan import ceiling, make_plan
     from fmmforge.hardware.devices import cpu_device
     from fmmforge.hardware.timing import compare, pinned_threads
+    from fmmforge.plugins import get_backend
 
     print(f"device: {cpu_device().description}; baseline torch.mm (out=); pairs {args.pairs}", flush=True)
     print(f"{'case':30s} {'base s':>7s} {'full':>6s} {'leaves':>7s} {'passes':>7s} {'rest':>6s} "
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = []
     for algo, levels, n in cases:
         plan, decomps = make_plan(algo, levels, backend="torch", dtype="float32", device="cpu")
-        kernel = generate(plan, decomps)  # validated (or a validated cached copy)
+        kernel = generate(plan, decomps, backend=get_backend("torch"))  # validated (or a validated cached copy)
         stripped, removed = strip_passes(kernel.source)
         if removed == 0:
             raise SystemExit(f"{algo} L{levels}: found no element-wise pass to remove; has the torch emitter changed?")

@@ -10,6 +10,16 @@ Peak extra memory of one kernel call is measured (VmHWM reset) and compared with
 
 Not part of the test run (timings on a shared machine are not assertions); it prints ratios
 and whether each target of issue 5 was met.
+
+``--against DIR`` compares the kernels of this checkout with kernels an earlier fmmforge wrote
+(no slowdown check of an emitter change): for each case it loads DIR/ALGO-LLEVELS-DTYPE/kernel.py
+(made with ``fmmforge codegen ALGO --levels L --dtype DTYPE -o DIR/ALGO-LLEVELS-DTYPE`` from the old
+checkout), checks both kernels against float64 at the case's size, times them interleaved in one
+run and prints new/old time (below 1: the new kernel is faster) with the spread of the per-pair
+ratios.
+
+    flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/cpu_speedup.py --against /tmp/old-kernels \
+        --only "4096 winograd L2,8192 winograd L2,4096 strassen L2,4608 laderman L1" --pairs 3
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import types
+from pathlib import Path
 
 # (label, group, algorithm, levels, size M,K,N, dtype[, torch variant]). Targets are checked per group below.
 CASES = {
@@ -69,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="also time the hand-written Strassen-Winograd (benchmarks/handwritten.py) the same way")
     ap.add_argument("--wait-quiet", type=float, default=600.0,
                     help="before each case wait up to this many seconds for other processes to leave the CPUs idle")
+    ap.add_argument("--against", type=Path, default=None, metavar="DIR",
+                    help="time each case's kernel against DIR/ALGO-LLEVELS-DTYPE/kernel.py (an earlier fmmforge's) "
+                         "instead of torch.mm, interleaved, and print new/old")
     args = ap.parse_args(argv)
+    if args.against is not None:
+        return against_main(args)
 
     import torch
 
@@ -77,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from fmmforge.codegen.plan import ceiling, make_plan
     from fmmforge.hardware.devices import cpu_device
     from fmmforge.hardware.timing import wait_for_quiet
+    from fmmforge.plugins import get_backend
 
     threads = args.threads or torch.get_num_threads()
     dev = cpu_device()
@@ -86,14 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     print(header, flush=True)
     best: dict[str, float] = {}
     checks: list[tuple[str, bool]] = []
-    for label, group, algo, levels, size, dtype, *variant in CASES["quick" if args.quick else "full"]:
-        if args.only and not any(part and part in label for part in args.only.split(",")):
-            continue
+    for label, group, algo, levels, size, dtype, *variant in selected_cases(args):
         plan, decomps = make_plan(algo, levels, backend="torch", dtype=dtype, device="cpu",
                                   variant=variant[0] if variant else "lowmem")
         busy = wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
         t0 = time.time()
-        rec = measure(plan, decomps, size, threads=threads, pairs=args.pairs, measure_memory=True,
+        rec = measure(plan, decomps, size, backend=get_backend("torch"), threads=threads, pairs=args.pairs, measure_memory=True,
                       record=args.record)
         c = ceiling(decomps)
         bytes_c = size[0] * size[2] * (4 if dtype == "float32" else 8)
@@ -128,6 +144,82 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(ok for _, ok in checks) else 1
 
 
+def selected_cases(args: argparse.Namespace) -> list[tuple]:
+    """The cases ``--quick`` and ``--only`` select."""
+    return [case for case in CASES["quick" if args.quick else "full"]
+            if not args.only or any(part and part in case[0] for part in args.only.split(","))]
+
+
+def load_old_kernel(path: Path) -> types.ModuleType:
+    """The kernel module at ``path`` (checked against float64 before it is timed)."""
+    mod = types.ModuleType(f"old_{path.parent.name.replace('-', '_')}")
+    mod.__file__ = str(path)
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), mod.__dict__)
+    if not callable(getattr(mod, "matmul", None)):
+        raise SystemExit(f"{path} defines no matmul: not a kernel module")
+    return mod
+
+
+def against_main(args: argparse.Namespace) -> int:
+    """New kernels against an earlier fmmforge's, interleaved in one run: new/old time per case."""
+    import numpy as np
+    import torch
+
+    from fmmforge.codegen.bench import _max_error
+    from fmmforge.codegen.generate import generate
+    from fmmforge.codegen.plan import make_plan
+    from fmmforge.codegen.validate import error_bound
+    from fmmforge.hardware.devices import cpu_device
+    from fmmforge.hardware.timing import compare, wait_for_quiet
+    from fmmforge.plugins import get_backend
+
+    backend = get_backend("torch")
+    threads = args.threads or torch.get_num_threads()
+    print(f"device: {cpu_device().description}; threads {threads}; new kernels against {args.against}; "
+          f"pairs {args.pairs}", flush=True)
+    print(f"{'case':34s} {'new s':>8s} {'IQR':>7s} {'old s':>8s} {'IQR':>7s} {'new/old':>8s} {'min':>6s} {'max':>6s} "
+          f"{'new err':>9s} {'old err':>9s}", flush=True)
+    for label, _group, algo, levels, size, dtype, *variant in selected_cases(args):
+        name = f"{algo}-L{levels}-{dtype}" + (f"-{variant[0]}" if variant else "")
+        old_path = args.against / name / "kernel.py"
+        if not old_path.is_file():
+            print(f"{label:34s} skipped: no {old_path} (make it with `fmmforge codegen {algo} --levels {levels} "
+                  f"--dtype {dtype}{' --variant ' + variant[0] if variant else ''} -o {old_path.parent}` "
+                  "from the old checkout)", flush=True)
+            continue
+        plan, decomps = make_plan(algo, levels, backend="torch", dtype=dtype, device="cpu",
+                                  variant=variant[0] if variant else "lowmem")
+        new = generate(plan, decomps, backend=backend).module()
+        old = load_old_kernel(old_path)
+        if getattr(old, "CUTOFF", None) != plan.cutoff:
+            raise SystemExit(f"{old_path}: cutoff {getattr(old, 'CUTOFF', None)}, not the case's {plan.cutoff}")
+        M, K, N = size
+        rng = np.random.default_rng(0)
+        A = backend.to_native(rng.uniform(-1, 1, (M, K)), dtype, "cpu")
+        B = backend.to_native(rng.uniform(-1, 1, (K, N)), dtype, "cpu")
+        C_new, C_old = torch.empty(M, N, dtype=A.dtype), torch.empty(M, N, dtype=A.dtype)
+        errors = []
+        for mod, C in ((new, C_new), (old, C_old)):
+            err, a_max, b_max = _max_error(backend, "cpu", A, B, mod.matmul(A, B, out=C))
+            bound = error_bound(K, decomps, dtype, a_max, b_max)
+            if not err <= bound:
+                raise SystemExit(f"{label}: a kernel is wrong at this size (max error {err:.3g} > bound {bound:.3g}); "
+                                 "not timed")
+            errors.append(err)
+        if args.wait_quiet > 0:
+            wait_for_quiet(args.wait_quiet)
+        result = compare(lambda: new.matmul(A, B, out=C_new), lambda: old.matmul(A, B, out=C_old),
+                         threads=threads, pairs=args.pairs)
+        cand, base = result.candidate, result.baseline
+        ratios = [c / b for c, b in zip(cand.samples, base.samples)]
+        print(f"{label:34s} {cand.median:8.3f} {cand.iqr:7.3f} {base.median:8.3f} {base.iqr:7.3f} "
+              f"{cand.median / base.median:8.3f} {min(ratios):6.3f} {max(ratios):6.3f} "
+              f"{errors[0]:9.2e} {errors[1]:9.2e}", flush=True)
+    print("new/old = median time of this checkout's kernel / the old kernel's (below 1: faster); min, max: "
+          "the per-pair ratios")
+    return 0
+
+
 def reference_row(levels: int, n: int, threads: int, pairs: int) -> tuple[float, float, float, float, float]:
     """Speed-up, medians and max error of the hand-written kernel (checked against float64 first), and
     the generated Strassen-Winograd kernel's speed relative to it (hand-written time / generated time),
@@ -154,9 +246,10 @@ def reference_row(levels: int, n: int, threads: int, pairs: int) -> tuple[float,
                      pairs=pairs)
     from fmmforge.codegen.generate import generate
     from fmmforge.codegen.plan import make_plan
+    from fmmforge.plugins import get_backend
 
     plan, decomps = make_plan("strassen-winograd", levels, backend="torch", dtype="float32", device="cpu")
-    gen = generate(plan, decomps).matmul  # validated
+    gen = generate(plan, decomps, backend=get_backend("torch")).matmul  # validated
     C_gen = torch.empty(n, n)
     gen_err = float((gen(A, B, out=C_gen).double() - A.double() @ B.double()).abs().max())
     if not gen_err < 1e-2:

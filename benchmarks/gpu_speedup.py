@@ -29,15 +29,16 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA GPU here: nothing to measure")
         return 0
     from fmmforge.codegen.bench import measure
-    from fmmforge.codegen.generate import get_backend
     from fmmforge.codegen.plan import ceiling, make_plan
     from fmmforge.core.errors import FmmforgeError
+    from fmmforge.plugins import get_backend
 
     print(f"device: {torch.cuda.get_device_name(0)}; float32, TF32 off; baseline cuBLAS (torch.mm / cupy.matmul)")
     print(f"{'backend':8s} {'algorithm':20s} {'L':>2s} {'size':>6s} {'kernel ms':>10s} {'cuBLAS ms':>10s} "
           f"{'speedup':>8s} {'ceiling':>8s} {'max err':>9s}")
     for backend in args.backends.split(","):
-        why = get_backend(backend).available()
+        codegen_backend = get_backend(backend)
+        why = codegen_backend.available()
         if why:
             print(f"{backend}: skipped ({why})")
             continue
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             for algo, levels in CASES:
                 plan, decomps = make_plan(algo, levels, backend=backend, dtype="float32", device=args.device, cutoff=256)
                 try:
-                    rec = measure(plan, decomps, (size,) * 3, pairs=args.pairs, min_sample_s=0.2, record=False)
+                    rec = measure(plan, decomps, (size,) * 3, backend=codegen_backend, pairs=args.pairs, min_sample_s=0.2, record=False)
                 except FmmforgeError as exc:
                     print(f"{backend:8s} {algo:20s} {levels:2d} {size:6d} error: {exc}")
                     continue

@@ -2,14 +2,18 @@
 
     from fmmforge.codegen.plan import make_plan
     from fmmforge.codegen.generate import generate
+    from fmmforge.plugins import get_backend
 
     plan, schemes = make_plan("strassen-winograd", levels=2, backend="torch", dtype="float32")
-    kernel = generate(plan, schemes)      # emitted, validated against float64, cached on disk
+    kernel = generate(plan, schemes, backend=get_backend("torch"))  # emitted, validated, cached
     C = kernel.matmul(A, B)               # kernel.source is a standalone Python module
 
 Modules: plan (what to generate), schedule (one level as a low-memory straight-line program),
-emit_python (torch/numpy modules), emit_batched (torch, ``variant="batched"``: levels flattened,
+emit_python (torch/numpy modules), runtime and runtime_* (the kernels' helpers as real modules,
+copied into each kernel), emit_batched (torch, ``variant="batched"``: levels flattened,
 all leaf products in one bmm), emit_cupy (CUDA C + CuPy host), backends, validate,
 generate (pipeline and cache), bench and records (measurements in the store), latency (the
-``latency`` reward), plugin (built-in registration), commands (``codegen``, ``bench``).
+``latency`` reward), commands (``codegen``, ``bench``). Backends are looked up by name in the
+plugin layer (fmmforge.plugins.builtin_backends registers these); codegen functions take the
+backend object, and codegen itself never imports fmmforge.plugins (commands.py is the CLI).
 """

@@ -3,8 +3,8 @@
 A backend turns a plan and its verified schemes into a :class:`Kernel` (``emit``), knows how to
 make inputs on its device and read results back (for validation and timing), and names its
 vendor baseline. They are registered with the plugin layer as built-ins
-(:mod:`fmmforge.codegen.plugin`); :func:`generate` is the whole pipeline: emit → validate →
-cache.
+(:mod:`fmmforge.plugins.builtin_backends`); :func:`fmmforge.codegen.generate.generate` is the
+whole pipeline: emit → validate → cache.
 """
 
 from __future__ import annotations

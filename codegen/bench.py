@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fmmforge.codegen.generate import generate, get_backend
+from fmmforge.codegen.backends import CodegenBackend
+from fmmforge.codegen.generate import generate
 from fmmforge.codegen.plan import Plan, ceiling, make_plan
 from fmmforge.codegen.records import Record, add_record, query_records
 from fmmforge.codegen.validate import error_bound
@@ -93,20 +94,6 @@ def check_run_memory(size: Size, dtype: str, device: str, **kwargs: Any) -> None
                  override="--ignore-memory")
 
 
-@dataclass
-class Inputs:
-    """Inputs of one size on the device, and the float64 reference (computed once, lazily)."""
-
-    A64: np.ndarray
-    B64: np.ndarray
-    _ref: np.ndarray | None = None
-
-    def reference(self, to_numpy_a: np.ndarray, to_numpy_b: np.ndarray) -> np.ndarray:
-        if self._ref is None:
-            self._ref = to_numpy_a.astype(np.float64) @ to_numpy_b.astype(np.float64)
-        return self._ref
-
-
 def machine_for(device: str) -> str:
     from fmmforge.hardware.devices import get_device, machine_key
 
@@ -121,7 +108,7 @@ def cached_record(plan: Plan, size: Size, store=None) -> Record | None:
     return rows[-1] if rows else None
 
 
-def _max_error(backend, device: str, A, B, C) -> tuple[float, float, float]:
+def _max_error(backend: CodegenBackend, device: str, A: Any, B: Any, C: Any) -> tuple[float, float, float]:
     """max|C - A·B| against a float64 product of the same (rounded) inputs, computed with torch
     on the kernel's device (MKL on the CPU, cuBLAS on a GPU); and max|A|, max|B|."""
     import torch
@@ -139,11 +126,13 @@ def _workspace_bytes(kernel) -> int | None:
     return int(probe()) if probe is not None else None
 
 
-def measure(plan: Plan, decomps: list[Decomposition], size: Size, *, threads: int | None = None,
+def measure(plan: Plan, decomps: list[Decomposition], size: Size, *, backend: CodegenBackend,
+            threads: int | None = None,
             pairs: int = 5, min_sample_s: float = 0.05, max_seconds: float | None = None,
             measure_memory: bool = False, store=None, record: bool = True, seed: int = 0,
             check_error: bool = True, memory_check: bool = True) -> Record:
-    """Generate (validated), check at ``size``, time against the vendor matmul, record.
+    """Generate (validated, with ``backend``: the plan's), check at ``size``, time against the vendor
+    matmul, record.
 
     Before anything of ``size`` is allocated, the memory the run needs is checked against what
     the device has available (``memory_check=False`` skips that)."""
@@ -152,8 +141,7 @@ def measure(plan: Plan, decomps: list[Decomposition], size: Size, *, threads: in
     from fmmforge.hardware.timing import compare, pinned_threads
 
     get_device(plan.device)
-    backend = get_backend(plan.backend)
-    kernel = generate(plan, decomps)
+    kernel = generate(plan, decomps, backend=backend)
     if memory_check:
         check_run_memory(size, plan.dtype, plan.device, check_error=check_error,
                          workspace_fraction=float(kernel.facts.get("workspace_fraction_square", 0.0)))
@@ -224,8 +212,8 @@ class BenchRow:
         return self.record.speedup / self.ceiling if self.ceiling else float("nan")
 
 
-def run_bench(algos: list[str], levels: list[int], sizes: list[Size], *, device: str = "cpu",
-              backend: str = "torch", dtype: str = "float32", cutoff: int = 64, threads: int | None = None,
+def run_bench(algos: list[str], levels: list[int], sizes: list[Size], *, backend: CodegenBackend,
+              device: str = "cpu", dtype: str = "float32", cutoff: int = 64, threads: int | None = None,
               pairs: int = 5, measure_memory: bool = False, on_row: Callable[[BenchRow], None] | None = None,
               on_error: Callable[[str], None] | None = None, min_sample_s: float = 0.05,
               variant: str = "lowmem", memory_check: bool = True) -> list[BenchRow]:
@@ -240,7 +228,7 @@ def run_bench(algos: list[str], levels: list[int], sizes: list[Size], *, device:
     plans = []
     for name in algos:
         for L in levels:
-            plans.append(make_plan(name, L, backend=backend, dtype=dtype, device=device, cutoff=cutoff,
+            plans.append(make_plan(name, L, backend=backend.name, dtype=dtype, device=device, cutoff=cutoff,
                                    variant=variant))
     if memory_check:
         check_run_memory(max(sizes, key=lambda s: run_bytes(s, dtype)), dtype, device)
@@ -248,8 +236,8 @@ def run_bench(algos: list[str], levels: list[int], sizes: list[Size], *, device:
     for size in sizes:
         for plan, decomps in plans:
             try:
-                rec = measure(plan, decomps, size, threads=threads, pairs=pairs, measure_memory=measure_memory,
-                              min_sample_s=min_sample_s, memory_check=memory_check)
+                rec = measure(plan, decomps, size, backend=backend, threads=threads, pairs=pairs,
+                              measure_memory=measure_memory, min_sample_s=min_sample_s, memory_check=memory_check)
             except FmmforgeError as exc:
                 if on_error is None:
                     raise

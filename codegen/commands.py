@@ -43,15 +43,16 @@ def codegen_cmd(
     variant: Annotated[str, typer.Option(help="lowmem (small workspaces) or batched (torch: levels flattened, all leaf products in one bmm)")] = "lowmem",
 ) -> None:
     """Generate a validated kernel; print the plan, additions, workspace size and the module's path."""
-    from fmmforge.codegen.generate import generate, get_backend
+    from fmmforge.codegen.generate import generate
     from fmmforge.codegen.plan import ceiling, check_variant, make_plan, stability
+    from fmmforge.core.additions import eliminate
     from fmmforge.core.cli import console
     from fmmforge.hardware.devices import get_device
-
     from fmmforge.hardware.limits import MAX_LEVELS, check_int
+    from fmmforge.plugins import get_backend
 
     check_variant(variant, backend)
-    get_backend(backend)
+    codegen_backend = get_backend(backend)
     check_int(levels, "--levels", minimum=0, maximum=MAX_LEVELS)
     check_int(cutoff, "--cutoff")
     check_int(size, "--size")
@@ -61,23 +62,17 @@ def codegen_cmd(
         get_device(device)
     plan, decomps = make_plan(name, levels, backend=backend, dtype=dtype, device=device, cutoff=cutoff,
                               variant=variant)
-    kernel = generate(plan, decomps, validate=not emit_only)
+    kernel = generate(plan, decomps, backend=codegen_backend, validate=not emit_only)
     if output is not None:
         module_path = kernel.write(output)
     else:
         module_path = kernel.module_path
     console.print(f"plan: {plan.describe()}", highlight=False)
     console.print(f"ceiling (n·m·p/R)^L = {ceiling(decomps):.4f}; error growth Π e = {stability(decomps):g}", highlight=False)
-    try:
-        from fmmforge.core.additions import eliminate
-    except ImportError:  # pragma: no cover - the additions module is part of core
-        eliminate = None
     table = Table("level", "algorithm", "format", "rank", "additions naive", "after CSE", "block passes emitted (set/acc)")
     for i, (d, lvl) in enumerate(zip(decomps, kernel.facts.get("levels", []))):
-        cse = "-"
-        if eliminate is not None:
-            adds = eliminate(d)
-            cse = f"{adds.eliminated} (U {adds.U.eliminated}, V {adds.V.eliminated}, W {adds.W.eliminated})"
+        adds = eliminate(d)
+        cse = f"{adds.eliminated} (U {adds.U.eliminated}, V {adds.V.eliminated}, W {adds.W.eliminated})"
         passes = (f"{lvl.get('passes_set', '-')}/{lvl.get('passes_acc', '-')}" if "passes_set" in lvl
                   else lvl.get("passes", "fused (1 pass per side)"))
         table.add_row(str(i), plan.algorithms[i], "<{},{},{}>".format(*d.format), str(d.rank), str(d.naive_additions), cse, passes)
@@ -125,15 +120,15 @@ def bench_cmd(
 ) -> None:
     """Measure kernels against the vendor matmul in the same run; record every row; print the table."""
     from fmmforge.codegen.bench import parse_algos, parse_levels, parse_sizes, run_bench
-    from fmmforge.codegen.generate import get_backend
     from fmmforge.codegen.plan import check_variant
     from fmmforge.core.cli import console, err_console
+    from fmmforge.plugins import get_backend
 
     check_variant(variant, backend)
     size_list = parse_sizes(sizes)
     algo_list = parse_algos(algos)
     level_list = parse_levels(levels)
-    get_backend(backend)
+    codegen_backend = get_backend(backend)
     check_bench_numbers(cutoff=cutoff, threads=threads, pairs=pairs, min_sample_ms=min_sample_ms)
     table = Table("algorithm", "L", "size", "kernel ms", "IQR", "vendor ms", "IQR", "speed-up", "GFLOP/s",
                   "ceiling", "eff", "max err", "peak extra")
@@ -143,8 +138,8 @@ def bench_cmd(
         r = row.record
         console.print(f"measured {r.algorithm} L{r.levels} {r.m}x{r.k}x{r.n}: {r.speedup:.3f}x", highlight=False)
 
-    rows = run_bench(algo_list, level_list, size_list, device=device, backend=backend, dtype=dtype, cutoff=cutoff,
-                     threads=threads, pairs=pairs, measure_memory=memory, on_row=on_row, on_error=problems.append,
+    rows = run_bench(algo_list, level_list, size_list, device=device, backend=codegen_backend, dtype=dtype,
+                     cutoff=cutoff, threads=threads, pairs=pairs, measure_memory=memory, on_row=on_row, on_error=problems.append,
                      min_sample_s=min_sample_ms / 1e3, variant=variant, memory_check=not ignore_memory)
     for row in rows:
         r = row.record

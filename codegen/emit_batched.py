@@ -25,8 +25,10 @@ from __future__ import annotations
 from fractions import Fraction
 
 from fmmforge.codegen.emit_cupy import flatten_levels
-from fmmforge.codegen.emit_python import PEEL, TORCH_LEAVES_AND_MATMUL, _num, product_comments, thread_caches
+from fmmforge.codegen.emit_python import _num, backend_runtime, product_comments, thread_caches
 from fmmforge.codegen.plan import Plan
+from fmmforge.codegen import runtime_batched, runtime_lowmem, runtime_torch
+from fmmforge.codegen.runtime import inline
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.version import __version__
 
@@ -52,110 +54,16 @@ def workspace_fraction_square(format_: tuple[int, int, int], rank: int) -> float
     return ws
 
 
-RUNTIME = '''
-
-def clear_workspaces():
-    """Free this thread's cached workspaces (and coefficient tensors)."""
-    _cache("workspaces").clear()
-    _cache("coefficients").clear()
-
-
-def workspace_bytes():
-    """Bytes held by this thread's cached workspaces and coefficient tensors."""
-    held = list(_cache("workspaces").values()) + [t for ts in _cache("coefficients").values() for t in ts]
-    return sum(t.numel() * t.element_size() for t in held)
-
-
-def _ws(key, numel, like):
-    """This thread's flat workspace ``key`` of ``numel`` elements (dtype and device of ``like``)."""
-    ws = _cache("workspaces")
-    t = ws.get(key)
-    if t is None or t.numel() != numel or t.dtype != like.dtype or t.device != like.device:
-        ws.pop(key, None)  # free the old buffer before allocating (peak memory)
-        t = torch.empty(numel, dtype=like.dtype, device=like.device)
-        ws[key] = t
-    return t
-
-
-def _coefficients(like):
-    """U^T (RANK × N1·M1), V^T (RANK × M1·P1) and W (N1·P1 × RANK) as tensors like ``like``."""
-    coefficients = _cache("coefficients")
-    key = (like.dtype, like.device)
-    found = coefficients.get(key)
-    if found is None:
-        Ut = [[0.0] * (N1 * M1) for _ in range(RANK)]
-        Vt = [[0.0] * (M1 * P1) for _ in range(RANK)]
-        W = [[0.0] * RANK for _ in range(N1 * P1)]
-        for r, (left, right, outputs) in enumerate(TERMS):
-            for a, c in left:
-                Ut[r][a] = c
-            for b, c in right:
-                Vt[r][b] = c
-            for o, c in outputs:
-                W[o][r] = c
-        found = tuple(torch.tensor(x, dtype=like.dtype, device=like.device) for x in (Ut, Vt, W))
-        coefficients[key] = found
-    return found
-
-
-'''
-
-CORE = '''
-
-def _grid(X, rows, cols):
-    """X's rows×cols grid of equal blocks as a (rows, cols, block rows, block cols) view."""
-    br, bc = X.shape[0] // rows, X.shape[1] // cols
-    return X.unflatten(0, (rows, br)).unflatten(2, (cols, bc)).permute(0, 2, 1, 3)
-
-
-def _stacked(X, rows, cols, key, numel):
-    """X's blocks, row by row, as a (rows·cols) × (block elements) matrix: a view when they already
-    lie one after another in memory, else copied into the first elements of workspace ``key``."""
-    grid = _grid(X, rows, cols)
-    r, c, br, bc = grid.shape
-    if grid.is_contiguous():
-        return grid.view(r * c, br * bc)
-    buf = _ws(key, numel, X)[: grid.numel()].view(r, c, br, bc)
-    buf.copy_(grid)
-    return buf.view(r * c, br * bc)
-
-
-def _core(A, B, C, alpha):
-    """C = alpha·A·B for M, K, N divisible by N1, M1, P1: all RANK leaf products in one torch.bmm."""
-    M, K = A.shape
-    N = B.shape[1]
-    bm, bk, bn = M // N1, K // M1, N // P1
-    Ut, Vt, W = _coefficients(A)
-    shared = max(M * K, M * N)  # A's stacked blocks, later C's (never needed at the same time)
-    S = _ws("S", RANK * bm * bk, A).view(RANK, bm, bk)
-    T = _ws("T", RANK * bk * bn, A).view(RANK, bk, bn)
-    P = _ws("P", RANK * bm * bn, A).view(RANK, bm, bn)
-    torch.mm(Ut, _stacked(A, N1, M1, "AC", shared), out=S.view(RANK, bm * bk))  # every left sum S_r
-    torch.mm(Vt, _stacked(B, M1, P1, "B", K * N), out=T.view(RANK, bk * bn))  # every right sum T_r
-    torch.bmm(S, T, out=P)  # the RANK leaf products P_r = S_r·T_r, one batched gemm
-    grid = _grid(C, N1, P1)
-    direct = grid.is_contiguous()
-    if direct:
-        Cb = grid.view(N1 * P1, bm * bn)
-    else:
-        Cb = _ws("AC", shared, A)[: M * N].view(N1 * P1, bm * bn)
-    if alpha == 1.0:
-        torch.mm(W, P.view(RANK, bm * bn), out=Cb)  # C's blocks: C_c = sum_r W[c, r]·P_r
-    else:
-        torch.addmm(Cb, W, P.view(RANK, bm * bn), beta=0.0, alpha=alpha, out=Cb)
-    if not direct:
-        grid.copy_(Cb.view(N1, P1, bm, bn))
-'''
-
 FAST = '''
 
-def _fast_set(A, B, C, alpha):
+def _fast_set(A, B, C, alpha, level=0):
     """C = alpha·A·B: the batched <N1,M1,P1> step, peeling sizes that do not divide."""
     M, K = A.shape
     N = B.shape[1]
     if M < N1 * CUTOFF or K < M1 * CUTOFF or N < P1 * CUTOFF:
         return _leaf_set(A, B, C, alpha)
 '''
+
 
 def emit_batched(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
     """(module source, facts) for a torch plan with ``variant="batched"``."""
@@ -198,17 +106,15 @@ def emit_batched(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
         lines.append(f"    # {comments[r]}")
         lines.append(f"    ({_terms(U[:, r])}, {_terms(V[:, r])}, {_terms(W[:, r])}),")
     lines.append(")")
-    lines.append(thread_caches(cuda=True).rstrip())
-    lines.append(RUNTIME.rstrip())
-    lines += ["", "", TORCH_LEAVES_AND_MATMUL.replace("__ENTRY__", "_fast_set").rstrip()]
-    lines.append(CORE.rstrip())
-    lines.append(PEEL.rstrip())
+    lines += ["", "", thread_caches(cuda=True).rstrip(), "", "", backend_runtime(runtime_torch).rstrip(), "", "",
+              inline(runtime_batched._top, runtime_batched._coefficients, runtime_batched._grid,
+                     runtime_batched._stacked, runtime_batched._core, runtime_lowmem._peel).rstrip()]
     if decomps:
         body = FAST.rstrip().splitlines()
         conds = [c for c, k in (("M % N1", n), ("K % M1", m), ("N % P1", p)) if k > 1]
         if conds:
             body += [f"    if {' or '.join(conds)}:",
-                     "        return _peel(_fast_set, _leaf_set, A, B, C, alpha, N1, M1, P1)"]
+                     "        return _peel(_fast_set, _leaf_set, A, B, C, alpha, N1, M1, P1, level)"]
         body.append("    _core(A, B, C, alpha)")
         lines += body
     else:

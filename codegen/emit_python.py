@@ -1,21 +1,28 @@
 """Emit a standalone Python kernel module (torch or numpy) from a plan.
 
 The module imports only its backend library (and threading) and defines ``matmul(A, B)`` for
-any M×K and K×N inputs of the planned dtype. Per recursion level it has two straight-line functions
-(``_l{level}_set``: C = α·A·B, ``_l{level}_acc``: C += α·A·B) written from
+any M×K and K×N inputs of the planned dtype. Per distinct algorithm of the plan it has two
+straight-line functions (``_strassen_set``: C = α·A·B, ``_strassen_acc``: C += α·A·B, called with
+the depth they run at; ``LEVELS`` names each level's pair) written from
 :mod:`fmmforge.codegen.schedule`; blocks are views, sums go into preallocated per-level
 workspaces (cached per thread by level, reallocated only when the shape changes, so threads may
 call the module at once), and the leaves are the vendor gemm (torch.mm/addmm, or numpy's matmul).
+The rest of the module is the runtime of :mod:`fmmforge.codegen.runtime`, copied in.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fractions import Fraction
+from types import ModuleType
 
 from fmmforge.codegen.plan import Plan
+from fmmforge.codegen import runtime_caches as caches, runtime_lowmem as lowmem, runtime_numpy, runtime_torch
+from fmmforge.codegen.runtime import inline
 from fmmforge.codegen.schedule import Add2, Axpy, LevelSchedule, Operand, Product, Scale, schedule_level
 from fmmforge.core.decomposition import Decomposition
+from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.version import __version__
 
 
@@ -58,11 +65,32 @@ def product_comments(d: Decomposition) -> list[str]:
     return lines
 
 
+# Several CUDA streams driven from one thread share that thread's workspaces (torch kernels).
+CUDA_STREAMS_NOTE = """# On CUDA a call's work is queued on the current stream and its workspaces are reused by the
+# thread's next call: a thread that calls matmul on several streams must order them between
+# calls (e.g. s2.wait_stream(s1)), or call from one thread per stream."""
+
+
+def thread_caches(cuda: bool) -> str:
+    """Module text: this thread's caches and workspaces (``cuda``: what a user of streams must know)."""
+    note = CUDA_STREAMS_NOTE + "\n" if cuda else ""
+    return (f"# Caches are per thread: threads calling matmul at the same time never share a workspace,\n"
+            f"# and a thread's workspaces are freed when it ends.\n{note}_LOCAL = threading.local()\n\n\n"
+            + inline(caches._cache, caches.clear_workspaces, caches.workspace_bytes, caches._ws))
+
+
+def backend_runtime(ops: ModuleType) -> str:
+    """Module text: a backend's workspace allocation, leaf gemms and ``matmul`` (codegen.runtime_torch, ...)."""
+    return inline(ops._fits, ops._allocate, ops._leaf_set, ops._leaf_acc, ops.matmul)
+
+
 @dataclass(frozen=True)
 class PythonDialect:
-    """How one backend writes the schedule's operations."""
+    """How one backend writes the schedule's operations; ``ops``: its runtime module."""
 
     library: str
+    ops: ModuleType
+    cuda: bool  # kernels may run on CUDA streams
 
     def header(self, dtype: str) -> list[str]:
         raise NotImplementedError
@@ -76,202 +104,75 @@ class PythonDialect:
     def scale(self, dst: str, c: Fraction, x: str) -> list[str]:
         raise NotImplementedError
 
-    def runtime(self) -> str:
-        raise NotImplementedError
-
-
-# The per-thread caches of every Python module. ``__STREAMS__``: what a CUDA user must know.
-THREAD_CACHES = '''
-# Caches are per thread: threads calling matmul at the same time never share a workspace, and a
-# thread's workspaces are freed when it ends.__STREAMS__
-_LOCAL = threading.local()
-
-
-def _cache(name):
-    """This thread's cache ``name``: a dict, created on first use."""
-    found = getattr(_LOCAL, name, None)
-    if found is None:
-        found = {}
-        setattr(_LOCAL, name, found)
-    return found
-'''
-
-# Several CUDA streams driven from one thread share that thread's workspaces.
-CUDA_STREAMS_NOTE = """
-# On CUDA a call's work is queued on the current stream and its workspaces are reused by the
-# thread's next call: a thread that calls matmul on several streams must order them between
-# calls (e.g. s2.wait_stream(s1)), or call from one thread per stream."""
-
-
-def thread_caches(cuda: bool) -> str:
-    """The module text defining ``_cache(name)``; ``cuda``: note what a user of several streams must do."""
-    return THREAD_CACHES.replace("__STREAMS__", CUDA_STREAMS_NOTE if cuda else "")
-
-
-WORKSPACES = '''
-
-def clear_workspaces():
-    """Free this thread's cached workspaces."""
-    _cache("workspaces").clear()
-
-
-def workspace_bytes():
-    """Bytes held by this thread's cached workspaces."""
-    return sum(t.nbytes for t in _cache("workspaces").values())
-
-
-def _ws(key, rows, cols, like):
-    """This thread's rows×cols workspace ``key`` (dtype and device of ``like``)."""
-    ws = _cache("workspaces")
-    t = ws.get(key)
-    if t is None or tuple(t.shape) != (rows, cols) or t.dtype != like.dtype__SAME_DEVICE__:
-        ws.pop(key, None)  # free the old buffer before allocating (peak memory)
-        t = __ALLOCATE__
-        ws[key] = t
-    return t
-
-
-'''
-
-
-def workspace_runtime(device_check: str, allocate: str, cuda: bool) -> str:
-    """The cached-workspace helpers of a low-memory module (the same for every Python backend)."""
-    return thread_caches(cuda) + WORKSPACES.replace("__SAME_DEVICE__", device_check).replace("__ALLOCATE__", allocate)
-
-
-# The vendor-gemm leaves and the public entry point of every torch module (``__ENTRY__``: the
-# function that computes C = alpha·A·B at the top).
-TORCH_LEAVES_AND_MATMUL = '''def _leaf_set(A, B, C, alpha):
-    """C = alpha·A·B (vendor gemm)."""
-    if alpha == 1.0:
-        torch.mm(A, B, out=C)
-    else:
-        torch.addmm(C, A, B, beta=0.0, alpha=alpha, out=C)
-
-
-def _leaf_acc(A, B, C, alpha):
-    """C += alpha·A·B (vendor gemm, accumulating in place)."""
-    torch.addmm(C, A, B, alpha=alpha, out=C)
-
-
-def matmul(A, B, out=None):
-    """C = A·B for an M×K and a K×N tensor of dtype DTYPE (any sizes; one device)."""
-    if not isinstance(A, torch.Tensor) or not isinstance(B, torch.Tensor):
-        raise TypeError("matmul expects two torch tensors")
-    if A.dim() != 2 or B.dim() != 2 or A.shape[1] != B.shape[0]:
-        raise ValueError(f"cannot multiply shapes {tuple(A.shape)} and {tuple(B.shape)}")
-    if A.dtype != DTYPE or B.dtype != DTYPE:
-        raise TypeError(f"this kernel was generated for {DTYPE}, got {A.dtype} and {B.dtype}")
-    M, N = A.shape[0], B.shape[1]
-    C = torch.empty((M, N), dtype=DTYPE, device=A.device) if out is None else out
-    if C.numel() == 0:
-        return C
-    if A.shape[1] == 0:
-        return C.zero_()
-    __ENTRY__(A, B, C, 1.0)
-    return C
-'''
-
 
 class TorchDialect(PythonDialect):
     def __init__(self) -> None:
-        super().__init__("torch")
+        super().__init__("torch", runtime_torch, cuda=True)
 
     def header(self, dtype: str) -> list[str]:
         return ["import threading", "", "import torch", "", f"DTYPE = torch.{dtype}"]
 
-    def add2(self, dst, x, c, y):
+    def add2(self, dst: str, x: str, c: Fraction, y: str) -> list[str]:
         if c == 1:
             return [f"torch.add({x}, {y}, out={dst})"]
         if c == -1:
             return [f"torch.sub({x}, {y}, out={dst})"]
         return [f"torch.add({x}, {y}, alpha={_num(c)}, out={dst})"]
 
-    def axpy(self, dst, c, x):
+    def axpy(self, dst: str, c: Fraction, x: str) -> list[str]:
         if c == 1:
             return [f"{dst}.add_({x})"]
         if c == -1:
             return [f"{dst}.sub_({x})"]
         return [f"{dst}.add_({x}, alpha={_num(c)})"]
 
-    def scale(self, dst, c, x):
+    def scale(self, dst: str, c: Fraction, x: str) -> list[str]:
         if c == 0:
             return [f"{dst}.zero_()"]
         if c == 1:
             return [f"{dst}.copy_({x})"]
         return [f"torch.mul({x}, {_num(c)}, out={dst})"]
 
-    def runtime(self) -> str:
-        return (workspace_runtime(" or t.device != like.device",
-                                  "torch.empty((rows, cols), dtype=like.dtype, device=like.device)", cuda=True)
-                + TORCH_LEAVES_AND_MATMUL.replace("__ENTRY__", "_l0_set"))
-
 
 class NumpyDialect(PythonDialect):
     def __init__(self) -> None:
-        super().__init__("numpy")
+        super().__init__("numpy", runtime_numpy, cuda=False)
 
     def header(self, dtype: str) -> list[str]:
         return ["import threading", "", "import numpy as np", "", f"DTYPE = np.dtype({dtype!r})"]
 
-    def add2(self, dst, x, c, y):
+    def add2(self, dst: str, x: str, c: Fraction, y: str) -> list[str]:
         if c == 1:
             return [f"np.add({x}, {y}, out={dst})"]
         if c == -1:
             return [f"np.subtract({x}, {y}, out={dst})"]
         return [f"np.multiply({y}, {_num(c)}, out={dst})", f"np.add({dst}, {x}, out={dst})"]
 
-    def axpy(self, dst, c, x):
+    def axpy(self, dst: str, c: Fraction, x: str) -> list[str]:
         if c == 1:
             return [f"np.add({dst}, {x}, out={dst})"]
         if c == -1:
             return [f"np.subtract({dst}, {x}, out={dst})"]
         return [f"{dst} += {_num(c)} * {x}"]
 
-    def scale(self, dst, c, x):
+    def scale(self, dst: str, c: Fraction, x: str) -> list[str]:
         if c == 0:
             return [f"{dst}.fill(0)"]
         if c == 1:
             return [f"np.copyto({dst}, {x})"]
         return [f"np.multiply({x}, {_num(c)}, out={dst})"]
 
-    def runtime(self) -> str:
-        return workspace_runtime("", "np.empty((rows, cols), dtype=like.dtype)", cuda=False) + '''def _leaf_set(A, B, C, alpha):
-    """C = alpha·A·B (BLAS gemm)."""
-    np.matmul(A, B, out=C)
-    if alpha != 1.0:
-        C *= alpha
-
-
-def _leaf_acc(A, B, C, alpha):
-    """C += alpha·A·B (BLAS gemm)."""
-    if alpha == 1.0:
-        C += A @ B
-    else:
-        C += alpha * (A @ B)
-
-
-def matmul(A, B, out=None):
-    """C = A·B for an M×K and a K×N array of dtype DTYPE (any sizes)."""
-    A = np.asarray(A)
-    B = np.asarray(B)
-    if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
-        raise ValueError(f"cannot multiply shapes {A.shape} and {B.shape}")
-    if A.dtype != DTYPE or B.dtype != DTYPE:
-        raise TypeError(f"this kernel was generated for {DTYPE}, got {A.dtype} and {B.dtype}")
-    M, N = A.shape[0], B.shape[1]
-    C = np.empty((M, N), dtype=DTYPE) if out is None else out
-    if C.size == 0:
-        return C
-    if A.shape[1] == 0:
-        C.fill(0)
-        return C
-    _l0_set(A, B, C, 1.0)
-    return C
-'''
-
 
 DIALECTS = {"torch": TorchDialect(), "numpy": NumpyDialect()}
+
+
+def dialect_for(backend: str) -> PythonDialect:
+    """The dialect of ``backend``; a backend this emitter cannot write is one clear error."""
+    found = DIALECTS.get(backend)
+    if found is None:
+        raise FmmforgeError(f"the Python emitter writes kernels for {', '.join(DIALECTS)}, not backend "
+                            f"{backend!r}; give the backend its own emit()")
+    return found
 
 
 def _alpha(c: Fraction) -> str:
@@ -282,38 +183,51 @@ def _alpha(c: Fraction) -> str:
     return f"alpha * {_num(c)}"
 
 
-def _level_function(level: int, d: Decomposition, sched: LevelSchedule, dialect: PythonDialect,
-                    next_fn: str, comments: list[str]) -> list[str]:
+def function_names(plan: Plan, decomps: list[Decomposition]) -> list[str]:
+    """Per level, the stem of its function pair: one per distinct algorithm (levels with the same
+    scheme share it), named after the algorithm (``_strassen_set``/``_strassen_acc``)."""
+    stems: dict[Decomposition, str] = {}
+    for label, d in zip(plan.algorithms, decomps):
+        if d not in stems:
+            stem = "_" + (re.sub(r"[^0-9a-zA-Z]+", "_", label).strip("_").lower() or "scheme")
+            if stem in stems.values() or stem == "_leaf":
+                stem += f"_{len(stems)}"
+            stems[d] = stem
+    return [stems[d] for d in decomps]
+
+
+def _algorithm_function(stem: str, label: str, d: Decomposition, sched: LevelSchedule, dialect: PythonDialect,
+                        comments: list[str]) -> list[str]:
+    """``{stem}_{mode}(A, B, C, alpha, level)``: one step of ``d`` at depth ``level``, its products
+    computed by the next level's pair (or the leaves)."""
     n, m, p = d.format
     mode = sched.mode
-    name = f"_l{level}_{mode}"
+    name = f"{stem}_{mode}"
     what = "C = alpha·A·B" if mode == "set" else "C += alpha·A·B"
     L = [
-        f"def {name}(A, B, C, alpha):",
-        f'    """Level {level}: {what} with <{n},{m},{p}> rank {d.rank}."""',
+        f"def {name}(A, B, C, alpha, level):",
+        f'    """{what} with {label} <{n},{m},{p}> rank {d.rank}, at depth ``level`` of the plan."""',
         "    M, K = A.shape",
         "    N = B.shape[1]",
         f"    if M < {n} * CUTOFF or K < {m} * CUTOFF or N < {p} * CUTOFF:",
         f"        return _leaf_{mode}(A, B, C, alpha)",
+        "    dm, dk, dn = _multiples(M, K, N, level)",
+        "    if M % dm or K % dk or N % dn:",
+        f"        return _peel({name}, _leaf_{mode}, A, B, C, alpha, dm, dk, dn, level)",
+        "    sub_set, sub_acc = _level(level + 1)",
+        "    deeper = level + 1",
+        f"    bm, bk, bn = M // {n}, K // {m}, N // {p}",
     ]
-    L += [f"    dm, dk, dn = _multiples(M, K, N, {level})",
-          "    if M % dm or K % dk or N % dn:",
-          f"        return _peel({name}, _leaf_{mode}, A, B, C, alpha, dm, dk, dn)"]
-    L.append(f"    bm, bk, bn = M // {n}, K // {m}, N // {p}")
     used = {(op_.kind, op_.index) for op in sched.ops for op_ in _operands(op)}
     for kind, rows, cols, rs, cs in (("A", n, m, "bm", "bk"), ("B", m, p, "bk", "bn"), ("C", n, p, "bm", "bn")):
         for idx in range(rows * cols):
             if (kind, idx) not in used:
                 continue
             i, j = divmod(idx, cols)
-            src = kind
-            L.append(f"    {block_name(kind, idx, cols, rows)} = {src}[{_slice(i, rs)}, {_slice(j, cs)}]")
-    if ("S", -1) in used:
-        L.append(f"    S = _ws(({level}, 'S'), bm, bk, A)")
-    if ("T", -1) in used:
-        L.append(f"    T = _ws(({level}, 'T'), bk, bn, A)")
-    if ("P", -1) in used:
-        L.append(f"    P = _ws(({level}, 'P'), bm, bn, A)")
+            L.append(f"    {block_name(kind, idx, cols, rows)} = {kind}[{_slice(i, rs)}, {_slice(j, cs)}]")
+    for ws, shape in (("S", "bm, bk"), ("T", "bk, bn"), ("P", "bm, bn")):
+        if (ws, -1) in used:
+            L.append(f"    {ws} = _ws((level, {ws!r}), ({shape}), A)")
 
     def nm(o: Operand) -> str:
         if o.kind in ("S", "T", "P"):
@@ -324,8 +238,7 @@ def _level_function(level: int, d: Decomposition, sched: LevelSchedule, dialect:
     for op in sched.ops:
         if isinstance(op, Product):
             L.append(f"    # {comments[op.term]}")
-            fn = next_fn + "_" + op.mode
-            L.append(f"    {fn}({nm(op.a)}, {nm(op.b)}, {nm(op.dst)}, {_alpha(op.coef)})")
+            L.append(f"    sub_{op.mode}({nm(op.a)}, {nm(op.b)}, {nm(op.dst)}, {_alpha(op.coef)}, deeper)")
         elif isinstance(op, Add2):
             L += ["    " + s for s in dialect.add2(nm(op.dst), nm(op.x), op.coef, nm(op.y))]
         elif isinstance(op, Axpy):
@@ -351,53 +264,17 @@ def _operands(op) -> list[Operand]:
     return [op.dst, op.x]
 
 
-MULTIPLES = '''
-
-def _multiples(M, K, N, level):
-    """What M, K, N must divide by for this level and every deeper one that will split at these sizes.
-
-    Peeling once to these multiples (instead of by one level's block counts at every level) leaves
-    a remainder of a few rows/columns at the top only: its fix-ups are three thin gemms, not three
-    per product of every level.
-    """
-    dm = dk = dn = 1
-    for n, m, p in FORMATS[level:]:
-        if M // dm < n * CUTOFF or K // dk < m * CUTOFF or N // dn < p * CUTOFF:
-            break
-        dm, dk, dn = dm * n, dk * m, dn * p
-    return dm, dk, dn
-'''
-
-PEEL = '''
-
-def _peel(core, leaf, A, B, C, alpha, n, m, p):
-    """Dynamic peeling: the fast algorithm on the divisible core, gemm fix-ups for the rest."""
-    M, K = A.shape
-    N = B.shape[1]
-    Mc, Kc, Nc = M - M % n, K - K % m, N - N % p
-    core(A[:Mc, :Kc], B[:Kc, :Nc], C[:Mc, :Nc], alpha)
-    if Kc < K:
-        _leaf_acc(A[:Mc, Kc:], B[Kc:, :Nc], C[:Mc, :Nc], alpha)
-    if Nc < N:
-        leaf(A[:Mc, :], B[:, Nc:], C[:Mc, Nc:], alpha)
-    if Mc < M:
-        leaf(A[Mc:, :], B, C[Mc:, :], alpha)
-'''
-
-
 def emit_python(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
     """(module source, facts: passes per level, workspace elements per C element)."""
-    dialect = DIALECTS[plan.backend if plan.backend in DIALECTS else "torch"]
+    dialect = dialect_for(plan.backend)
     lines = ['"""fmmforge kernel: C = A·B with ' + plan.describe() + ".", ""]
     lines.append(f"Generated by fmmforge {__version__}. Standalone: imports only {dialect.library} "
                  "(and threading); copy it anywhere.")
     lines.append("Usage: C = matmul(A, B) for any M×K and K×N inputs of dtype DTYPE; threads may call it at once.")
     lines.append("")
     facts: dict = {"levels": []}
-    schedules: list[tuple[LevelSchedule, LevelSchedule]] = []
     for level, d in enumerate(decomps):
         s_set, s_acc = schedule_level(d, "set"), schedule_level(d, "acc")
-        schedules.append((s_set, s_acc))
         n, m, p = d.format
         lines.append(f"Level {level}: {plan.algorithms[level]} <{n},{m},{p}> rank {d.rank}; "
                      f"{s_set.passes} block passes (set), {s_acc.passes} (accumulate); "
@@ -406,21 +283,28 @@ def emit_python(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
                                 "passes_set": s_set.passes, "passes_acc": s_acc.passes,
                                 "naive_additions": d.naive_additions,
                                 "uses_p": s_set.uses_p or s_acc.uses_p})
+    stems = function_names(plan, decomps)
+    if decomps:
+        lines.append(f"One function pair (set: C = alpha·A·B, acc: C += alpha·A·B) per distinct algorithm, "
+                     f"called with its depth: {', '.join(dict.fromkeys(stems))}.")
     lines.append('"""')
     lines.append("")
     lines += dialect.header(plan.dtype)
     lines.append(f"CUTOFF = {plan.cutoff}  # blocks smaller than this go to the vendor gemm")
     lines.append(f"FORMATS = {[tuple(d.format) for d in decomps]!r}  # <n,m,p> block counts of each level")
-    lines.append(dialect.runtime().rstrip())
-    lines.append(MULTIPLES.rstrip())
-    lines.append(PEEL.rstrip())
-    if not decomps:
-        lines += ["", "", "_l0_set = _leaf_set", "_l0_acc = _leaf_acc"]
-    for level, d in enumerate(decomps):
+    lines += ["", "", thread_caches(dialect.cuda).rstrip(), "", "", backend_runtime(dialect.ops).rstrip(), "", "",
+              inline(lowmem._level, lowmem._top, lowmem._multiples, lowmem._peel).rstrip()]
+    written: set[str] = set()
+    for level, (d, stem) in enumerate(zip(decomps, stems)):
+        if stem in written:
+            continue
+        written.add(stem)
         comments = product_comments(d)
-        next_fn = f"_l{level + 1}" if level + 1 < len(decomps) else "_leaf"
-        for sched in schedules[level]:
-            lines += ["", ""] + _level_function(level, d, sched, dialect, next_fn, comments)
+        for mode in ("set", "acc"):
+            lines += ["", ""] + _algorithm_function(stem, plan.algorithms[level], d, schedule_level(d, mode),
+                                                    dialect, comments)
+    pairs = "".join(f"({stem}_set, {stem}_acc), " for stem in stems)
+    lines += ["", "", f"LEVELS = ({pairs.rstrip(' ')})  # the (set, acc) functions of each level"]
     # workspace: per level S (bm×bk), T (bk×bn), P (bm×bn) relative to the C at that level
     ws = 0.0
     scale_m = scale_k = scale_n = 1.0

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from fmmforge.codegen.backends import BUILTIN_BACKENDS, CodegenBackend
+from fmmforge.codegen.backends import CodegenBackend
 from fmmforge.codegen.kernel import Kernel, check_file_name, sha256_text
 from fmmforge.codegen.plan import Plan, check_decomposition
 from fmmforge.codegen.validate import (CheckResult, KernelValidationError, check_product, random_inputs,
@@ -33,31 +33,15 @@ from fmmforge.core.version import __version__
 VALIDATION_FILE = "validation.json"
 
 
-def get_backend(name: str) -> CodegenBackend:
-    """A codegen backend by name: through the plugin layer, falling back to the built-ins."""
-    try:
-        from fmmforge.plugins.registry import registry
-
-        reg = registry("backend")
-        if name in reg.entries:
-            return reg.get(name)
-    except ImportError:  # plugin layer absent: built-ins only
-        reg = None
-    builtin = {b.name: b for b in BUILTIN_BACKENDS}
-    if name in builtin:
-        return builtin[name]
-    known = sorted(set(builtin) | (set(reg.names()) if reg is not None else set()))
-    raise FmmforgeError(f"unknown backend {name!r}; known: {', '.join(known)}")
-
-
 def kernels_dir() -> Path:
     return home_subdir("kernels")
 
 
 # Bumped whenever an emitter's output changes for the same plan, so that kernels cached by an
 # earlier emitter are regenerated (2: peeling once at the top, to every level's multiple;
-# 3: one workspace helper text for torch and numpy; 4: workspaces per thread).
-EMITTER_REVISION = 4
+# 3: one workspace helper text for torch and numpy; 4: workspaces per thread; 5: the runtime
+# copied from codegen.runtime, one function pair per distinct algorithm).
+EMITTER_REVISION = 5
 # Bumped when the layout of a cache entry changes (2: validation.json records each file's sha256).
 CACHE_FORMAT = 2
 
@@ -195,12 +179,13 @@ def _print_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def generate(plan: Plan, decomps: list[Decomposition], *, validate: bool = True, use_cache: bool = True,
-             warn: Callable[[str], None] = _print_warning) -> Kernel:
+def generate(plan: Plan, decomps: list[Decomposition], *, backend: CodegenBackend, validate: bool = True,
+             use_cache: bool = True, warn: Callable[[str], None] = _print_warning) -> Kernel:
     """A validated kernel for ``plan`` (from the cache when it is there and every file still has the
     sha256 recorded when it was validated; otherwise the entry is discarded with one ``warn`` line,
     and the kernel is regenerated, re-validated and cached anew).
 
+    ``backend`` is the plan's backend, looked up by the caller (``fmmforge.plugins.get_backend``).
     With ``validate=False`` (emit-only, e.g. CUDA code on a machine without a GPU) the kernel is
     returned unvalidated and never cached.
     """
@@ -208,7 +193,9 @@ def generate(plan: Plan, decomps: list[Decomposition], *, validate: bool = True,
         check_decomposition(d, label)
     if tuple(d.fingerprint for d in decomps) != plan.fingerprints:
         raise FmmforgeError("plan and schemes disagree (fingerprints differ); build plans with make_plan")
-    backend = get_backend(plan.backend)
+    if backend.name != plan.backend:
+        raise FmmforgeError(f"the plan is for backend {plan.backend}, not {backend.name}; "
+                            "pass the backend the plan names")
     backend.check_plan(plan)
     use_cache = use_cache and validate  # unvalidated kernels are never cached
     directory = kernels_dir() / cache_key(plan) if use_cache else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +83,3 @@ def writable_target_in(directory: Path, name: str) -> Path:
     make_directory(directory)
     return writable_target(directory / check_file_name(name))
 
-
-def loaded_module_names() -> list[str]:
-    return [n for n in sys.modules if n.startswith("fmmforge_kernel_")]

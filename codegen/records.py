@@ -7,7 +7,6 @@ same run, speed-up, max error against float64 and its bound, fmmforge version.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
@@ -49,10 +48,6 @@ class Record:
     @property
     def gflops(self) -> float:
         return 2.0 * self.m * self.k * self.n / self.median_s / 1e9
-
-    @property
-    def plan_dict(self) -> dict[str, Any]:
-        return json.loads(self.plan)
 
 
 _COLUMNS = [f.name for f in fields(Record) if f.name != "id"]

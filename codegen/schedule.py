@@ -106,10 +106,6 @@ class LevelSchedule:
         """Element-wise passes over a block (additions, copies, scalings)."""
         return sum(1 for op in self.ops if not isinstance(op, Product))
 
-    @property
-    def cost(self) -> int:
-        return _ops_cost(self.ops)
-
 
 def _ops_cost(ops: list[Op]) -> int:
     total = 0

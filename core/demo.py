@@ -96,6 +96,9 @@ def _codegen_and_bench(console: Console, found: Decomposition) -> None:
     from fmmforge.codegen.bench import measure
     from fmmforge.codegen.generate import generate
     from fmmforge.codegen.plan import ceiling, make_plan
+    from fmmforge.plugins import get_backend
+
+    torch_backend = get_backend("torch")
 
     def resolve(name: str) -> Decomposition:
         return found if name == "found-3x3x3" else catalogue.resolve(name)
@@ -105,7 +108,7 @@ def _codegen_and_bench(console: Console, found: Decomposition) -> None:
     plans = []
     for name, levels, size in cases:
         plan, decomps = make_plan(name, levels, backend="torch", dtype="float32", device="cpu", resolve=resolve)
-        kernel = generate(plan, decomps)
+        kernel = generate(plan, decomps, backend=torch_backend)
         worst = max(r.max_error / r.bound for r in kernel.validation) if kernel.validation else float("nan")
         console.print(f"   {plan.describe()}: {kernel.module_path} (validated, worst error {worst:.1e} of its bound)",
                       highlight=False)
@@ -114,7 +117,7 @@ def _codegen_and_bench(console: Console, found: Decomposition) -> None:
     console.rule("7. Benchmark against torch.matmul, interleaved in the same run (recorded in the store)")
     table = Table("kernel", "size", "kernel ms", "torch ms", "speed-up", "ceiling", "max error")
     for plan, decomps, size in plans:
-        rec = measure(plan, decomps, (size,) * 3, pairs=3, min_sample_s=0.05)
+        rec = measure(plan, decomps, (size,) * 3, backend=torch_backend, pairs=3, min_sample_s=0.05)
         table.add_row(plan.describe().split(",")[0] + f" L{plan.levels}", str(size), f"{rec.median_s * 1e3:.1f}",
                       f"{rec.baseline_median_s * 1e3:.1f}", f"{rec.speedup:.3f}", f"{ceiling(decomps):.3f}",
                       f"{rec.max_error:.1e}")

@@ -35,7 +35,7 @@ ENV_VAR = "FMMFORGE_PLUGINS"
 BUILTIN_PLUGINS = (
     "fmmforge.plugins.builtin_rewards",
     "fmmforge.plugins.builtin_engines",
-    "fmmforge.codegen.plugin",
+    "fmmforge.plugins.builtin_backends",
 )
 
 

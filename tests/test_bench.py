@@ -9,23 +9,7 @@ from fmmforge.codegen.plan import make_plan
 from fmmforge.codegen.records import query_records
 from fmmforge.core.catalogue import resolve
 from fmmforge.core.errors import FmmforgeError
-
-
-@pytest.fixture
-def plugins_with_codegen():
-    """The plugin manager with fmmforge.codegen.plugin registered as a built-in (if the manager
-    does not list it yet), reset afterwards."""
-    from fmmforge.plugins import manager
-
-    manager.reset_plugin_manager()
-    pm = manager.plugin_manager()
-    if "fmmforge.codegen.plugin" not in manager.BUILTIN_PLUGINS:
-        import fmmforge.codegen.plugin as plugin
-
-        pm.register(plugin, name="fmmforge.codegen.plugin", origin=manager.BUILTIN)
-        pm.registries.clear()
-    yield pm
-    manager.reset_plugin_manager()
+from fmmforge.plugins import get_backend
 
 
 def test_parsers():
@@ -41,7 +25,7 @@ def test_parsers():
 
 def test_measure_records_one_row_per_measurement():
     plan, decomps = make_plan("strassen", 1, dtype="float64", cutoff=4)
-    rec = measure(plan, decomps, (40, 24, 36), pairs=3, min_sample_s=0.001, measure_memory=True)
+    rec = measure(plan, decomps, (40, 24, 36), backend=get_backend("torch"), pairs=3, min_sample_s=0.001, measure_memory=True)
     rows = query_records()
     assert len(rows) == 1
     row = rows[0]
@@ -50,7 +34,7 @@ def test_measure_records_one_row_per_measurement():
     assert row.median_s > 0 and row.baseline_median_s > 0 and row.iqr_s >= 0
     assert row.max_error is not None and row.max_error <= row.error_bound
     assert row.fmmforge_version and row.plan_key == plan.key() and rec.id == row.id
-    measure(plan, decomps, (40, 24, 36), pairs=3, min_sample_s=0.001)
+    measure(plan, decomps, (40, 24, 36), backend=get_backend("torch"), pairs=3, min_sample_s=0.001)
     assert len(query_records()) == 2
 
 
@@ -96,7 +80,7 @@ def test_cli_bench_bad_input_exit_2_with_one_line(cli, args, message):
     assert query_records() == []
 
 
-def test_latency_reward_through_plugins_and_cache(plugins_with_codegen, monkeypatch):
+def test_latency_reward_through_plugins_and_cache(monkeypatch):
     from fmmforge.plugins import get_reward
     from fmmforge.plugins.reward import RewardContext, evaluate
 
@@ -116,7 +100,7 @@ def test_latency_reward_through_plugins_and_cache(plugins_with_codegen, monkeypa
     assert len(query_records()) == 1
 
 
-def test_latency_reward_needs_a_size_and_a_present_device(plugins_with_codegen):
+def test_latency_reward_needs_a_size_and_a_present_device():
     from fmmforge.plugins import get_reward
     from fmmforge.plugins.reward import RewardContext
 
@@ -127,7 +111,7 @@ def test_latency_reward_needs_a_size_and_a_present_device(plugins_with_codegen):
         reward.score(resolve("strassen"), RewardContext(device="cuda:5", size=(8, 8, 8)))
 
 
-def test_backends_registered_through_plugins(plugins_with_codegen):
+def test_backends_registered_through_plugins():
     from fmmforge.plugins.registry import backends
 
     found = backends()

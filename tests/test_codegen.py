@@ -17,6 +17,7 @@ from fmmforge.codegen.validate import KernelValidationError, error_bound
 from fmmforge.core.catalogue import resolve
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError, InvalidDecompositionError
+from fmmforge.plugins import get_backend
 
 # Strassen, Winograd, Laderman, a DeepMind rectangular scheme, a Kronecker product
 SCHEMES = [
@@ -40,7 +41,7 @@ def _run(kernel, backend, A, B):
 @pytest.mark.parametrize("name,levels", SCHEMES)
 def test_kernels_equal_the_reference(backend, name, levels):
     plan, decomps = make_plan(name, levels, backend=backend, dtype="float64", cutoff=1)
-    kernel = generate(plan, decomps)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend))
     assert kernel.validation and all(r.ok for r in kernel.validation)
     rng = np.random.default_rng(1)
     for M, K, N in SHAPES:
@@ -53,7 +54,7 @@ def test_kernels_equal_the_reference(backend, name, levels):
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_float32_kernel_within_error_bound(backend):
     plan, decomps = make_plan("strassen-winograd", 3, backend=backend, dtype="float32", cutoff=2)
-    kernel = generate(plan, decomps)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend))
     rng = np.random.default_rng(2)
     A, B = rng.uniform(-1, 1, (70, 45)).astype(np.float32), rng.uniform(-1, 1, (45, 66)).astype(np.float32)
     C = _run(kernel, backend, A, B)
@@ -72,7 +73,7 @@ def test_float32_kernel_within_error_bound(backend):
 ])
 def test_peeling_happens_once_at_the_top(name, levels, shape, leaf_calls):
     plan, decomps = make_plan(name, levels, backend="torch", dtype="float64", cutoff=1)
-    mod = generate(plan, decomps).module()
+    mod = generate(plan, decomps, backend=get_backend(plan.backend)).module()
     peels, leaves = [], []
     peel, leaf_set, leaf_acc, cutoff = mod._peel, mod._leaf_set, mod._leaf_acc, mod.CUTOFF
     try:
@@ -91,7 +92,7 @@ def test_peeling_happens_once_at_the_top(name, levels, shape, leaf_calls):
 
 def test_zero_levels_is_the_vendor_gemm_and_empty_shapes_work():
     plan, decomps = make_plan("strassen", 0, dtype="float64")
-    kernel = generate(plan, decomps)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend))
     A = torch.rand(5, 0, dtype=torch.float64)
     B = torch.rand(0, 3, dtype=torch.float64)
     assert torch.equal(kernel.matmul(A, B), torch.zeros(5, 3, dtype=torch.float64))
@@ -101,7 +102,7 @@ def test_zero_levels_is_the_vendor_gemm_and_empty_shapes_work():
 
 def test_emitted_module_is_standalone_and_readable(tmp_path):
     plan, decomps = make_plan("strassen", 2, dtype="float32")
-    kernel = generate(plan, decomps)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend))
     src = kernel.source
     imports = {n.names[0].name for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Import)}
     imports |= {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)}
@@ -120,7 +121,7 @@ def test_emitted_module_is_standalone_and_readable(tmp_path):
 
 def test_numpy_module_imports_only_numpy():
     plan, decomps = make_plan("laderman", 1, backend="numpy", dtype="float64")
-    src = generate(plan, decomps).source
+    src = generate(plan, decomps, backend=get_backend(plan.backend)).source
     imports = {n.names[0].name for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Import)}
     assert imports == {"numpy", "threading"}
 
@@ -133,7 +134,7 @@ def test_wrong_decomposition_cannot_reach_codegen():
     bad = Decomposition.unchecked(U, V, W, (2, 2, 2))
     plan, _ = make_plan("strassen", 1)
     with pytest.raises(InvalidDecompositionError):
-        generate(plan, [bad])
+        generate(plan, [bad], backend=get_backend(plan.backend))
     with pytest.raises(InvalidDecompositionError):
         make_plan("x", 1, resolve=lambda name: bad)
 
@@ -145,27 +146,25 @@ def test_mod2_scheme_is_refused():
 
 def test_a_wrong_kernel_fails_validation_and_is_not_cached():
     plan, decomps = make_plan("strassen", 1, dtype="float64")
-    kernel = generate(plan, decomps, validate=False)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend), validate=False)
     kernel.files["kernel.py"] = kernel.source.replace("torch.add(A11, A22, out=S)", "torch.sub(A11, A22, out=S)")
-    assert kernel.files["kernel.py"] != generate(plan, decomps, validate=False).source
-    from fmmforge.codegen.generate import get_backend
-
+    assert kernel.files["kernel.py"] != generate(plan, decomps, backend=get_backend(plan.backend), validate=False).source
     with pytest.raises(KernelValidationError, match="will not be benchmarked"):
         validate_kernel(kernel, get_backend("torch"), decomps)
 
 
 def test_kernels_are_cached_by_plan(monkeypatch):
     plan, decomps = make_plan("strassen", 1, dtype="float64")
-    first = generate(plan, decomps)
+    first = generate(plan, decomps, backend=get_backend(plan.backend))
     assert first.path is not None and first.path.parent == kernels_dir()
     calls = []
     from fmmforge.codegen import backends
 
     monkeypatch.setattr(backends.TorchBackend, "emit", lambda self, *a: calls.append(a))
-    again = generate(plan, decomps)
+    again = generate(plan, decomps, backend=get_backend(plan.backend))
     assert calls == [] and again.path == first.path and again.source == first.source
     other, ds = make_plan("strassen", 2, dtype="float64")
-    generate(other, ds, validate=False, use_cache=False)
+    generate(other, ds, backend=get_backend(other.backend), validate=False, use_cache=False)
     assert len(calls) == 1  # a different plan is emitted anew
 
 
@@ -177,14 +176,17 @@ def test_bad_plans_are_clear_errors():
     with pytest.raises(FmmforgeError, match="unknown algorithm"):
         make_plan("no-such-scheme", 1)
     plan, decomps = make_plan("strassen", 1, backend="nope")
-    with pytest.raises(FmmforgeError, match="unknown backend"):
-        generate(plan, decomps)
+    with pytest.raises(FmmforgeError, match="unknown backend 'nope'"):
+        get_backend(plan.backend)  # backends are looked up by name in the plugin layer only
+    plan, decomps = make_plan("strassen", 1, backend="torch")
+    with pytest.raises(FmmforgeError, match="the plan is for backend torch, not numpy"):
+        generate(plan, decomps, backend=get_backend("numpy"))
 
 
 # ---------------------------------------------------------------------- CUDA (cupy backend)
 def test_cupy_backend_emits_cuda_that_nvcc_compiles(tmp_path):
     plan, decomps = make_plan("strassen/laderman", 2, backend="cupy", device="cuda", dtype="float32")
-    kernel = generate(plan, decomps, validate=False)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend), validate=False)
     assert set(kernel.files) == {"kernel.py", "kernel.cu"}
     host = kernel.files["kernel.py"]
     imports = {n.names[0].name for n in ast.walk(ast.parse(host)) if isinstance(n, ast.Import)}
@@ -201,7 +203,7 @@ def test_cupy_float64_cuda_compiles(tmp_path):
     if nvcc_path() is None:
         pytest.skip("nvcc (CUDA toolkit) is not installed: cannot compile the emitted CUDA")
     plan, decomps = make_plan("alphatensor:2,3,4", 1, backend="cupy", device="cuda", dtype="float64")
-    kernel = generate(plan, decomps, validate=False)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend), validate=False)
     kernel.write(tmp_path)
     assert compile_cuda(tmp_path / "kernel.cu").exists()
 
@@ -218,7 +220,7 @@ def test_cupy_kernels_equal_the_reference_on_gpu(name, levels):
     import cupy
 
     plan, decomps = make_plan(name, levels, backend="cupy", device="cuda:0", dtype="float64", cutoff=1)
-    kernel = generate(plan, decomps)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend))
     rng = np.random.default_rng(3)
     for M, K, N in SHAPES:
         A, B = rng.uniform(-1, 1, (M, K)), rng.uniform(-1, 1, (K, N))
@@ -229,7 +231,7 @@ def test_cupy_kernels_equal_the_reference_on_gpu(name, levels):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU: torch CUDA kernels cannot run here")
 def test_torch_cuda_kernel_equals_reference():
     plan, decomps = make_plan("strassen", 2, device="cuda:0", dtype="float64", cutoff=1)
-    kernel = generate(plan, decomps)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend))
     A = torch.rand(37, 41, dtype=torch.float64, device="cuda")
     B = torch.rand(41, 29, dtype=torch.float64, device="cuda")
     torch.testing.assert_close(kernel.matmul(A, B), A @ B)
@@ -295,7 +297,7 @@ def _batched_shapes(n, m, p):
 @pytest.mark.parametrize("name,levels", BATCHED_SCHEMES)
 def test_batched_kernels_equal_the_reference(name, levels):
     plan, decomps = make_plan(name, levels, dtype="float64", cutoff=1, variant="batched")
-    kernel = generate(plan, decomps)  # emitted, validated against float64 (every peeling path), cached
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend))  # emitted, validated against float64 (every peeling path), cached
     assert kernel.validation and all(r.ok for r in kernel.validation)
     assert kernel.facts["variant"] == "batched"
     src = kernel.source
@@ -317,7 +319,7 @@ def test_batched_kernels_equal_the_reference(name, levels):
 
 def test_batched_float32_views_out_and_workspace_figure():
     plan, decomps = make_plan("strassen", 1, dtype="float32", cutoff=2, variant="batched")
-    kernel = generate(plan, decomps)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend))
     mod = kernel.module()
     rng = np.random.default_rng(6)
     A = torch.from_numpy(rng.uniform(-1, 1, (30, 21)).astype(np.float32))
@@ -346,7 +348,7 @@ def test_batched_variant_is_torch_only():
     from dataclasses import replace
 
     with pytest.raises(FmmforgeError, match="no batched variant"):
-        generate(replace(plan, variant="batched"), decomps)
+        generate(replace(plan, variant="batched"), decomps, backend=get_backend("numpy"))
     with pytest.raises(FmmforgeError, match="unknown variant 'fast'; use one of lowmem, batched"):
         make_plan("strassen", 1, variant="fast")
 
@@ -369,7 +371,7 @@ def test_plan_key_unchanged_for_lowmem():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU: torch CUDA kernels cannot run here")
 def test_batched_torch_cuda_kernel_equals_reference():
     plan, decomps = make_plan("alphatensor:2,3,4", 1, device="cuda:0", dtype="float64", cutoff=1, variant="batched")
-    kernel = generate(plan, decomps)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend))
     for M, K, N in [(4, 6, 8), (9, 13, 17), (1, 3, 4)]:
         A = torch.rand(M, K, dtype=torch.float64, device="cuda")
         B = torch.rand(K, N, dtype=torch.float64, device="cuda")
@@ -424,3 +426,85 @@ def test_cli_codegen_numbers_out_of_range_exit_2(cli, tmp_path, args, message):
     assert code == 2, err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "k").exists()
+
+
+def test_codegen_never_imports_the_plugin_layer():
+    """codegen is floor 3, plugins floor 4: backends come in as objects (only the CLI looks them up)."""
+    from pathlib import Path
+
+    import fmmforge.codegen
+
+    found = []
+    for path in sorted(Path(fmmforge.codegen.__file__).parent.rglob("*.py")):
+        if path.name == "commands.py":  # the `codegen`/`bench` commands: the application floor
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}: {n}" for n in names if n.startswith("fmmforge.plugins")]
+    assert found == []
+
+
+def test_python_emitter_refuses_a_backend_it_cannot_write():
+    from fmmforge.codegen.emit_python import emit_python
+
+    plan, decomps = make_plan("strassen", 1, backend="cupy", device="cuda")
+    with pytest.raises(FmmforgeError, match="writes kernels for torch, numpy, not backend 'cupy'"):
+        emit_python(plan, decomps)
+
+
+@pytest.mark.parametrize("name,levels,pairs", [("strassen", 3, 1), ("laderman/strassen", 3, 2)])
+def test_one_function_pair_per_distinct_algorithm(name, levels, pairs):
+    plan, decomps = make_plan(name, levels, dtype="float64", cutoff=1)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend))
+    defs = [n.name for n in ast.walk(ast.parse(kernel.source)) if isinstance(n, ast.FunctionDef)
+            and n.name.endswith(("_set", "_acc")) and not n.name.startswith("_leaf")]
+    assert len(defs) == 2 * pairs, defs
+    mod = kernel.module()
+    assert len(mod.LEVELS) == levels and len(set(mod.LEVELS)) == pairs
+    A, B = torch.rand(24, 16, dtype=torch.float64), torch.rand(16, 40, dtype=torch.float64)
+    torch.testing.assert_close(mod.matmul(A, B), A @ B)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_kernels_inline_the_runtime_modules(backend):
+    """The runtime is real Python (importable, testable) and copied verbatim into each kernel."""
+    import inspect
+
+    from fmmforge.codegen import runtime_caches, runtime_lowmem, runtime_numpy, runtime_torch
+
+    ops = runtime_torch if backend == "torch" else runtime_numpy
+    plan, decomps = make_plan("strassen", 2, backend=backend, dtype="float64")
+    src = generate(plan, decomps, backend=get_backend(backend)).source
+    for fn in (runtime_caches._cache, runtime_caches._ws, ops._fits, ops._allocate, ops._leaf_set, ops.matmul,
+               runtime_lowmem._level, runtime_lowmem._multiples, runtime_lowmem._peel):
+        assert inspect.getsource(fn) in src, fn.__name__
+    other = runtime_numpy if backend == "torch" else runtime_torch
+    assert inspect.getsource(other._allocate) not in src
+
+
+def test_runtime_multiples_stop_at_the_first_level_below_the_cutoff(monkeypatch):
+    from fmmforge.codegen import runtime_lowmem
+
+    monkeypatch.setattr(runtime_lowmem, "FORMATS", [(2, 2, 2), (3, 3, 3)])
+    monkeypatch.setattr(runtime_lowmem, "CUTOFF", 4)
+    assert runtime_lowmem._multiples(24, 24, 24, 0) == (6, 6, 6)  # 24 / 2 = 12 >= 3·4
+    assert runtime_lowmem._multiples(20, 24, 24, 0) == (2, 2, 2)  # 20 / 2 = 10 < 3·4
+    assert runtime_lowmem._multiples(7, 24, 24, 0) == (1, 1, 1)
+    assert runtime_lowmem._multiples(12, 12, 12, 1) == (3, 3, 3)
+
+
+def test_runtime_workspaces_are_reused_until_the_shape_changes():
+    from fmmforge.codegen import runtime_numpy
+
+    namespace = {"np": np}
+    from fmmforge.codegen.emit_python import backend_runtime, thread_caches
+
+    exec("import threading\n" + thread_caches(False) + backend_runtime(runtime_numpy), namespace)
+    like = np.zeros((2, 2))
+    first = namespace["_ws"]("S", (3, 4), like)
+    assert namespace["_ws"]("S", (3, 4), like) is first and first.shape == (3, 4)
+    assert namespace["_ws"]("S", (4, 3), like) is not first
+    assert namespace["workspace_bytes"]() == 12 * 8
+    namespace["clear_workspaces"]()
+    assert namespace["workspace_bytes"]() == 0

@@ -13,13 +13,14 @@ from fmmforge.codegen.generate import VALIDATION_FILE, generate
 from fmmforge.codegen.kernel import Kernel, check_file_name, sha256_text
 from fmmforge.codegen.plan import make_plan
 from fmmforge.core.errors import FmmforgeError
+from fmmforge.plugins import get_backend
 
 HALVE = "\n_exact = matmul\n\ndef matmul(A, B, *args, **kwargs):\n    return _exact(A, B, *args, **kwargs) * 0.5\n"
 
 
 def _cached(name: str = "strassen"):
     plan, decomps = make_plan(name, 1, dtype="float64", cutoff=2)
-    kernel = generate(plan, decomps)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend))
     assert kernel.path is not None and (kernel.path / VALIDATION_FILE).exists()
     return plan, decomps, kernel
 
@@ -42,12 +43,12 @@ def test_an_edited_cached_kernel_is_discarded_regenerated_and_revalidated():
     path = first.path / "kernel.py"
     path.write_text(path.read_text() + HALVE)  # the recorded validation no longer describes this file
     warnings: list[str] = []
-    again = generate(plan, decomps, warn=warnings.append)
+    again = generate(plan, decomps, backend=get_backend(plan.backend), warn=warnings.append)
     assert len(warnings) == 1 and "kernel.py changed" in warnings[0] and "re-validating" in warnings[0]
     assert again.source == first.source and _correct(again)
     assert path.read_text() == first.source  # the entry was replaced by the regenerated kernel
     quiet: list[str] = []
-    assert generate(plan, decomps, warn=quiet.append).source == first.source and quiet == []
+    assert generate(plan, decomps, backend=get_backend(plan.backend), warn=quiet.append).source == first.source and quiet == []
 
 
 def test_cli_codegen_never_reports_an_edited_cached_kernel_as_validated(cli, tmp_path):
@@ -87,7 +88,7 @@ def test_a_symlink_in_the_cache_is_not_followed(tmp_path):
     (first.path / "kernel.py").unlink()
     (first.path / "kernel.py").symlink_to(outside)
     warnings: list[str] = []
-    again = generate(plan, decomps, warn=warnings.append)
+    again = generate(plan, decomps, backend=get_backend(plan.backend), warn=warnings.append)
     assert len(warnings) == 1 and "not a regular file" in warnings[0]
     assert not (again.path / "kernel.py").is_symlink() and outside.read_text() == first.source
 
@@ -105,7 +106,7 @@ def test_a_malformed_validation_file_is_discarded(change):
     change(info)
     meta.write_text(json.dumps(info))
     warnings: list[str] = []
-    again = generate(plan, decomps, warn=warnings.append)
+    again = generate(plan, decomps, backend=get_backend(plan.backend), warn=warnings.append)
     assert len(warnings) == 1 and _correct(again)
     assert json.loads(meta.read_text())["files"] == {"kernel.py": sha256_text(first.source)}
 

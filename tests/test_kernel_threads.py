@@ -7,9 +7,10 @@ import threading
 import numpy as np
 import pytest
 
-from fmmforge.codegen.generate import generate, get_backend
+from fmmforge.codegen.generate import generate
 from fmmforge.codegen.plan import make_plan
 from fmmforge.codegen.validate import error_bound, random_inputs
+from fmmforge.plugins import get_backend
 
 THREADS = 4
 ITERATIONS = 40
@@ -65,7 +66,7 @@ def _hammer(matmul, backend, dtype, shapes, decomps, seed):
 @pytest.mark.parametrize("name,levels,backend_name,variant,shapes", KERNELS)
 def test_concurrent_calls_on_different_shapes_are_all_correct(name, levels, backend_name, variant, shapes):
     plan, decomps = make_plan(name, levels, backend=backend_name, dtype="float32", cutoff=8, variant=variant)
-    kernel = generate(plan, decomps)
+    kernel = generate(plan, decomps, backend=get_backend(plan.backend))
     assert len(shapes) == THREADS
     failures = _hammer(kernel.matmul, get_backend(backend_name), plan.dtype, shapes, decomps, seed=11)
     wrong = {shape: f[:3] for shape, f in zip(shapes, failures) if f}
@@ -75,7 +76,7 @@ def test_concurrent_calls_on_different_shapes_are_all_correct(name, levels, back
 @pytest.mark.parametrize("backend_name,variant", [("torch", "lowmem"), ("numpy", "lowmem"), ("torch", "batched")])
 def test_workspaces_belong_to_the_calling_thread(backend_name, variant):
     plan, decomps = make_plan("strassen", 1, backend=backend_name, dtype="float32", cutoff=2, variant=variant)
-    mod = generate(plan, decomps).module()
+    mod = generate(plan, decomps, backend=get_backend(plan.backend)).module()
     backend = get_backend(backend_name)
     A64, B64 = random_inputs(8, 8, 8)
     A, B = backend.to_native(A64, "float32", "cpu"), backend.to_native(B64, "float32", "cpu")
