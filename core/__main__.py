@@ -1,3 +1,3 @@
-from fmmforge.core.cli import run
+from fmmforge.core.app.cli import run
 
 run()

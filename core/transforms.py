@@ -10,7 +10,6 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-import sympy
 
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
@@ -62,7 +61,9 @@ def transpose(d: Decomposition) -> Decomposition:
     return _build(d, new_u, new_v, new_w, (p, m, n))
 
 
-def _square_exact(M: Any, size: int, name: str, field: str) -> tuple[sympy.Matrix, sympy.Matrix]:
+def _square_exact(M: Any, size: int, name: str, field: str) -> tuple[Any, Any]:
+    import sympy  # only the sandwich action needs exact matrix inverses; sympy takes 0.3 s to import
+
     num, den = exact_matrix(M)
     if num.shape != (size, size):
         raise FmmforgeError(f"sandwich matrix {name} must be {size}×{size}, got {num.shape}")
@@ -83,6 +84,8 @@ def sandwich(d: Decomposition, X: Any, Y: Any, Z: Any) -> Decomposition:
 
     Coefficient matrices change as U_r -> Xᵀ U_r Y⁻ᵀ, V_r -> Yᵀ V_r Z⁻ᵀ, W_r -> X⁻¹ W_r Z.
     """
+    import sympy
+
     n, m, p = _matmul_only(d, "the sandwich action")
     x, xi = _square_exact(X, n, "X", d.field)
     y, yi = _square_exact(Y, m, "Y", d.field)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import pluggy
 
 from fmmforge.core.contracts import Engine, Reward
-from fmmforge.plugins.extensions import Backend
+from fmmforge.plugins.extensions import Backend, Command
 
 PROJECT_NAME = "fmmforge"
 
@@ -67,4 +67,15 @@ def register_backends(register: Callable[[Backend], None]) -> None:
     A backend follows :class:`fmmforge.plugins.extensions.Backend`: ``name``,
     ``description``, ``devices`` (the device kinds it emits kernels for) and
     ``emit(plan, schemes)``, which turns a plan into readable source code and a callable.
+    """
+
+
+@hookspec
+def register_commands(register: Callable[[Command], None]) -> None:
+    """Register command-line commands: call ``register(command)`` once per command.
+
+    A command is a :class:`fmmforge.plugins.extensions.Command`: ``name``, ``description`` and
+    either a typer command function (``callback``) or a ``typer.Typer`` of sub-commands
+    (``group``). The CLI's own commands are registered this way too. Import what a command
+    needs inside its function, so that a slow import never delays the other commands.
     """

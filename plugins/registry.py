@@ -25,7 +25,8 @@ from fmmforge.plugins.manager import (
     plugin_manager,
 )
 
-HOOK_OF = {"reward": "register_rewards", "engine": "register_engines", "backend": "register_backends"}
+HOOK_OF = {"reward": "register_rewards", "engine": "register_engines", "backend": "register_backends",
+           "command": "register_commands"}
 
 
 @dataclass(frozen=True)
@@ -155,3 +156,8 @@ def engines() -> dict[str, Engine]:
 
 def backends() -> dict[str, Any]:
     return {name: reg.obj for name, reg in registry("backend").usable().items()}
+
+
+def commands() -> dict[str, Any]:
+    """Usable command-line commands by name (a name registered twice is left out and reported)."""
+    return {name: reg.obj for name, reg in registry("command").usable().items()}

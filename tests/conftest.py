@@ -14,7 +14,7 @@ def _isolated_store(tmp_path, monkeypatch):
 @pytest.fixture
 def cli(capsys):
     """Run the CLI in-process: returns (exit code, stdout, stderr)."""
-    from fmmforge.core.cli import main
+    from fmmforge.core.app.cli import main
 
     def run(*args: str):
         code = main([str(a) for a in args])

@@ -209,7 +209,7 @@ def test_verify_deepmind_originals_needs_allow_pickle(cli):
 
 def test_a_crash_is_reported_as_a_bug_with_its_own_exit_code(cli, monkeypatch):
     from fmmforge.core import catalogue
-    from fmmforge.core.cli import INTERNAL_ERROR
+    from fmmforge.core.app.cli import INTERNAL_ERROR
 
     def broken(name):
         raise ZeroDivisionError("a planted bug")

@@ -364,7 +364,7 @@ def test_dash_writes_standard_output(tmp_path: Path, cli, monkeypatch) -> None:
 
 
 def test_npz_to_standard_output_is_the_npz(capsysbinary) -> None:
-    from fmmforge.core.cli import main
+    from fmmforge.core.app.cli import main
 
     assert main(["export", "laderman", "-o", "-", "--format", "npz"]) == 0
     data = capsysbinary.readouterr().out

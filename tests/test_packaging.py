@@ -41,7 +41,7 @@ def test_built_wheel_installs_and_runs(tmp_path):
     assert install.returncode == 0, install.stderr[-2000:]
     env = {**os.environ, "PYTHONPATH": str(site), "FMMFORGE_HOME": str(tmp_path / "home")}
     code = ("import fmmforge.core, fmmforge.core.alphatensor as at, sys\n"
-            "from fmmforge.core.cli import main\n"
+            "from fmmforge.core.app.cli import main\n"
             f"assert fmmforge.core.__file__.startswith({str(site)!r}), fmmforge.core.__file__\n"
             "assert at.load((4, 4, 5)).verify().valid\n"
             "sys.exit(main(['show', 'strassen']))\n")

@@ -82,9 +82,9 @@ def plugin(**hooks):
     return Plugin
 
 
-def test_hookspecs_are_docstring_only_functions_for_three_extension_points():
+def test_hookspecs_are_docstring_only_functions_for_four_extension_points():
     specs = {name for name, obj in vars(hookspecs).items() if inspect.isfunction(obj)}
-    assert specs == {"register_rewards", "register_engines", "register_backends"}
+    assert specs == {"register_rewards", "register_engines", "register_backends", "register_commands"}
     for name in specs:
         fn = getattr(hookspecs, name)
         assert fn.__doc__ and "register(" in fn.__doc__
@@ -190,10 +190,39 @@ def test_plugins_command_lists_builtins_with_descriptions_and_empty_sections(cli
     assert "FMMFORGE_PLUGINS" in out
 
 
-def test_register_adds_the_commands_once(cli):
-    from fmmforge.core.cli import app
+def test_commands_come_from_the_plugin_manager_once_each(cli):
+    from fmmforge.core.app.cli import build_app
 
     for _ in range(3):
         assert cli("plugins")[0] == 0
-    names = [info.name for info in app.registered_commands]
-    assert names.count("plugins") == 1 and names.count("score") == 1
+    names = [info.name for info in build_app().registered_commands]
+    assert names.count("plugins") == 1 and names.count("score") == 1 and "list" in names
+
+def test_a_plugin_adds_a_command_and_a_clashing_name_is_one_clear_error(cli):
+    from fmmforge.plugins.extensions import Command
+
+    def hello(name: str = "world") -> None:
+        """Say hello (a third party's command)."""
+        print(f"hello {name}")
+
+    def fake_list() -> None:
+        """A second `list`."""
+
+    plugin_manager().register(plugin(register_commands=[Command.of("hello", hello)]), name="greeter")
+    code, out, _ = cli("hello", "--name", "fmmforge")
+    assert code == 0 and out.strip() == "hello fmmforge"
+    code, out, _ = cli("plugins")
+    assert "hello" in out and "Say hello" in out
+    plugin_manager().register(plugin(register_commands=[Command.of("list", fake_list)]), name="shadow")
+    code, _, err = cli("list")
+    assert code == 2
+    assert "command 'list' is registered twice" in one_line_error(err)
+    assert cli("show", "strassen")[0] == 0  # the other commands are untouched
+
+
+def test_a_command_needs_exactly_one_of_callback_and_group():
+    from fmmforge.plugins.extensions import Command, check_extension
+
+    assert "exactly one" in check_extension("command", Command("x", "an x"))
+    assert "description" in check_extension("command", Command("x", " ", callback=lambda: None))
+    assert check_extension("command", Command.of("x", lambda: None)) is None  # no docstring: its name describes it

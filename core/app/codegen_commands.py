@@ -1,23 +1,23 @@
-"""The `fmmforge codegen` and `fmmforge bench` commands."""
+"""The `fmmforge codegen` and `fmmforge bench` commands (a built-in command plugin)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich.table import Table
 
 from fmmforge.core.errors import FmmforgeError
+from fmmforge.plugins.extensions import Command
+from fmmforge.plugins.hookspecs import hookimpl
 
-COMMANDS = ("codegen", "bench")
 
 
-def register(app: typer.Typer) -> None:
-    if any(info.name in COMMANDS for info in app.registered_commands):
-        return
-    app.command("codegen")(codegen_cmd)
-    app.command("bench")(bench_cmd)
+@hookimpl
+def register_commands(register: Callable[[Command], None]) -> None:
+    register(Command.of("codegen", codegen_cmd))
+    register(Command.of("bench", bench_cmd))
 
 
 def _mib(x: float) -> str:
@@ -46,7 +46,7 @@ def codegen_cmd(
     from fmmforge.codegen.generate import generate
     from fmmforge.codegen.plan import ceiling, check_variant, make_plan, stability
     from fmmforge.core.additions import eliminate
-    from fmmforge.core.cli import console
+    from fmmforge.core.app.console import console
     from fmmforge.hardware.devices import get_device
     from fmmforge.hardware.limits import MAX_LEVELS, check_int
     from fmmforge.plugins import get_backend
@@ -121,7 +121,7 @@ def bench_cmd(
     """Measure kernels against the vendor matmul in the same run; record every row; print the table."""
     from fmmforge.codegen.bench import parse_algos, parse_levels, parse_sizes, run_bench
     from fmmforge.codegen.plan import check_variant
-    from fmmforge.core.cli import console, err_console
+    from fmmforge.core.app.console import console, err_console
     from fmmforge.plugins import get_backend
 
     check_variant(variant, backend)

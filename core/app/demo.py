@@ -72,7 +72,7 @@ def _search(console: Console, store: Store) -> Decomposition:
     import os
 
     from fmmforge.core.contracts import Budget, SearchRequest
-    from fmmforge.core.search.commands import run_search
+    from fmmforge.core.app.search_commands import run_search
     from fmmforge.core.search.engine import FlipGraphEngine
 
     console.rule("5. Search: flip graphs from naive <3,3,3> (rank 27) to rank 23, mod 2, lifted to Z")

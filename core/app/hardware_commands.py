@@ -1,24 +1,26 @@
-"""The `fmmforge devices` command."""
+"""The `fmmforge devices` command (a built-in command plugin)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Callable
 
 import typer
 from rich.table import Table
 
+from fmmforge.plugins.extensions import Command
+from fmmforge.plugins.hookspecs import hookimpl
 
-def register(app: typer.Typer) -> None:
-    if any(info.name == "devices" for info in app.registered_commands):
-        return
-    app.command("devices")(devices_cmd)
+
+@hookimpl
+def register_commands(register: Callable[[Command], None]) -> None:
+    register(Command.of("devices", devices_cmd))
 
 
 def devices_cmd(
     measure: Annotated[bool, typer.Option("--measure", help="measure the vendor matmul's peak GFLOP/s (cached per machine)")] = False,
 ) -> None:
     """List the devices: the CPU (BLAS, threads, measured peak), CUDA GPUs, and spec-only accelerators."""
-    from fmmforge.core.cli import console
+    from fmmforge.core.app.console import console
     from fmmforge.hardware.devices import cached_peak, list_devices, measure_peak
 
     table = Table("device", "kind", "runs kernels", "peak GFLOP/s fp32", "description")

@@ -1,35 +1,30 @@
-"""The `fmmforge plugins` and `fmmforge score` commands (added to the core CLI app).
+"""The `fmmforge plugins` and `fmmforge score` commands (a built-in command plugin).
 
-:func:`register` is called by ``fmmforge.core.cli`` before every command line is parsed.
-It only adds the commands; plugins load when a command needs them, so a broken
-third-party plugin cannot break ``fmmforge list`` or ``show``.
+A third-party plugin that fails to import or whose hook raises is recorded as a problem and
+listed by ``fmmforge plugins``; it never breaks the other commands.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Callable
 
 import typer
-from fmmforge.core.errors import FmmforgeError
 from rich.table import Table
 
-COMMANDS = ("plugins", "score")
-SECTIONS = (("reward", "rewards"), ("engine", "search engines"), ("backend", "codegen backends"))
+from fmmforge.core.app.console import console
+from fmmforge.core.errors import FmmforgeError
+from fmmforge.plugins.extensions import Command
+from fmmforge.plugins.hookspecs import hookimpl
+
+SECTIONS = (("reward", "rewards"), ("engine", "search engines"), ("backend", "codegen backends"),
+            ("command", "commands"))
 
 
-def register(app: typer.Typer) -> None:
-    """Add the plugin commands to ``app`` (idempotent: main() may call it many times)."""
-    if any(info.name in COMMANDS for info in app.registered_commands):
-        return
-    app.command("plugins")(plugins_cmd)
-    app.command("score")(score_cmd)
-
-
-def _console():  # type: ignore[no-untyped-def]
-    from fmmforge.core.cli import console
-
-    return console
+@hookimpl
+def register_commands(register: Callable[[Command], None]) -> None:
+    register(Command.of("plugins", plugins_cmd))
+    register(Command.of("score", score_cmd))
 
 
 # ---------------------------------------------------------------------- plugins
@@ -38,7 +33,6 @@ def plugins_cmd() -> None:
     from fmmforge.plugins.manager import ENV_VAR, plugin_manager
     from fmmforge.plugins.registry import duplicate_message, registry
 
-    console = _console()
     pm = plugin_manager()
     problems = list(pm.problems)
     duplicates = []
@@ -107,7 +101,6 @@ def score_cmd(
     d = catalogue.resolve(name)
     result = mix.score(d, context)
 
-    console = _console()
     where = ", ".join(x for x in (
         f"device {device}" if device else "",
         f"size {'x'.join(map(str, context.size))}" if context.size else "",

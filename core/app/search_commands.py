@@ -1,11 +1,11 @@
-"""`fmmforge search`: run a search engine (flip graphs) on a matrix format."""
+"""`fmmforge search` (a built-in command plugin): run a search engine on a matrix format."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -25,6 +25,8 @@ from fmmforge.core.decomposition import Decomposition, check_field
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.search.recording import StoredScheme, StoreRecorder
 from fmmforge.core.store import Store
+from fmmforge.plugins.extensions import Command
+from fmmforge.plugins.hookspecs import hookimpl
 
 MAX_DIM = 6
 
@@ -142,90 +144,93 @@ def run_search(engine: Engine, request: SearchRequest, store: Store, *,
     return result, recorder.stored
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def search(
-        format: Annotated[str, typer.Argument(help="matrix format n,m,p or NxMxP (each at most 6), e.g. 3x3x3")],
-        engine: Annotated[str, typer.Option(help="search engine: flip (flip graphs, Kauers & Moosbauer)")] = "flip",
-        field: Annotated[str, typer.Option(help="Z2 (mod 2; found schemes are also lifted to Z) or Z (integer coefficients)")] = "Z2",
-        rank: Annotated[Optional[int], typer.Option("--rank", "-r", help="stop when a scheme of this rank is found")] = None,
-        budget: Annotated[Optional[str], typer.Option(help="time budget (90s, 2m, 1h) or flips ('10M flips'); default 1m without --rank")] = None,
-        flips: Annotated[Optional[str], typer.Option(help="flip budget (10M, 1e9)")] = None,
-        workers: Annotated[Optional[int], typer.Option(help="independent walkers, one process each (default: all cores)")] = None,
-        reward: Annotated[Optional[list[str]], typer.Option(help="reward NAME[:WEIGHT] preferring schemes at the best rank (repeatable)")] = None,
-        seed: Annotated[int, typer.Option(help="random seed (runs are reproducible with --workers 1 and a flip budget)")] = 0,
-        start: Annotated[Optional[str], typer.Option(help="starting scheme: catalogue/store name or NAME*NAME (default naive:n,m,p)")] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="continue from the checkpoint of the same format, field and seed")] = False,
-        checkpoint: Annotated[Optional[Path], typer.Option(help="checkpoint file (default $FMMFORGE_HOME/checkpoints/flip-FORMAT-FIELD-seedS.json)")] = None,
-        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="also write the best scheme to this file")] = None,
-        out_format: Annotated[Optional[str], typer.Option("--format", "-f", help="file format for -o: json, npz, fastmm (default from the name)")] = None,
-        plateau: Annotated[Optional[int], typer.Option(help="flips without a reduction before a plus transition (default: by size)")] = None,
-        bound: Annotated[int, typer.Option(help="Z only: largest |coefficient| a flip may create")] = 1,
-        via_z2: Annotated[bool, typer.Option("--via-z2", help="with --field Z and --rank: walk mod 2 and Hensel-lift until a Z scheme of the rank is found")] = False,
-        lift: Annotated[bool, typer.Option("--lift/--no-lift", help="try to lift Z2 schemes to Z (Hensel lifting)")] = True,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
-        device: Annotated[Optional[str], typer.Option(help="reward context: device (e.g. tpu-v4, cpu) for rewards that need one")] = None,
-        size: Annotated[Optional[str], typer.Option(help="reward context: matrix size N or M,K,N")] = None,
-        dtype: Annotated[Optional[str], typer.Option(help="reward context: dtype (e.g. float32, bfloat16)")] = None,
-        levels: Annotated[int, typer.Option(help="reward context: recursion levels")] = 1,
-    ) -> None:
-        """Search for a low-rank scheme of <n,m,p>; new bests are verified and stored as they are found."""
-        import os
+def search_cmd(
+    format: Annotated[str, typer.Argument(help="matrix format n,m,p or NxMxP (each at most 6), e.g. 3x3x3")],
+    engine: Annotated[str, typer.Option(help="search engine: flip (flip graphs, Kauers & Moosbauer)")] = "flip",
+    field: Annotated[str, typer.Option(help="Z2 (mod 2; found schemes are also lifted to Z) or Z (integer coefficients)")] = "Z2",
+    rank: Annotated[Optional[int], typer.Option("--rank", "-r", help="stop when a scheme of this rank is found")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="time budget (90s, 2m, 1h) or flips ('10M flips'); default 1m without --rank")] = None,
+    flips: Annotated[Optional[str], typer.Option(help="flip budget (10M, 1e9)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="independent walkers, one process each (default: all cores)")] = None,
+    reward: Annotated[Optional[list[str]], typer.Option(help="reward NAME[:WEIGHT] preferring schemes at the best rank (repeatable)")] = None,
+    seed: Annotated[int, typer.Option(help="random seed (runs are reproducible with --workers 1 and a flip budget)")] = 0,
+    start: Annotated[Optional[str], typer.Option(help="starting scheme: catalogue/store name or NAME*NAME (default naive:n,m,p)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the checkpoint of the same format, field and seed")] = False,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="checkpoint file (default $FMMFORGE_HOME/checkpoints/flip-FORMAT-FIELD-seedS.json)")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="also write the best scheme to this file")] = None,
+    out_format: Annotated[Optional[str], typer.Option("--format", "-f", help="file format for -o: json, npz, fastmm (default from the name)")] = None,
+    plateau: Annotated[Optional[int], typer.Option(help="flips without a reduction before a plus transition (default: by size)")] = None,
+    bound: Annotated[int, typer.Option(help="Z only: largest |coefficient| a flip may create")] = 1,
+    via_z2: Annotated[bool, typer.Option("--via-z2", help="with --field Z and --rank: walk mod 2 and Hensel-lift until a Z scheme of the rank is found")] = False,
+    lift: Annotated[bool, typer.Option("--lift/--no-lift", help="try to lift Z2 schemes to Z (Hensel lifting)")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
+    device: Annotated[Optional[str], typer.Option(help="reward context: device (e.g. tpu-v4, cpu) for rewards that need one")] = None,
+    size: Annotated[Optional[str], typer.Option(help="reward context: matrix size N or M,K,N")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="reward context: dtype (e.g. float32, bfloat16)")] = None,
+    levels: Annotated[int, typer.Option(help="reward context: recursion levels")] = 1,
+) -> None:
+    """Search for a low-rank scheme of <n,m,p>; new bests are verified and stored as they are found."""
+    import os
 
-        from fmmforge.core import catalogue
-        from fmmforge.core.search.budget import parse_budget
-        from fmmforge.hardware.limits import MAX_WORKERS
+    from fmmforge.core import catalogue
+    from fmmforge.core.search.budget import parse_budget
+    from fmmforge.hardware.limits import MAX_WORKERS
 
-        console = Console()
-        fmt = parse_search_format(format)
-        check_field(field)
-        from fmmforge.plugins import get_engine
+    console = Console()
+    fmt = parse_search_format(format)
+    check_field(field)
+    from fmmforge.plugins import get_engine
 
-        chosen = get_engine(engine)  # unknown or broken names fail here with one clear line
-        plan = read_budget(budget, flips)
-        if plan.seconds is None and plan.flips is None and rank is None:
-            plan = parse_budget("1m")
-        n_workers = workers if workers is not None else min(os.cpu_count() or 1, MAX_WORKERS)
-        check_search_numbers(fmt, rank=rank, workers=n_workers, plateau=plateau, bound=bound, seed=seed, levels=levels)
-        if output is not None:
-            from fmmforge.core.formats import write_format
+    chosen = get_engine(engine)  # unknown or broken names fail here with one clear line
+    plan = read_budget(budget, flips)
+    if plan.seconds is None and plan.flips is None and rank is None:
+        plan = parse_budget("1m")
+    n_workers = workers if workers is not None else min(os.cpu_count() or 1, MAX_WORKERS)
+    check_search_numbers(fmt, rank=rank, workers=n_workers, plateau=plateau, bound=bound, seed=seed, levels=levels)
+    if output is not None:
+        from fmmforge.core.formats import write_format
 
-            write_format(output, out_format)
-            writable_target(output)  # before the walk, not after it
-        from fmmforge.plugins.commands import parse_size
+        write_format(output, out_format)
+        writable_target(output)  # before the walk, not after it
+    from fmmforge.core.app.plugin_commands import parse_size
 
-        context = RewardContext(device=device, size=parse_size(size) if size else None, dtype=dtype, levels=levels)
-        scorer = resolve_rewards(list(reward or []), context)
-        start_name = start or "naive:{},{},{}".format(*fmt)
-        d0 = catalogue.resolve(start_name)
-        if d0.format != fmt:
-            raise FmmforgeError(
-                f"starting scheme {start_name} is for {d0.target.describe()}, not <{fmt[0]},{fmt[1]},{fmt[2]}>"
-            )
-        walk_field = field
-        if via_z2:
-            if field != "Z" or rank is None:
-                raise FmmforgeError("--via-z2 needs --field Z and a target --rank")
-            walk_field = "Z2"
-        request = SearchRequest(
-            d0, field=walk_field, target_rank=rank, budget=plan, workers=n_workers, seed=seed, scorer=scorer,
-            checkpoint=checkpoint, resume=resume, start_label=start_name, require_z=via_z2, lift=lift,
-            plateau=plateau, bound=bound,
+    context = RewardContext(device=device, size=parse_size(size) if size else None, dtype=dtype, levels=levels)
+    scorer = resolve_rewards(list(reward or []), context)
+    start_name = start or "naive:{},{},{}".format(*fmt)
+    d0 = catalogue.resolve(start_name)
+    if d0.format != fmt:
+        raise FmmforgeError(
+            f"starting scheme {start_name} is for {d0.target.describe()}, not <{fmt[0]},{fmt[1]},{fmt[2]}>"
         )
-        result, stored = run_search(chosen, request, Store(), progress=not quiet and sys.stderr.isatty())
-        print_result(console, result, stored, fmt, field, start_name)
-        if output is not None:
-            from fmmforge.core.formats import write_file
+    walk_field = field
+    if via_z2:
+        if field != "Z" or rank is None:
+            raise FmmforgeError("--via-z2 needs --field Z and a target --rank")
+        walk_field = "Z2"
+    request = SearchRequest(
+        d0, field=walk_field, target_rank=rank, budget=plan, workers=n_workers, seed=seed, scorer=scorer,
+        checkpoint=checkpoint, resume=resume, start_label=start_name, require_z=via_z2, lift=lift,
+        plateau=plateau, bound=bound,
+    )
+    result, stored = run_search(chosen, request, Store(), progress=not quiet and sys.stderr.isatty())
+    print_result(console, result, stored, fmt, field, start_name)
+    if output is not None:
+        from fmmforge.core.formats import write_file
 
-            write_file(result.best, output, out_format, name=f"{chosen.name}-{format}-rank{result.best.rank}")
-            console.print(f"wrote the best scheme (rank {result.best.rank}) to {output}", highlight=False)
-        if result.interrupted:
-            again = " ".join(a for a in sys.argv[1:] if a != "--resume") or f"search {format}"
-            console.print(
-                f"interrupted: everything found so far is stored; continue with `fmmforge {again} --resume`"
-                f" (checkpoint {result.checkpoint})", highlight=False,
-            )
-            raise typer.Exit(130)
+        write_file(result.best, output, out_format, name=f"{chosen.name}-{format}-rank{result.best.rank}")
+        console.print(f"wrote the best scheme (rank {result.best.rank}) to {output}", highlight=False)
+    if result.interrupted:
+        again = " ".join(a for a in sys.argv[1:] if a != "--resume") or f"search {format}"
+        console.print(
+            f"interrupted: everything found so far is stored; continue with `fmmforge {again} --resume`"
+            f" (checkpoint {result.checkpoint})", highlight=False,
+        )
+        raise typer.Exit(130)
+
+
+@hookimpl
+def register_commands(register: Callable[[Command], None]) -> None:
+    register(Command.of("search", search_cmd))
 
 
 def print_result(console: Console, result: SearchResult, stored_all: list[StoredScheme],

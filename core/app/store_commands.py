@@ -1,4 +1,4 @@
-"""The `fmmforge store` commands (added to the core CLI app): check the store, repair it.
+"""The `fmmforge store` commands (a built-in command plugin): check the store, repair it.
 
 ``fmmforge store check`` verifies every stored row again, ignoring the cached verdicts, and
 lists the rows that no longer read back as valid schemes (data unreadable or corrupted, a
@@ -12,9 +12,12 @@ again stores it anew. A bad row is never "fixed" in place: only data that verifi
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Callable
 
 import typer
+
+from fmmforge.plugins.extensions import Command
+from fmmforge.plugins.hookspecs import hookimpl
 
 store_app = typer.Typer(
     name="store", help="Check the algorithm store and remove the rows that no longer verify.",
@@ -22,11 +25,9 @@ store_app = typer.Typer(
 )
 
 
-def register(app: typer.Typer) -> None:
-    """Add the `store` group to ``app`` (idempotent: main() may call it many times)."""
-    if any(info.name == "store" for info in app.registered_groups):
-        return
-    app.add_typer(store_app, name="store")
+@hookimpl
+def register_commands(register: Callable[[Command], None]) -> None:
+    register(Command("store", "Check the algorithm store and remove the rows that no longer verify.", group=store_app))
 
 
 @store_app.command("check")
@@ -34,7 +35,7 @@ def check_cmd(
     repair: Annotated[bool, typer.Option("--repair", help="remove the bad rows (import their schemes again to restore them)")] = False,
 ) -> None:
     """Verify every stored row again. Exit 0 all healthy (or repaired), 1 bad rows found, 2 unusable store."""
-    from fmmforge.core.cli import console
+    from fmmforge.core.app.console import console
     from fmmforge.core.store import Store
 
     store = Store()

@@ -1,0 +1,213 @@
+"""The catalogue commands: list, show, verify, import, export, version, demo.
+
+A built-in plugin of the application floor: :func:`register_commands` registers each command
+through the plugin manager, exactly as a third party's command would be.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.table import Table
+
+from fmmforge.core import catalogue
+from fmmforge.core.app.console import FORMAT_HELP, console, fmt_e
+from fmmforge.core.decomposition import Decomposition, check_field
+from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.store import Provenance, Store
+from fmmforge.core.tensor import parse_format
+from fmmforge.core.version import __version__
+from fmmforge.plugins.extensions import Command
+from fmmforge.plugins.hookspecs import hookimpl
+
+
+# ---------------------------------------------------------------------- list
+def _format_moved(value: Optional[str]) -> Optional[str]:
+    """`list --format` meant the matrix shape once; --format means a file type everywhere else."""
+    if value is not None:
+        raise typer.BadParameter(
+            f"list takes the matrix format as --shape now (`fmmforge list --shape {value}`); "
+            "--format means a file type in the other commands"
+        )
+    return value
+
+
+def list_cmd(
+    shape: Annotated[Optional[str], typer.Option("--shape", "-s", help="only this matrix format, e.g. 4,4,4")] = None,
+    field: Annotated[Optional[str], typer.Option(help="only this field: Z or Z2")] = None,
+    _format: Annotated[Optional[str], typer.Option("--format", "-f", hidden=True, callback=_format_moved)] = None,
+) -> None:
+    """List the catalogue (built-in and DeepMind's schemes) and the store: name, format, rank, field, nnz, e."""
+    want = "<{},{},{}>".format(*parse_format(shape)) if shape else None
+    if field:
+        check_field(field)
+    table = Table("name", "format", "rank", "field", "nnz U/V/W", "e", "source")
+    table.columns[0].no_wrap = True
+    rows = 0
+    for entry in catalogue.builtin_summaries():
+        if (want and entry.format != want) or (field and entry.field != field):
+            continue
+        table.add_row(entry.name, entry.format, str(entry.rank), entry.field, "/".join(map(str, entry.nnz)),
+                      fmt_e(entry.stability), entry.source)
+        rows += 1
+    for algo in Store().all():
+        if (want and algo.format != want) or (field and algo.field != field):
+            continue
+        source = algo.provenance.source + (f" ({algo.provenance.engine})" if algo.provenance.engine else "")
+        table.add_row(algo.label, algo.format, str(algo.rank), algo.field, "/".join(map(str, algo.nnz)),
+                      fmt_e(algo.stability), "store: " + source)
+        rows += 1
+    console.print(table)
+    console.print(f"{rows} algorithms; naive:n,m,p gives the classical algorithm for any format, "
+                  "NAME*NAME the Kronecker product of two schemes.")
+
+
+# ---------------------------------------------------------------------- show
+def show(name: Annotated[str, typer.Argument(help="catalogue or store name, e.g. strassen or alphatensor:4,4,5")]) -> None:
+    """Print an algorithm as formulas: its products M_r and the outputs C_ik."""
+    from fmmforge.core.formulas import render
+
+    d = catalogue.resolve(name)
+    s = d.summary()
+    console.print(
+        f"{name}: {s['format']} rank {d.rank} over {d.field}, nnz U/V/W {'/'.join(map(str, d.nnz))}, "
+        f"{d.naive_additions} additions (naive), e = {fmt_e(s['stability'])}, fingerprint {d.fingerprint}",
+        highlight=False,
+    )
+    if d.field == "Z2":
+        console.print("coefficients are taken modulo 2 (valid over Z2 only)", highlight=False)
+    for line in render(d):
+        console.print(line, highlight=False, markup=False)
+
+
+# ---------------------------------------------------------------------- verify
+def _load_file(path: Path, fmt: Optional[str], shape: Optional[str], field: Optional[str],
+               allow_pickle: bool) -> list[tuple[str, Decomposition]]:
+    """Read a file's schemes (``-``: standard input, format from --format or the content)."""
+    from fmmforge.core.formats import check_format_name, read_data, read_file, read_limited
+
+    kind = None if fmt is None else check_format_name(fmt)
+    if field is not None and field != "auto":
+        check_field(field)
+    options = dict(shape=parse_format(shape) if shape else None,
+                   field=None if field in (None, "auto") else field, allow_pickle=allow_pickle)
+    if str(path) == "-":
+        data = read_limited(sys.stdin.buffer, "standard input")
+        return read_data(data, kind, source="standard input", label="stdin", **options)  # type: ignore[arg-type]
+    return read_file(path, kind, **options)  # type: ignore[arg-type]
+
+
+def _mod2_hint(d: Decomposition) -> str:
+    """For a scheme that fails over Z: say so if it would hold modulo 2 (a Z2 scheme read as Z)."""
+    if d.field != "Z" or not d.is_integral():
+        return ""
+    as_z2 = Decomposition.unchecked(*d.numerators(), field="Z2", target=d.target)
+    return " (it holds modulo 2: pass --field Z2 if it is a mod-2 scheme)" if as_z2.verify().valid else ""
+
+
+FieldOpt = Annotated[Optional[str], typer.Option(help="Z (integers/rationals) or Z2 (mod 2); default: as the file says, else Z")]
+ShapeOpt = Annotated[Optional[str], typer.Option(help="matrix format n,m,p (default: inferred from the file)")]
+FormatOpt = Annotated[Optional[str], typer.Option("--format", "-f", help=FORMAT_HELP + "; default from the file name")]
+PickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="unpickle object arrays in an npz (runs code from the file: only for files you trust)")]
+
+
+def verify(
+    file: Annotated[Path, typer.Argument(help="algorithm file (- for standard input)")],
+    format: FormatOpt = None,
+    shape: ShapeOpt = None,
+    field: FieldOpt = None,
+    allow_pickle: PickleOpt = False,
+) -> None:
+    """Check a file's decomposition(s) exactly. Exit 0 valid, 1 invalid (first wrong entry named), 2 unusable input."""
+    schemes = _load_file(file, format, shape, field, allow_pickle)
+    bad = 0
+    for label, d in schemes:
+        result = d.verify()
+        where = f"{label}: {d.target.describe()} rank {d.rank} over {d.field}"
+        if result.valid:
+            console.print(f"valid    {where}", highlight=False)
+        else:
+            bad += 1
+            console.print(f"INVALID  {where}: {result.first_failure}{_mod2_hint(d)}", highlight=False)
+    if len(schemes) > 1:
+        console.print(f"{len(schemes) - bad} valid, {bad} invalid", highlight=False)
+    if bad:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------- import / export
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="algorithm file (- for standard input)")],
+    format: FormatOpt = None,
+    name: Annotated[Optional[str], typer.Option(help="name to use for it anywhere a catalogue name is accepted")] = None,
+    shape: ShapeOpt = None,
+    field: FieldOpt = None,
+    allow_pickle: PickleOpt = False,
+) -> None:
+    """Verify a file's decomposition(s) and add them to the store."""
+    schemes = _load_file(file, format, shape, field, allow_pickle)
+    if name is not None and len(schemes) > 1:
+        raise FmmforgeError(f"{file} holds {len(schemes)} schemes; --name needs one (pick it with --shape)")
+    for label, d in schemes:  # all or nothing: check every scheme before writing any
+        result = d.verify()
+        if not result.valid:
+            raise FmmforgeError(f"{label} is not a valid scheme, nothing imported: {result.first_failure}{_mod2_hint(d)}")
+    store = Store()
+    for label, d in schemes:
+        origin = "stdin" if str(file) == "-" else file.name
+        res = store.add(d, Provenance(source=f"import:{origin}", params={"label": label}), name=name)
+        state = "added" if res.inserted else "already stored"
+        console.print(
+            f"{state}: {res.name or f'store:{res.id}'} {d.target.describe()} rank {d.rank} over {d.field} "
+            f"(fingerprint {res.fingerprint})", highlight=False,
+        )
+
+
+def export(
+    name: Annotated[str, typer.Argument(help="catalogue or store name")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="file to write (- for standard output)")],
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help=FORMAT_HELP + "; default from -o's name (json for -o -)")] = None,
+) -> None:
+    """Write an algorithm to a file in any supported format."""
+    from fmmforge.core.formats import check_format_name, encode, guess_write_format, write_file
+
+    to_stdout = str(output) == "-"
+    if format is not None:
+        fmt = check_format_name(format)
+    elif to_stdout:
+        fmt = "json"  # fmmforge's own format, exact and self-describing
+    else:
+        fmt = guess_write_format(output)
+    if to_stdout and fmt == "npz" and sys.stdout.isatty():
+        raise FmmforgeError("npz is binary and standard output is a terminal; redirect it (> file.npz) or use -o FILE")
+    d = catalogue.resolve(name)
+    if to_stdout:
+        data = encode(d, fmt)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    write_file(d, output, fmt)
+    console.print(f"wrote {name} ({d.target.describe()} rank {d.rank}) to {output} as {fmt}", highlight=False)
+
+
+def demo() -> None:
+    """A walk-through of the catalogue: formulas, exact checks, symmetries, the store."""
+    from fmmforge.core.app.demo import run_demo
+
+    run_demo(console)
+
+
+def version() -> None:
+    """Print the fmmforge version."""
+    console.print(__version__)
+
+
+@hookimpl
+def register_commands(register: Callable[[Command], None]) -> None:
+    for name, function in (("list", list_cmd), ("show", show), ("verify", verify), ("import", import_cmd),
+                           ("export", export), ("demo", demo), ("version", version)):
+        register(Command.of(name, function))
