@@ -253,6 +253,7 @@ COMMAND_MODULES = (
     "fmmforge.core.search.commands",
     "fmmforge.hardware.commands",
     "fmmforge.codegen.commands",
+    "fmmforge.core.app.report_commands",
 )
 _registered = False
 
