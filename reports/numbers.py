@@ -33,7 +33,7 @@ HEADERS = {
     "a_kernel_median_ms": "A kernel [ms]", "b_kernel_median_ms": "B kernel [ms]", "kernel_ratio": "B/A kernel",
     "a_vendor_median_ms": "A vendor [ms]", "b_vendor_median_ms": "B vendor [ms]", "a_speedup": "A speed-up",
     "b_speedup": "B speed-up", "speedup_ratio": "B/A speed-up", "best_known": "best known",
-    "before_alphatensor": "before AlphaTensor", "found_by": "found by", "stored_at": "stored at (UTC)",
+    "before_alphatensor": "before AlphaTensor", "alphatensor": "AlphaTensor", "found_by": "found by", "stored_at": "stored at (UTC)",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 
 from fmmforge.reports.numbers import display
 from fmmforge.reports.sections import Report, Table
@@ -22,9 +23,10 @@ h3 { font-size: 1.05em; color: #444; }
 .subtitle { color: #666; margin-top: 0; }
 .note { color: #444; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: right; white-space: nowrap; }
+.scroll { overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: left; white-space: nowrap; }
 th { background: #f2f2f2; }
-td:first-child, th:first-child { text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tbody tr:nth-child(even) { background: #fafafa; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 """.strip()
@@ -33,9 +35,17 @@ img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 def _html_table(table: Table) -> str:
     headers, rows = display(table.frame)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return (f"<h3>{html.escape(table.title)}</h3>\n<table>\n<thead><tr>{head}</tr></thead>\n"
-            f"<tbody>\n{body}\n</tbody>\n</table>")
+    body = "\n".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in rows)
+    return (f'<h3>{html.escape(table.title)}</h3>\n<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n'
+            f"<tbody>\n{body}\n</tbody>\n</table></div>")
+
+
+NUMBER = re.compile(r"^[-+]?(\d[\d.]*(e[-+]?\d+)?|nan|inf)$")
+
+
+def _html_cell(text: str) -> str:
+    kind = ' class="num"' if NUMBER.match(text) else ""
+    return f"<td{kind}>{html.escape(text)}</td>"
 
 
 def to_html(report: Report) -> str:

@@ -125,7 +125,7 @@ def speedup_section(frame: pd.DataFrame, device: str) -> Section:
     else:
         section.figures.append(Figure("speedup.png", "Speed-up against size", png))
     section.tables.append(Table("Timings", _measurements(frame, [
-        "dtype", "threads", "run", "created_at", "kernel_median_ms", "kernel_iqr_ms", "vendor_median_ms",
+        "dtype", "threads", "run", "kernel_median_ms", "kernel_iqr_ms", "vendor_median_ms",
         "vendor_iqr_ms", "speedup", "ceiling"])))
     return section
 
@@ -236,7 +236,7 @@ def discovery_section(store: Store) -> Section:
         section.notes.append("no algorithms in the store yet: run `fmmforge search` or `fmmforge import FILE`")
         return section
     at_best = int((table["gap"] <= 0).sum())
-    section.notes.append(f"{len(table)} stored algorithms; {at_best} at (or below) the best known rank of their "
+    section.notes.append(f"stored algorithms: {len(table)}; {at_best} at (or below) the best known rank of their "
                          "format and field (best known ranks: docs/background.md §2). gap = rank - best known.")
     section.tables.append(Table("Stored algorithms against the best known ranks", table))
     return section

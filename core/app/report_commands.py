@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from fmmforge.core.errors import FmmforgeError
 
@@ -25,9 +26,11 @@ def _print_table(title: str, frame) -> None:
     from fmmforge.reports.numbers import display
 
     headers, rows = display(frame)
-    table = RichTable(*headers, title=title, title_justify="left")
+    table = RichTable(title=Text(title), title_justify="left")
+    for h in headers:  # Text, not markup: "[ms]" is a unit here, not a style
+        table.add_column(Text(h))
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     console.print(table)
 
 
