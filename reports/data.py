@@ -82,12 +82,16 @@ def assign_runs(records: list[Record]) -> list[int]:
     return runs
 
 
-def _ceiling(plan: dict[str, Any], cache: dict[str, float | None]) -> float | None:
-    """(n·m·p/R)^L of the plan's schemes, resolved by name; None when a scheme is no longer known."""
+def _ceiling(plan: dict[str, Any], levels: int, cache: dict[str, float | None]) -> float | None:
+    """(n·m·p/R)^L of the plan's schemes, resolved by name; None when the plan does not name one
+    scheme per level or a scheme is no longer known."""
     from fmmforge.core import catalogue
 
+    names = plan.get("algorithms")
+    if not isinstance(names, list) or len(names) != levels or not all(isinstance(n, str) for n in names):
+        return None
     total = 1.0
-    for name in plan.get("algorithms", []):
+    for name in names:
         if name not in cache:
             try:
                 d = catalogue.resolve(name)
@@ -127,7 +131,7 @@ def record_rows(records: list[Record]) -> pd.DataFrame:
             "threads": r.threads, "m": r.m, "k": r.k, "n": r.n, "size": f"{r.m}x{r.k}x{r.n}",
             "kernel_median_ms": r.median_s * 1e3, "kernel_iqr_ms": r.iqr_s * 1e3,
             "vendor_median_ms": r.baseline_median_s * 1e3, "vendor_iqr_ms": r.baseline_iqr_s * 1e3,
-            "speedup": r.speedup, "ceiling": _ceiling(plan, cache),
+            "speedup": r.speedup, "ceiling": _ceiling(plan, r.levels, cache),
             "kernel_gflop_per_s": flops / r.median_s / 1e9 if r.median_s > 0 else None,
             "vendor_gflop_per_s": flops / r.baseline_median_s / 1e9 if r.baseline_median_s > 0 else None,
             "max_error": r.max_error, "error_bound": r.error_bound,

@@ -283,3 +283,20 @@ def test_report_command_refuses_bad_output(tmp_path, cli):
     code, out, err = cli("report")
     assert code == 2 and "-o DIR" in err
     assert target.read_text() == "x"
+
+
+def test_unreadable_record_fields_do_not_crash_the_report(tmp_path, cli, monkeypatch):
+    import sqlite3
+
+    s = Store(tmp_path / "home")
+    seed(s, [record(), record(size=1024)])
+    with sqlite3.connect(s.path) as conn:
+        conn.execute("UPDATE records SET plan = '{not json', created_at = 'sometime' WHERE id = 1")
+        conn.execute("UPDATE records SET plan = '[1, 2]', machine = 'no pipes here' WHERE id = 2")
+    monkeypatch.setenv("FMMFORGE_HOME", str(s.home))
+    code, out, err = cli("report", "-o", tmp_path / "out")
+    assert code == 0, err
+    csv = pd.read_csv(tmp_path / "out" / "records.csv")
+    assert csv["ceiling"].isna().all()  # no plan to read the schemes from: no ceiling, not a guess
+    code, out, err = cli("report", "--compare", "run:1", "since:2026")
+    assert code == 2 and "cannot read since '2026'" in err
