@@ -26,7 +26,7 @@ HEADERS = {
     "record_id": "#", "run": "run", "created_at": "measured at (UTC)", "fmmforge_version": "fmmforge",
     "algorithm": "algorithm", "levels": "L", "size": "size MxKxN", "dtype": "dtype", "threads": "threads",
     "kernel_median_ms": "kernel [ms]", "kernel_iqr_ms": "kernel IQR [ms]", "vendor_median_ms": "vendor [ms]",
-    "vendor_iqr_ms": "vendor IQR [ms]", "speedup": "speed-up", "ceiling": "ceiling (nmp/R)^L",
+    "vendor_iqr_ms": "vendor IQR [ms]", "speedup": "speed-up", "ceiling": "ceiling",
     "kernel_gflop_per_s": "kernel [GFLOP/s]", "vendor_gflop_per_s": "vendor [GFLOP/s]",
     "max_error": "max error", "error_bound": "bound", "c_mib": "C [MiB]", "workspace_mib": "workspace [MiB]",
     "peak_extra_mib": "peak extra [MiB]", "predicted_ms": "predicted [ms]", "error_pct": "error [%]",

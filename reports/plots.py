@@ -46,14 +46,18 @@ def effective_size(frame: pd.DataFrame) -> pd.Series:
     return np.cbrt(frame["m"].astype(float) * frame["k"] * frame["n"])
 
 
-def _size_axis(ax: Any, frame: pd.DataFrame) -> None:
-    """Log2 size axis with a tick at every measured size."""
-    sizes = sorted(set(effective_size(frame).round(6)))
+def _log2_axis(ax: Any, values: pd.Series) -> None:
+    """Log2 x axis with a tick at every measured value."""
+    ticks = sorted(set(values.round(6)))
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sizes, [f"{s:.0f}" for s in sizes])
+    ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
     ax.minorticks_off()
-    if len(sizes) == 1:
-        ax.set_xlim(sizes[0] / 1.5, sizes[0] * 1.5)
+    if len(ticks) == 1:
+        ax.set_xlim(ticks[0] / 1.5, ticks[0] * 1.5)
+
+
+def _size_axis(ax: Any, frame: pd.DataFrame) -> None:
+    _log2_axis(ax, effective_size(frame))
 
 
 def _series(frame: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:
@@ -141,8 +145,10 @@ def memory_plot(frame: pd.DataFrame) -> bytes | None:
         if g["peak_extra_mib"].notna().any():
             ax.plot(g["c_mib"], g["peak_extra_mib"], marker="^", linestyle="--", color=color,
                     label=f"{label}: peak extra")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("symlog", linthresh=1.0)
+    _log2_axis(ax, rows["c_mib"])
+    values = pd.concat([rows["workspace_mib"], rows["peak_extra_mib"]]).dropna()
+    if (values > 0).all():  # a zero has no place on a log axis: stay linear then
+        ax.set_yscale("log")
     return _png(fig, ax)
 
 

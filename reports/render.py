@@ -16,13 +16,13 @@ from fmmforge.reports.sections import Report, Table
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
+       max-width: 1240px; padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { font-size: 1.8em; margin-bottom: 0.1em; }
 h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
 h3 { font-size: 1.05em; color: #444; }
 .subtitle { color: #666; margin-top: 0; }
 .note { color: #444; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
+table { border-collapse: collapse; font-size: 0.82em; margin: 0.5em 0 1.5em; }
 .scroll { overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: left; white-space: nowrap; }
 th { background: #f2f2f2; }

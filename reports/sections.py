@@ -76,13 +76,13 @@ def _device_rows(device: str, machine: str, rows: pd.DataFrame) -> list[tuple[st
             items.append(("ISA", ", ".join(details.get("isa", [])) or "-"))
             for lib in details.get("libraries", []):
                 items.append((f"library {lib.get('internal_api')}",
-                              f"{lib.get('prefix')} {lib.get('version')}, {lib.get('num_threads')} threads"))
+                              f"{lib.get('prefix')} {lib.get('version') or ''}, {lib.get('num_threads')} threads"))
     else:
         items.append(("GPU", machine))
         if machine == here:
             items += [("SMs", str(details.get("sms", "-"))), ("memory", f"{details.get('memory_gib', '-')} GiB")]
     threads = sorted({str(t) for t in rows["threads"].tolist() if not pd.isna(t)})
-    items += [("threads used", ", ".join(threads) or "-"),
+    items += [("threads used", ", ".join(threads) or "-"), ("dtypes", ", ".join(distinct(rows, "dtype"))),
               ("fmmforge (measured with)", ", ".join(distinct(rows, "fmmforge_version"))),
               ("fmmforge (this report)", __version__),
               ("measured", f"{rows['created_at'].min()} to {rows['created_at'].max()} (UTC)"),
@@ -125,7 +125,7 @@ def speedup_section(frame: pd.DataFrame, device: str) -> Section:
     else:
         section.figures.append(Figure("speedup.png", "Speed-up against size", png))
     section.tables.append(Table("Timings", _measurements(frame, [
-        "dtype", "threads", "run", "kernel_median_ms", "kernel_iqr_ms", "vendor_median_ms",
+        "threads", "run", "kernel_median_ms", "kernel_iqr_ms", "vendor_median_ms",
         "vendor_iqr_ms", "speedup", "ceiling"])))
     return section
 
