@@ -54,7 +54,7 @@ _COLUMNS = [f.name for f in fields(Record) if f.name != "id"]
 
 
 def add_record(record: Record, store: Store | None = None) -> int:
-    store = store or Store()
+    store = store if store is not None else Store()
     row = asdict(record)
     row.pop("id")
     if not row["created_at"]:
@@ -75,7 +75,7 @@ def add_record(record: Record, store: Store | None = None) -> int:
 
 def query_records(store: Store | None = None, **where: Any) -> list[Record]:
     """Records matching column=value filters (e.g. plan_key=..., device="cpu", m=4096), oldest first."""
-    store = store or Store()
+    store = store if store is not None else Store()
     conn = store._connect(write=False)
     if conn is None:
         return []

@@ -22,3 +22,16 @@ def cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def builtin_rewards_only(monkeypatch):
+    """A freshly loaded plugin manager with the built-in rewards only: no third-party plugins and
+    no engines or backends, so a test sees a known set of names (the CLI's commands still load)."""
+    from fmmforge.plugins import reset_plugin_manager
+
+    monkeypatch.setenv("FMMFORGE_PLUGINS", "")
+    monkeypatch.setattr("fmmforge.plugins.manager.BUILTIN_PLUGINS", ("fmmforge.plugins.builtin_rewards",))
+    reset_plugin_manager()
+    yield
+    reset_plugin_manager()

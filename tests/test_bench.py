@@ -143,3 +143,16 @@ def test_bench_memory_check_refuses_before_measuring_and_can_be_overridden(cli, 
     code, out, err = cli(*args, "--ignore-memory")
     assert code == 0, err
     assert len(query_records()) == 1
+
+
+def test_records_go_to_the_store_given_even_when_it_holds_no_algorithms(tmp_path):
+    """An empty Store is falsy (it has a length): records once went to $FMMFORGE_HOME's store instead."""
+    from helpers import record
+
+    from fmmforge.codegen.records import add_record, query_records
+    from fmmforge.core.store import Store
+
+    other = Store(tmp_path / "other-home")
+    assert len(other) == 0 and not other
+    add_record(record(), other)
+    assert len(query_records(other)) == 1 and query_records(Store()) == []

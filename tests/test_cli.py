@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import one_error
 
 from fmmforge.core.catalogue import resolve
 from fmmforge.core.store import Provenance, Store
@@ -28,13 +29,6 @@ STRASSEN_TEXT = """\
 0 1 0 1 0 0 0
 1 -1 1 0 0 1 0
 """
-
-
-def one_line_error(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def test_show_strassen_prints_products_and_outputs(cli):
@@ -73,7 +67,7 @@ def test_verify_valid_invalid_unusable(cli, tmp_path):
     code, out, _ = cli("verify", worse)
     assert code == 1 and "INVALID" in out and "modulo 2" not in out
     code, _, err = cli("verify", tmp_path / "missing.txt")
-    assert code == 2 and "missing.txt" in one_line_error(err)
+    assert code == 2 and "missing.txt" in one_error(err)
 
 
 def test_import_name_then_use_it_everywhere(cli, tmp_path):
@@ -127,7 +121,7 @@ def test_bad_files_exit_2_with_one_line(cli, tmp_path, name):
     for command in (["verify", f], ["import", f, "--name", "x"]):
         code, _, err = cli(*command)
         assert code == 2
-        assert expected in one_line_error(err).lower()
+        assert expected in one_error(err).lower()
     assert Store().all() == [] and not Store().path.exists()
 
 
@@ -135,9 +129,9 @@ def test_shape_that_does_not_match(cli, tmp_path):
     f = tmp_path / "s.txt"
     f.write_text(STRASSEN_TEXT)
     code, _, err = cli("verify", f, "--shape", "2,2,3")
-    assert code == 2 and "2,2,3" in one_line_error(err).replace("<", "").replace(">", "")
+    assert code == 2 and "2,2,3" in one_error(err).replace("<", "").replace(">", "")
     code, _, err = cli("verify", f, "--shape", "2,x,3")
-    assert code == 2 and one_line_error(err)
+    assert code == 2 and one_error(err)
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -154,7 +148,7 @@ def test_bad_arguments_exit_2_with_one_line(cli, tmp_path, monkeypatch, args, ex
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(*args)
     assert code == 2
-    assert expected in one_line_error(err).lower()
+    assert expected in one_error(err).lower()
     assert not (tmp_path / "out.json").exists() and not (tmp_path / "out.xml").exists()
 
 
@@ -165,7 +159,7 @@ def test_unwritable_store_on_import(cli, tmp_path, monkeypatch):
     blocker.write_text("")
     monkeypatch.setenv("FMMFORGE_HOME", str(blocker / "home"))
     code, _, err = cli("import", f)
-    assert code == 2 and "FMMFORGE_HOME" in one_line_error(err)
+    assert code == 2 and "FMMFORGE_HOME" in one_error(err)
 
 
 def test_console_script_and_module_entry_points(tmp_path):
@@ -200,7 +194,7 @@ def test_verify_every_deepmind_factorization_and_a_corrupted_copy(cli, tmp_path)
 def test_verify_deepmind_originals_needs_allow_pickle(cli):
     original = SHARED / "factorizations_r.npz"
     code, _, err = cli("verify", original)
-    assert code == 2 and "--allow-pickle" in one_line_error(err)
+    assert code == 2 and "--allow-pickle" in one_error(err)
     code, out, _ = cli("verify", original, "--allow-pickle")
     assert code == 0 and "93 valid, 0 invalid" in out
     code, out, _ = cli("verify", SHARED / "factorizations_f2.npz", "--allow-pickle", "--field", "Z2")
@@ -241,7 +235,7 @@ def test_version_option_at_top_level(cli):
 
 def test_list_format_points_to_shape(cli):
     code, _, err = cli("list", "--format", "4,4,4")
-    line = one_line_error(err)
+    line = one_error(err)
     assert code == 2 and "`fmmforge list --shape 4,4,4`" in line and "fmmforge list --help" in line
     code, out, _ = cli("list", "-s", "4,4,4")
     assert code == 0 and "alphatensor:4,4,4" in out and "strassen " not in out
@@ -255,7 +249,7 @@ def test_list_format_points_to_shape(cli):
 def test_unknown_names_suggest_known_ones(cli, name, expected):
     Store().add(resolve("strassen"), Provenance("test"), name="mine")
     code, _, err = cli("show", name)
-    line = one_line_error(err)
+    line = one_error(err)
     assert code == 2 and expected in line and "names are strassen, " in line and "fmmforge list" not in line
     code, out, _ = cli("show", resolve("strassen").fingerprint[:8])
     assert code == 0 and "rank 7" in out

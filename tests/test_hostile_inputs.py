@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_error
 
 from fmmforge.core import catalogue, tensor
 from fmmforge.core.builtins import builtin
@@ -21,15 +22,6 @@ from fmmforge.core.formats.fastmm import dumps_fastmm
 from fmmforge.core.formats.json import dumps_json
 from fmmforge.core.formats.npz import to_deepmind
 from fmmforge.core.store import Store
-
-
-def one_error(err: str, *words: str) -> str:
-    """The single "error: " line of stderr, which must mention each of ``words``."""
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def strassen_doc() -> dict:

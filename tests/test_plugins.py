@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from helpers import one_error
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.plugins import (
     get_reward,
@@ -27,22 +28,7 @@ BUILTIN_REWARDS = {"rank", "additions", "stability", "tpu-cost"}
 SHIPPED_BUILTINS = manager.BUILTIN_PLUGINS  # before the fixture narrows them
 
 
-@pytest.fixture(autouse=True)
-def fresh_plugins(monkeypatch):
-    """A freshly loaded manager with this package's built-in rewards only: no third-party
-    plugins and no other subpackage's built-ins, so the tests see a known set of names."""
-    monkeypatch.setenv("FMMFORGE_PLUGINS", "")
-    monkeypatch.setattr("fmmforge.plugins.manager.BUILTIN_PLUGINS", ("fmmforge.plugins.builtin_rewards",))
-    reset_plugin_manager()
-    yield
-    reset_plugin_manager()
-
-
-def one_line_error(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    return lines[0]
+pytestmark = pytest.mark.usefixtures("builtin_rewards_only")
 
 
 class Named:
@@ -147,7 +133,7 @@ def test_duplicate_names_are_an_error_naming_both_plugins(cli):
 
     code, _, err = cli("score", "strassen", "--reward", "rank")
     assert code == 2
-    assert "registered twice" in one_line_error(err)
+    assert "registered twice" in one_error(err)
     code, out, _ = cli("score", "strassen", "--reward", "additions")
     assert code == 0  # the other rewards still work
 
@@ -216,7 +202,7 @@ def test_a_plugin_adds_a_command_and_a_clashing_name_is_one_clear_error(cli):
     plugin_manager().register(plugin(register_commands=[Command.of("list", fake_list)]), name="shadow")
     code, _, err = cli("list")
     assert code == 2
-    assert "command 'list' is registered twice" in one_line_error(err)
+    assert "command 'list' is registered twice" in one_error(err)
     assert cli("show", "strassen")[0] == 0  # the other commands are untouched
 
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import one_error
 from fmmforge.core.builtins import builtin
 from fmmforge.core.catalogue import resolve
 from fmmforge.core.decomposition import Decomposition
@@ -25,22 +26,7 @@ from fmmforge.plugins import (
 CTX = RewardContext()
 
 
-@pytest.fixture(autouse=True)
-def fresh_plugins(monkeypatch):
-    """A freshly loaded manager with this package's built-in rewards only: no third-party
-    plugins and no other subpackage's built-ins, so the tests see a known set of names."""
-    monkeypatch.setenv("FMMFORGE_PLUGINS", "")
-    monkeypatch.setattr("fmmforge.plugins.manager.BUILTIN_PLUGINS", ("fmmforge.plugins.builtin_rewards",))
-    reset_plugin_manager()
-    yield
-    reset_plugin_manager()
-
-
-def one_line_error(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    return lines[0]
+pytestmark = pytest.mark.usefixtures("builtin_rewards_only")
 
 
 # ---------------------------------------------------------------------- built-in rewards
@@ -188,7 +174,7 @@ def test_score_with_every_builtin_reward(cli):
 def test_score_bad_input_is_one_line_and_exit_2(cli, args, message):
     code, _, err = cli("score", "strassen", *args)
     assert code == 2
-    assert message in one_line_error(err)
+    assert message in one_error(err)
 
 
 def test_combine_rewards_gives_engines_a_plain_callable():

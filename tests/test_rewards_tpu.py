@@ -17,15 +17,7 @@ from fmmforge.plugins.tpu_model import predict
 TOLERANCE_POINTS = 5.0
 
 
-@pytest.fixture(autouse=True)
-def fresh_plugins(monkeypatch):
-    """A freshly loaded manager with this package's built-in rewards only: no third-party
-    plugins and no other subpackage's built-ins, so the tests see a known set of names."""
-    monkeypatch.setenv("FMMFORGE_PLUGINS", "")
-    monkeypatch.setattr("fmmforge.plugins.manager.BUILTIN_PLUGINS", ("fmmforge.plugins.builtin_rewards",))
-    reset_plugin_manager()
-    yield
-    reset_plugin_manager()
+pytestmark = pytest.mark.usefixtures("builtin_rewards_only")
 
 
 def published_tpu_v2() -> list[dict[str, float]]:

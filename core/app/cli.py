@@ -31,6 +31,7 @@ APP_PLUGINS = (
     "fmmforge.core.app.search_commands",
     "fmmforge.core.app.hardware_commands",
     "fmmforge.core.app.codegen_commands",
+    "fmmforge.core.app.report_commands",
 )
 
 

@@ -1,0 +1,265 @@
+"""The records of the store as one pandas table, grouped into runs, and the selectors that pick rows.
+
+One row per measurement (a :class:`fmmforge.codegen.records.Record`), with the units in the
+column names: times in ms, rates in GFLOP/s, memory in MiB.
+
+Runs. Records carry no run id, so a *run* is recovered from what they do carry: records are
+read in the order they were written (by id) and a new run starts when the device, the machine
+or the fmmforge version changes, when more than :data:`RUN_GAP_S` seconds pass between two
+records, or when a plan is measured again at a size it already has in the current run (one
+`fmmforge bench` invocation measures each plan at each size once). Runs are numbered 1, 2, ...
+from the oldest.
+
+Selectors (``--compare A B``, ``--select``): ``KEY:VALUE`` items joined by ``+`` (all must
+hold): ``run:N`` (``run:last``, ``run:last-1``), ``device:cpu``, ``version:0.1.0``,
+``machine:TEXT`` (a part of the machine key), ``dtype:float32``, ``since:DATE`` and
+``until:DATE`` (ISO dates or times, UTC). Example: ``device:cpu+version:0.1.0``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from math import prod
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+
+from fmmforge.codegen.records import Record, query_records
+from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.store import Store
+
+RUN_GAP_S = 30 * 60
+MIB = 2**20
+ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+
+# Column order of the table (and of records.csv).
+COLUMNS = (
+    "record_id", "run", "created_at", "fmmforge_version", "device", "machine", "algorithm", "levels",
+    "backend", "variant", "dtype", "threads", "m", "k", "n", "size", "kernel_median_ms", "kernel_iqr_ms",
+    "vendor_median_ms", "vendor_iqr_ms", "speedup", "ceiling", "kernel_gflop_per_s", "vendor_gflop_per_s",
+    "max_error", "error_bound", "c_mib", "workspace_mib", "peak_extra_mib",
+)
+
+
+def parse_time(text: str, what: str) -> datetime:
+    """An ISO date or date-time (UTC unless it says otherwise); one clear error otherwise."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise FmmforgeError(f"cannot read {what} {text!r}; write an ISO date such as 2026-12-01 "
+                            "or 2026-12-01T14:30") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _created(record: Record) -> datetime | None:
+    try:
+        return parse_time(record.created_at, "created_at")
+    except FmmforgeError:
+        return None
+
+
+def assign_runs(records: list[Record]) -> list[int]:
+    """The run number of each record (records in id order); see the module docstring."""
+    runs: list[int] = []
+    run = 0
+    key: tuple[str, str, str] | None = None
+    seen: set[tuple[Any, ...]] = set()
+    last: datetime | None = None
+    for r in records:
+        when = _created(r)
+        measured = (r.plan_key, r.m, r.k, r.n, r.dtype)
+        gap = when is not None and last is not None and (when - last).total_seconds() > RUN_GAP_S
+        if (r.device, r.machine, r.fmmforge_version) != key or measured in seen or gap or run == 0:
+            run += 1
+            seen = set()
+            key = (r.device, r.machine, r.fmmforge_version)
+        seen.add(measured)
+        last = when or last
+        runs.append(run)
+    return runs
+
+
+def _ceiling(plan: dict[str, Any], levels: int, cache: dict[str, float | None]) -> float | None:
+    """(n·m·p/R)^L of the plan's schemes, resolved by name; None when the plan does not name one
+    scheme per level or a scheme is no longer known."""
+    from fmmforge.core import catalogue
+
+    names = plan.get("algorithms")
+    if not isinstance(names, list) or len(names) != levels or not all(isinstance(n, str) for n in names):
+        return None
+    total = 1.0
+    for name in names:
+        if name not in cache:
+            try:
+                d = catalogue.resolve(name)
+                cache[name] = prod(d.format) / d.rank if d.format else None
+            except FmmforgeError:
+                cache[name] = None
+        if cache[name] is None:
+            return None
+        total *= cache[name]  # type: ignore[operator]
+    return total
+
+
+def _mib(value: int | None) -> float | None:
+    return None if value is None else value / MIB
+
+
+def _plan(record: Record) -> dict[str, Any]:
+    try:
+        plan = json.loads(record.plan)
+    except ValueError:
+        return {}
+    return plan if isinstance(plan, dict) else {}
+
+
+def record_rows(records: list[Record]) -> pd.DataFrame:
+    """The table of ``records`` (in id order), one row per measurement."""
+    runs = assign_runs(records)
+    cache: dict[str, float | None] = {}
+    rows = []
+    for r, run in zip(records, runs):
+        plan = _plan(r)
+        flops = 2.0 * r.m * r.k * r.n
+        rows.append({
+            "record_id": r.id, "run": run, "created_at": r.created_at, "fmmforge_version": r.fmmforge_version,
+            "device": r.device, "machine": r.machine, "algorithm": r.algorithm, "levels": r.levels,
+            "backend": r.backend, "variant": plan.get("variant", "lowmem"), "dtype": r.dtype,
+            "threads": r.threads, "m": r.m, "k": r.k, "n": r.n, "size": f"{r.m}x{r.k}x{r.n}",
+            "kernel_median_ms": r.median_s * 1e3, "kernel_iqr_ms": r.iqr_s * 1e3,
+            "vendor_median_ms": r.baseline_median_s * 1e3, "vendor_iqr_ms": r.baseline_iqr_s * 1e3,
+            "speedup": r.speedup, "ceiling": _ceiling(plan, r.levels, cache),
+            "kernel_gflop_per_s": flops / r.median_s / 1e9 if r.median_s > 0 else None,
+            "vendor_gflop_per_s": flops / r.baseline_median_s / 1e9 if r.baseline_median_s > 0 else None,
+            "max_error": r.max_error, "error_bound": r.error_bound,
+            "c_mib": r.m * r.n * ITEMSIZE.get(r.dtype, 4) / MIB,
+            "workspace_mib": _mib(r.workspace_bytes), "peak_extra_mib": _mib(r.peak_extra_bytes),
+        })
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    for column in ("record_id", "run", "levels", "m", "k", "n"):
+        frame[column] = frame[column].astype("int64")
+    frame["threads"] = frame["threads"].astype("Int64")
+    return frame
+
+
+def load_records(store: Store) -> pd.DataFrame:
+    """Every record in ``store``, one row per measurement (an empty table for an empty store)."""
+    return record_rows(query_records(store))
+
+
+# ---------------------------------------------------------------------- selectors
+@dataclass(frozen=True)
+class Selector:
+    """A parsed selector: ``text`` as given, ``keep`` the row filter."""
+
+    text: str
+    keep: Callable[[pd.DataFrame], pd.Series]
+
+
+SELECTOR_KEYS = ("run", "device", "version", "machine", "dtype", "since", "until")
+SELECTOR_HELP = ("run:N (or run:last, run:last-1), device:cpu, version:0.1.0, machine:TEXT, dtype:float32, "
+                 "since:DATE, until:DATE; join several with +")
+
+
+def _run_number(value: str, frame: pd.DataFrame) -> int:
+    last = int(frame["run"].max()) if len(frame) else 0
+    m = re.fullmatch(r"last(?:-(\d+))?", value)
+    if m:
+        return last - int(m.group(1) or 0)
+    if value.isdigit():
+        return int(value)
+    raise FmmforgeError(f"cannot read run {value!r}; write run:N (a number from `fmmforge report --runs`), "
+                        "run:last or run:last-1")
+
+
+def _times(frame: pd.DataFrame) -> pd.Series:
+    return pd.to_datetime(frame["created_at"], utc=True, errors="coerce", format="ISO8601")
+
+
+def _one(key: str, value: str, frame: pd.DataFrame) -> pd.Series:
+    if key == "run":
+        return frame["run"] == _run_number(value, frame)
+    if key == "device":
+        return frame["device"] == ("cuda:0" if value == "cuda" else value)
+    if key == "version":
+        return frame["fmmforge_version"] == value
+    if key == "machine":
+        return frame["machine"].str.contains(value, regex=False)
+    if key == "dtype":
+        return frame["dtype"] == value
+    when = pd.Timestamp(parse_time(value, key))
+    return _times(frame) >= when if key == "since" else _times(frame) <= when
+
+
+def parse_selector(text: str) -> Selector:
+    """``KEY:VALUE[+KEY:VALUE...]`` (see the module docstring); one clear error for anything else."""
+    items = [item.strip() for item in text.split("+")]
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition(":")
+        key = key.strip().lower()
+        if not sep or not value.strip() or key not in SELECTOR_KEYS:
+            raise FmmforgeError(f"cannot read selector {item!r} in {text!r}; use {SELECTOR_HELP}")
+        pairs.append((key, value.strip()))
+    for key, value in pairs:  # check dates and run numbers now, not on the first matching row
+        if key in ("since", "until"):
+            parse_time(value, key)
+        if key == "run":
+            _run_number(value, pd.DataFrame({"run": [1]}))
+
+    def keep(frame: pd.DataFrame) -> pd.Series:
+        mask = pd.Series(True, index=frame.index)
+        for key, value in pairs:
+            mask &= _one(key, value, frame)
+        return mask
+
+    return Selector(text, keep)
+
+
+def select(frame: pd.DataFrame, selector: Selector | str) -> pd.DataFrame:
+    """The rows of ``frame`` that ``selector`` keeps."""
+    sel = parse_selector(selector) if isinstance(selector, str) else selector
+    return frame[sel.keep(frame)] if len(frame) else frame
+
+
+def run_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: number, first and last time, device, machine, version, measurements."""
+    if not len(frame):
+        return pd.DataFrame(columns=["run", "first", "last", "device", "machine", "fmmforge_version", "measurements"])
+    grouped = frame.groupby("run", sort=True)
+    return pd.DataFrame({
+        "run": list(grouped.groups),
+        "first": grouped["created_at"].min().tolist(),
+        "last": grouped["created_at"].max().tolist(),
+        "device": grouped["device"].first().tolist(),
+        "machine": grouped["machine"].first().tolist(),
+        "fmmforge_version": grouped["fmmforge_version"].first().tolist(),
+        "measurements": grouped.size().tolist(),
+    })
+
+
+def distinct(frame: pd.DataFrame, column: str) -> list[str]:
+    """The distinct values of ``column``, in the order they first appear."""
+    return [str(v) for v in dict.fromkeys(frame[column].tolist())]
+
+
+def series_labels(frame: pd.DataFrame) -> pd.Series:
+    """A label per row naming its line in the plots: algorithm and levels, plus whatever else
+    (dtype, backend, variant, device) differs between the rows."""
+    extra = [c for c in ("dtype", "backend", "variant", "device") if frame[c].nunique() > 1]
+
+    def label(row: pd.Series) -> str:
+        parts = [f"{row['algorithm']} L{row['levels']}", *(str(row[c]) for c in extra)]
+        return " ".join(parts)
+
+    return frame.apply(label, axis=1) if len(frame) else pd.Series([], dtype=str)
+
+
+def latest(frame: pd.DataFrame, keys: Iterable[str]) -> pd.DataFrame:
+    """The latest row (highest record id) for each combination of ``keys``."""
+    if not len(frame):
+        return frame
+    return frame.sort_values("record_id").groupby(list(keys), sort=False).tail(1)

@@ -1,0 +1,34 @@
+"""Helpers the test modules share (fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+
+from fmmforge.codegen.records import Record
+
+SYNTHETIC_MACHINE = "Synthetic CPU 9000|4|2.13.0|mkl"
+
+
+def one_error(err: str, *words: str) -> str:
+    """The single "error: " line of stderr, which must mention each of ``words``."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def record(algorithm: str = "strassen", levels: int = 1, size: int = 512, *, device: str = "cpu",
+           machine: str = SYNTHETIC_MACHINE, when: str = "2026-12-01T10:00:00+00:00", version: str = "0.1.0",
+           kernel_s: float = 0.010, vendor_s: float = 0.011, memory: bool = True) -> Record:
+    """A synthetic benchmark record (square size, torch backend, float32)."""
+    names = [algorithm] * levels
+    return Record(
+        device=device, machine=machine, algorithm=algorithm, fingerprint="f" * 8,
+        plan=json.dumps({"algorithms": names, "levels": levels}), plan_key=f"{algorithm}-{levels}",
+        backend="torch", levels=levels, m=size, k=size, n=size, dtype="float32", threads=4,
+        median_s=kernel_s, iqr_s=kernel_s / 20, baseline_median_s=vendor_s, baseline_iqr_s=vendor_s / 25,
+        speedup=vendor_s / kernel_s, max_error=1.5e-5 * 3**levels, error_bound=4e-4 * 12**levels,
+        peak_extra_bytes=size * size * 3 * levels if memory else None,
+        workspace_bytes=size * size * levels, created_at=when, fmmforge_version=version,
+    )
