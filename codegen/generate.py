@@ -57,20 +57,16 @@ def validate_kernel(kernel: Kernel, backend: CodegenBackend, decomps: list[Decom
     """Run the kernel on random uniform[-1,1] inputs of several shapes (every level and every peeling
     path, with a small cut-off so the shapes stay small) and compare with float64."""
     plan = kernel.plan
-    mod = kernel.module()
-    old_cutoff = getattr(mod, "CUTOFF", None)
     small = 2
     results: list[CheckResult] = []
-    try:
-        if old_cutoff is not None:
-            mod.CUTOFF = small
-        for i, (M, K, N) in enumerate(validation_shapes(decomps, small)):
-            A, B = random_inputs(M, K, N, seed + i)
-            results.append(check_product(mod.matmul, lambda x: backend.to_native(x, plan.dtype, plan.device),
-                                         backend.to_numpy, A, B, decomps, plan.dtype))
-    finally:
-        if old_cutoff is not None:
-            mod.CUTOFF = old_cutoff
+    private = kernel.new_module()  # its own module: the shared one's CUTOFF is never changed
+    if hasattr(private, "CUTOFF"):
+        private.CUTOFF = small
+    for i, (M, K, N) in enumerate(validation_shapes(decomps, small)):
+        A, B = random_inputs(M, K, N, seed + i)
+        results.append(check_product(private.matmul, lambda x: backend.to_native(x, plan.dtype, plan.device),
+                                     backend.to_numpy, A, B, decomps, plan.dtype))
+    mod = kernel.module()
     for i, (M, K, N) in enumerate(extra_shapes):
         A, B = random_inputs(M, K, N, seed + 100 + i)
         results.append(check_product(mod.matmul, lambda x: backend.to_native(x, plan.dtype, plan.device),

@@ -60,17 +60,22 @@ class Kernel:
         return directory / self.module_file
 
     def module(self) -> types.ModuleType:
-        """Import the module from the text in ``files`` (the text that was checked), named after its
-        file when written so that tracebacks show the source."""
+        """The kernel's module, made once from the text in ``files`` (the text that was checked)."""
         if self._module is None:
-            name = f"fmmforge_kernel_{self.plan.key()}"
-            where = str(self.module_path) if self.module_path is not None else f"<{name}>"
-            mod = types.ModuleType(name)
-            if self.module_path is not None:
-                mod.__file__ = where
-            exec(compile(self.source, where, "exec"), mod.__dict__)
-            self._module = mod
+            self._module = self.new_module()
         return self._module
+
+    def new_module(self) -> types.ModuleType:
+        """A fresh module from the text in ``files``, named after its file when written so that
+        tracebacks show the source. Validation runs on one of its own, so that changing its
+        constants never touches a module that other threads may be calling."""
+        name = f"fmmforge_kernel_{self.plan.key()}"
+        where = str(self.module_path) if self.module_path is not None else f"<{name}>"
+        mod = types.ModuleType(name)
+        if self.module_path is not None:
+            mod.__file__ = where
+        exec(compile(self.source, where, "exec"), mod.__dict__)
+        return mod
 
     @property
     def matmul(self) -> Callable[..., Any]:

@@ -1,4 +1,4 @@
-"""Benchmark records in the store (table ``records``, added by a migration in core/store.py).
+"""Benchmark records in the store: the ``records`` table, which this module owns (:data:`TABLES`).
 
 One row per measurement: device (and the machine it was on), algorithm and fingerprint(s), the
 plan, size M×K×N, dtype, median and IQR of the kernel and of the vendor baseline measured in the
@@ -7,13 +7,11 @@ same run, speed-up, max error against float64 and its bound, fmmforge version.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
 
-from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.store import Store
+from fmmforge.core.store import OwnedTables, Store
 from fmmforge.core.version import __version__
 
 
@@ -52,6 +50,38 @@ class Record:
 
 _COLUMNS = [f.name for f in fields(Record) if f.name != "id"]
 
+# "IF NOT EXISTS": stores from before this module owned the table already have it (store step 2).
+TABLES = OwnedTables("codegen.records", (
+    """
+        CREATE TABLE IF NOT EXISTS records (
+            id INTEGER PRIMARY KEY,
+            device TEXT NOT NULL,
+            machine TEXT NOT NULL,
+            algorithm TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            plan TEXT NOT NULL,
+            plan_key TEXT NOT NULL,
+            backend TEXT NOT NULL,
+            levels INTEGER NOT NULL,
+            m INTEGER NOT NULL, k INTEGER NOT NULL, n INTEGER NOT NULL,
+            dtype TEXT NOT NULL,
+            threads INTEGER,
+            median_s REAL NOT NULL,
+            iqr_s REAL NOT NULL,
+            baseline_median_s REAL NOT NULL,
+            baseline_iqr_s REAL NOT NULL,
+            speedup REAL NOT NULL,
+            max_error REAL,
+            error_bound REAL,
+            peak_extra_bytes INTEGER,
+            workspace_bytes INTEGER,
+            created_at TEXT NOT NULL,
+            fmmforge_version TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS records_lookup ON records(plan_key, device, machine, m, k, n, dtype);
+        """,
+))
+
 
 def add_record(record: Record, store: Store | None = None) -> int:
     store = store if store is not None else Store()
@@ -59,39 +89,26 @@ def add_record(record: Record, store: Store | None = None) -> int:
     row.pop("id")
     if not row["created_at"]:
         row["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    conn = store._connect(write=True)
-    assert conn is not None
-    try:
+    with store.writing(TABLES) as conn:
         cur = conn.execute(
             f"INSERT INTO records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
             [row[c] for c in _COLUMNS],
         )
         return int(cur.lastrowid)
-    except sqlite3.DatabaseError as exc:
-        raise FmmforgeError(f"cannot write a record to {store.path} ({exc}); set FMMFORGE_HOME to a writable directory") from None
-    finally:
-        conn.close()
 
 
 def query_records(store: Store | None = None, **where: Any) -> list[Record]:
     """Records matching column=value filters (e.g. plan_key=..., device="cpu", m=4096), oldest first."""
     store = store if store is not None else Store()
-    conn = store._connect(write=False)
-    if conn is None:
-        return []
     unknown = set(where) - set(_COLUMNS) - {"id"}
     if unknown:
         raise ValueError(f"unknown record columns {sorted(unknown)}")
-    try:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone() is None:
-            return []  # a store written before the records migration
-        clause = " AND ".join(f"{k} = ?" for k in where)
+    clause = " AND ".join(f"{k} = ?" for k in where)
+    with store.reading(TABLES) as conn:
+        if conn is None:
+            return []
         rows = conn.execute(
             f"SELECT id, {', '.join(_COLUMNS)} FROM records" + (f" WHERE {clause}" if clause else "") + " ORDER BY id",
             list(where.values()),
         ).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise FmmforgeError(f"cannot read records from {store.path} ({exc})") from None
-    finally:
-        conn.close()
     return [Record(**dict(zip(_COLUMNS, r[1:])), id=r[0]) for r in rows]

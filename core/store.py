@@ -62,40 +62,33 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL
     );
     """,
-    # benchmark measurements (fmmforge.codegen.records): one row per kernel measured
-    """
-    CREATE TABLE records (
-        id INTEGER PRIMARY KEY,
-        device TEXT NOT NULL,
-        machine TEXT NOT NULL,
-        algorithm TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        plan TEXT NOT NULL,
-        plan_key TEXT NOT NULL,
-        backend TEXT NOT NULL,
-        levels INTEGER NOT NULL,
-        m INTEGER NOT NULL, k INTEGER NOT NULL, n INTEGER NOT NULL,
-        dtype TEXT NOT NULL,
-        threads INTEGER,
-        median_s REAL NOT NULL,
-        iqr_s REAL NOT NULL,
-        baseline_median_s REAL NOT NULL,
-        baseline_iqr_s REAL NOT NULL,
-        speedup REAL NOT NULL,
-        max_error REAL,
-        error_bound REAL,
-        peak_extra_bytes INTEGER,
-        workspace_bytes INTEGER,
-        created_at TEXT NOT NULL,
-        fmmforge_version TEXT NOT NULL
-    );
-    CREATE INDEX records_lookup ON records(plan_key, device, machine, m, k, n, dtype);
-    """,
+    # step 2 created the benchmark records table; that table now belongs to fmmforge.codegen.records
+    # (an OwnedTables schema, created there): the step stays, empty, so version numbers keep meaning
+    "",
     # the cached verdict of each row: sha256 of its checked columns, recorded when it verified
     """
     ALTER TABLE algorithms ADD COLUMN verified_sha256 TEXT;
     """,
+    # the tables other floors keep here (OwnedTables), and the schema version of each owner's
+    """
+    CREATE TABLE IF NOT EXISTS table_owners (owner TEXT PRIMARY KEY, version INTEGER NOT NULL);
+    """,
 ]
+
+
+@dataclass(frozen=True)
+class OwnedTables:
+    """Tables a subsystem keeps in the store, and how they grew: ``migrations[i]`` takes the owner's
+    schema from version i to i + 1 (SQL statements separated by ``;``).
+
+    The store runs them on first use (:meth:`Store.writing`, :meth:`Store.reading`) and keeps each
+    owner's version in ``table_owners``; a store written by a newer fmmforge is refused. The owner
+    defines and documents its tables; the store only runs the migrations, so a subsystem never
+    reaches into the store's own connection or schema.
+    """
+
+    owner: str
+    migrations: tuple[str, ...]
 
 
 # A row's checksum covers everything `list` shows about it and the scheme itself.
@@ -330,6 +323,67 @@ class Store:
             ) from None
         finally:
             conn.close()
+
+    # ------------------------------------------------------------ tables of other floors
+    def _owner_version(self, conn: sqlite3.Connection, tables: OwnedTables) -> int:
+        row = conn.execute("SELECT version FROM table_owners WHERE owner = ?", (tables.owner,)).fetchone()
+        version = 0 if row is None else int(row[0])
+        if version > len(tables.migrations):
+            raise FmmforgeError(
+                f"the store {self.path} holds {tables.owner} tables of version {version}, newer than fmmforge "
+                f"{__version__} knows (up to {len(tables.migrations)}); upgrade fmmforge, or set FMMFORGE_HOME "
+                "to another directory"
+            )
+        return version
+
+    def _ensure(self, conn: sqlite3.Connection, tables: OwnedTables) -> None:
+        """Run the owner's migrations that this store has not had yet, inside the caller's transaction."""
+        for step in range(self._owner_version(conn, tables), len(tables.migrations)):
+            for statement in tables.migrations[step].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO table_owners (owner, version) VALUES (?, ?) "
+                         "ON CONFLICT(owner) DO UPDATE SET version = excluded.version", (tables.owner, step + 1))
+
+    @contextlib.contextmanager
+    def writing(self, tables: OwnedTables) -> Iterator[sqlite3.Connection]:
+        """One write transaction on ``tables`` (created or upgraded first): committed whole or not at all."""
+        with self._transaction() as conn:
+            self._ensure(conn, tables)
+            try:
+                yield conn
+            except sqlite3.DatabaseError as exc:
+                raise FmmforgeError(f"cannot write {tables.owner} to the store {self.path} ({exc}); "
+                                    "set FMMFORGE_HOME to a writable directory") from None
+
+    @contextlib.contextmanager
+    def reading(self, tables: OwnedTables) -> Iterator[sqlite3.Connection | None]:
+        """A connection for reading ``tables``; None when the store or the owner's tables do not exist
+        yet (nothing was written), or were written by an older fmmforge and the store is read-only."""
+        conn = self._connect(write=False)
+        if conn is None:
+            yield None
+            return
+        try:
+            has_owners = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'table_owners'").fetchone()
+            current = has_owners is not None and self._owner_version(conn, tables) == len(tables.migrations)
+            if not current:
+                conn.close()
+                try:
+                    with self.writing(tables):
+                        pass
+                except FmmforgeError:
+                    yield None  # a read-only store without these tables: nothing of them to read
+                    return
+                conn = self._connect(write=False)
+            try:
+                yield conn
+            except sqlite3.DatabaseError as exc:
+                raise FmmforgeError(f"cannot read {tables.owner} from the store {self.path} ({exc})") from None
+        finally:
+            if conn is not None:
+                conn.close()
 
     @staticmethod
     def _select(version: int) -> str:

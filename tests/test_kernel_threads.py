@@ -102,3 +102,23 @@ def test_workspaces_belong_to_the_calling_thread(backend_name, variant):
     assert held[1] == held[0]  # and clear_workspaces() here left them alone
     mod.matmul(A, B)
     assert mod.workspace_bytes() == held[0]  # this thread allocates its own on its first call
+
+
+def test_validation_never_changes_the_module_that_callers_share(monkeypatch):
+    """Validation runs with a small CUTOFF to reach every level on small shapes; it used to set it on
+    the kernel's one module, so a thread calling that kernel meanwhile ran with the wrong cut-off."""
+    import fmmforge.codegen.generate as generate_module
+
+    plan, decomps = make_plan("strassen", 2, backend="torch", dtype="float32", device="cpu")
+    kernel = generate(plan, decomps, backend=get_backend("torch"), use_cache=False)
+    shared = kernel.module()
+    seen = []
+    real_check = generate_module.check_product
+
+    def watching(*args, **kwargs):
+        seen.append(shared.CUTOFF)
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(generate_module, "check_product", watching)
+    generate_module.validate_kernel(kernel, get_backend("torch"), decomps)
+    assert seen and set(seen) == {plan.cutoff}

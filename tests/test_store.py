@@ -110,3 +110,51 @@ def test_two_concurrent_writers_lose_nothing(_isolated_store):
     assert len(rows) == len(expected)
     with sqlite3.connect(Store().path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_tables_of_other_floors_are_created_by_their_owner_and_versioned(tmp_path):
+    import sqlite3
+
+    from fmmforge.core.errors import FmmforgeError
+    from fmmforge.core.store import OwnedTables
+
+    store = Store(tmp_path / "home")
+    v1 = OwnedTables("test.notes", ("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)",))
+    with store.reading(v1) as conn:
+        assert conn is None  # no store yet: nothing to read
+    with store.writing(v1) as conn:
+        conn.execute("INSERT INTO notes (text) VALUES ('one')")
+    v2 = OwnedTables("test.notes", (*v1.migrations, "ALTER TABLE notes ADD COLUMN stars INTEGER"))
+    with store.reading(v2) as conn:  # reading upgrades the owner's tables first
+        assert conn.execute("SELECT text, stars FROM notes").fetchall() == [("one", None)]
+    with sqlite3.connect(store.path) as raw:
+        assert raw.execute("SELECT version FROM table_owners WHERE owner = 'test.notes'").fetchone() == (2,)
+    with pytest.raises(FmmforgeError, match="newer than fmmforge"):
+        with store.reading(v1):  # this fmmforge knows version 1 only
+            pass
+    with pytest.raises(FmmforgeError, match="cannot write test.notes"):
+        with store.writing(v2) as conn:
+            conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+
+def test_records_written_before_codegen_owned_their_table_still_read(tmp_path):
+    """Stores of schema 3 got the records table from the store's own step 2; they keep their rows."""
+    import sqlite3
+
+    from fmmforge.codegen.records import TABLES, query_records
+    from fmmforge.core.store import MIGRATIONS
+
+    home = tmp_path / "home"
+    home.mkdir()
+    ddl = TABLES.migrations[0]
+    with sqlite3.connect(home / "store.sqlite") as raw:
+        for statement in (MIGRATIONS[0] + ";" + ddl + ";" + MIGRATIONS[2]).split(";"):
+            if statement.strip():
+                raw.execute(statement)
+        raw.execute("PRAGMA user_version = 3")
+        raw.execute("INSERT INTO records (device, machine, algorithm, fingerprint, plan, plan_key, backend, levels, "
+                    "m, k, n, dtype, threads, median_s, iqr_s, baseline_median_s, baseline_iqr_s, speedup, "
+                    "created_at, fmmforge_version) VALUES ('cpu', 'm', 'strassen', 'f', '{}', 'k', 'torch', 1, "
+                    "8, 8, 8, 'float32', 1, 1.0, 0.1, 1.1, 0.1, 1.1, '2026-01-01', '0.1.0')")
+    rows = query_records(Store(home))
+    assert [(r.algorithm, r.speedup) for r in rows] == [("strassen", 1.1)]

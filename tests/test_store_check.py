@@ -14,7 +14,7 @@ from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.formats.json import dumps_json
 from fmmforge.core.paths import default_home
-from fmmforge.core.store import Provenance, Store, row_checksum
+from fmmforge.core.store import MIGRATIONS, Provenance, Store, row_checksum
 
 STRASSEN = builtin("strassen")
 LADERMAN = builtin("laderman")
@@ -124,7 +124,7 @@ def test_a_store_from_before_the_checksum_column_is_read_and_upgraded():
     sql("PRAGMA user_version = 2")
     (row,) = Store().all()
     assert row.decomposition == STRASSEN
-    assert sql("PRAGMA user_version") == [(3,)]
+    assert sql("PRAGMA user_version") == [(len(MIGRATIONS),)]
     assert sql("SELECT verified_sha256 IS NOT NULL FROM algorithms") == [(1,)]
 
 
