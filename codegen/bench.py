@@ -18,10 +18,15 @@ from fmmforge.codegen.backends import CodegenBackend
 from fmmforge.codegen.generate import generate
 from fmmforge.codegen.plan import Plan, ceiling, make_plan
 from fmmforge.codegen.records import Record, add_record, query_records
-from fmmforge.codegen.validate import error_bound
+from fmmforge.codegen.validate import KernelValidationError, error_bound
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.tensor import parse_shapes
 from fmmforge.core.version import __version__
+from fmmforge.hardware.devices import get_device, machine_key
+from fmmforge.hardware.limits import ITEMSIZE, MAX_DIMENSION, MAX_LEVELS, check_int, check_memory
+from fmmforge.hardware.memory import peak_extra_bytes
+from fmmforge.hardware.timing import compare, pinned_threads
 
 Size = tuple[int, int, int]
 
@@ -29,9 +34,6 @@ Size = tuple[int, int, int]
 def parse_sizes(text: str) -> list[Size]:
     """``2048,4096`` (square) and ``8192x4096x8192`` (M×K×N) items, comma separated; every side
     between 1 and 2^31."""
-    from fmmforge.core.tensor import parse_shapes
-    from fmmforge.hardware.limits import MAX_DIMENSION
-
     return parse_shapes(text, "size", MAX_DIMENSION)
 
 
@@ -60,7 +62,6 @@ def parse_levels(text: str) -> list[int]:
         raise FmmforgeError(f"cannot read levels {text!r}; write e.g. 1,2") from None
     if not vals:
         raise FmmforgeError("no levels given; write e.g. --levels 1,2")
-    from fmmforge.hardware.limits import MAX_LEVELS, check_int
 
     for v in vals:
         if v < 0:
@@ -75,8 +76,6 @@ def run_bytes(size: Size, dtype: str, *, workspace_fraction: float = 0.0, check_
     """Bytes one measurement holds at its peak: the inputs (float64 as drawn, then in ``dtype``),
     the kernel's and the baseline's C, the kernel's workspaces (a fraction of C's size), and the
     float64 copies of A, B and C and the reference product of the error check."""
-    from fmmforge.hardware.limits import ITEMSIZE
-
     M, K, N = size
     operands, out = M * K + K * N, M * N
     item = ITEMSIZE[dtype]
@@ -88,14 +87,11 @@ def run_bytes(size: Size, dtype: str, *, workspace_fraction: float = 0.0, check_
 
 def check_run_memory(size: Size, dtype: str, device: str, **kwargs: Any) -> None:
     """Refuse a size whose measurement cannot fit in the memory ``device`` has available now."""
-    from fmmforge.hardware.limits import check_memory
-
     check_memory(run_bytes(size, dtype, **kwargs), f"a {size[0]}x{size[1]}x{size[2]} {dtype} run", device,
                  override="--ignore-memory")
 
 
 def machine_for(device: str) -> str:
-    from fmmforge.hardware.devices import get_device, machine_key
 
     dev = get_device(device)
     return machine_key() if dev.kind == "cpu" else dev.description
@@ -136,10 +132,6 @@ def measure(plan: Plan, decomps: list[Decomposition], size: Size, *, backend: Co
 
     Before anything of ``size`` is allocated, the memory the run needs is checked against what
     the device has available (``memory_check=False`` skips that)."""
-    from fmmforge.hardware.devices import get_device
-    from fmmforge.hardware.memory import peak_extra_bytes
-    from fmmforge.hardware.timing import compare, pinned_threads
-
     get_device(plan.device)
     kernel = generate(plan, decomps, backend=backend)
     if memory_check:
@@ -159,7 +151,6 @@ def measure(plan: Plan, decomps: list[Decomposition], size: Size, *, backend: Co
             max_error, a_max, b_max = _max_error(backend, plan.device, A, B, fn(A, B))
             bound = error_bound(K, decomps, plan.dtype, a_max, b_max)
             if not max_error <= bound:
-                from fmmforge.codegen.validate import KernelValidationError
 
                 raise KernelValidationError(f"kernel {plan.describe()} at {M}x{K}x{N}: max error {max_error:.3g} "
                                             f"> bound {bound:.3g}; not benchmarked")
@@ -222,8 +213,6 @@ def run_bench(algos: list[str], levels: list[int], sizes: list[Size], *, backend
 
     The largest size is checked against the device's available memory before anything runs
     (each measurement checks its own size again with its kernel's workspace)."""
-    from fmmforge.hardware.devices import get_device
-
     get_device(device)
     plans = []
     for name in algos:

@@ -6,8 +6,9 @@ too: each row keeps the sha256 of its checked columns from when it last verified
 row whose checksum no longer matches is verified again; a row that fails is skipped with one
 warning line (``fmmforge store check`` lists such rows, ``--repair`` removes them). Several
 processes may write at once: WAL journaling, a busy timeout and short ``BEGIN IMMEDIATE`` transactions make the
-writers queue instead of failing or losing rows. Later issues add their tables (benchmark
-records) through :data:`MIGRATIONS`.
+writers queue instead of failing or losing rows. The store's own tables grow through
+:data:`MIGRATIONS`; other floors keep theirs here through :class:`OwnedTables` (benchmark records:
+fmmforge.codegen.records).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The built-in rewards: rank, additions, stability and the TPU cost model.
 
 Each needs only the decomposition (and the context), no kernel measurements, so all are
-cheap. The measured-latency reward arrives with the codegen issue through the same hook.
+cheap. The measured-latency reward is registered by fmmforge.plugins.builtin_backends, beside
+the codegen backends it measures with.
 """
 
 from __future__ import annotations
