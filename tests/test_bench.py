@@ -48,6 +48,21 @@ def test_cli_bench_prints_and_records(cli):
     assert {r.algorithm for r in query_records()} == {"strassen", "alphatensor:2,2,3"}
 
 
+def test_cli_bench_json_is_the_recorded_rows(cli):
+    import json
+
+    code, out, err = cli("bench", "--json", "--sizes", "24", "--algos", "strassen", "--levels", "1",
+                         "--dtype", "float64", "--pairs", "3", "--cutoff", "2", "--min-sample-ms", "1")
+    assert code == 0, err
+    doc = json.loads(out)  # nothing but the document on standard output
+    assert doc["schema"] == "fmmforge.bench" and doc["problems"] == []
+    (row,) = doc["rows"]
+    (record,) = query_records()
+    assert row["id"] == record.id and row["speedup"] == record.speedup and row["median_s"] == record.median_s
+    assert row["gflops"] == pytest.approx(2 * 24**3 / record.median_s / 1e9) and row["ceiling"] == pytest.approx(8 / 7)
+    assert "measured strassen L1 24x24x24" in err
+
+
 @pytest.mark.parametrize("args,message", [
     (["--levels", "-1"], "levels"),
     (["--backend", "nope"], "unknown backend"),

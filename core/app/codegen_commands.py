@@ -117,6 +117,7 @@ def bench_cmd(
     min_sample_ms: Annotated[float, typer.Option(help="each timed sample repeats the call for at least this long")] = 50.0,
     variant: Annotated[str, typer.Option(help="lowmem (small workspaces) or batched (torch: levels flattened, all leaf products in one bmm)")] = "lowmem",
     ignore_memory: Annotated[bool, typer.Option("--ignore-memory", help="run even when the largest size needs more memory than the device has available")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the results as one JSON document on standard output (progress goes to standard error)")] = False,
 ) -> None:
     """Measure kernels against the vendor matmul in the same run; record every row; print the table."""
     from fmmforge.codegen.bench import parse_algos, parse_levels, parse_sizes, run_bench
@@ -134,13 +135,20 @@ def bench_cmd(
                   "ceiling", "eff", "max err", "peak extra")
     problems: list[str] = []
 
+    progress = err_console if as_json else console
+
     def on_row(row) -> None:
         r = row.record
-        console.print(f"measured {r.algorithm} L{r.levels} {r.m}x{r.k}x{r.n}: {r.speedup:.3f}x", highlight=False)
+        progress.print(f"measured {r.algorithm} L{r.levels} {r.m}x{r.k}x{r.n}: {r.speedup:.3f}x", highlight=False)
 
     rows = run_bench(algo_list, level_list, size_list, device=device, backend=codegen_backend, dtype=dtype,
                      cutoff=cutoff, threads=threads, pairs=pairs, measure_memory=memory, on_row=on_row, on_error=problems.append,
                      min_sample_s=min_sample_ms / 1e3, variant=variant, memory_check=not ignore_memory)
+    if as_json:
+        _print_json(rows, problems)
+        if problems:
+            raise typer.Exit(2)
+        return
     for row in rows:
         r = row.record
         table.add_row(r.algorithm, str(r.levels), f"{r.m}x{r.k}x{r.n}", f"{r.median_s * 1e3:.2f}", f"{r.iqr_s * 1e3:.2f}",
@@ -156,4 +164,23 @@ def bench_cmd(
     for p in problems:
         err_console.print(f"error: {p}", highlight=False, markup=False, soft_wrap=True)
     if problems:
-        raise typer.Exit(2 if not rows else 1)
+        raise typer.Exit(2)  # exit 1 means an invalid decomposition, never "some rows failed"
+
+
+def _print_json(rows: list, problems: list[str]) -> None:
+    """The bench results for scripts and CI: every recorded row with its derived figures."""
+    import dataclasses
+    import json
+    import sys
+
+    from fmmforge.core.version import __version__
+
+    doc = {
+        "schema": "fmmforge.bench", "version": 1, "fmmforge_version": __version__,
+        "rows": [{**dataclasses.asdict(row.record), "gflops": row.record.gflops, "ceiling": row.ceiling,
+                  "efficiency": row.efficiency} for row in rows],
+        "problems": problems,
+        "units": {"median_s": "s", "iqr_s": "s", "baseline_median_s": "s", "baseline_iqr_s": "s",
+                  "gflops": "GFLOP/s (2MKN/t)", "peak_extra_bytes": "bytes", "workspace_bytes": "bytes"},
+    }
+    sys.stdout.write(json.dumps(doc, indent=1) + "\n")
