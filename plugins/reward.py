@@ -1,7 +1,7 @@
 """Scoring through a reward plugin: :func:`evaluate` checks the scheme and what the reward returns.
 
 What a reward *is* (:class:`Reward`, :class:`RewardContext`, :class:`RewardResult`) lives in
-:mod:`fmmforge.core.contracts`; the names are re-exported here for plugin authors.
+:mod:`fmmforge.core.contracts` (plugin authors also find them in :mod:`fmmforge.plugins`).
 """
 
 from __future__ import annotations
@@ -9,12 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fmmforge.core.contracts import Reward, RewardContext, RewardResult, Size
+from fmmforge.core.contracts import Reward, RewardContext, RewardResult
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError, InvalidDecompositionError
-
-__all__ = ["Reward", "RewardContext", "RewardResult", "Size", "evaluate"]
-
 
 def evaluate(reward: Reward, decomposition: Decomposition, context: RewardContext) -> RewardResult:
     """Score a verified decomposition; a reward returning nonsense is named in the error."""

@@ -97,7 +97,8 @@ def test_cli_bench_bad_input_exit_2_with_one_line(cli, args, message):
 
 def test_latency_reward_through_plugins_and_cache(monkeypatch):
     from fmmforge.plugins import get_reward
-    from fmmforge.plugins.reward import RewardContext, evaluate
+    from fmmforge.core.contracts import RewardContext
+    from fmmforge.plugins.reward import evaluate
 
     reward = get_reward("latency")
     assert reward.cheap is False
@@ -117,7 +118,7 @@ def test_latency_reward_through_plugins_and_cache(monkeypatch):
 
 def test_latency_reward_needs_a_size_and_a_present_device():
     from fmmforge.plugins import get_reward
-    from fmmforge.plugins.reward import RewardContext
+    from fmmforge.core.contracts import RewardContext
 
     reward = get_reward("latency")
     with pytest.raises(FmmforgeError, match="size"):

@@ -91,7 +91,7 @@ def score_cmd(
     """Score an algorithm with one or more rewards; print each score and its parts."""
     from fmmforge.core import catalogue
     from fmmforge.plugins.mix import RewardMix
-    from fmmforge.plugins.reward import RewardContext
+    from fmmforge.core.contracts import RewardContext
 
     from fmmforge.hardware.limits import check_reward_levels
 
