@@ -124,3 +124,138 @@ def test_measure_refuses_a_kernel_without_validation(monkeypatch):
     with pytest.raises(FmmforgeError, match="not validated"):
         measure(plan, decomps, (8, 8, 8), backend=get_backend("numpy"), pairs=3, min_sample_s=0.0)
     assert query_records() == []
+
+
+# ---------------------------------------------------------------------- the CuPy kernels without a GPU
+CUPY_SCHEMES = [("strassen", 2), ("strassen-winograd", 1), ("laderman", 1), ("alphatensor:2,3,4", 1),
+                ("strassen*strassen", 1)]
+
+
+def _cupy_kernel(name: str, levels: int, dtype: str):
+    plan, decomps = make_plan(name, levels, backend="cupy", device="cuda", dtype=dtype, cutoff=1)
+    return generate(plan, decomps, backend=get_backend("cupy"), validate=False), decomps
+
+
+@needs_nvcc
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name,levels", CUPY_SCHEMES)
+def test_cupy_cuda_c_compiles_with_nvcc(name, levels, dtype):
+    from fmmforge.codegen.backends import nvcc_check
+
+    kernel, _ = _cupy_kernel(name, levels, dtype)
+    result = nvcc_check(kernel.files["kernel.cu"])
+    assert result.ok, result.message
+    assert ".entry fmm_sums" in result.ptx and ".entry fmm_outputs" in result.ptx
+    assert (".f64" in result.ptx) == (dtype == "float64")
+
+
+@pytest.mark.parametrize("name,levels", CUPY_SCHEMES)
+def test_cupy_passes_read_and_write_each_block_once(name, levels):
+    """One pass for all A- and B-side sums (each block element loaded once, each sum stored once),
+    one batched gemm, one pass storing each C block once."""
+    import re
+
+    from fmmforge.codegen.emit_cupy import flatten_levels
+
+    kernel, decomps = _cupy_kernel(name, levels, "float32")
+    d = flatten_levels(decomps)
+    U, V, W = d.factors()
+    sums, outputs = kernel.files["kernel.cu"].split("fmm_outputs(", 1)
+    n, m, p = d.format
+    used = lambda F: sum(any(F[a, r] != 0 for r in range(d.rank)) for a in range(F.shape[0]))  # noqa: E731
+    assert len(re.findall(r"= A\[", sums)) == used(U) and len(re.findall(r"= B\[", sums)) == used(V)
+    assert len(re.findall(r"\bS\[", sums)) == d.rank and len(re.findall(r"\bT\[", sums)) == d.rank
+    assert len(re.findall(r"\bC\[", outputs)) == n * p
+    assert len(re.findall(r"= M\[", outputs)) == sum(any(W[c, r] != 0 for c in range(n * p)) for r in range(d.rank))
+    assert kernel.source.count("cp.matmul(S, T)") == 1
+
+
+class _FakeRawModule:
+    """cupy.RawModule on the CPU: each ``extern "C" __global__`` kernel of the CUDA source is
+    translated line by line into Python and run thread by thread over the launch grid, on flat
+    views of numpy arrays at the pointers cupy would pass. It understands the subset of C the
+    emitter writes (declarations, if / else if, return, arithmetic) and fails on anything else."""
+
+    def __init__(self, code: str) -> None:
+        import re
+
+        self.functions = {}
+        for name, params, body in re.findall(r'extern "C" __global__ void (\w+)\((.*?)\)\s*\{\n(.*?)\n\}\n', code, re.S):
+            names = [re.findall(r"\w+", p)[-1] for p in params.split(",")]
+            self.functions[name] = (names, self._python(body, names))
+
+    @staticmethod
+    def _python(body: str, names: list[str]):
+        import re
+
+        out, depth = [f"def kernel(blockIdx_x, blockDim_x, threadIdx_x, {', '.join(names)}):"], 1
+        for raw in body.splitlines():
+            line = raw.strip()
+            if line == "}":
+                depth -= 1
+                continue
+            line = line.replace("(long)blockIdx.x * blockDim.x + threadIdx.x", "blockIdx_x * blockDim_x + threadIdx_x")
+            line = re.sub(r"(\d\.\d*(?:e-?\d+)?)f\b", r"\1", line).replace("(real)0", "0")
+            if m := re.fullmatch(r"if \((.*)\) return;", line):
+                out.append("    " * depth + f"if {m[1]}: return")
+            elif m := re.fullmatch(r"(\} else )?if \((.*)\) \{", line):
+                depth -= bool(m[1])
+                out.append("    " * depth + ("elif" if m[1] else "if") + f" {m[2]}:")
+                depth += 1
+            elif m := re.fullmatch(r"long (.*);", line):
+                out.append("    " * depth + m[1].replace(", ", "; ").replace(" / ", " // "))
+            elif m := re.fullmatch(r"(?:real )?([^;{}]*);", line):
+                out.append("    " * depth + m[1])
+            else:
+                raise AssertionError(f"the fake RawModule cannot read: {raw!r}")
+        namespace: dict = {}
+        exec("\n".join(out), namespace)
+        return namespace["kernel"]
+
+    def get_function(self, name: str):
+        import numpy as np
+
+        names, fn = self.functions[name]
+
+        def launch(grid, block, args):
+            assert len(args) == len(names)
+            flat = [np.lib.stride_tricks.as_strided(a, shape=(1 + sum((s - 1) * st // a.itemsize for s, st in zip(a.shape, a.strides)),),
+                                                    strides=(a.itemsize,)) if isinstance(a, np.ndarray) and a.ndim else
+                    (int(a) if isinstance(a, np.integer) else a) for a in args]
+            for b in range(grid[0]):
+                for t in range(block[0]):
+                    fn(b, block[0], t, *flat)
+        return launch
+
+
+def _fake_cupy():
+    import types
+
+    import numpy as np
+
+    fake = types.ModuleType("cupy")
+    for attr in ("dtype", "int64", "empty", "matmul", "ascontiguousarray"):
+        setattr(fake, attr, getattr(np, attr))
+    fake.RawModule = _FakeRawModule
+    return fake
+
+
+@pytest.mark.parametrize("name,levels", CUPY_SCHEMES)
+def test_cupy_host_module_and_kernels_run_on_a_numpy_stand_in(name, levels, monkeypatch):
+    """The host module's launch grid, strides, leaf gemm and peeling, and the CUDA kernels' index
+    arithmetic, run on the CPU (numpy arrays in place of cupy's): the first GPU run should agree."""
+    import sys
+
+    import numpy as np
+
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
+    kernel, decomps = _cupy_kernel(name, levels, "float64")
+    mod = kernel.new_module()
+    n, m, p = mod.N0, mod.M0, mod.P0
+    rng = np.random.default_rng(1)
+    for M, K, N in ((n, m, p), (2 * n + 1, 2 * m + 1, 3 * p + 2), (3 * n, 2 * m, p + 1)):
+        A, B = rng.uniform(-1, 1, (M, K)), rng.uniform(-1, 1, (K, N))
+        C = mod.matmul(A, B)
+        assert C.shape == (M, N) and np.allclose(C, A @ B, rtol=0, atol=1e-12 * K * 10 ** levels)
+    with pytest.raises(TypeError, match="generated for float64"):
+        mod.matmul(A.astype(np.float32), B.astype(np.float32))
