@@ -259,3 +259,76 @@ def test_cupy_host_module_and_kernels_run_on_a_numpy_stand_in(name, levels, monk
         assert C.shape == (M, N) and np.allclose(C, A @ B, rtol=0, atol=1e-12 * K * 10 ** levels)
     with pytest.raises(TypeError, match="generated for float64"):
         mod.matmul(A.astype(np.float32), B.astype(np.float32))
+
+
+# ---------------------------------------------------------------------- CUDA timing settings, through fakes
+def _fake_cupy_cublas(log: list):
+    import types
+
+    TF32_TENSOR_OP = 3
+    state = {"mode": TF32_TENSOR_OP}
+    cublas = types.SimpleNamespace(
+        CUBLAS_DEFAULT_MATH=0,
+        getMathMode=lambda h: state["mode"],
+        setMathMode=lambda h, mode: (log.append(("setMathMode", h, mode)), state.update(mode=mode)))
+    cuda = types.SimpleNamespace(cublas=cublas, runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+                                 device=types.SimpleNamespace(get_cublas_handle=lambda: "handle0"))
+    return types.SimpleNamespace(cuda=cuda), state
+
+
+def test_tf32_off_sets_cublas_default_math_for_cupy_and_restores_it(monkeypatch):
+    import sys
+
+    from fmmforge.hardware.timing import tf32_off
+
+    log: list = []
+    fake, state = _fake_cupy_cublas(log)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with tf32_off():
+            assert state["mode"] == 0 and torch.backends.cuda.matmul.allow_tf32 is False
+        assert state["mode"] == 3 and torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+    assert log == [("setMathMode", "handle0", 0), ("setMathMode", "handle0", 3)]
+
+
+def test_tf32_off_without_cupy_loaded_touches_nothing_of_cupy(monkeypatch):
+    import sys
+
+    from fmmforge.hardware.timing import cupy_default_math
+
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    with cupy_default_math() as found:
+        assert found is None and "cupy" not in sys.modules
+
+
+def test_cuda_clock_synchronises_then_times_with_events(monkeypatch):
+    from fmmforge.hardware import timing
+
+    log: list = []
+
+    class Event:
+        def __init__(self, enable_timing: bool) -> None:
+            assert enable_timing
+            self.name = "start" if not any(e[0] == "event" for e in log) else "stop"
+            log.append(("event", self.name))
+
+        def record(self) -> None:
+            log.append(("record", self.name))
+
+        def synchronize(self) -> None:
+            log.append(("synchronize", self.name))
+
+        def elapsed_time(self, other) -> float:
+            return 30.0  # milliseconds
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda dev=None: log.append(("device-sync", str(dev))))
+    clock = timing._Clock("cuda:0")
+    seconds = clock.time(lambda: log.append(("call",)), 3)
+    assert seconds == pytest.approx(0.010)  # 30 ms over 3 calls
+    steps = [e for e in log if e[0] != "event"]
+    assert steps == [("device-sync", "cuda:0"), ("record", "start"), ("call",), ("call",), ("call",),
+                     ("record", "stop"), ("synchronize", "stop")]
