@@ -332,3 +332,32 @@ def test_cuda_clock_synchronises_then_times_with_events(monkeypatch):
     steps = [e for e in log if e[0] != "event"]
     assert steps == [("device-sync", "cuda:0"), ("record", "start"), ("call",), ("call",), ("call",),
                      ("record", "stop"), ("synchronize", "stop")]
+
+
+# ---------------------------------------------------------------------- the GPU benchmark script
+def _gpu_speedup():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_speedup.py"
+    spec = importlib.util.spec_from_file_location("gpu_speedup", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_speedup_plans_the_issue_table_and_writes_markdown(tmp_path):
+    mod = _gpu_speedup()
+    args = mod.parse_args(["--out", str(tmp_path)])
+    assert args.sizes == "8192,16384,32768" and args.pairs >= 20 and set(args.dtypes.split(",")) == {"float32", "bfloat16"}
+    assert {c[2] for c in mod.cases_for(32768)} == {2} and len(mod.cases_for(16384)) == len(mod.CASES)
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--out", str(tmp_path), "--pairs", "5"])
+    mod.write_markdown(tmp_path / "t.md", ["# h"], [{"dtype": "float32", "speedup": 1.2345678, "status": "ok"}])
+    assert "| float32 |" in (tmp_path / "t.md").read_text() and "1.235" in (tmp_path / "t.md").read_text()
+
+
+@no_gpu
+def test_gpu_speedup_without_a_gpu_measures_nothing(tmp_path):
+    assert _gpu_speedup().main(["--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
