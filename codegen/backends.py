@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from fmmforge.codegen.kernel import Kernel
 from fmmforge.codegen.plan import Plan
+from fmmforge.core.atomic import write_text
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 
@@ -185,14 +188,45 @@ def nvcc_path() -> str | None:
     return None
 
 
-def compile_cuda(cu_file: Path, output: Path | None = None, timeout: float = 120.0) -> Path:
-    """Compile a .cu file to PTX with nvcc (no GPU needed); raises FmmforgeError with nvcc's message."""
+@dataclass(frozen=True)
+class NvccResult:
+    """One nvcc run: the command (as a user would type it), whether it compiled, and its output."""
+
+    command: str
+    ok: bool
+    message: str
+    ptx: str = ""
+
+
+def _run_nvcc(cu_file: Path, out: Path, timeout: float) -> NvccResult:
     nvcc = nvcc_path()
     if nvcc is None:
         raise FmmforgeError("nvcc is not installed (CUDA toolkit); cannot compile the CUDA kernel")
+    argv = [nvcc, "--ptx", str(cu_file), "-o", str(out)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return NvccResult(" ".join(argv), False, f"nvcc took longer than {timeout:g} s")
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    ok = proc.returncode == 0 and out.exists()
+    return NvccResult(" ".join(argv), ok, "; ".join(lines[:3]) if lines else ("ok" if ok else f"exit {proc.returncode}"),
+                      out.read_text(encoding="utf-8", errors="replace") if ok else "")
+
+
+def nvcc_check(source: str, timeout: float = 120.0) -> NvccResult:
+    """Compile CUDA C text to PTX with nvcc in a private temporary folder (no GPU needed; nothing
+    is written anywhere else). Raises FmmforgeError when nvcc is not installed."""
+    with tempfile.TemporaryDirectory(prefix="fmmforge-nvcc-") as tmp:
+        cu = Path(tmp) / "kernel.cu"
+        write_text(cu, source)  # a private scratch file, removed with its folder
+        result = _run_nvcc(cu, Path(tmp) / "kernel.ptx", timeout)
+    return NvccResult(result.command.replace(tmp + "/", ""), result.ok, result.message, result.ptx)
+
+
+def compile_cuda(cu_file: Path, output: Path | None = None, timeout: float = 120.0) -> Path:
+    """Compile a .cu file to PTX with nvcc (no GPU needed); raises FmmforgeError with nvcc's message."""
     out = output or cu_file.with_suffix(".ptx")
-    proc = subprocess.run([nvcc, "--ptx", str(cu_file), "-o", str(out)], capture_output=True, text=True,
-                          timeout=timeout)
-    if proc.returncode != 0:
-        raise FmmforgeError(f"nvcc failed on {cu_file}: {(proc.stderr or proc.stdout).strip().splitlines()[:3]}")
+    result = _run_nvcc(cu_file, out, timeout)
+    if not result.ok:
+        raise FmmforgeError(f"nvcc failed on {cu_file}: {result.message}")
     return out

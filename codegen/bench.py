@@ -134,6 +134,8 @@ def measure(plan: Plan, decomps: list[Decomposition], size: Size, *, backend: Co
     the device has available (``memory_check=False`` skips that)."""
     get_device(plan.device)
     kernel = generate(plan, decomps, backend=backend)
+    if not kernel.validation:  # generate validates or raises; an unvalidated kernel is never timed
+        raise FmmforgeError(f"kernel {plan.describe()} is not validated; it is not benchmarked or recorded")
     if memory_check:
         check_run_memory(size, plan.dtype, plan.device, check_error=check_error,
                          workspace_fraction=float(kernel.facts.get("workspace_fraction_square", 0.0)))

@@ -3,7 +3,9 @@
 Kernels are cached in ``$FMMFORGE_HOME/kernels/<key>/`` where the key hashes the algorithm
 fingerprints, the plan (levels, cutoff, backend, dtype, device kind), the fmmforge version and
 the emitter revision. Only kernels that passed validation are cached; a kernel that fails is
-reported (:class:`KernelValidationError`) and never benchmarked. The entry's validation.json
+reported (:class:`KernelValidationError`) and never benchmarked. A kernel emitted for a GPU on a
+machine without one may be cached *unvalidated* (``validated: false``): it is validated on its
+first use on the device and never served as validated before that. The entry's validation.json
 records the sha256 of each file (plain names inside the entry's folder only); every use re-hashes
 the files and trusts the entry, its validation included, only when all of them match.
 """
@@ -100,7 +102,8 @@ def _read_entry_file(path: Path) -> str:
 
 
 def _load_cached(directory: Path, plan: Plan) -> Kernel:
-    """The kernel cached in ``directory``, after checking every file against its recorded sha256.
+    """The kernel cached in ``directory``, after checking every file against its recorded sha256
+    (an entry recorded unvalidated comes back with no ``validation``: it is validated before use).
 
     Raises :class:`CacheMismatch` (why, in words) when the entry is unreadable or any file differs;
     raises FileNotFoundError when there is no entry."""
@@ -118,8 +121,13 @@ def _load_cached(directory: Path, plan: Plan) -> Kernel:
         if changed:
             raise ValueError(f"{', '.join(changed)} changed since it was validated")
         checks = [CheckResult(tuple(r["shape"]), float(r["max_error"]), float(r["bound"])) for r in info["checks"]]
-        if not checks or not all(r.ok for r in checks):
+        validated = info.get("validated", True)
+        if validated is not True and validated is not False:
+            raise ValueError("'validated' is neither true nor false")
+        if validated and (not checks or not all(r.ok for r in checks)):
             raise ValueError("no passing validation recorded")
+        if not validated:
+            checks = []  # an unvalidated entry (emitted for a GPU elsewhere): validated on first use
         facts = info.get("facts", {})
         if not isinstance(facts, dict):
             raise ValueError("facts are not a table")
@@ -144,9 +152,26 @@ def _discard(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _store_entry(directory: Path, kernel: Kernel, results: list[CheckResult]) -> None:
+def entry_info(kernel: Kernel, results: list[CheckResult], note: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The validation.json of a kernel: its files' sha256, plan, facts, and either the passing
+    checks (``validated: true``) or none (``validated: false``, with ``note`` saying why and what
+    was checked instead, e.g. the nvcc run)."""
+    info: dict[str, Any] = {
+        "validated": bool(results), "files": kernel.digests(), "module_file": kernel.module_file,
+        "facts": kernel.facts, "plan": kernel.plan.as_dict(), "fmmforge_version": __version__,
+        "emitter": EMITTER_REVISION,
+        "checks": [{"shape": list(r.shape), "max_error": r.max_error, "bound": r.bound} for r in results],
+    }
+    if note:
+        info["unvalidated"] = note
+    return info
+
+
+def _store_entry(directory: Path, kernel: Kernel, results: list[CheckResult],
+                 note: dict[str, Any] | None = None) -> None:
     """Write the entry into a fresh folder beside ``directory``, then rename it into place (a reader
-    sees the old entry, none, or the whole new one; nothing from the old entry is followed)."""
+    sees the old entry, none, or the whole new one; nothing from the old entry is followed).
+    With no ``results`` the entry is recorded unvalidated."""
     parent = directory.parent
     try:
         fresh = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=parent))
@@ -154,12 +179,7 @@ def _store_entry(directory: Path, kernel: Kernel, results: list[CheckResult]) ->
         raise FmmforgeError(f"cannot write the kernel cache in {parent}: {exc.strerror or exc}") from None
     try:
         kernel.write(fresh)
-        info: dict[str, Any] = {
-            "files": kernel.digests(), "module_file": kernel.module_file, "facts": kernel.facts,
-            "plan": kernel.plan.as_dict(), "fmmforge_version": __version__, "emitter": EMITTER_REVISION,
-            "checks": [{"shape": list(r.shape), "max_error": r.max_error, "bound": r.bound} for r in results],
-        }
-        write_text(fresh / VALIDATION_FILE, json.dumps(info, indent=1, default=str))
+        write_text(fresh / VALIDATION_FILE, json.dumps(entry_info(kernel, results, note), indent=1, default=str))
         try:
             _discard(directory)
             os.rename(fresh, directory)
@@ -175,15 +195,32 @@ def _print_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def gpu_offline_reason(device: str, backend: CodegenBackend) -> str | None:
+    """Why a kernel for CUDA ``device`` can be emitted here but not run (no CUDA GPU, or the
+    backend's runtime missing), or None when it can run here or the device is not a CUDA one.
+    Only ``cuda`` / ``cuda:0`` qualify: naming another index on a machine without it stays an error."""
+    from fmmforge.hardware.devices import cuda_devices
+
+    if device.strip() not in ("cuda", "cuda:0"):
+        return None
+    if not cuda_devices():
+        return "this machine has no CUDA GPU"
+    return backend.available()
+
+
 def generate(plan: Plan, decomps: list[Decomposition], *, backend: CodegenBackend, validate: bool = True,
-             use_cache: bool = True, warn: Callable[[str], None] = _print_warning) -> Kernel:
+             use_cache: bool = True, warn: Callable[[str], None] = _print_warning,
+             unvalidated_note: dict[str, Any] | None = None) -> Kernel:
     """A validated kernel for ``plan`` (from the cache when it is there and every file still has the
     sha256 recorded when it was validated; otherwise the entry is discarded with one ``warn`` line,
     and the kernel is regenerated, re-validated and cached anew).
 
     ``backend`` is the plan's backend, looked up by the caller (``fmmforge.plugins.get_backend``).
     With ``validate=False`` (emit-only, e.g. CUDA code on a machine without a GPU) the kernel is
-    returned unvalidated and never cached.
+    returned unvalidated (``validation`` empty) and not cached, unless ``unvalidated_note`` is
+    given: then it is cached as an *unvalidated* entry (validation.json: ``validated: false`` and
+    the note), which is never served as validated: the first ``generate`` with ``validate=True``
+    validates it (on the device) and records the checks, or refuses.
     """
     for d, label in zip(decomps, plan.algorithms):
         check_decomposition(d, label)
@@ -193,18 +230,24 @@ def generate(plan: Plan, decomps: list[Decomposition], *, backend: CodegenBacken
         raise FmmforgeError(f"the plan is for backend {plan.backend}, not {backend.name}; "
                             "pass the backend the plan names")
     backend.check_plan(plan)
-    use_cache = use_cache and validate  # unvalidated kernels are never cached
+    use_cache = use_cache and (validate or unvalidated_note is not None)
     directory = kernels_dir() / cache_key(plan) if use_cache else None
+    kernel: Kernel | None = None
     if directory is not None:
         try:
-            return _load_cached(directory, plan)
+            kernel = _load_cached(directory, plan)
         except FileNotFoundError:
             pass
         except CacheMismatch as why:
             warn(f"discarded the cached kernel in {directory} ({why}); regenerating and re-validating it")
-    kernel = backend.emit(plan, decomps)
-    if not validate:
-        return kernel
+        if kernel is not None and (kernel.validation or not validate):
+            return kernel  # validated, or unvalidated and asked for as such
+    if kernel is None:
+        kernel = backend.emit(plan, decomps)
+        if not validate:
+            if directory is not None:
+                _store_entry(directory, kernel, [], unvalidated_note)
+            return kernel
     why = backend.available()
     if why is not None:
         raise FmmforgeError(f"cannot validate the {plan.backend} kernel here: {why}; "

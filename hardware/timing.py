@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -75,16 +76,41 @@ def pinned_threads(threads: int | None) -> Iterator[int]:
 
 @contextlib.contextmanager
 def tf32_off() -> Iterator[None]:
-    """TF32 off for matmul and cuDNN (both sides of an fp32 comparison run in true fp32)."""
+    """TF32 off for matmul and cuDNN (both sides of an fp32 comparison run in true fp32): torch's
+    switches, and, when CuPy is loaded, cuBLAS's math mode on CuPy's handle (CUBLAS_DEFAULT_MATH,
+    never the TF32 tensor-op mode); everything is restored afterwards."""
     import torch
 
     old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     try:
-        yield
+        with cupy_default_math():
+            yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@contextlib.contextmanager
+def cupy_default_math() -> Iterator[int | None]:
+    """cuBLAS's math mode on CuPy's handle for the current device set to CUBLAS_DEFAULT_MATH (no
+    TF32) and restored afterwards; yields the mode it found, or None when CuPy is not loaded (it is
+    never imported here) or has no usable GPU."""
+    cupy = sys.modules.get("cupy")
+    try:
+        if cupy is None or cupy.cuda.runtime.getDeviceCount() < 1:
+            raise LookupError
+        cublas = cupy.cuda.cublas
+        handle = cupy.cuda.device.get_cublas_handle()
+        old = cublas.getMathMode(handle)
+    except Exception:  # noqa: BLE001 - no CuPy or no GPU: nothing of cuBLAS's to set
+        yield None
+        return
+    cublas.setMathMode(handle, cublas.CUBLAS_DEFAULT_MATH)
+    try:
+        yield old
+    finally:
+        cublas.setMathMode(handle, old)
 
 
 class _Clock:

@@ -43,7 +43,7 @@ def codegen_cmd(
     variant: Annotated[str, typer.Option(help="lowmem (small workspaces) or batched (torch: levels flattened, all leaf products in one bmm)")] = "lowmem",
 ) -> None:
     """Generate a validated kernel; print the plan, additions, workspace size and the module's path."""
-    from fmmforge.codegen.generate import generate
+    from fmmforge.codegen.generate import generate, gpu_offline_reason
     from fmmforge.codegen.plan import ceiling, check_variant, make_plan, stability
     from fmmforge.core.additions import eliminate
     from fmmforge.core.app.console import console
@@ -58,13 +58,18 @@ def codegen_cmd(
     check_int(size, "--size")
     if output is not None:
         check_output_dir(output)
-    if not emit_only:
+    offline = None if emit_only else gpu_offline_reason(device, codegen_backend)
+    if not emit_only and offline is None:
         get_device(device)
     plan, decomps = make_plan(name, levels, backend=backend, dtype=dtype, device=device, cutoff=cutoff,
                               variant=variant)
-    kernel = generate(plan, decomps, backend=codegen_backend, validate=not emit_only)
+    note = None
+    if offline is not None:  # a GPU kernel from a machine without one: written, compiled, marked unvalidated
+        note = _offline_note(offline, generate(plan, decomps, backend=codegen_backend, validate=False, use_cache=False))
+    kernel = generate(plan, decomps, backend=codegen_backend, validate=not emit_only and offline is None,
+                      unvalidated_note=note)
     if output is not None:
-        module_path = kernel.write(output)
+        module_path = _write_output(kernel, output, note)
     else:
         module_path = kernel.module_path
     console.print(f"plan: {plan.describe()}", highlight=False)
@@ -86,11 +91,54 @@ def codegen_cmd(
         worst = max(kernel.validation, key=lambda r: r.max_error / r.bound if r.bound else 0)
         console.print(f"validated on {len(kernel.validation)} shapes against float64: worst max error "
                       f"{worst.max_error:.2e} (bound {worst.bound:.2e})", highlight=False)
+    elif note is not None:
+        nvcc = note.get("nvcc")
+        if nvcc:
+            console.print(f"nvcc: {nvcc['command']}: {'compiled' if nvcc['ok'] else 'FAILED'} ({nvcc['message']})",
+                          highlight=False, soft_wrap=True)
+        elif "nvcc_skipped" in note:
+            console.print(f"nvcc: {note['nvcc_skipped']}", highlight=False)
+        console.print(f"NOT validated on this machine ({offline}): it is validated on its first use on "
+                      f"{plan.device} and is never benchmarked or recorded before that", highlight=False, soft_wrap=True)
     else:
         console.print("NOT validated (--emit-only): run it on a machine with the device before trusting it", highlight=False)
     if "kernel.cu" in kernel.files and output is not None:
         console.print(f"cuda source: {output / 'kernel.cu'}", highlight=False)
     console.print(f"kernel: {module_path if module_path else '(not written; use -o DIR)'}", highlight=False)
+
+
+def _offline_note(reason: str, kernel) -> dict:
+    """What stands in for validation of a GPU kernel emitted here: why it was not run, and the
+    nvcc compile of its CUDA C where there is one and nvcc is installed (a failure is an error)."""
+    from fmmforge.codegen.backends import nvcc_check, nvcc_path
+
+    note: dict = {"reason": reason, "validate_on": "first use on the device"}
+    source = kernel.files.get("kernel.cu")
+    if source is None:
+        return note
+    if nvcc_path() is None:
+        note["nvcc_skipped"] = "not installed here; the CUDA C was not compiled"
+        return note
+    result = nvcc_check(source)
+    if not result.ok:
+        raise FmmforgeError(f"nvcc could not compile the generated CUDA C ({result.message}); "
+                            "nothing was written (please report this)")
+    note["nvcc"] = {"command": result.command, "ok": result.ok, "message": result.message}
+    return note
+
+
+def _write_output(kernel, output: Path, note: dict | None) -> Path:
+    """The kernel's files in ``output``; an unvalidated one gets its validation.json (validated: false)."""
+    import json
+
+    from fmmforge.codegen.generate import VALIDATION_FILE, entry_info
+    from fmmforge.codegen.kernel import writable_target_in
+    from fmmforge.core.atomic import write_text
+
+    module_path = kernel.write(output)
+    if note is not None:
+        write_text(writable_target_in(output, VALIDATION_FILE), json.dumps(entry_info(kernel, [], note), indent=1, default=str))
+    return module_path
 
 
 def check_bench_numbers(*, cutoff: int, threads: int | None, pairs: int, min_sample_ms: float) -> None:
