@@ -128,8 +128,9 @@ class Matmul:
         return y if bias is None else y + bias
 
     def refresh(self) -> None:
-        """Forget every cached lookup and kernel (the next calls read the store again)."""
+        """Forget every cached lookup, kernel and count (the next calls read the store again)."""
         with self._lock:
+            self._calls.clear()
             self._choices.clear()
             self._kernels.clear()
             self._machines.clear()
