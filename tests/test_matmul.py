@@ -251,8 +251,13 @@ def test_numpy_arrays_use_the_kernel_and_otherwise_numpy_matmul(tuned):
     small, ints = np.ones((3, 4)), np.arange(12).reshape(3, 4)
     assert np.array_equal(tuned(small, small.T), np.matmul(small, small.T))
     assert np.array_equal(tuned(ints, ints.T), np.matmul(ints, ints.T))
-    F = np.asfortranarray(A)
-    assert_within_bound(torch.from_numpy(tuned(F, B)), torch.from_numpy(A), torch.from_numpy(B))
+    readonly, wide = A.copy(), np.broadcast_to(B[:1], B.shape)  # read-only; a zero stride
+    readonly.flags.writeable = False
+    for X, Y in [(np.asfortranarray(A), B), (readonly, B), (A, wide)]:
+        assert_within_bound(torch.from_numpy(tuned(X, Y)), torch.from_numpy(np.array(X)), torch.from_numpy(np.array(Y)))
+    assert sum(tuned.kernel_calls().values()) == 5
+    swapped = A.astype(A.dtype.newbyteorder())  # not native: numpy's own
+    assert np.array_equal(tuned(swapped, B), np.matmul(swapped, B)) and sum(tuned.kernel_calls().values()) == 5
 
 
 def test_four_threads_at_once_on_different_shapes(tuned):

@@ -110,11 +110,13 @@ class Matmul:
         """The tuned kernel ``self(A, B)`` would use, or None for the vendor matmul."""
         if not _eligible(A, B):
             return None
-        K, N = B.shape
-        cls = shape_class(prod(A.shape[:-1]), K, N)
+        return self._route(_device_name(A.device), _DTYPES[A.dtype], prod(A.shape[:-1]), *B.shape)
+
+    def _route(self, device: str, dtype: str, M: int, K: int, N: int) -> Optional[Route]:
+        cls = shape_class(M, K, N)
         if cls is None:
             return None
-        choice = self._choice(_device_name(A.device), _DTYPES[A.dtype], cls)
+        choice = self._choice(device, dtype, cls)
         if choice is None:
             return None
         kernel = self._kernel(choice)
@@ -168,11 +170,11 @@ class Matmul:
         if (A.dtype not in _NUMPY_DTYPES or B.dtype != A.dtype or A.ndim < 2 or B.ndim != 2
                 or A.shape[-1] != B.shape[0]):
             return np.matmul(A, B, out=out)
+        route = self._route("cpu", A.dtype.name, prod(A.shape[:-1]), *B.shape)
+        if route is None:  # decided before any copy: the fallback costs nothing more
+            return np.matmul(A, B, out=out)
         tA, tB = (torch.from_numpy(np.array(x, copy=not (x.flags.c_contiguous and x.flags.writeable), order="C"))
                   for x in (A, B))
-        route = self.decide(tA, tB)
-        if route is None:
-            return np.matmul(A, B, out=out)
         if out is None:
             return self._run(route, tA, tB, None).numpy()
         if not (out.flags.c_contiguous and out.flags.writeable and out.dtype == A.dtype
