@@ -14,15 +14,15 @@ __all__ = ["matmul", "nn"]
 
 
 def __getattr__(name: str) -> Any:
+    """``matmul`` and ``nn``, imported on first use (and kept, so later uses cost nothing)."""
     if name == "matmul":
-        from fmmforge.core.app.matmul import matmul
-
-        return matmul
-    if name == "nn":
-        from fmmforge.core.app import nn
-
-        return nn
-    raise AttributeError(f"module 'fmmforge' has no attribute {name!r}")
+        from fmmforge.core.app.matmul import matmul as found
+    elif name == "nn":
+        from fmmforge.core.app import nn as found
+    else:
+        raise AttributeError(f"module 'fmmforge' has no attribute {name!r}")
+    globals()[name] = found
+    return found
 
 
 def __dir__() -> list[str]:

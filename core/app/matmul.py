@@ -41,7 +41,7 @@ RECHECK_S = 1.0
 _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 _NUMPY_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
-Kernel = Callable[..., torch.Tensor]
+KernelFn = Callable[..., torch.Tensor]  # a loaded kernel's matmul(A, B, out=None)
 
 
 def _print_warning(line: str) -> None:
@@ -53,7 +53,7 @@ class Route:
     """What a call does: the choice and its loaded kernel, for the folded (M, K) x (K, N) product."""
 
     choice: Choice
-    kernel: Kernel
+    kernel: KernelFn
     shape_class: ShapeClass
 
 
@@ -86,7 +86,7 @@ class Matmul:
         self._lock = threading.Lock()  # guards every dict below and the store signature
         self._load_lock = threading.Lock()  # one kernel is generated at a time; lookups do not wait on it
         self._choices: dict[tuple[str, str, str, ShapeClass], Optional[Choice]] = {}
-        self._kernels: dict[tuple[str, str], Optional[Kernel]] = {}
+        self._kernels: dict[tuple[str, str], Optional[KernelFn]] = {}
         self._machines: dict[str, str] = {}
         self._warned: set[str] = set()
         self._calls: Counter[str] = Counter()
@@ -260,7 +260,7 @@ class Matmul:
             self._choices[key] = choice
         return choice
 
-    def _kernel(self, choice: Choice) -> Optional[Kernel]:
+    def _kernel(self, choice: Choice) -> Optional[KernelFn]:
         key = (choice.device, json.dumps(choice.plan, sort_keys=True))
         with self._lock:
             if key in self._kernels:
@@ -274,7 +274,7 @@ class Matmul:
                 self._kernels[key] = kernel
         return kernel
 
-    def _load(self, choice: Choice) -> Optional[Kernel]:
+    def _load(self, choice: Choice) -> Optional[KernelFn]:
         """The choice's kernel, generated (or taken from the cache) and validated; None if it cannot be."""
         from fmmforge.codegen.generate import generate
         from fmmforge.core.catalogue import resolve
@@ -317,4 +317,5 @@ class _FastMatmul(torch.autograd.Function):
         return grad_a, grad_b, None, None
 
 
+# The one dispatcher of the process, which ``fmmforge.matmul`` is: its caches are the point of it.
 matmul = Matmul()
