@@ -266,16 +266,22 @@ def test_four_threads_at_once_on_different_shapes(tuned):
     barrier = threading.Barrier(4)
     results: dict[int, list[torch.Tensor]] = {}
 
+    errors: list[BaseException] = []
+
     def work(i: int) -> None:
         A, B = inputs[i]
         barrier.wait()
-        results[i] = [tuned(A, B) for _ in range(3)]
+        try:
+            results[i] = [tuned(A, B) for _ in range(3)]
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the test's thread
+            errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     for i, (A, B) in enumerate(inputs):
         for got in results[i]:
             if i < 2:

@@ -83,7 +83,8 @@ class Matmul:
     def __init__(self, warn: Callable[[str], None] = _print_warning, recheck_s: float = RECHECK_S) -> None:
         self._warn_line = warn
         self._recheck_s = recheck_s
-        self._lock = threading.Lock()  # guards every dict below and the store signature
+        self._lock = threading.Lock()  # guards every dict below, the store signature and the generation
+        self._check_lock = threading.Lock()  # one store check at a time; the others wait for its verdict
         self._load_lock = threading.Lock()  # one kernel is generated at a time; lookups do not wait on it
         self._choices: dict[tuple[str, str, str, ShapeClass], Optional[Choice]] = {}
         self._kernels: dict[tuple[str, str], Optional[KernelFn]] = {}
@@ -92,6 +93,7 @@ class Matmul:
         self._calls: Counter[str] = Counter()
         self._signature: Optional[tuple] = None
         self._checked_at = float("-inf")
+        self._generation = 0  # bumped whenever the cached choices are dropped
 
     # ------------------------------------------------------------ what users call
     def __call__(self, A: Any, B: Any, *, out: Any = None) -> Any:
@@ -139,6 +141,7 @@ class Matmul:
             self._warned.clear()
             self._signature = None
             self._checked_at = float("-inf")
+            self._generation += 1
 
     def kernel_calls(self) -> dict[str, int]:
         """How many products each tuned kernel computed, by its plan's description."""
@@ -211,16 +214,18 @@ class Matmul:
         return (str(path), *stats)
 
     def _invalidate_if_changed(self) -> None:
-        now = time.monotonic()
-        with self._lock:
+        """Drop the cached choices when the store changed (looked at once per ``recheck_s``)."""
+        with self._check_lock:
+            now = time.monotonic()
             if now - self._checked_at < self._recheck_s:
                 return
-            self._checked_at = now
-        signature = self._store_signature()
-        with self._lock:
-            if signature != self._signature:
-                self._signature = signature
-                self._choices.clear()
+            signature = self._store_signature()
+            with self._lock:
+                self._checked_at = now
+                if signature != self._signature:
+                    self._signature = signature
+                    self._choices.clear()
+                    self._generation += 1
 
     def _machine(self, device: str) -> str:
         with self._lock:
@@ -244,7 +249,7 @@ class Matmul:
         with self._lock:
             if key in self._choices:
                 return self._choices[key]
-            signature = self._signature
+            signature, generation = self._signature, self._generation
         choice: Optional[Choice] = None
         if signature is not None:
             from fmmforge.core.store import Store
@@ -257,7 +262,8 @@ class Matmul:
             if found is not None and found.speedup > 1.0 and found.plan.get("backend") == "torch":
                 choice = found
         with self._lock:
-            self._choices[key] = choice
+            if generation == self._generation:  # not read from a store that has changed since
+                self._choices[key] = choice
         return choice
 
     def _kernel(self, choice: Choice) -> Optional[KernelFn]:
