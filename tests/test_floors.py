@@ -30,11 +30,17 @@ def package_dirs() -> dict[str, Path]:
     return {pkg: ROOT / folder for pkg, folder in config["tool"]["setuptools"]["package-dir"].items()}
 
 
+def package_files(package: str, folder: Path) -> list[Path]:
+    """The Python files of one package-dir entry. The root package ("fmmforge" = ".") is only its
+    __init__.py: its subfolders are the other packages (or not packaged: tests/, benchmarks/)."""
+    return [folder / "__init__.py"] if package == "fmmforge" else sorted(folder.rglob("*.py"))
+
+
 def modules() -> dict[str, Path]:
     """Every fmmforge module, by dotted name."""
     found: dict[str, Path] = {}
     for package, folder in package_dirs().items():
-        for path in folder.rglob("*.py"):
+        for path in package_files(package, folder):
             parts = list(path.relative_to(folder).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts.pop()
@@ -165,6 +171,13 @@ def test_the_floor_table_is_there_and_names_five_floors():
     table = floor_table()
     assert [number for number, _, _ in table] == [1, 2, 3, 4, 5]
     assert sideways_rules(), "docs/architecture.md lost its 'may also import' table"
+
+
+def test_the_root_package_is_only_its_init_and_on_the_application_floor():
+    found = modules()
+    assert found["fmmforge"] == ROOT / "__init__.py"
+    assert not [m for m in found if m.startswith(("fmmforge.tests", "fmmforge.benchmarks"))]
+    assert floor_of("fmmforge", floor_table()) == 5
 
 
 def test_every_module_has_a_floor():

@@ -1,5 +1,6 @@
-"""The package installs from a built wheel (not only editable): the five subpackages, the data
-files (DeepMind's factorizations with their licence, the chip specs) and the console script."""
+"""The package installs from a built wheel (not only editable): the root package (only its
+__init__.py), the five subpackages, the data files (DeepMind's factorizations with their licence,
+the chip specs) and the console script."""
 
 from __future__ import annotations
 
@@ -29,7 +30,11 @@ def test_built_wheel_installs_and_runs(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for sub in ("core", "core/formats", "plugins", "hardware", "codegen", "reports"):
         assert f"fmmforge/{sub}/__init__.py" in names
-    assert "fmmforge/__init__.py" not in names  # fmmforge is a namespace
+    assert "fmmforge/__init__.py" in names  # the root package: fmmforge.matmul, fmmforge.nn
+    subpackages = ("core", "plugins", "hardware", "codegen", "reports")
+    from_root = sorted(n for n in names if n.startswith("fmmforge/") and n.split("/")[1] not in subpackages)
+    assert from_root == ["fmmforge/__init__.py"]  # nothing else of the root: no tests/, benchmarks/
+    assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
     assert "fmmforge/core/data/alphatensor_z.npz" in names
     assert "fmmforge/core/data/ALPHATENSOR.md" in names
     assert any(n.startswith("fmmforge/hardware/data/devices/") and n.endswith(".toml") for n in names)
@@ -42,6 +47,9 @@ def test_built_wheel_installs_and_runs(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site), "FMMFORGE_HOME": str(tmp_path / "home")}
     code = ("import fmmforge.core, fmmforge.core.alphatensor as at, sys\n"
             "from fmmforge.core.app.cli import main\n"
+            "assert 'torch' not in sys.modules\n"
+            "import fmmforge, torch\n"
+            "assert fmmforge.matmul(torch.eye(2), torch.eye(2)).equal(torch.eye(2))\n"
             f"assert fmmforge.core.__file__.startswith({str(site)!r}), fmmforge.core.__file__\n"
             "assert at.load((4, 4, 5)).verify().valid\n"
             "sys.exit(main(['show', 'strassen']))\n")

@@ -1,0 +1,172 @@
+"""Tuned choices in the store: the ``choices`` table, which this module owns (:data:`TABLES`).
+
+A choice says which kernel plan is *the* one to use for a (device, machine, dtype, shape class):
+the plan that measured faster than the vendor matmul for that class. ``fmmforge tune`` fills the
+table (:func:`store_choice`); ``fmmforge.matmul`` reads it (:func:`lookup_choice`). One row per key:
+storing a choice again replaces the earlier one (the latest tuning wins).
+
+The shape class of an M×K×N product is each dimension rounded down to its power of two
+(:func:`shape_class`), so 256..511 are all class 256. Products with a dimension below
+:data:`MIN_DIMENSION` have no class: they always go to the vendor matmul.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from fmmforge.codegen.plan import DTYPES, Plan, check_variant
+from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.store import OwnedTables, Store
+from fmmforge.core.version import __version__
+
+# below this (in any dimension) the vendor matmul is used without looking anything up
+MIN_DIMENSION = 128
+
+ShapeClass = tuple[int, int, int]
+
+TABLES = OwnedTables("codegen.choices", (
+    """
+        CREATE TABLE choices (
+            device TEXT NOT NULL,
+            machine TEXT NOT NULL,
+            dtype TEXT NOT NULL,
+            m_class INTEGER NOT NULL, k_class INTEGER NOT NULL, n_class INTEGER NOT NULL,
+            plan TEXT NOT NULL,
+            speedup REAL NOT NULL,
+            baseline_median_s REAL NOT NULL,
+            created_at TEXT NOT NULL,
+            fmmforge_version TEXT NOT NULL,
+            PRIMARY KEY (device, machine, dtype, m_class, k_class, n_class)
+        );
+        """,
+))
+
+
+def dimension_class(size: int) -> int | None:
+    """``size`` rounded down to a power of two; None below :data:`MIN_DIMENSION`."""
+    return None if size < MIN_DIMENSION else 1 << (int(size).bit_length() - 1)
+
+
+def shape_class(m: int, k: int, n: int) -> ShapeClass | None:
+    """The class of an M×K×N product, or None when it is too small to have one (vendor matmul)."""
+    classes = (dimension_class(m), dimension_class(k), dimension_class(n))
+    return None if None in classes else classes  # type: ignore[return-value]
+
+
+def plan_from_dict(data: Any) -> Plan:
+    """The :class:`Plan` that ``Plan.as_dict()`` wrote; anything else is one FmmforgeError."""
+    try:
+        plan = Plan(tuple(str(a) for a in data["algorithms"]), tuple(str(f) for f in data["fingerprints"]),
+                    str(data["backend"]), str(data["dtype"]), str(data["device"]), data["cutoff"],
+                    str(data.get("variant", "lowmem")))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise FmmforgeError(f"not a kernel plan ({type(exc).__name__}: {exc}); write plans with Plan.as_dict()") from None
+    if len(plan.algorithms) != len(plan.fingerprints) or data.get("levels", plan.levels) != plan.levels:
+        raise FmmforgeError("a kernel plan needs one algorithm and one fingerprint per level")
+    if plan.dtype not in DTYPES:
+        raise FmmforgeError(f"unknown dtype {plan.dtype!r} in a kernel plan; use one of {', '.join(DTYPES)}")
+    if isinstance(plan.cutoff, bool) or not isinstance(plan.cutoff, int) or plan.cutoff < 1:
+        raise FmmforgeError(f"the cutoff of a kernel plan must be a whole number >= 1, not {plan.cutoff!r}")
+    check_variant(plan.variant, plan.backend)
+    return plan
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The tuned kernel for one (device, machine, dtype, shape class)."""
+
+    device: str
+    machine: str
+    dtype: str
+    shape_class: ShapeClass
+    plan: dict[str, Any]  # Plan.as_dict(): algorithm names and fingerprints, one per level
+    speedup: float  # vendor median / kernel median, measured by the tuner
+    baseline_median_s: float  # the vendor matmul's median time at the tuned size
+    created_at: str = ""
+    fmmforge_version: str = __version__
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        return tuple(self.plan["fingerprints"])
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        return tuple(self.plan["algorithms"])
+
+    def to_plan(self) -> Plan:
+        return plan_from_dict(self.plan)
+
+
+def _check_class(shape: object) -> ShapeClass:
+    if (not isinstance(shape, tuple) or len(shape) != 3
+            or any(isinstance(s, bool) or not isinstance(s, int) or dimension_class(s) != s for s in shape)):
+        raise FmmforgeError(f"shape class {shape!r} is not three powers of two >= {MIN_DIMENSION}; "
+                            "make it with shape_class(m, k, n)")
+    return shape  # type: ignore[return-value]
+
+
+def check_choice(choice: Choice) -> Choice:
+    """Refuse a choice that could not be used as it stands (one FmmforgeError line)."""
+    _check_class(choice.shape_class)
+    plan = plan_from_dict(choice.plan)
+    if plan.dtype != choice.dtype:
+        raise FmmforgeError(f"the plan is for {plan.dtype}, the choice for {choice.dtype}; they must agree")
+    if plan.device != choice.device:
+        raise FmmforgeError(f"the plan is for device {plan.device}, the choice for {choice.device}; they must agree")
+    for value, what in ((choice.speedup, "speed-up"), (choice.baseline_median_s, "baseline time")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise FmmforgeError(f"the {what} of a choice must be a positive finite number, not {value!r}")
+    if not plan.algorithms:
+        raise FmmforgeError("a choice needs a plan with at least one level (0 levels is the vendor matmul)")
+    return choice
+
+
+def store_choice(plan: Plan, *, machine: str, shape: ShapeClass, speedup: float, baseline_median_s: float,
+                 store: Store | None = None) -> Choice:
+    """Record ``plan`` as the choice for its device and dtype on ``machine`` for the shape class
+    ``shape`` (replacing any earlier one), and return it."""
+    choice = check_choice(Choice(plan.device, machine, plan.dtype, shape, plan.as_dict(), float(speedup),
+                                 float(baseline_median_s),
+                                 datetime.now(timezone.utc).isoformat(timespec="seconds")))
+    store = store if store is not None else Store()
+    with store.writing(TABLES) as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO choices (device, machine, dtype, m_class, k_class, n_class, plan, speedup, "
+            "baseline_median_s, created_at, fmmforge_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (choice.device, choice.machine, choice.dtype, *choice.shape_class, json.dumps(choice.plan, sort_keys=True),
+             choice.speedup, choice.baseline_median_s, choice.created_at, choice.fmmforge_version))
+    return choice
+
+
+def _print_warning(line: str) -> None:
+    import sys
+
+    print(f"warning: {line}", file=sys.stderr)
+
+
+def lookup_choice(device: str, machine: str, dtype: str, shape: ShapeClass, store: Store | None = None,
+                  warn: Callable[[str], None] = _print_warning) -> Choice | None:
+    """The choice for this key, or None. A row that cannot be read as a usable choice (a damaged
+    store) is skipped with one ``warn`` line: it reads as no choice."""
+    store = store if store is not None else Store()
+    with store.reading(TABLES) as conn:
+        if conn is None:
+            return None
+        row = conn.execute(
+            "SELECT plan, speedup, baseline_median_s, created_at, fmmforge_version FROM choices WHERE device = ? "
+            "AND machine = ? AND dtype = ? AND m_class = ? AND k_class = ? AND n_class = ?",
+            (device, machine, dtype, *shape)).fetchone()
+    if row is None:
+        return None
+    try:
+        choice = Choice(device, machine, dtype, tuple(shape), json.loads(row[0]), row[1], row[2],  # type: ignore[arg-type]
+                        str(row[3]), str(row[4]))
+        return check_choice(choice)
+    except (FmmforgeError, ValueError, TypeError) as exc:
+        warn(f"skipped the tuned choice for {dtype} {'x'.join(map(str, shape))} on {device} in {store.path} "
+             f"({exc}); run `fmmforge tune` again to replace it")
+        return None
