@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from fmmforge.codegen.plan import DTYPES, Plan, check_variant
-from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.errors import FmmforgeError, print_warning
 from fmmforge.core.store import OwnedTables, Store
 from fmmforge.core.version import __version__
 
@@ -142,14 +142,8 @@ def store_choice(plan: Plan, *, machine: str, shape: ShapeClass, speedup: float,
     return choice
 
 
-def _print_warning(line: str) -> None:
-    import sys
-
-    print(f"warning: {line}", file=sys.stderr)
-
-
 def lookup_choice(device: str, machine: str, dtype: str, shape: ShapeClass, store: Store | None = None,
-                  warn: Callable[[str], None] = _print_warning) -> Choice | None:
+                  warn: Callable[[str], None] = print_warning) -> Choice | None:
     """The choice for this key, or None. A row that cannot be read as a usable choice (a damaged
     store) is skipped with one ``warn`` line: it reads as no choice."""
     store = store if store is not None else Store()

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +27,7 @@ from fmmforge.codegen.validate import (CheckResult, KernelValidationError, check
                                        validation_shapes)
 from fmmforge.core.atomic import write_text
 from fmmforge.core.decomposition import Decomposition
-from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.errors import FmmforgeError, print_warning
 from fmmforge.core.paths import home_subdir
 from fmmforge.core.version import __version__
 
@@ -191,10 +190,6 @@ def _store_entry(directory: Path, kernel: Kernel, results: list[CheckResult],
     kernel.path = directory
 
 
-def _print_warning(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
 def gpu_offline_reason(device: str, backend: CodegenBackend) -> str | None:
     """Why a kernel for CUDA ``device`` can be emitted here but not run (no CUDA GPU, or the
     backend's runtime missing), or None when it can run here or the device is not a CUDA one.
@@ -209,7 +204,7 @@ def gpu_offline_reason(device: str, backend: CodegenBackend) -> str | None:
 
 
 def generate(plan: Plan, decomps: list[Decomposition], *, backend: CodegenBackend, validate: bool = True,
-             use_cache: bool = True, warn: Callable[[str], None] = _print_warning,
+             use_cache: bool = True, warn: Callable[[str], None] = print_warning,
              unvalidated_note: dict[str, Any] | None = None) -> Kernel:
     """A validated kernel for ``plan`` (from the cache when it is there and every file still has the
     sha256 recorded when it was validated; otherwise the entry is discarded with one ``warn`` line,

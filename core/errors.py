@@ -13,3 +13,11 @@ class FmmforgeError(Exception):
 
 class InvalidDecompositionError(FmmforgeError):
     """A decomposition that does not reproduce its target tensor exactly."""
+
+
+def print_warning(message: str) -> None:
+    """The default way a lower floor reports something it worked around: one ``warning:`` line on
+    stderr. Callers that own a terminal pass their own ``warn`` callback instead."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import sqlite3
-import sys
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from fmmforge.core.decomposition import Decomposition
-from fmmforge.core.errors import FmmforgeError, InvalidDecompositionError
+from fmmforge.core.errors import FmmforgeError, InvalidDecompositionError, print_warning
 from fmmforge.core.formats.json import dumps_json, loads_json
 from fmmforge.core.names import NAME_PATTERN, is_reserved
 from fmmforge.core.paths import check_home, default_home
@@ -233,17 +232,13 @@ def _check_row(raw: Sequence[Any], names: tuple[str, ...], trust: bool) -> tuple
     return algo, verified is not None and checksum != digest
 
 
-def _print_warning(line: str) -> None:
-    print(line, file=sys.stderr)
-
-
 class Store:
     """Algorithms on disk. Reading a store that does not exist yet reads as empty.
 
     ``warn`` receives one line per bad row met while reading (default: printed on stderr).
     """
 
-    def __init__(self, home: Path | str | None = None, warn: Callable[[str], None] = _print_warning) -> None:
+    def __init__(self, home: Path | str | None = None, warn: Callable[[str], None] = print_warning) -> None:
         self.home = check_home(Path(home)) if home is not None else default_home()
         self.path = self.home / STORE_FILE
         self._warn_line = warn
@@ -509,7 +504,7 @@ class Store:
         for row in bad:
             if row.id not in self._warned:
                 self._warned.add(row.id)
-                self._warn_line(f"warning: skipping stored algorithm {row.label}: {row.reason}; "
+                self._warn_line(f"skipping stored algorithm {row.label}: {row.reason}; "
                                 "run `fmmforge store check`")
 
     def all(self) -> list[StoredAlgorithm]:

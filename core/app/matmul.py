@@ -22,7 +22,6 @@ call at once; the kernels keep their workspaces per thread.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections import Counter
@@ -35,17 +34,13 @@ import numpy as np
 import torch
 
 from fmmforge.codegen.choices import Choice, ShapeClass, lookup_choice, shape_class
-from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.errors import FmmforgeError, print_warning
 
 RECHECK_S = 1.0
 _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 _NUMPY_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 KernelFn = Callable[..., torch.Tensor]  # a loaded kernel's matmul(A, B, out=None)
-
-
-def _print_warning(line: str) -> None:
-    print(f"warning: {line}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -80,7 +75,7 @@ class Matmul:
     ``warn`` receives each warning line once (a damaged choice, a kernel that cannot be made).
     """
 
-    def __init__(self, warn: Callable[[str], None] = _print_warning, recheck_s: float = RECHECK_S) -> None:
+    def __init__(self, warn: Callable[[str], None] = print_warning, recheck_s: float = RECHECK_S) -> None:
         self._warn_line = warn
         self._recheck_s = recheck_s
         self._lock = threading.Lock()  # guards every dict below, the store signature and the generation
