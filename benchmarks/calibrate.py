@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=420.0, help="seconds calibrate may measure (default 420)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet-wait", type=float, default=10.0,
+                        help="seconds to wait at most, before each measurement, for other processes to leave the CPUs")
     parser.add_argument("--home", default=None, help="FMMFORGE_HOME to use (default: a fresh temporary folder)")
     args = parser.parse_args(argv)
     home = args.home or tempfile.mkdtemp(prefix="fmmforge-calibrate-")
@@ -35,12 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     from fmmforge.codegen.calibrate import calibrate
     from fmmforge.codegen.costmodel import PARAMETERS, current_key
     from fmmforge.core.errors import FmmforgeError
+    from fmmforge.hardware.timing import wait_for_quiet
     from fmmforge.plugins import get_backend
 
     started = time.monotonic()
 
     def progress(phase: str, done: int, total: int, label: str) -> None:
-        print(f"[{time.monotonic() - started:6.0f} s] {phase} {done}/{total} {label}", file=sys.stderr, flush=True)
+        # called just before each measurement: let other processes' bursts pass first (shared machine)
+        busy = wait_for_quiet(max_wait_s=args.quiet_wait, busy_below=0.2, interval_s=0.3) if done < total else None
+        print(f"[{time.monotonic() - started:6.0f} s] {phase} {done}/{total} {label}"
+              + (f" (cpu busy {busy:.0%})" if busy is not None else ""), file=sys.stderr, flush=True)
 
     try:
         result = calibrate(current_key(args.device, "float32"), backend=get_backend("torch"),

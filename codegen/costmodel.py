@@ -126,6 +126,8 @@ class GemmTable:
         """The vendor gemm's time for an m×k by k×n product (0 for an empty one)."""
         if min(shape) <= 0:
             return 0.0
+        if shape in self.points:
+            return self.points[shape]
         log_t = 0.0
         brackets = [_bracket(x) for x in shape]
         for corner in corners(shape):
@@ -284,15 +286,26 @@ def nnls(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return best
 
 
+ROBUST_ROUNDS = 5  # reweighting rounds that shrink the pull of outliers (a busy machine's samples)
+
+
 def fit_parameters(rows: Sequence[Features], seconds: Sequence[float]) -> np.ndarray:
-    """The parameters (:data:`PARAMETERS`) minimising the squared relative error on ``rows``."""
+    """The parameters (:data:`PARAMETERS`) minimising the squared relative error on ``rows``,
+    robustly: records whose relative error is far above the typical one are down-weighted
+    (Huber weights at twice the median error, at least 2 %) and the fit is repeated."""
     X = np.array([f.vector() for f in rows])
     y = np.asarray(seconds, dtype=float)
     if len(y) == 0:
         raise FmmforgeError("no measurements to fit the cost model to")
     scale = X.max(axis=0)
     scale[scale == 0] = 1.0
-    theta = nnls(X / y[:, None] / scale, np.ones(len(y)))
+    Z = X / y[:, None] / scale
+    weights = np.ones(len(y))
+    for _ in range(ROBUST_ROUNDS):
+        theta = nnls(Z * weights[:, None], weights)
+        residual = np.abs(Z @ theta - 1.0)
+        cut = max(0.02, 2.0 * float(np.median(residual)))
+        weights = np.minimum(1.0, cut / np.maximum(residual, 1e-300))
     return theta / scale
 
 
