@@ -176,6 +176,14 @@ def gemm_table(key: ModelKey, usable: Sequence[Usable], store: Store) -> GemmTab
     return GemmTable(points)
 
 
+def load_corrected_s(u: Usable, table: GemmTable) -> float:
+    """The record's kernel time at the machine speed of the gemm table: its median times the
+    table's vendor time at its size over the vendor baseline measured interleaved with it. A
+    shared machine's load slows both sides of a run alike (hardware.timing), so this removes
+    what the model cannot know: how busy the machine was during that run."""
+    return u.record.median_s * table.seconds(u.shape) / u.record.baseline_median_s
+
+
 def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAULT_BUDGET_S,
               store: Store | None = None, progress: Progress | None = None) -> Calibration:
     """Fit, evaluate (leave-one-out) and store the model for ``key``, measuring what is missing
@@ -199,6 +207,6 @@ def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAU
     gemms = _measure_gemms(key, needed, points, start + budget_s, store, progress) if budget_s > 0 else 0
     table = gemm_table(key, usable, store)
     rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table) for u in usable]
-    model = fit(key, rows, [u.record.median_s for u in usable], [u.shape for u in usable], table)
+    model = fit(key, rows, [load_corrected_s(u, table) for u in usable], [u.shape for u in usable], table)
     save_model(model, store)
     return Calibration(model, measured, gemms, skipped)
