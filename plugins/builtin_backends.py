@@ -1,4 +1,5 @@
-"""Built-in plugin: the torch, numpy and cupy codegen backends and the ``latency`` reward.
+"""Built-in plugin: the torch, numpy and cupy codegen backends, the ``latency`` reward and its
+calibrated model, the ``latency-model`` reward (codegen.costmodel).
 
 Registered by the plugin manager as a built-in (``fmmforge.plugins.builtin_backends`` in
 :data:`fmmforge.plugins.manager.BUILTIN_PLUGINS`). Codegen never looks a backend up by name
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fmmforge.codegen.backends import BUILTIN_BACKENDS, CodegenBackend
+from fmmforge.codegen.costmodel import LatencyModelReward
 from fmmforge.codegen.latency import LatencyReward
 from fmmforge.core.contracts import Reward
 from fmmforge.plugins.hookspecs import hookimpl
@@ -26,3 +28,4 @@ def register_backends(register: Callable[[CodegenBackend], None]) -> None:
 @hookimpl
 def register_rewards(register: Callable[[Reward], None]) -> None:
     register(LatencyReward(resolve_backend=get_backend))
+    register(LatencyModelReward())

@@ -1,14 +1,14 @@
 """Where a report finds the fitted cost model and the tuned choices (sections 6 and 7).
 
-`fmmforge calibrate` and `fmmforge tune` do not exist yet, so both look-ups return None today
-and the report says what to run. When those commands land, make :func:`fitted_cost_model`
-read what `calibrate` saved (a :class:`CostModel`) and :func:`tuned_choices` what `tune` saved;
-nothing else in fmmforge.reports needs to change. ``write_report`` also takes either one
-directly (tests and callers that have a model in hand).
+:func:`fitted_cost_model` reads what `fmmforge calibrate` stored (fmmforge.codegen.costmodel)
+for the device and machine; `fmmforge tune` does not exist yet, so :func:`tuned_choices` returns
+None and the report says what to run. ``write_report`` also takes either one directly (tests
+and callers that have a model in hand).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Protocol
 
 import pandas as pd
@@ -29,9 +29,36 @@ class CostModel(Protocol):
 TUNED_COLUMNS = ("shape_class", "choice", "speedup")
 
 
+class CalibratedCostModel:
+    """The calibrated models of one device and machine as a :class:`CostModel`: a row is predicted
+    by the model of its threads and dtype from its record's plan; NaN where no model or scheme fits."""
+
+    def __init__(self, store: Store, models: dict) -> None:
+        self.store, self.models = store, models
+        self.name = "; ".join(f"{m.name}, {k.threads} threads {k.dtype}" for k, m in models.items())
+        self._schemes: dict = {}
+
+    def predict_ms(self, row: Mapping[str, Any]) -> float:
+        from fmmforge.codegen.calibrate import plan_schemes
+        from fmmforge.codegen.records import query_records
+
+        threads = row.get("threads")
+        model = next((m for k, m in self.models.items()
+                      if k.dtype == row.get("dtype") and not pd.isna(threads) and k.threads == int(threads)), None)
+        records = query_records(self.store, id=int(row["record_id"])) if model is not None else []
+        got = plan_schemes(records[0], self.store, self._schemes) if records else None
+        if model is None or got is None:
+            return math.nan
+        decomps, cutoff = got
+        return model.predict_s(decomps, cutoff, (int(row["m"]), int(row["k"]), int(row["n"]))) * 1e3
+
+
 def fitted_cost_model(store: Store, device: str, machine: str) -> CostModel | None:
-    """The cost model `fmmforge calibrate` fitted for ``device`` on ``machine``; None until then."""
-    return None
+    """The cost model(s) `fmmforge calibrate` fitted for ``device`` on ``machine``; None when none is stored."""
+    from fmmforge.codegen.costmodel import find_model, stored_keys
+
+    models = {k: m for k in stored_keys(store, device, machine) if (m := find_model(k, store)) is not None}
+    return CalibratedCostModel(store, models) if models else None
 
 
 def tuned_choices(store: Store, device: str, machine: str) -> pd.DataFrame | None:

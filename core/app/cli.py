@@ -32,6 +32,7 @@ APP_PLUGINS = (
     "fmmforge.core.app.hardware_commands",
     "fmmforge.core.app.codegen_commands",
     "fmmforge.core.app.report_commands",
+    "fmmforge.core.app.tune_commands",
 )
 
 

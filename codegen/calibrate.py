@@ -1,0 +1,212 @@
+"""`fmmforge calibrate`'s work: gather the records a cost model may learn from, measure what is
+missing (benchmark records with plans picked here, vendor-gemm timings at the grid shapes the
+leaves need) within a time budget, fit, evaluate on held-out records and store the model.
+
+Every measurement is stored as soon as it is taken (records through codegen.bench.measure, gemm
+timings one by one), so an interrupted calibration keeps all of them. Progress goes to the
+``progress`` callback (the command draws the bar); nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from fmmforge.codegen.backends import CodegenBackend
+from fmmforge.codegen.costmodel import (
+    CalibratedModel, Features, GemmTable, ModelKey, Shape, features, fit, leaf_shapes, load_gemm_points,
+    save_gemm_point, save_model, union_corners,
+)
+from fmmforge.codegen.plan import DEFAULT_VARIANT, make_plan
+from fmmforge.codegen.records import Record, query_records
+from fmmforge.core.decomposition import Decomposition
+from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.store import Store
+
+MIN_RECORDS = 10  # fewer records than this cannot both fit 4 parameters and check them held-out
+DEFAULT_BUDGET_S = 180.0
+# The plans calibrate measures when the store has too few records: the vendor gemm and the
+# built-in schemes at one and two levels, at square and non-square sizes (small ones first).
+CALIBRATION_PLANS = (("strassen", 0), ("strassen", 1), ("strassen-winograd", 1), ("strassen", 2), ("laderman", 1))
+CALIBRATION_SIZES: tuple[Shape, ...] = ((512, 512, 512), (768, 768, 768), (1024, 1024, 1024), (1024, 2048, 768),
+                                        (1536, 1536, 1536), (2048, 1024, 1536), (2048, 2048, 2048))
+GEMM_SHARE = 0.3  # of the budget kept for the vendor-gemm timings when records are measured too
+
+# progress(phase, done, total, label): phase is "records" or "gemm"
+Progress = Callable[[str, int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Usable:
+    """A record the model can learn from, with the decompositions of its plan."""
+
+    record: Record
+    decomps: tuple[Decomposition, ...]
+    cutoff: int
+
+    @property
+    def shape(self) -> Shape:
+        return self.record.m, self.record.k, self.record.n
+
+
+@dataclass(frozen=True)
+class Calibration:
+    model: CalibratedModel
+    measured_records: int
+    measured_gemms: int
+    skipped: int  # records of this device that the model cannot describe (other backend/variant, unknown scheme)
+
+
+def plan_schemes(record: Record, store: Store, cache: dict) -> tuple[tuple[Decomposition, ...], int] | None:
+    """The plan's schemes, each resolved by name (or fingerprint prefix) and matching the recorded
+    fingerprint; None when the record is not of a low-memory torch plan this model describes."""
+    from fmmforge.core.catalogue import resolve
+
+    try:
+        plan = json.loads(record.plan)
+        names, fps = list(plan["algorithms"]), list(plan["fingerprints"])
+        cutoff = int(plan["cutoff"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    if plan.get("variant", DEFAULT_VARIANT) != DEFAULT_VARIANT or record.backend != "torch" or len(names) != len(fps):
+        return None
+    out = []
+    for name, fp in zip(names, fps):
+        if (name, fp) not in cache:
+            found = None
+            for label in (str(name), str(fp)[:16], str(name).removeprefix("fp:")):
+                try:
+                    d = resolve(label, store)
+                except FmmforgeError:
+                    continue
+                if d.fingerprint == fp and d.format is not None:
+                    found = d
+                    break
+            cache[(name, fp)] = found
+        if cache[(name, fp)] is None:
+            return None
+        out.append(cache[(name, fp)])
+    return tuple(out), cutoff
+
+
+def usable_records(key: ModelKey, store: Store) -> tuple[list[Usable], int]:
+    """Records of ``key``'s device, machine, threads and dtype that describe a plan the model knows;
+    and how many of that device's records were left out."""
+    rows = query_records(store, device=key.device, machine=key.machine, dtype=key.dtype)
+    cache: dict = {}
+    out, skipped = [], 0
+    for r in rows:
+        got = plan_schemes(r, store, cache) if r.threads == key.threads else None
+        if got is None:
+            skipped += 1
+            continue
+        out.append(Usable(r, *got))
+    return out, skipped
+
+
+def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend: CodegenBackend,
+                     store: Store, progress: Progress | None) -> int:
+    """Measure the calibration plans at the calibration sizes not yet recorded, until ``deadline``."""
+    from fmmforge.codegen.bench import measure
+
+    done_keys = {(u.record.plan_key, u.shape) for u in have}
+    todo = []
+    for size in CALIBRATION_SIZES:
+        for name, levels in CALIBRATION_PLANS:
+            plan, decomps = make_plan(name, levels, backend="torch", dtype=key.dtype, device=key.device)
+            if (plan.key(), size) not in done_keys:
+                todo.append((plan, decomps, size))
+    taken = 0
+    for i, (plan, decomps, size) in enumerate(todo):
+        if time.monotonic() >= deadline:
+            break
+        if progress:
+            progress("records", i, len(todo), f"{plan.describe()} at {'x'.join(map(str, size))}")
+        measure(plan, decomps, size, backend=backend, threads=key.threads, pairs=5, min_sample_s=0.05, store=store)
+        taken += 1
+    if progress:
+        progress("records", len(todo), len(todo), "done")
+    return taken
+
+
+def measure_gemm(key: ModelKey, shape: Shape) -> float:
+    """Median seconds of the vendor gemm (torch.mm into a preallocated C) at ``shape`` on ``key``'s device."""
+    import torch
+
+    from fmmforge.hardware.timing import time_one
+
+    dev = torch.device(key.device if key.device.startswith("cuda") else "cpu")
+    dt = getattr(torch, key.dtype)
+    M, K, N = shape
+    A = torch.rand(M, K, dtype=dt, device=dev)
+    B = torch.rand(K, N, dtype=dt, device=dev)
+    C = torch.empty(M, N, dtype=dt, device=dev)
+    return time_one(lambda: torch.mm(A, B, out=C), device=key.device, threads=key.threads, warmup=2, samples=5,
+                    min_sample_s=0.02).median
+
+
+def _measure_gemms(key: ModelKey, needed: set[Shape], have: dict[Shape, float], deadline: float,
+                   store: Store, progress: Progress | None) -> int:
+    """Time the vendor gemm at the grid shapes still missing (cheapest first), until ``deadline``."""
+    from math import prod
+
+    todo = sorted(needed - set(have), key=prod)
+    taken = 0
+    for i, shape in enumerate(todo):
+        if time.monotonic() >= deadline:
+            break
+        if progress:
+            progress("gemm", i, len(todo), "torch.mm " + "x".join(map(str, shape)))
+        have[shape] = measure_gemm(key, shape)
+        save_gemm_point(key, shape, have[shape], store)
+        taken += 1
+    if progress:
+        progress("gemm", len(todo), len(todo), "done")
+    return taken
+
+
+def gemm_table(key: ModelKey, usable: Sequence[Usable], store: Store) -> GemmTable:
+    """Measured gemm timings, with each record's vendor baseline (the same torch.mm at the full
+    size) filling a grid shape nobody timed alone."""
+    points = load_gemm_points(key, store)
+    for u in usable:
+        points.setdefault(u.shape, u.record.baseline_median_s)
+    return GemmTable(points)
+
+
+def load_corrected_s(u: Usable, table: GemmTable) -> float:
+    """The record's kernel time at the machine speed of the gemm table: its median times the
+    table's vendor time at its size over the vendor baseline measured interleaved with it. A
+    shared machine's load slows both sides of a run alike (hardware.timing), so this removes
+    what the model cannot know: how busy the machine was during that run."""
+    return u.record.median_s * table.seconds(u.shape) / u.record.baseline_median_s
+
+
+def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAULT_BUDGET_S,
+              store: Store | None = None, progress: Progress | None = None) -> Calibration:
+    """Fit, evaluate (leave-one-out) and store the model for ``key``, measuring what is missing
+    within ``budget_s`` seconds. Too few usable records after that is one clear FmmforgeError."""
+    store = store if store is not None else Store()
+    if budget_s < 0:
+        raise FmmforgeError(f"--budget must be >= 0 seconds, not {budget_s:g}")
+    start = time.monotonic()
+    usable, skipped = usable_records(key, store)
+    measured = 0
+    if len(usable) < MIN_RECORDS and budget_s > 0:
+        measured = _measure_records(key, usable, start + budget_s * (1 - GEMM_SHARE), backend, store, progress)
+        usable, skipped = usable_records(key, store)
+    if len(usable) < MIN_RECORDS:
+        raise FmmforgeError(
+            f"calibrate needs at least {MIN_RECORDS} benchmark records of low-memory torch kernels on "
+            f"{key.describe()}, the store has {len(usable)}" + (f" (and {skipped} it cannot use)" if skipped else "")
+            + f"; give it time to measure them (--budget 180) or run `fmmforge bench --device {key.device}` first")
+    needed = union_corners(s for u in usable for s in leaf_shapes(u.decomps, u.cutoff, u.shape))
+    points = load_gemm_points(key, store)
+    gemms = _measure_gemms(key, needed, points, start + budget_s, store, progress) if budget_s > 0 else 0
+    table = gemm_table(key, usable, store)
+    rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table) for u in usable]
+    model = fit(key, rows, [load_corrected_s(u, table) for u in usable], [u.shape for u in usable], table)
+    save_model(model, store)
+    return Calibration(model, measured, gemms, skipped)

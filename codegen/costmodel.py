@@ -1,0 +1,516 @@
+"""The calibrated cost model: the time of (decomposition(s), plan, M, K, N, dtype) on one device,
+predicted from what the time is made of (docs/costmodel.md).
+
+* **leaf gemms** -- the vendor matmul's time at each leaf block shape, read from a table of
+  torch.mm timings measured on a grid of shapes (:data:`GRID`: 1, 2, 3, 4, 6, 8, 12, ... -- the
+  powers of two and 1.5 times them) and interpolated piecewise linearly in log space (log time
+  against log m, log k, log n); a corner never measured is estimated from the nearest measured
+  one scaled by the flop ratio;
+* **element-wise passes** -- the bytes each pass of the schedule (codegen.schedule.schedule_level)
+  reads and writes at its block size, over an effective bandwidth, plus a per-pass overhead;
+* **per-call overhead** -- a constant.
+
+``t = a·gemm_s + bytes/bandwidth + c_pass·passes + c_call``; (a, 1/bandwidth, c_pass, c_call) are
+fitted by non-negative least squares on relative errors (:func:`fit`). The model is stored per
+(device, machine key, threads, dtype) in this module's table (:data:`TABLES`) with
+:data:`MODEL_FORMAT`; a model of another machine, library or format is never used.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from fmmforge.codegen.schedule import Add2, Axpy, Product, Scale, schedule_level
+from fmmforge.core.contracts import RewardContext, RewardResult
+from fmmforge.core.decomposition import Decomposition
+from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.store import OwnedTables, Store
+
+MODEL_FORMAT = 1
+ITEMSIZE = {"float32": 4, "float64": 8}
+Shape = tuple[int, int, int]
+FEATURES = ("gemm_s", "bytes", "passes", "calls")
+PARAMETERS = ("gemm_scale", "s_per_byte", "s_per_pass", "s_per_call")
+
+
+def _grid(limit: int = 1 << 24) -> list[int]:
+    out, p = [], 1
+    while p <= limit:
+        out += [p] + ([p * 3 // 2] if p >= 2 else [])
+        p *= 2
+    return sorted(set(out))
+
+
+GRID = _grid()  # block sides at which the vendor gemm is measured
+
+TABLES = OwnedTables("codegen.costmodel", (
+    """
+        CREATE TABLE IF NOT EXISTS gemm_timings (
+            device TEXT NOT NULL, machine TEXT NOT NULL, threads INTEGER NOT NULL, dtype TEXT NOT NULL,
+            m INTEGER NOT NULL, k INTEGER NOT NULL, n INTEGER NOT NULL,
+            seconds REAL NOT NULL, created_at TEXT NOT NULL,
+            PRIMARY KEY (device, machine, threads, dtype, m, k, n)
+        );
+        CREATE TABLE IF NOT EXISTS cost_models (
+            device TEXT NOT NULL, machine TEXT NOT NULL, threads INTEGER NOT NULL, dtype TEXT NOT NULL,
+            format INTEGER NOT NULL, model TEXT NOT NULL, created_at TEXT NOT NULL,
+            PRIMARY KEY (device, machine, threads, dtype)
+        );
+        """,
+))
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """What a model is valid for: the device, the machine (CPU, cores, torch, BLAS), threads, dtype."""
+
+    device: str
+    machine: str
+    threads: int
+    dtype: str
+
+    def describe(self) -> str:
+        return f"{self.device} ({self.machine.split('|')[0]}, {self.threads} threads, {self.dtype})"
+
+
+def current_key(device: str, dtype: str, threads: int | None = None) -> ModelKey:
+    """The key of ``device`` on this machine now (threads: torch's current count unless given)."""
+    import torch
+
+    from fmmforge.codegen.bench import machine_for
+
+    if dtype not in ITEMSIZE:
+        raise FmmforgeError(f"unknown dtype {dtype!r}; use one of {', '.join(ITEMSIZE)}")
+    return ModelKey(device, machine_for(device), int(threads or torch.get_num_threads()), dtype)
+
+
+# ---------------------------------------------------------------------- the gemm table
+def _bracket(x: int) -> tuple[int, int]:
+    """The grid values just below and above ``x`` (equal when ``x`` is on the grid)."""
+    i = bisect.bisect_left(GRID, x)
+    if i < len(GRID) and GRID[i] == x:
+        return x, x
+    return GRID[max(i - 1, 0)], GRID[min(i, len(GRID) - 1)]
+
+
+def corners(shape: Shape) -> set[Shape]:
+    """The grid shapes whose gemm times interpolate the time at ``shape``."""
+    return set(itertools.product(*(sorted(set(_bracket(x))) for x in shape)))
+
+
+@dataclass
+class GemmTable:
+    """Measured vendor-gemm seconds at grid shapes; :meth:`seconds` interpolates in log space."""
+
+    points: dict[Shape, float] = field(default_factory=dict)
+
+    def _at(self, corner: Shape) -> float:
+        t = self.points.get(corner)
+        if t is not None:
+            return t
+        if not self.points:
+            raise FmmforgeError("the cost model has no vendor-gemm timings; run `fmmforge calibrate` again")
+        lc = [math.log(x) for x in corner]
+        near = min(self.points, key=lambda s: sum((math.log(a) - b) ** 2 for a, b in zip(s, lc)))
+        return self.points[near] * math.prod(corner) / math.prod(near)
+
+    def seconds(self, shape: Shape) -> float:
+        """The vendor gemm's time for an m×k by k×n product (0 for an empty one)."""
+        if min(shape) <= 0:
+            return 0.0
+        if shape in self.points:
+            return self.points[shape]
+        log_t = 0.0
+        brackets = [_bracket(x) for x in shape]
+        for corner in corners(shape):
+            weight = 1.0
+            for x, c, (lo, hi) in zip(shape, corner, brackets):
+                if lo == hi:
+                    continue
+                u = (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo))
+                weight *= u if c == hi else 1.0 - u
+            if weight:
+                log_t += weight * math.log(self._at(corner))
+        return math.exp(log_t)
+
+
+# ---------------------------------------------------------------------- features
+@dataclass(frozen=True)
+class Features:
+    """What one call is made of: leaf-gemm seconds (from the table), bytes the element-wise passes
+    move, the number of passes, and the number of calls (1)."""
+
+    gemm_s: float = 0.0
+    bytes: float = 0.0
+    passes: int = 0
+    calls: int = 0
+
+    def __add__(self, other: "Features") -> "Features":
+        return Features(self.gemm_s + other.gemm_s, self.bytes + other.bytes, self.passes + other.passes,
+                        self.calls + other.calls)
+
+    def times(self, k: int) -> "Features":
+        return Features(self.gemm_s * k, self.bytes * k, self.passes * k, self.calls * k)
+
+    def vector(self) -> np.ndarray:
+        return np.array([self.gemm_s, self.bytes, float(self.passes), float(self.calls)])
+
+
+def pass_blocks(op: object) -> int:
+    """Blocks one element-wise pass reads plus writes: dst = x + c·y and dst += c·x read two and
+    write one; dst = c·x reads one and writes one; zeroing writes one."""
+    if isinstance(op, (Add2, Axpy)):
+        return 3
+    if isinstance(op, Scale):
+        return 1 if op.coef == 0 else 2
+    return 0
+
+
+def _block_elements(kind: str, bm: int, bk: int, bn: int) -> int:
+    return {"A": bm * bk, "S": bm * bk, "B": bk * bn, "T": bk * bn, "C": bm * bn, "P": bm * bn}[kind]
+
+
+def level_pass_bytes(d: Decomposition, mode: str, block: Shape, itemsize: int) -> tuple[int, int]:
+    """(bytes read and written, passes) of one level of ``d``'s schedule in ``mode`` at block
+    size ``block`` = (bm, bk, bn), products excluded."""
+    total = passes = 0
+    for op in schedule_level(d, mode).ops:
+        if isinstance(op, Product):
+            continue
+        passes += 1
+        total += pass_blocks(op) * _block_elements(op.dst.kind, *block) * itemsize
+    return total, passes
+
+
+class _Walker:
+    """Follows the kernel's recursion (codegen.runtime_lowmem and the emitted level functions):
+    leaf when a block would be under the cut-off, peel to the multiples of the levels that split,
+    else one level's passes and its products one level deeper. Memoised per (level, mode, shape)."""
+
+    def __init__(self, decomps: Sequence[Decomposition], cutoff: int, itemsize: int, gemm: GemmTable) -> None:
+        self.decomps, self.cutoff, self.itemsize, self.gemm = decomps, cutoff, itemsize, gemm
+        self.memo: dict[tuple[int, str, Shape], Features] = {}
+
+    def leaf(self, shape: Shape) -> Features:
+        return Features(gemm_s=self.gemm.seconds(shape))
+
+    def multiples(self, shape: Shape, level: int) -> Shape:
+        M, K, N = shape
+        dm = dk = dn = 1
+        for d in self.decomps[level:]:
+            n, m, p = d.format
+            if M // dm < n * self.cutoff or K // dk < m * self.cutoff or N // dn < p * self.cutoff:
+                break
+            dm, dk, dn = dm * n, dk * m, dn * p
+        return dm, dk, dn
+
+    def run(self, level: int, mode: str, shape: Shape) -> Features:
+        key = (level, mode, shape)
+        if key not in self.memo:
+            self.memo[key] = self._run(level, mode, shape)
+        return self.memo[key]
+
+    def _run(self, level: int, mode: str, shape: Shape) -> Features:
+        if level >= len(self.decomps):
+            return self.leaf(shape)
+        M, K, N = shape
+        d = self.decomps[level]
+        n, m, p = d.format
+        if M < n * self.cutoff or K < m * self.cutoff or N < p * self.cutoff:
+            return self.leaf(shape)
+        dm, dk, dn = self.multiples(shape, level)
+        if M % dm or K % dk or N % dn:
+            Mc, Kc, Nc = M - M % dm, K - K % dk, N - N % dn
+            out = self.run(level, mode, (Mc, Kc, Nc))
+            for fix in ((Mc, K - Kc, Nc), (Mc, K, N - Nc), (M - Mc, K, N)):
+                if min(fix) > 0:
+                    out = out + self.leaf(fix)
+            return out
+        block = (M // n, K // m, N // p)
+        nbytes, passes = level_pass_bytes(d, mode, block, self.itemsize)
+        out = Features(bytes=nbytes, passes=passes)
+        counts: dict[str, int] = {}
+        for op in schedule_level(d, mode).ops:
+            if isinstance(op, Product):
+                counts[op.mode] = counts.get(op.mode, 0) + 1
+        for sub_mode, count in sorted(counts.items()):
+            out = out + self.run(level + 1, sub_mode, block).times(count)
+        return out
+
+
+def leaf_shapes(decomps: Sequence[Decomposition], cutoff: int, shape: Shape) -> set[Shape]:
+    """Every leaf-gemm shape a call at ``shape`` runs (what the gemm table must cover)."""
+    seen: set[Shape] = set()
+
+    class _Collect(GemmTable):
+        def seconds(self, s: Shape) -> float:
+            if min(s) > 0:
+                seen.add(s)
+            return 0.0
+
+    _Walker(decomps, cutoff, 4, _Collect()).run(0, "set", shape)
+    return seen
+
+
+def features(decomps: Sequence[Decomposition], cutoff: int, shape: Shape, dtype: str, gemm: GemmTable) -> Features:
+    """The features of one call C = A·B at ``shape`` = (M, K, N) by the plan ``decomps`` (one scheme
+    per level; empty: the vendor gemm alone)."""
+    if dtype not in ITEMSIZE:
+        raise FmmforgeError(f"the cost model knows dtypes {', '.join(ITEMSIZE)}, not {dtype!r}")
+    return _Walker(decomps, cutoff, ITEMSIZE[dtype], gemm).run(0, "set", tuple(int(x) for x in shape)) + Features(calls=1)
+
+
+# ---------------------------------------------------------------------- fitting
+def nnls(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """min ||X·θ - y|| over θ >= 0, exactly, by trying every set of free coefficients (X has few columns)."""
+    cols = X.shape[1]
+    best, best_res = np.zeros(cols), float(np.sum(y**2))
+    for r in range(1, cols + 1):
+        for subset in itertools.combinations(range(cols), r):
+            theta_s, *_ = np.linalg.lstsq(X[:, subset], y, rcond=None)
+            if np.any(theta_s < 0):
+                continue
+            theta = np.zeros(cols)
+            theta[list(subset)] = theta_s
+            res = float(np.sum((X @ theta - y) ** 2))
+            if res < best_res - 1e-15 * max(best_res, 1e-300):
+                best, best_res = theta, res
+    return best
+
+
+ROBUST_ROUNDS = 5  # reweighting rounds that shrink the pull of outliers (a busy machine's samples)
+
+
+def fit_parameters(rows: Sequence[Features], seconds: Sequence[float]) -> np.ndarray:
+    """The parameters (:data:`PARAMETERS`) minimising the squared relative error on ``rows``,
+    robustly: records whose relative error is far above the typical one are down-weighted
+    (Huber weights at twice the median error, at least 2 %) and the fit is repeated."""
+    X = np.array([f.vector() for f in rows])
+    y = np.asarray(seconds, dtype=float)
+    if len(y) == 0:
+        raise FmmforgeError("no measurements to fit the cost model to")
+    scale = X.max(axis=0)
+    scale[scale == 0] = 1.0
+    Z = X / y[:, None] / scale
+    weights = np.ones(len(y))
+    for _ in range(ROBUST_ROUNDS):
+        theta = nnls(Z * weights[:, None], weights)
+        residual = np.abs(Z @ theta - 1.0)
+        cut = max(0.02, 2.0 * float(np.median(residual)))
+        weights = np.minimum(1.0, cut / np.maximum(residual, 1e-300))
+    return theta / scale
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Held-out error of a fit: leave-one-out median |error| (%) and the median over sizes of
+    Spearman's rank correlation between predicted and measured times across plans at a size."""
+
+    median_ape: float
+    spearman: float | None
+    records: int
+    sizes_ranked: int
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    import pandas as pd
+
+    ra, rb = pd.Series(list(a)).rank().to_numpy(), pd.Series(list(b)).rank().to_numpy()
+    if np.std(ra) == 0 or np.std(rb) == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def held_out_quality(rows: Sequence[Features], seconds: Sequence[float], sizes: Sequence[Shape]) -> Quality:
+    """Leave-one-out: each record predicted by the model fitted on all the others."""
+    y = np.asarray(seconds, dtype=float)
+    pred = np.empty(len(y))
+    for i in range(len(y)):
+        keep = [j for j in range(len(y)) if j != i]
+        theta = fit_parameters([rows[j] for j in keep], y[keep])
+        pred[i] = float(rows[i].vector() @ theta)
+    ape = np.abs(pred - y) / y * 100
+    rhos = []
+    for size in sorted(set(sizes)):
+        idx = [i for i, s in enumerate(sizes) if s == size]
+        if len(idx) >= 3:
+            rho = spearman(pred[idx], y[idx])
+            if not math.isnan(rho):
+                rhos.append(rho)
+    return Quality(float(np.median(ape)), float(np.median(rhos)) if rhos else None, len(y), len(rhos))
+
+
+# ---------------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class CalibratedModel:
+    """A fitted model for one :class:`ModelKey`. ``predict_s`` needs the plan's decompositions."""
+
+    key: ModelKey
+    parameters: tuple[float, ...]
+    gemm: GemmTable
+    quality: Quality | None = None
+    fitted_on: int = 0
+    format: int = MODEL_FORMAT
+
+    @property
+    def name(self) -> str:
+        return f"calibrated v{self.format} ({self.fitted_on} records)"
+
+    def predict_features(self, f: Features) -> float:
+        return float(f.vector() @ np.asarray(self.parameters))
+
+    def predict_s(self, decomps: Sequence[Decomposition], cutoff: int, shape: Shape) -> float:
+        """Predicted seconds of one call at ``shape`` by the plan ``decomps`` with ``cutoff``."""
+        return self.predict_features(features(decomps, cutoff, shape, self.key.dtype, self.gemm))
+
+    def to_json(self) -> str:
+        q = self.quality
+        return json.dumps({
+            "format": self.format, "key": self.key.__dict__, "parameters": dict(zip(PARAMETERS, self.parameters)),
+            "gemm": [[*s, t] for s, t in sorted(self.gemm.points.items())], "fitted_on": self.fitted_on,
+            "quality": None if q is None else q.__dict__,
+        }, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> "CalibratedModel":
+        """Read a stored model; anything malformed is one FmmforgeError naming ``where``."""
+        bad = FmmforgeError(f"the cost model stored for {where} is unreadable; run `fmmforge calibrate` again")
+        try:
+            data = json.loads(text)
+            if data.get("format") != MODEL_FORMAT:
+                raise FmmforgeError(f"the cost model stored for {where} has format {data.get('format')!r}, this "
+                                    f"fmmforge reads format {MODEL_FORMAT}; run `fmmforge calibrate` again")
+            params = tuple(float(data["parameters"][p]) for p in PARAMETERS)
+            points = {(int(m), int(k), int(n)): float(t) for m, k, n, t in data["gemm"]}
+            key = ModelKey(**data["key"])
+            q = data.get("quality")
+            quality = Quality(**q) if q else None
+            fitted_on = int(data.get("fitted_on", 0))
+        except FmmforgeError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise bad from None
+        if not all(math.isfinite(x) and x >= 0 for x in params) or not all(
+                math.isfinite(t) and t > 0 and min(s) > 0 for s, t in points.items()):
+            raise bad
+        return cls(key, params, GemmTable(points), quality, fitted_on)
+
+
+# ---------------------------------------------------------------------- storage
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def save_gemm_point(key: ModelKey, shape: Shape, seconds: float, store: Store) -> None:
+    with store.writing(TABLES) as conn:
+        conn.execute("INSERT OR REPLACE INTO gemm_timings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (key.device, key.machine, key.threads, key.dtype, *shape, float(seconds), _now()))
+
+
+def load_gemm_points(key: ModelKey, store: Store) -> dict[Shape, float]:
+    with store.reading(TABLES) as conn:
+        if conn is None:
+            return {}
+        rows = conn.execute("SELECT m, k, n, seconds FROM gemm_timings WHERE device = ? AND machine = ? AND "
+                            "threads = ? AND dtype = ?", (key.device, key.machine, key.threads, key.dtype)).fetchall()
+    return {(int(m), int(k), int(n)): float(t) for m, k, n, t in rows if t and t > 0}
+
+
+def save_model(model: CalibratedModel, store: Store) -> None:
+    k = model.key
+    with store.writing(TABLES) as conn:
+        conn.execute("INSERT OR REPLACE INTO cost_models VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (k.device, k.machine, k.threads, k.dtype, model.format, model.to_json(), _now()))
+
+
+def load_model(key: ModelKey, store: Store) -> CalibratedModel:
+    """The model fitted for ``key``; one FmmforgeError saying what to run when there is none (or
+    when what is stored belongs to another machine or model format)."""
+    with store.reading(TABLES) as conn:
+        row = None if conn is None else conn.execute(
+            "SELECT model FROM cost_models WHERE device = ? AND machine = ? AND threads = ? AND dtype = ?",
+            (key.device, key.machine, key.threads, key.dtype)).fetchone()
+    if row is None:
+        raise FmmforgeError(f"no cost model fitted for {key.describe()}; "
+                            f"run `fmmforge calibrate --device {key.device} --dtype {key.dtype}`")
+    model = CalibratedModel.from_json(row[0], key.describe())
+    if model.key != key:
+        raise FmmforgeError(f"the cost model stored for {key.describe()} was fitted for "
+                            f"{model.key.describe()} ({model.key.machine}); "
+                            f"run `fmmforge calibrate --device {key.device} --dtype {key.dtype}`")
+    return model
+
+
+def stored_keys(store: Store, device: str, machine: str) -> list[ModelKey]:
+    """The keys of the models stored for ``device`` on ``machine`` (any threads, dtype)."""
+    with store.reading(TABLES) as conn:
+        rows = [] if conn is None else conn.execute(
+            "SELECT threads, dtype FROM cost_models WHERE device = ? AND machine = ? ORDER BY threads, dtype",
+            (device, machine)).fetchall()
+    return [ModelKey(device, machine, int(t), str(dt)) for t, dt in rows]
+
+
+def find_model(key: ModelKey, store: Store) -> CalibratedModel | None:
+    """:func:`load_model`, or None when nothing usable is stored."""
+    try:
+        return load_model(key, store)
+    except FmmforgeError:
+        return None
+
+
+def fit(key: ModelKey, rows: Sequence[Features], seconds: Sequence[float], sizes: Sequence[Shape],
+        gemm: GemmTable, *, evaluate: bool = True) -> CalibratedModel:
+    """Fit the parameters to measured ``seconds`` (features computed with ``gemm``)."""
+    theta = fit_parameters(rows, seconds)
+    quality = held_out_quality(rows, seconds, sizes) if evaluate and len(rows) >= 3 else None
+    return CalibratedModel(key, tuple(float(x) for x in theta), gemm, quality, len(rows))
+
+
+def union_corners(shapes: Iterable[Shape]) -> set[Shape]:
+    out: set[Shape] = set()
+    for s in shapes:
+        out |= corners(s)
+    return out
+
+
+def row_shape(row: Mapping[str, object]) -> Shape:
+    return int(row["m"]), int(row["k"]), int(row["n"])  # type: ignore[call-overload]
+
+
+# ---------------------------------------------------------------------- the latency-model reward
+@dataclass(frozen=True)
+class LatencyModelReward:
+    """The predicted speed-up over the vendor matmul from the calibrated model (no kernel runs).
+    Needs --device, --size; dtype defaults to float32, levels to 1; cutoff as `fmmforge bench`."""
+
+    name: str = "latency-model"
+    description: str = ("predicted speed-up over the vendor matmul from the model `fmmforge calibrate` fitted "
+                        "(--device cpu or cuda:N, --size); cheap, no kernel runs")
+    cheap: bool = True
+    cutoff: int = 64
+
+    def score(self, d: Decomposition, context: RewardContext) -> RewardResult:
+        from fmmforge.codegen.plan import check_decomposition
+        from fmmforge.hardware.devices import get_device
+
+        device = context.require_device(self.name, "cpu or cuda:N")
+        size = context.require_size(self.name)
+        check_decomposition(d, "the scheme")
+        model = load_model(current_key(get_device(device).name, context.dtype or "float32"), Store())
+        levels = context.levels
+        kernel_s = model.predict_s([d] * levels, self.cutoff, size)
+        vendor_s = model.predict_s([], self.cutoff, size)
+        speedup = vendor_s / kernel_s
+        return RewardResult(speedup, {"predicted speedup": round(speedup, 4),
+                                      "predicted kernel ms": round(kernel_s * 1e3, 4),
+                                      "predicted vendor ms": round(vendor_s * 1e3, 4),
+                                      "model": model.name, "device": model.key.describe()})

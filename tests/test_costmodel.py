@@ -1,0 +1,263 @@
+"""The calibrated cost model (codegen.costmodel, codegen.calibrate), `fmmforge calibrate` and the
+latency-model reward. Records are synthetic: times generated from known parameters."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fmmforge.codegen import calibrate as cal
+from fmmforge.codegen import costmodel as cm
+from fmmforge.codegen.plan import make_plan
+from fmmforge.codegen.records import Record, add_record, query_records
+from fmmforge.codegen.schedule import Add2, Axpy, Scale, schedule_level
+from fmmforge.core.catalogue import resolve
+from fmmforge.core.contracts import RewardContext
+from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.store import Store
+from tests.helpers import one_error
+
+TRUE = (1.05, 1 / 12e9, 4e-6, 40e-6)  # gemm scale, s/byte (12 GB/s), s/pass, s/call
+PLANS = (("strassen", 0), ("strassen", 1), ("strassen-winograd", 1), ("strassen", 2), ("laderman", 1))
+SIZES = ((256, 256, 256), (384, 384, 384), (512, 512, 512), (512, 768, 384), (768, 768, 768))
+
+
+def gemm_truth(shape: cm.Shape) -> float:
+    """A vendor gemm that is slow for small and thin blocks: 100 GFLOP/s at best."""
+    m, k, n = shape
+    efficiency = 1.0 / (1.0 + 32.0 / min(shape) + 1e4 / (m * k * n) ** (2 / 3))
+    return 2.0 * m * k * n / (100e9 * efficiency) + 2e-6
+
+
+def synthetic_store(key: cm.ModelKey, params=TRUE, plans=PLANS, sizes=SIZES) -> tuple[Store, cm.GemmTable]:
+    """A store with gemm timings at every grid corner the records need and records whose times
+    are exactly what ``params`` say."""
+    store = Store()
+    shapes = set()
+    cases = []
+    for name, levels in plans:
+        plan, decomps = make_plan(name, levels, dtype=key.dtype, device=key.device)
+        for size in sizes:
+            shapes |= cm.leaf_shapes(decomps, plan.cutoff, size)
+            cases.append((plan, decomps, size))
+    needed = cm.union_corners(shapes | {size for size in sizes})
+    table = cm.GemmTable({s: gemm_truth(s) for s in needed})
+    for s, t in table.points.items():
+        cm.save_gemm_point(key, s, t, store)
+    for plan, decomps, size in cases:
+        t = float(cm.features(decomps, plan.cutoff, size, key.dtype, table).vector() @ np.array(params))
+        add_record(synthetic_record(key, plan, size, t, table.seconds(size)), store)
+    return store, table
+
+
+def synthetic_record(key: cm.ModelKey, plan, size: cm.Shape, seconds: float, vendor_s: float) -> Record:
+    return Record(device=key.device, machine=key.machine, algorithm=plan.algorithms[0] if plan.algorithms else "vendor",
+                  fingerprint="/".join(plan.fingerprints), plan=json.dumps(plan.as_dict(), sort_keys=True),
+                  plan_key=plan.key(), backend="torch", levels=plan.levels, m=size[0], k=size[1], n=size[2],
+                  dtype=key.dtype, threads=key.threads, median_s=seconds, iqr_s=seconds / 50,
+                  baseline_median_s=vendor_s, baseline_iqr_s=vendor_s / 50, speedup=vendor_s / seconds,
+                  max_error=1e-6, error_bound=1e-3)
+
+
+@pytest.fixture
+def key() -> cm.ModelKey:
+    return cm.current_key("cpu", "float32")
+
+
+class _NoBackend:
+    name = "torch"
+
+
+# ---------------------------------------------------------------------- fitting
+def test_fit_recovers_known_parameters_and_predicts_held_out_records(key):
+    store, table = synthetic_store(key)
+    result = cal.calibrate(key, backend=_NoBackend(), budget_s=0, store=store)
+    assert result.measured_records == 0 and result.measured_gemms == 0
+    assert np.allclose(result.model.parameters, TRUE, rtol=1e-6)
+    assert result.model.quality.median_ape < 1e-6
+    assert result.model.quality.spearman == pytest.approx(1.0)
+    # a plan and a size the fit never saw
+    plan, decomps = make_plan("strassen-winograd", 2, device="cpu")
+    size = (640, 640, 640)
+    table.points.update({s: gemm_truth(s) for s in cm.union_corners(cm.leaf_shapes(decomps, 64, size))})
+    truth = float(cm.features(decomps, 64, size, "float32", table).vector() @ np.array(TRUE))
+    model = cm.CalibratedModel(key, result.model.parameters, table)
+    assert model.predict_s(decomps, 64, size) == pytest.approx(truth, rel=1e-6)
+
+
+def test_nnls_keeps_coefficients_non_negative_and_exact_when_feasible():
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    assert np.allclose(cm.nnls(X, X @ np.array([2.0, 3.0])), [2.0, 3.0])
+    # unconstrained least squares gives (3, -1); with θ >= 0 the best is (2.5, 0)
+    assert np.allclose(cm.nnls(X, np.array([3.0, -1.0, 2.0])), [2.5, 0.0])
+
+
+def test_spearman_is_one_for_the_same_order_and_minus_one_for_the_reverse():
+    assert cm.spearman([1, 2, 3, 4], [10, 20, 25, 100]) == pytest.approx(1.0)
+    assert cm.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+# ---------------------------------------------------------------------- features
+def test_features_count_the_bytes_of_strassen_one_level_by_hand():
+    d = resolve("strassen")
+    b, item = 64, 4
+    block = b * b * item
+    # set mode (C = A·B): 10 sums S = X ± Y / T = X ± Y (read 2, write 1), one copy C21 = C11
+    # (read 1, write 1), 6 accumulations C += ±X (read 2, write 1): 30 + 2 + 18 = 50 blocks, 17 passes
+    ops = schedule_level(d, "set").ops
+    assert [sum(isinstance(op, t) for op in ops) for t in (Add2, Scale, Axpy)] == [10, 1, 6]
+    f = cm.features([d], 64, (2 * b, 2 * b, 2 * b), "float32", cm.GemmTable({(b, b, b): 1e-3}))
+    assert (f.bytes, f.passes, f.calls) == (50 * block, 17, 1)
+    assert f.gemm_s == pytest.approx(7e-3)  # 7 leaf products of 64x64x64
+    # accumulate mode: 10 sums and 10 accumulations: 60 blocks
+    assert cm.level_pass_bytes(d, "acc", (b, b, b), item) == (60 * block, 20)
+
+
+def test_features_follow_the_kernels_peeling_and_cutoff():
+    d = resolve("strassen")
+    # 129 is odd: the core 128 runs Strassen, the remainder row/column/inner slice are three gemms
+    assert cm.leaf_shapes([d], 64, (129, 129, 129)) == {(64, 64, 64), (128, 1, 128), (128, 129, 1), (1, 129, 129)}
+    assert cm.leaf_shapes([d], 64, (127, 127, 127)) == {(127, 127, 127)}  # under 2·cutoff: one gemm
+    assert cm.leaf_shapes([d, d], 64, (256, 256, 256)) == {(64, 64, 64)}
+
+
+def test_gemm_table_interpolates_in_log_space_and_scales_missing_corners_by_flops():
+    table = cm.GemmTable({(64, 64, 64): 1e-4, (128, 128, 128): 8e-4})
+    assert table.seconds((64, 64, 64)) == 1e-4
+    assert table.seconds((96, 96, 96)) == pytest.approx(1e-4 * 1.5**3)  # 96 is a grid value: flop-scaled
+    assert table.seconds((80, 64, 64)) == pytest.approx(1e-4 * 80 / 64)  # log-linear between 64 and 96
+    assert cm.corners((100, 64, 1)) == {(96, 64, 1), (128, 64, 1)}
+
+
+# ---------------------------------------------------------------------- storage
+def test_storage_round_trips_and_refuses_another_machine_or_format(key):
+    store = Store()
+    model = cm.CalibratedModel(key, TRUE, cm.GemmTable({(64, 64, 64): 1e-4}),
+                               cm.Quality(2.5, 0.95, 20, 4), fitted_on=20)
+    cm.save_model(model, store)
+    assert cm.load_model(key, store) == model
+    other = cm.ModelKey(key.device, "Other CPU|64|2.13.0|openblas", key.threads, key.dtype)
+    with pytest.raises(FmmforgeError, match="no cost model fitted.*fmmforge calibrate --device cpu"):
+        cm.load_model(other, store)
+    with store.writing(cm.TABLES) as conn:  # a row filed under this machine but fitted on another
+        conn.execute("UPDATE cost_models SET model = ?", (model.to_json().replace(key.machine, other.machine),))
+    with pytest.raises(FmmforgeError, match="was fitted for"):
+        cm.load_model(key, store)
+    with store.writing(cm.TABLES) as conn:
+        conn.execute("UPDATE cost_models SET model = ?", (model.to_json().replace('"format": 1', '"format": 0'),))
+    with pytest.raises(FmmforgeError, match="format 0.*calibrate"):
+        cm.load_model(key, store)
+    assert cm.find_model(key, store) is None
+
+
+def test_records_of_another_machine_or_thread_count_never_feed_the_model(key):
+    store, _ = synthetic_store(key, plans=PLANS[:2], sizes=SIZES[:2])
+    plan, _ = make_plan("strassen", 1)
+    add_record(synthetic_record(cm.ModelKey("cpu", "Other CPU|64|2.13.0|openblas", key.threads, "float32"),
+                                plan, (512, 512, 512), 1.0, 1.0), store)
+    add_record(synthetic_record(cm.ModelKey("cpu", key.machine, key.threads + 1, "float32"),
+                                plan, (512, 512, 512), 1.0, 1.0), store)
+    usable, skipped = cal.usable_records(key, store)
+    assert len(usable) == 4 and skipped == 1  # the other thread count is skipped; the other machine is not even read
+    assert all(u.record.median_s < 1.0 for u in usable)
+
+
+# ---------------------------------------------------------------------- the reward
+def test_reward_scores_and_ranks_two_plans_as_the_model_says(key):
+    from fmmforge.plugins import get_reward
+
+    store, table = synthetic_store(key)
+    model = cal.calibrate(key, backend=_NoBackend(), budget_s=0, store=store).model
+    reward = get_reward("latency-model")
+    assert reward.cheap
+    ctx = RewardContext(device="cpu", size=(768, 768, 768), dtype="float32", levels=1)
+    scores = {}
+    for name in ("strassen", "laderman"):
+        d = resolve(name)
+        result = reward.score(d, ctx)
+        predicted = model.predict_s([d], 64, (768, 768, 768))
+        assert result.value == pytest.approx(model.predict_s([], 64, (768, 768, 768)) / predicted)
+        assert result.parts["predicted kernel ms"] == pytest.approx(predicted * 1e3, abs=1e-4)
+        scores[name] = (result.value, predicted)
+    faster = min(scores, key=lambda n: scores[n][1])
+    assert max(scores, key=lambda n: scores[n][0]) == faster
+
+
+def test_reward_without_a_model_says_to_calibrate(cli):
+    code, out, err = cli("score", "strassen", "--reward", "latency-model", "--device", "cpu", "--size", "512")
+    assert code == 2
+    one_error(err, "no cost model", "fmmforge calibrate --device cpu")
+
+
+def test_reward_needs_a_size_and_a_device(cli):
+    code, _, err = cli("score", "strassen", "--reward", "latency-model", "--device", "cpu")
+    assert code == 2 and "--size" in one_error(err)
+    code, _, err = cli("score", "strassen", "--reward", "latency-model", "--size", "512")
+    assert code == 2 and "--device" in one_error(err)
+
+
+def test_an_unreadable_stored_model_is_one_line(cli, key):
+    store = Store()
+    cm.save_model(cm.CalibratedModel(key, TRUE, cm.GemmTable({(64, 64, 64): 1e-4})), store)
+    with store.writing(cm.TABLES) as conn:
+        conn.execute("UPDATE cost_models SET model = ?", ('{"format": 1, "parameters": [1, 2]',))
+    code, _, err = cli("score", "strassen", "--reward", "latency-model", "--device", "cpu", "--size", "512")
+    assert code == 2
+    one_error(err, "unreadable", "calibrate")
+
+
+# ---------------------------------------------------------------------- the command
+def test_calibrate_on_an_empty_store_without_budget_says_what_is_missing(cli):
+    code, out, err = cli("calibrate", "--device", "cpu", "--budget", "0")
+    assert code == 2
+    one_error(err, "at least 10 benchmark records", "has 0", "--budget", "fmmforge bench --device cpu")
+    assert cm.find_model(cm.current_key("cpu", "float32"), Store()) is None
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--budget", "-1"), ("--budget",)),
+    (("--budget", "nan"), ("--budget",)),
+    (("--device", "nope"), ("unknown device",)),
+    (("--device", "tpu-v4"), ("spec-only",)),
+    (("--dtype", "float16"), ("dtype",)),
+    (("--threads", "-2"), ("--threads",)),
+    (("--budget", "soon"), ("--budget",)),
+])
+def test_calibrate_bad_options_exit_2_with_one_line(cli, args, words):
+    code, out, err = cli("calibrate", *args)
+    assert code == 2
+    one_error(err, *words)
+
+
+def test_calibrate_prints_held_out_error_and_the_report_uses_the_model(cli, key):
+    from fmmforge.reports import build_report
+
+    store, _ = synthetic_store(key)
+    code, out, err = cli("calibrate", "--budget", "0")
+    assert code == 0, err
+    assert "held-out (leave-one-out) median |error| 0.00 %" in out and "rank correlation" in out
+    report = build_report(store, device="cpu")
+    section = next(s for s in report.sections if s.title.startswith("6."))
+    assert any("median |error| 0.0 %" in note for note in section.notes), section.notes
+    rows = report.records
+    assert rows["predicted_ms"].to_numpy() == pytest.approx(rows["kernel_median_ms"].to_numpy(), rel=1e-6)
+
+
+def test_interrupted_calibration_keeps_every_record_taken(cli, key, monkeypatch):
+    import fmmforge.codegen.bench as bench
+
+    calls = []
+
+    def fake_measure(plan, decomps, size, *, store=None, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(size)
+        return add_record(synthetic_record(key, plan, size, 1e-3, 1e-3), store)
+
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    code, out, err = cli("calibrate", "--budget", "60")
+    assert code == 130
+    assert "interrupted" in err and "kept" in err
+    assert [(r.m, r.k, r.n) for r in query_records(Store(), device="cpu")] == calls
