@@ -70,7 +70,7 @@ class TorchBackend(CodegenBackend):
     description = ("readable Python for torch (CPU, CUDA): views, preallocated workspaces, in-place "
                    "accumulation into C, coefficients folded into addmm's alpha, torch.mm at the leaves")
     devices = ("cpu", "cuda")
-    variants = ("lowmem", "batched")
+    variants = ("lowmem", "batched", "fused")
 
     def emit(self, plan: Plan, schemes: list[Decomposition]) -> Kernel:
         if plan.variant == "batched":  # levels flattened, all leaf products in one torch.bmm
