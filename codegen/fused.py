@@ -115,6 +115,26 @@ def _side_key(col: Terms) -> tuple[int | Terms, Fraction]:
     return _normalised(col)
 
 
+def _match(stored: list[int], outs: list[Terms]) -> dict[int, int]:
+    """C block -> product: as many products with several outputs homed in distinct C blocks as
+    possible (augmenting paths), so that as few as possible need a workspace slot."""
+    homes: dict[int, int] = {}
+
+    def place(r: int, seen: set[int]) -> bool:
+        for c, _ in outs[r]:
+            if c in seen:
+                continue
+            seen.add(c)
+            if c not in homes or place(homes[c], seen):
+                homes[c] = r
+                return True
+        return False
+
+    for r in stored:
+        place(r, set())
+    return homes
+
+
 def fused_level(d: Decomposition, mode: str) -> FusedLevel:
     """The fused schedule of one level of ``d`` (see the module docstring)."""
     n, m, p = d.format
@@ -124,10 +144,7 @@ def fused_level(d: Decomposition, mode: str) -> FusedLevel:
     stored = [r for r in range(R) if len(outs[r]) > 1]
     homes: dict[int, int] = {}  # C block -> product
     if mode == "set":
-        for r in stored:
-            free = [c for c, _ in outs[r] if c not in homes]
-            if free:
-                homes[free[0]] = r
+        homes.update(_match(stored, outs))
         for c in range(n * p):  # a block no stored product reaches: its first one-output product
             if c not in homes and not any(c == o for r in stored for o, _ in outs[r]):
                 first = next((r for r in range(R) if outs[r] and outs[r][0][0] == c and len(outs[r]) == 1), None)
@@ -216,15 +233,15 @@ def _combine_table(lv: FusedLevel) -> str:
 
 
 def workspace_slots(d: Decomposition) -> tuple[int, int, int]:
-    """Slots of S, T and P that a level's set and acc functions allocate: S and T the same for both,
-    so that the workspaces they share at a depth are never reallocated between them."""
+    """Slots of S, T and P that a level's set and acc functions allocate below the top: the same for
+    both, so that the workspaces they share at a depth are never reallocated between them."""
     lvs = [fused_level(d, mode) for mode in ("set", "acc")]
     return (max(lv.slots("A") for lv in lvs), max(lv.slots("B") for lv in lvs), max(lv.p_slots for lv in lvs))
 
 
 def _level_function(stem: str, label: str, d: Decomposition, lv: FusedLevel, comments: list[str]) -> list[str]:
     n, m, p = d.format
-    s_slots, t_slots, _ = workspace_slots(d)
+    s_slots, t_slots, p_slots = workspace_slots(d)
     used = {("C", c) for c in range(n * p)}
     for g in lv.groups:
         for gm in g.gemms:
@@ -232,10 +249,10 @@ def _level_function(stem: str, label: str, d: Decomposition, lv: FusedLevel, com
     name = f"{stem}_{lv.mode}"
     L = level_prologue(name, lv.mode, label, d, used)
     for ws, count, shape, needed in (("S", s_slots, "bm, bk", lv.slots("A")), ("T", t_slots, "bk, bn", lv.slots("B")),
-                                     ("P", lv.p_slots, "bm, bn", lv.p_slots)):
-        if needed:  # P only where this mode uses it, keyed by mode (the top level runs only set)
-            key = f"(level, 'P', {lv.mode!r})" if ws == "P" else f"(level, {ws!r})"
-            L.append(f"    {ws} = _ws({key}, ({count}, {shape}), A)")
+                                     ("P", p_slots, "bm, bn", lv.p_slots)):
+        if needed:  # P: below the top (where only set runs) as many slots as either mode uses
+            slots = f"{needed} if level == 0 else {p_slots}" if ws == "P" and lv.mode == "set" else count
+            L.append(f"    {ws} = _ws((level, {ws!r}), ({slots}, {shape}), A)")
     tables = []
 
     def side(s: Side, kind: str, ws: str, rows: int, cols: int) -> str:
@@ -270,15 +287,16 @@ def _level_function(stem: str, label: str, d: Decomposition, lv: FusedLevel, com
 
 
 def fused_workspace_fraction(decomps: list[Decomposition]) -> float:
-    """Workspace elements / (M·N) for M = K = N: per depth the S, T (and, where that depth's
-    functions use it, P) of :func:`workspace_slots` (the top level runs only its set function)."""
+    """Workspace elements / (M·N) for M = K = N: per depth the S, T and P of :func:`workspace_slots`
+    (at the top only the set function's P)."""
     ws = 0.0
     sm = sk = sn = 1.0
     for level, d in enumerate(decomps):
         n, m, p = d.format
         sm, sk, sn = sm / n, sk / m, sn / p
-        s_slots, t_slots, _ = workspace_slots(d)
-        p_slots = sum(fused_level(d, mode).p_slots for mode in (("set",) if level == 0 else ("set", "acc")))
+        s_slots, t_slots, p_slots = workspace_slots(d)
+        if level == 0:  # the top level runs only its set function
+            p_slots = fused_level(d, "set").p_slots
         ws += s_slots * sm * sk + t_slots * sk * sn + p_slots * sm * sn
     return ws
 
