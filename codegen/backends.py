@@ -77,6 +77,10 @@ class TorchBackend(CodegenBackend):
             from fmmforge.codegen.emit_batched import emit_batched
 
             source, facts = emit_batched(plan, schemes)
+        elif plan.variant == "fused":  # compiled (numba) element-wise passes, CPU
+            from fmmforge.codegen.fused import emit_fused
+
+            source, facts = emit_fused(plan, schemes)
         else:
             from fmmforge.codegen.emit_python import emit_python
 
