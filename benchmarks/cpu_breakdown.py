@@ -31,7 +31,8 @@ import types
 DEFAULT_CASES = "strassen-winograd:2:4096,strassen-winograd:3:4096,strassen-winograd:2:8192,strassen-winograd:3:8192"
 TARGETS = {4096: 1.25, 8192: 1.35}
 # the element-wise passes an emitted torch kernel performs (codegen/emit_python.py writes them so)
-_PASS_LINE = re.compile(r"^(\s+)(torch\.(add|sub|mul)\(.*\bout=\w+\)|\w+\.(add_|sub_|copy_|zero_)\(.*\))\s*(#.*)?$")
+_PASS_LINE = re.compile(r"^(\s+)(torch\.(add|sub|mul)\(.*\bout=\w+\)|\w+\.(add_|sub_|copy_|zero_)\(.*\)"
+                        r"|_fused_(sums|combine)\(.*\))\s*(#.*)?$")
 
 
 def strip_passes(source: str) -> tuple[str, int]:

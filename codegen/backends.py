@@ -73,13 +73,17 @@ class TorchBackend(CodegenBackend):
     description = ("readable Python for torch (CPU, CUDA): views, preallocated workspaces, in-place "
                    "accumulation into C, coefficients folded into addmm's alpha, torch.mm at the leaves")
     devices = ("cpu", "cuda")
-    variants = ("lowmem", "batched")
+    variants = ("lowmem", "batched", "fused")
 
     def emit(self, plan: Plan, schemes: list[Decomposition]) -> Kernel:
         if plan.variant == "batched":  # levels flattened, all leaf products in one torch.bmm
             from fmmforge.codegen.emit_batched import emit_batched
 
             source, facts = emit_batched(plan, schemes)
+        elif plan.variant == "fused":  # compiled (numba) element-wise passes, CPU
+            from fmmforge.codegen.fused import emit_fused
+
+            source, facts = emit_fused(plan, schemes)
         else:
             from fmmforge.codegen.emit_python import emit_python
 

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 from types import ModuleType
+from typing import Callable
 
 from fmmforge.codegen.plan import Plan
 from fmmforge.codegen import runtime_caches as caches, runtime_lowmem as lowmem, runtime_numpy, runtime_torch
@@ -201,30 +202,8 @@ def _algorithm_function(stem: str, label: str, d: Decomposition, sched: LevelSch
     """``{stem}_{mode}(A, B, C, alpha, level)``: one step of ``d`` at depth ``level``, its products
     computed by the next level's pair (or the leaves)."""
     n, m, p = d.format
-    mode = sched.mode
-    name = f"{stem}_{mode}"
-    what = "C = alpha·A·B" if mode == "set" else "C += alpha·A·B"
-    L = [
-        f"def {name}(A, B, C, alpha, level):",
-        f'    """{what} with {label} <{n},{m},{p}> rank {d.rank}, at depth ``level`` of the plan."""',
-        "    M, K = A.shape",
-        "    N = B.shape[1]",
-        f"    if M < {n} * CUTOFF or K < {m} * CUTOFF or N < {p} * CUTOFF:",
-        f"        return _leaf_{mode}(A, B, C, alpha)",
-        "    dm, dk, dn = _multiples(M, K, N, level)",
-        "    if M % dm or K % dk or N % dn:",
-        f"        return _peel({name}, _leaf_{mode}, A, B, C, alpha, dm, dk, dn, level)",
-        "    sub_set, sub_acc = _level(level + 1)",
-        "    deeper = level + 1",
-        f"    bm, bk, bn = M // {n}, K // {m}, N // {p}",
-    ]
     used = {(op_.kind, op_.index) for op in sched.ops for op_ in _operands(op)}
-    for kind, rows, cols, rs, cs in (("A", n, m, "bm", "bk"), ("B", m, p, "bk", "bn"), ("C", n, p, "bm", "bn")):
-        for idx in range(rows * cols):
-            if (kind, idx) not in used:
-                continue
-            i, j = divmod(idx, cols)
-            L.append(f"    {block_name(kind, idx, cols, rows)} = {kind}[{_slice(i, rs)}, {_slice(j, cs)}]")
+    L = level_prologue(f"{stem}_{sched.mode}", sched.mode, label, d, used)
     for ws, shape in (("S", "bm, bk"), ("T", "bk, bn"), ("P", "bm, bn")):
         if (ws, -1) in used:
             L.append(f"    {ws} = _ws((level, {ws!r}), ({shape}), A)")
@@ -246,6 +225,51 @@ def _algorithm_function(stem: str, label: str, d: Decomposition, sched: LevelSch
         elif isinstance(op, Scale):
             L += ["    " + s for s in dialect.scale(nm(op.dst), op.coef, nm(op.x))]
     return L
+
+
+def level_prologue(name: str, mode: str, label: str, d: Decomposition, used: set[tuple[str, int]]) -> list[str]:
+    """The start of a level function ``name(A, B, C, alpha, level)``: the leaf below the cut-off,
+    peeling, the next level's pair, the block sizes and a view per block in ``used`` ((kind, index))."""
+    n, m, p = d.format
+    what = "C = alpha·A·B" if mode == "set" else "C += alpha·A·B"
+    L = [
+        f"def {name}(A, B, C, alpha, level):",
+        f'    """{what} with {label} <{n},{m},{p}> rank {d.rank}, at depth ``level`` of the plan."""',
+        "    M, K = A.shape",
+        "    N = B.shape[1]",
+        f"    if M < {n} * CUTOFF or K < {m} * CUTOFF or N < {p} * CUTOFF:",
+        f"        return _leaf_{mode}(A, B, C, alpha)",
+        "    dm, dk, dn = _multiples(M, K, N, level)",
+        "    if M % dm or K % dk or N % dn:",
+        f"        return _peel({name}, _leaf_{mode}, A, B, C, alpha, dm, dk, dn, level)",
+        "    sub_set, sub_acc = _level(level + 1)",
+        "    deeper = level + 1",
+        f"    bm, bk, bn = M // {n}, K // {m}, N // {p}",
+    ]
+    for kind, rows, cols, rs, cs in (("A", n, m, "bm", "bk"), ("B", m, p, "bk", "bn"), ("C", n, p, "bm", "bn")):
+        for idx in range(rows * cols):
+            if (kind, idx) not in used:
+                continue
+            i, j = divmod(idx, cols)
+            L.append(f"    {block_name(kind, idx, cols, rows)} = {kind}[{_slice(i, rs)}, {_slice(j, cs)}]")
+    return L
+
+
+def level_functions(plan: Plan, decomps: list[Decomposition], stems: list[str],
+                    function: Callable[[str, str, Decomposition, str, list[str]], list[str]]) -> list[str]:
+    """Module text: ``function(stem, label, d, mode, comments)`` for each distinct algorithm and
+    mode (set, acc), then ``LEVELS``, the (set, acc) pair of each level."""
+    lines: list[str] = []
+    written: set[str] = set()
+    for level, (d, stem) in enumerate(zip(decomps, stems)):
+        if stem in written:
+            continue
+        written.add(stem)
+        comments = product_comments(d)
+        for mode in ("set", "acc"):
+            lines += ["", ""] + function(stem, plan.algorithms[level], d, mode, comments)
+    pairs = "".join(f"({stem}_set, {stem}_acc), " for stem in stems)
+    return lines + ["", "", f"LEVELS = ({pairs.rstrip(' ')})  # the (set, acc) functions of each level"]
 
 
 def _slice(i: int, size: str) -> str:
@@ -294,17 +318,8 @@ def emit_python(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
     lines.append(f"FORMATS = {[tuple(d.format) for d in decomps]!r}  # <n,m,p> block counts of each level")
     lines += ["", "", thread_caches(dialect.cuda).rstrip(), "", "", backend_runtime(dialect.ops).rstrip(), "", "",
               inline(lowmem._level, lowmem._top, lowmem._multiples, lowmem._peel).rstrip()]
-    written: set[str] = set()
-    for level, (d, stem) in enumerate(zip(decomps, stems)):
-        if stem in written:
-            continue
-        written.add(stem)
-        comments = product_comments(d)
-        for mode in ("set", "acc"):
-            lines += ["", ""] + _algorithm_function(stem, plan.algorithms[level], d, schedule_level(d, mode),
-                                                    dialect, comments)
-    pairs = "".join(f"({stem}_set, {stem}_acc), " for stem in stems)
-    lines += ["", "", f"LEVELS = ({pairs.rstrip(' ')})  # the (set, acc) functions of each level"]
+    lines += level_functions(plan, decomps, stems, lambda stem, label, d, mode, comments: _algorithm_function(
+        stem, label, d, schedule_level(d, mode), dialect, comments))
     # workspace: per level S (bm×bk), T (bk×bn), P (bm×bn) relative to the C at that level
     ws = 0.0
     scale_m = scale_k = scale_n = 1.0

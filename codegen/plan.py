@@ -15,10 +15,12 @@ DTYPES = ("float32", "float64")
 DEFAULT_CUTOFF = 64
 LEVEL_SEPARATOR = "/"
 # code layouts: "lowmem" (per-level straight-line code, small workspaces; every backend) and
-# "batched" (levels flattened into one Kronecker level, all R leaf products in one torch.bmm)
-VARIANTS = ("lowmem", "batched")
+# "batched" (levels flattened into one Kronecker level, all R leaf products in one torch.bmm) and
+# "fused" (per level: all A-side sums in one compiled pass, all B-side sums in one, C in one; torch CPU)
+VARIANTS = ("lowmem", "batched", "fused")
 DEFAULT_VARIANT = "lowmem"
-VARIANT_BACKENDS = {"batched": ("torch",)}
+VARIANT_BACKENDS = {"batched": ("torch",), "fused": ("torch",)}
+VARIANT_DEVICES = {"fused": ("cpu",)}
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class Plan:
 
     def describe(self) -> str:
         algos = LEVEL_SEPARATOR.join(self.algorithms) if self.algorithms else "vendor gemm"
-        layout = "" if self.variant == DEFAULT_VARIANT else f" ({self.variant}: all leaf products in one bmm)"
+        layout = {DEFAULT_VARIANT: "", "batched": " (batched: all leaf products in one bmm)",
+                  "fused": " (fused: compiled element-wise passes)"}.get(self.variant, f" ({self.variant})")
         return (f"{algos}, {self.levels} level{'s' if self.levels != 1 else ''}, cutoff {self.cutoff}, "
                 f"backend {self.backend}{layout}, {self.dtype} on {self.device}")
 
@@ -102,6 +105,10 @@ def make_plan(name: str, levels: int, *, backend: str = "torch", dtype: str = "f
     if isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 1:
         raise FmmforgeError(f"cutoff must be a whole number >= 1, not {cutoff!r}")
     check_variant(variant, backend)
+    devices = VARIANT_DEVICES.get(variant)
+    if devices is not None and device.split(":")[0] not in devices:
+        raise FmmforgeError(f"variant {variant} runs on {', '.join(devices)} only, not {device}; "
+                            f"use --variant {DEFAULT_VARIANT} on {device}")
     if resolve is None:
         from fmmforge.core.catalogue import resolve
     names = split_names(name)

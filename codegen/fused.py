@@ -1,0 +1,368 @@
+"""The *fused* torch CPU kernels: per level, the element-wise work in a few compiled passes.
+
+For any decomposition (written from its factor matrices U, V, W, nothing hand-scheduled), a level
+``C (+)= alpha·A·B`` runs as:
+
+* the products are split into a few groups so that one group's sums fit the workspace budget
+  (:func:`slot_budget` blocks per side, so S and T together hold at most one C of the level); per group ONE numba pass forms all its A-side sums from A's blocks (tile by tile, so
+  every row segment of the input blocks is read once from memory and stays in L1 while all sums
+  that use it are formed) and ONE forms all its B-side sums; a one-block side is a view and its
+  coefficient, like the first coefficient of every sum, is folded into the product's alpha;
+* ``set`` (C = ...): a product with several outputs is computed straight into one of its C blocks
+  that nobody else claimed (its *home*; no workspace) or else into a workspace slot of P; then ONE
+  numba pass over the products writes every C block (the homed products are read, tile by tile,
+  before any C block of the tile is written). A product with one output that was not homed is
+  added by the gemm itself afterwards (``addmm`` with beta 1 and the coefficient in alpha: no pass);
+* ``acc`` (C += ...): the products with several outputs go to P, ONE pass adds them to C, and the
+  one-output products are accumulated by the gemm.
+
+The leaves are torch.mm/addmm on views; the recursion, peeling and workspaces are the low-memory
+kernel's (:mod:`.runtime_lowmem`, :mod:`.runtime_caches`). :func:`traffic_bytes` is the bytes a
+plan's additions must move at least (each input block of a sum read once, each sum written once,
+each product with several outputs read once and each C block it reaches written once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from fractions import Fraction
+
+from fmmforge.codegen import runtime_caches as caches, runtime_fused, runtime_lowmem as lowmem, runtime_torch
+from fmmforge.codegen.emit_python import (_alpha, _num, backend_runtime, block_name, function_names,
+                                          level_functions, level_prologue, product_comments, thread_caches)
+from fmmforge.codegen.plan import Plan
+from fmmforge.codegen.runtime import inline
+from fmmforge.core.decomposition import Decomposition
+from fmmforge.core.version import __version__
+
+# Sum blocks per side and group: n·p/2, so S and T together hold at most one C of the level (square).
+def slot_budget(n: int, p: int) -> int:
+    return max(1, n * p // 2)
+
+Terms = tuple[tuple[int, Fraction], ...]
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a product: a block view (``slot`` None) or sum ``slot`` of the group's workspace;
+    ``scale`` is folded into the product's alpha."""
+
+    block: int
+    slot: int | None
+    scale: Fraction
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """``dst`` (=|+=) alpha·coef·a·b by the next level: ``dst`` is ("C", block) or ("P", slot)."""
+
+    term: int
+    a: Side
+    b: Side
+    dst: tuple[str, int]
+    coef: Fraction
+    mode: str
+
+
+@dataclass(frozen=True)
+class Group:
+    """Sums formed in one pass per side (normalised: first coefficient 1), then the gemms."""
+
+    a_sums: tuple[Terms, ...]
+    b_sums: tuple[Terms, ...]
+    gemms: tuple[Gemm, ...]
+
+
+@dataclass(frozen=True)
+class FusedLevel:
+    """A level's fused schedule; ``combine`` per C block: None (left as it is) or its terms
+    ((source, coefficient), ...) where a source is ("C", home block) or ("P", slot)."""
+
+    mode: str
+    before: tuple[Group, ...]  # products that the combine pass reads
+    combine: tuple[tuple[tuple[tuple[str, int], Fraction], ...] | None, ...]
+    after: tuple[Group, ...]  # one-output products accumulated by the gemm after the combine pass
+    homes: tuple[int, ...]  # C blocks holding a product when the combine pass starts
+    p_slots: int
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        return self.before + self.after
+
+    def slots(self, side: str) -> int:
+        return max((len(g.a_sums if side == "A" else g.b_sums) for g in self.groups), default=0)
+
+    def passes(self) -> int:
+        """Compiled element-wise passes of the level (each over several blocks at once)."""
+        sums = sum(bool(g.a_sums) + bool(g.b_sums) for g in self.groups)
+        return sums + any(c is not None for c in self.combine)
+
+
+def _column(mat, r: int) -> Terms:
+    return tuple((i, Fraction(mat[i, r])) for i in range(mat.shape[0]) if mat[i, r] != 0)
+
+
+def _normalised(terms: Terms) -> tuple[Terms, Fraction]:
+    lead = terms[0][1]
+    return tuple((i, c / lead) for i, c in terms), lead
+
+
+def _side_key(col: Terms) -> tuple[int | Terms, Fraction]:
+    """(block, coefficient) of a one-block side, else (normalised sum, its first coefficient)."""
+    if len(col) == 1:
+        return col[0]
+    return _normalised(col)
+
+
+def _match(stored: list[int], outs: list[Terms]) -> dict[int, int]:
+    """C block -> product: as many products with several outputs homed in distinct C blocks as
+    possible (augmenting paths), so that as few as possible need a workspace slot."""
+    homes: dict[int, int] = {}
+
+    def place(r: int, seen: set[int]) -> bool:
+        for c, _ in outs[r]:
+            if c in seen:
+                continue
+            seen.add(c)
+            if c not in homes or place(homes[c], seen):
+                homes[c] = r
+                return True
+        return False
+
+    for r in stored:
+        place(r, set())
+    return homes
+
+
+def fused_level(d: Decomposition, mode: str) -> FusedLevel:
+    """The fused schedule of one level of ``d`` (see the module docstring)."""
+    n, m, p = d.format
+    U, V, W = d.factors()
+    R = d.rank
+    outs = [_column(W, r) for r in range(R)]
+    stored = [r for r in range(R) if len(outs[r]) > 1]
+    homes: dict[int, int] = {}  # C block -> product
+    if mode == "set":
+        homes.update(_match(stored, outs))
+        for c in range(n * p):  # a block no stored product reaches: its first one-output product
+            if c not in homes and not any(c == o for r in stored for o, _ in outs[r]):
+                first = next((r for r in range(R) if outs[r] and outs[r][0][0] == c and len(outs[r]) == 1), None)
+                if first is not None:
+                    homes[c] = first
+    home_of = {r: c for c, r in homes.items()}
+    in_p = [r for r in stored if r not in home_of]
+    slot_of = {r: k for k, r in enumerate(in_p)}
+    combined = set(stored) | set(home_of)
+    combine: list = []
+    for c in range(n * p):
+        terms = tuple((("C", home_of[r]) if r in home_of else ("P", slot_of[r]), w)
+                      for r in sorted(combined) for o, w in outs[r] if o == c)
+        if mode == "set" and terms == ((("C", c), Fraction(1)),):
+            combine.append(None)  # already holds its value
+        elif mode == "acc" and not terms:
+            combine.append(None)
+        else:
+            combine.append(terms)
+    budget = slot_budget(n, p)
+
+    def gemm(r: int, a: Side, b: Side) -> Gemm:
+        if r in home_of:
+            return Gemm(r, a, b, ("C", home_of[r]), Fraction(1), "set")
+        if r in slot_of:
+            return Gemm(r, a, b, ("P", slot_of[r]), Fraction(1), "set")
+        ((c, w),) = outs[r]
+        return Gemm(r, a, b, ("C", c), w, "acc")
+
+    def groups(products: list[int]) -> tuple[Group, ...]:
+        found: list[Group] = []
+        a_sums: list[Terms] = []
+        b_sums: list[Terms] = []
+        gemms: list[Gemm] = []
+        for r in products:
+            keys = [_side_key(_column(mat, r)) for mat in (U, V)]
+            need_a = not isinstance(keys[0][0], int) and keys[0][0] not in a_sums
+            need_b = not isinstance(keys[1][0], int) and keys[1][0] not in b_sums
+            if gemms and (len(a_sums) + need_a > budget or len(b_sums) + need_b > budget):
+                found.append(Group(tuple(a_sums), tuple(b_sums), tuple(gemms)))
+                a_sums, b_sums, gemms = [], [], []
+            made = []
+            for (key, lead), sums in zip(keys, (a_sums, b_sums)):
+                if isinstance(key, int):
+                    made.append(Side(key, None, lead))
+                    continue
+                if key not in sums:
+                    sums.append(key)
+                made.append(Side(-1, sums.index(key), lead))
+            gemms.append(gemm(r, made[0], made[1]))
+        if gemms:
+            found.append(Group(tuple(a_sums), tuple(b_sums), tuple(gemms)))
+        return tuple(found)
+
+    first = [r for r in range(R) if r in combined]
+    rest = [r for r in range(R) if r not in combined and outs[r]]
+    if mode == "acc":  # no homes: everything may run before the combine pass
+        return FusedLevel(mode, groups(first + rest), tuple(combine), (), (), len(in_p))
+    return FusedLevel(mode, groups(first), tuple(combine), groups(rest), tuple(sorted(homes)), len(in_p))
+
+
+def _csr(sums: tuple[Terms, ...]) -> str:
+    """(indptr, idx, coef) of sums, as the text of three tuples."""
+    indptr, idx, coef = [0], [], []
+    for terms in sums:
+        for i, c in terms:
+            idx.append(i)
+            coef.append(_num(c))
+        indptr.append(len(idx))
+    return f"({tuple(indptr)!r}, {tuple(idx)!r}, ({', '.join(coef)}{',' if len(coef) == 1 else ''}))"
+
+
+def _grid(rows: int, cols: int) -> str:
+    br = tuple(i // cols for i in range(rows * cols))
+    bc = tuple(i % cols for i in range(rows * cols))
+    return f"({br!r}, {bc!r})"
+
+
+def _combine_table(lv: FusedLevel) -> str:
+    """(outputs, homes, (indptr, src, coef)) of the level's combine pass, as text."""
+    outputs = [c for c, t in enumerate(lv.combine) if t is not None]
+    home_index = {c: h for h, c in enumerate(lv.homes)}
+    terms = tuple(tuple((home_index[i] if kind == "C" else len(lv.homes) + i, w) for (kind, i), w in lv.combine[c])
+                  for c in outputs)
+    return f"({tuple(outputs)!r}, {tuple(lv.homes)!r}, {_csr(terms)})"
+
+
+def workspace_slots(d: Decomposition) -> tuple[int, int, int]:
+    """Slots of S, T and P that a level's set and acc functions allocate below the top: the same for
+    both, so that the workspaces they share at a depth are never reallocated between them."""
+    lvs = [fused_level(d, mode) for mode in ("set", "acc")]
+    return (max(lv.slots("A") for lv in lvs), max(lv.slots("B") for lv in lvs), max(lv.p_slots for lv in lvs))
+
+
+def _level_function(stem: str, label: str, d: Decomposition, lv: FusedLevel, comments: list[str]) -> list[str]:
+    n, m, p = d.format
+    s_slots, t_slots, p_slots = workspace_slots(d)
+    used = {("C", c) for c in range(n * p)}
+    for g in lv.groups:
+        for gm in g.gemms:
+            used |= {("A", gm.a.block), ("B", gm.b.block)}
+    name = f"{stem}_{lv.mode}"
+    L = level_prologue(name, lv.mode, label, d, used)
+    for ws, count, shape, needed in (("S", s_slots, "bm, bk", lv.slots("A")), ("T", t_slots, "bk, bn", lv.slots("B")),
+                                     ("P", p_slots, "bm, bn", lv.p_slots)):
+        if needed:  # P: below the top (where only set runs) as many slots as either mode uses
+            slots = f"{needed} if level == 0 else {p_slots}" if ws == "P" and lv.mode == "set" else count
+            L.append(f"    {ws} = _ws((level, {ws!r}), ({slots}, {shape}), A)")
+    tables = []
+
+    def side(s: Side, kind: str, ws: str, rows: int, cols: int) -> str:
+        return block_name(kind, s.block, cols, rows) if s.slot is None else f"{ws}[{s.slot}]"
+
+    def dst(t: tuple[str, int]) -> str:
+        return block_name("C", t[1], p, n) if t[0] == "C" else f"P[{t[1]}]"
+
+    def group_lines(g: Group, k: int, where: str) -> None:
+        for sums, X, ws, dims, grid in ((g.a_sums, "A", "S", "bm, bk", _grid(n, m)),
+                                        (g.b_sums, "B", "T", "bk, bn", _grid(m, p))):
+            if sums:
+                tname = f"{name.upper()}_{where}{k}_{X}"
+                tables.append(f"{tname} = ({grid}, {_csr(sums)})  # {len(sums)} sums of {X}'s blocks")
+                L.append(f"    _fused_sums({X}, {dims}, {ws}, {tname})  # all {len(sums)} {X}-side sums, one pass")
+        for gm in g.gemms:
+            L.append(f"    # {comments[gm.term]}")
+            coef = gm.coef * gm.a.scale * gm.b.scale
+            L.append(f"    sub_{gm.mode}({side(gm.a, 'A', 'S', n, m)}, {side(gm.b, 'B', 'T', m, p)}, {dst(gm.dst)}, "
+                     f"{_alpha(coef)}, deeper)")
+
+    for k, g in enumerate(lv.before):
+        group_lines(g, k, "G")
+    if any(c is not None for c in lv.combine):
+        tname = f"{name.upper()}_C"
+        tables.append(f"{tname} = ({_grid(n, p)}, {_combine_table(lv)})  # the C update")
+        L.append(f"    _fused_combine(C, bm, bn, {'P' if lv.p_slots else 'None'}, {tname}, "
+                 f"{lv.mode == 'acc'})  # every C block from the products, one pass")
+    for k, g in enumerate(lv.after):
+        group_lines(g, k, "AFTER")
+    return tables + ["", ""] + L
+
+
+def fused_workspace_fraction(decomps: list[Decomposition]) -> float:
+    """Workspace elements / (M·N) for M = K = N: per depth the S, T and P of :func:`workspace_slots`
+    (at the top only the set function's P)."""
+    ws = 0.0
+    sm = sk = sn = 1.0
+    for level, d in enumerate(decomps):
+        n, m, p = d.format
+        sm, sk, sn = sm / n, sk / m, sn / p
+        s_slots, t_slots, p_slots = workspace_slots(d)
+        if level == 0:  # the top level runs only its set function
+            p_slots = fused_level(d, "set").p_slots
+        ws += s_slots * sm * sk + t_slots * sk * sn + p_slots * sm * sn
+    return ws
+
+
+def traffic_bytes(decomps: list[Decomposition], size: tuple[int, int, int], itemsize: int, cutoff: int) -> int:
+    """The bytes a plan's additions must move at least at ``size`` (levels that split there): per level
+    and subproblem, each input block used by a sum read once and each distinct sum written once (A and
+    B side), each product with several outputs read once and each C block those reach written once."""
+    M, K, N = size
+    total = 0
+    calls = 1
+    for d in decomps:
+        n, m, p = d.format
+        if M < n * cutoff or K < m * cutoff or N < p * cutoff:
+            break
+        M, K, N = M // n, K // m, N // p
+        U, V, W = d.factors()
+        units = 0
+        for mat, block in ((U, M * K), (V, K * N)):
+            sums = {_normalised(_column(mat, r))[0] for r in range(d.rank) if len(_column(mat, r)) > 1}
+            units += (len({i for s in sums for i, _ in s}) + len(sums)) * block
+        multi = [r for r in range(d.rank) if len(_column(W, r)) > 1]
+        reached = {c for r in multi for c, _ in _column(W, r)}
+        units += (len(multi) + len(reached)) * M * N
+        total += calls * units * itemsize
+        calls *= d.rank
+    return total
+
+
+def emit_fused(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
+    """(module source, facts) for a torch CPU plan with ``variant="fused"``."""
+    stems = function_names(plan, decomps)
+    ws = fused_workspace_fraction(decomps)
+    fused_source = inline(runtime_fused._sums_py, runtime_fused._combine_py, runtime_fused._compile)
+    digest = hashlib.sha256(fused_source.encode()).hexdigest()[:16]
+    lines = ['"""fmmforge kernel: C = A·B with ' + plan.describe() + ".", "",
+             f"Generated by fmmforge {__version__}. Standalone: imports only torch, numpy, numba (and threading,",
+             "os, sys, types); copy it anywhere. Usage: C = matmul(A, B) for any M×K and K×N CPU tensors of dtype",
+             "DTYPE; threads may call it at once.", "",
+             "Fused layout: per level, all A-side sums of a group of products in ONE compiled (numba) pass over",
+             "A's blocks, tile by tile, all B-side sums in one, and every C block in one pass over the",
+             "products; one-output products accumulate through addmm (coefficient in alpha). The numba",
+             "kernels are compiled on the first call of a process (a few seconds per dtype) and shared by the",
+             "fused kernels of the process; numba's thread count follows torch's during a call and is",
+             "restored after it.",
+             f"Workspace for M=K=N: {ws:.3f} × size of C (cached per thread; clear_workspaces()).", ""]
+    facts: dict = {"variant": "fused", "levels": [], "workspace_fraction_square": ws}
+    for level, d in enumerate(decomps):
+        lvs = {mode: fused_level(d, mode) for mode in ("set", "acc")}
+        n, m, p = d.format
+        lines.append(f"Level {level}: {plan.algorithms[level]} <{n},{m},{p}> rank {d.rank}; compiled passes "
+                     f"{lvs['set'].passes()} (set), {lvs['acc'].passes()} (accumulate).")
+        facts["levels"].append({"algorithm": plan.algorithms[level], "format": d.format, "rank": d.rank,
+                                "passes_set": lvs["set"].passes(), "passes_acc": lvs["acc"].passes()})
+    lines += ['"""', "", "import os", "import sys", "import threading", "import types", "", "import numba",
+              "import numpy as np", "import torch", "", f"DTYPE = torch.{plan.dtype}",
+              f"CUTOFF = {plan.cutoff}  # blocks smaller than this go to the vendor gemm",
+              f"FORMATS = {[tuple(x.format) for x in decomps]!r}  # <n,m,p> block counts of each level",
+              f"TILE = {runtime_fused.TILE}  # columns of a row segment formed at once",
+              "", "# The compiled passes: their source, compiled once per process and shared by every kernel with it.",
+              f"_FUSED_NAME = 'fmmforge_fused_{digest}'", f"_FUSED_SOURCE = {fused_source!r}",
+              "", "", thread_caches(False).rstrip(), "", "", backend_runtime(runtime_torch).rstrip(), "", "",
+              inline(lowmem._level, lowmem._multiples, lowmem._peel, runtime_fused._flat, runtime_fused._passes,
+                     runtime_fused._rows_contiguous,
+                     runtime_fused._fused_sums, runtime_fused._fused_combine, runtime_fused._top).rstrip()]
+    lines += level_functions(plan, decomps, stems, lambda stem, label, d, mode, comments: _level_function(
+        stem, label, d, fused_level(d, mode), comments))
+    return "\n".join(lines) + "\n", facts
+

@@ -1,0 +1,154 @@
+"""The compiled part of a *fused* kernel: every linear combination of one side of a level in one
+numba pass, tile by tile (a row segment of every input block stays in L1 while all the sums that
+read it are formed), and the C update of a level in one pass over the products.
+
+Both kernels read and write through flat (1-D, contiguous) views of the operands: a block
+``(i, j)`` of an operand with leading dimension ``ld`` (elements between rows) and blocks of
+``rows × cols`` starts at element ``i·rows·ld + j·cols``, so the inner loop runs over contiguous
+elements and vectorises. Combinations are given in CSR form: output ``o`` is
+``Σ_{t in indptr[o]:indptr[o+1]} coef[t] · block(idx[t])``; ``coef`` has the operands' dtype.
+
+Expects beside it (in the kernel): ``numba``, ``np`` and, for :func:`_flat`, ``torch``; the two
+jitted kernels are made by :func:`_compile` (once per process: the kernel keeps them in the
+thread-independent module namespace, numba compiles them on first call per dtype).
+"""
+
+import inspect
+import os
+
+import sys
+import types
+
+import numba
+import numpy as np
+import torch
+
+TILE = 512  # columns of a row segment formed at once (TILE elements of every input block in L1)
+
+
+def _sums_py(X, ld, rows, cols, br, bc, indptr, idx, coef, out):
+    """out[o, i, j] = Σ_t coef[t] · X[(br[idx[t]]·rows + i)·ld + bc[idx[t]]·cols + j] (``out``: slots × rows × cols)."""
+    n_out = out.shape[0]
+    for i in numba.prange(rows):
+        for j0 in range(0, cols, TILE):
+            j1 = min(j0 + TILE, cols)
+            for o in range(n_out):
+                t0 = indptr[o]
+                a = idx[t0]
+                base = (br[a] * rows + i) * ld + bc[a] * cols
+                w = coef[t0]
+                for j in range(j0, j1):
+                    out[o, i, j] = w * X[base + j]
+                for t in range(t0 + 1, indptr[o + 1]):
+                    a = idx[t]
+                    base = (br[a] * rows + i) * ld + bc[a] * cols
+                    w = coef[t]
+                    for j in range(j0, j1):
+                        out[o, i, j] += w * X[base + j]
+
+
+def _combine_py(C, ld, rows, cols, cr, cc, outputs, homes, P, indptr, src, coef, accumulate):
+    """One pass over the products: C block outputs[q] (at block row cr[.], column cc[.]) =
+    (its old value if ``accumulate``) + Σ_t coef[t] · source src[t] (t in indptr[q]:indptr[q+1]),
+    where a source below ``len(homes)`` is the product held in C block homes[src] (read, for the
+    whole tile, before any C block of the tile is written) and source ``len(homes) + k`` is
+    workspace slot P[k]."""
+    n_home = homes.shape[0]
+    zero = np.zeros(1, dtype=C.dtype)[0]
+    for i in numba.prange(rows):
+        held = np.empty((max(n_home, 1), TILE), dtype=C.dtype)
+        for j0 in range(0, cols, TILE):
+            j1 = min(j0 + TILE, cols)
+            for h in range(n_home):
+                base = (cr[homes[h]] * rows + i) * ld + cc[homes[h]] * cols
+                for j in range(j0, j1):
+                    held[h, j - j0] = C[base + j]
+            for q in range(outputs.shape[0]):
+                t0, t1 = indptr[q], indptr[q + 1]
+                base = (cr[outputs[q]] * rows + i) * ld + cc[outputs[q]] * cols
+                for j in range(j0, j1):
+                    acc = C[base + j] if accumulate else zero
+                    for t in range(t0, t1):
+                        s = src[t]
+                        if s < n_home:
+                            acc += coef[t] * held[s, j - j0]
+                        else:
+                            acc += coef[t] * P[s - n_home, i, j]
+                    C[base + j] = acc
+
+
+def _compile():
+    """The two jitted kernels: parallel over block rows, exact IEEE arithmetic (no fastmath); numba
+    caches the machine code beside the kernel when the kernel is a file (cache=True)."""
+    cache = os.path.isfile(_sums_py.__code__.co_filename)
+    jit = numba.njit(parallel=True, fastmath=False, nogil=True, cache=cache)
+    return jit(_sums_py), jit(_combine_py)
+
+
+def _flat(X):
+    """(1-D numpy view from X's first element to its last, leading dimension) of a 2-D CPU tensor
+    whose rows are contiguous (stride 1 along columns)."""
+    rows, cols = X.shape
+    ld = X.stride(0) if rows > 1 else cols
+    flat = X.as_strided(((rows - 1) * ld + cols,), (1,))
+    return flat.numpy(), ld
+
+
+def _passes():
+    """(sums, combine): the process's compiled passes, made from ``_FUSED_SOURCE`` on first use and
+    shared (under ``_FUSED_NAME``, which hashes the source) by every kernel that carries them."""
+    found = sys.modules.get(_FUSED_NAME)
+    if found is None:
+        found = types.ModuleType(_FUSED_NAME)
+        found.__dict__.update(os=os, numba=numba, np=np, TILE=TILE)
+        exec(compile(_FUSED_SOURCE, f"<{_FUSED_NAME}>", "exec"), found.__dict__)
+        found.kernels = found._compile()
+        sys.modules[_FUSED_NAME] = found
+    return found.kernels
+
+
+def _fused_sums(X, rows, cols, out, table):
+    """out[:k] = the k sums of X's rows×cols blocks that ``table`` names (((block rows), (block
+    columns)), (indptr, idx, coef))), in one compiled pass."""
+    (br, bc), (indptr, idx, coef) = table
+    flat, ld = _flat(X)
+    sums = _passes()[0]
+    sums(flat, ld, rows, cols, np.array(br, np.int64), np.array(bc, np.int64), np.array(indptr, np.int64),
+         np.array(idx, np.int64), np.array(coef, flat.dtype), out[: len(indptr) - 1].numpy())
+
+
+def _fused_combine(C, rows, cols, P, table, accumulate):
+    """C's blocks from the products (homed in C or in workspace ``P``) as ``table`` says (((block
+    rows), (block columns)), (outputs, homes, (indptr, src, coef))), in one compiled pass."""
+    (cr, cc), (outputs, homes, (indptr, src, coef)) = table
+    flat, ld = _flat(C)
+    slots = P.numpy() if P is not None else np.empty((1, 1, 1), flat.dtype)
+    combine = _passes()[1]
+    combine(flat, ld, rows, cols, np.array(cr, np.int64), np.array(cc, np.int64), np.array(outputs, np.int64),
+            np.array(homes, np.int64), slots, np.array(indptr, np.int64), np.array(src, np.int64),
+            np.array(coef, flat.dtype), accumulate)
+
+
+def _rows_contiguous(X):
+    """Whether X's rows are contiguous and do not overlap (what the compiled passes read and write)."""
+    return X.shape[1] <= 1 or (X.stride(1) == 1 and (X.shape[0] <= 1 or X.stride(0) >= X.shape[1]))
+
+
+def _top(A, B, C):
+    """C = A·B by level 0, on operands with contiguous rows (copied when not), with numba's thread
+    count set to torch's for the call and restored after it."""
+    A = A if _rows_contiguous(A) else A.contiguous()
+    B = B if _rows_contiguous(B) else B.contiguous()
+    out = C if _rows_contiguous(C) else torch.empty(C.shape, dtype=C.dtype)
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        _level(0)[0](A, B, out, 1.0, 0)  # noqa: F821 - runtime_lowmem, beside it in the kernel
+    finally:
+        numba.set_num_threads(before)
+    if out is not C:
+        C.copy_(out)
+
+
+_FUSED_NAME = "fmmforge_fused_runtime"  # a kernel defines its own: the hash of the source it carries
+_FUSED_SOURCE = "\n\n".join(inspect.getsource(f) for f in (_sums_py, _combine_py, _compile))

@@ -1,0 +1,123 @@
+"""The fused torch CPU variant: compiled (numba) element-wise passes, generated from U, V, W."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+import torch
+
+from fmmforge.codegen import runtime_fused
+from fmmforge.codegen.fused import fused_level, fused_workspace_fraction, traffic_bytes
+from fmmforge.codegen.generate import generate
+from fmmforge.codegen.plan import make_plan
+from fmmforge.codegen.validate import error_bound
+from fmmforge.core.errors import FmmforgeError
+from fmmforge.plugins import get_backend
+
+# Strassen, Winograd, Laderman, a DeepMind rectangular scheme, a Kronecker product, mixed levels
+SCHEMES = [("strassen", 2), ("strassen-winograd", 3), ("laderman", 1), ("alphatensor:2,3,4", 1),
+           ("alphatensor:3,4,5", 1), ("strassen*naive:1,1,2", 1), ("laderman/strassen", 2)]
+# divisible and not, tiny and 1-wide
+SHAPES = [(16, 16, 16), (24, 36, 48), (17, 29, 23), (1, 1, 1), (1, 9, 5), (7, 1, 6), (5, 8, 1), (33, 2, 40),
+          (60, 60, 60)]
+
+
+def _fused(name: str, levels: int, dtype: str, cutoff: int = 1):
+    plan, decomps = make_plan(name, levels, backend="torch", dtype=dtype, cutoff=cutoff, variant="fused")
+    return generate(plan, decomps, backend=get_backend("torch")), decomps
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name,levels", SCHEMES)
+def test_fused_kernels_equal_the_reference_within_the_error_bound(name, levels, dtype):
+    kernel, decomps = _fused(name, levels, dtype)
+    assert kernel.validation and all(r.ok for r in kernel.validation)
+    rng = np.random.default_rng(3)
+    for M, K, N in SHAPES:
+        A = torch.from_numpy(rng.uniform(-1, 1, (M, K))).to(getattr(torch, dtype))
+        B = torch.from_numpy(rng.uniform(-1, 1, (K, N))).to(getattr(torch, dtype))
+        C = kernel.matmul(A, B)
+        assert C.shape == (M, N) and C.dtype == A.dtype
+        err = float((C.double() - A.double() @ B.double()).abs().max())
+        assert err <= error_bound(K, decomps, dtype), (M, K, N, err)
+
+
+def test_fused_kernel_takes_strided_inputs_and_outputs():
+    kernel, _ = _fused("strassen-winograd", 2, "float64")
+    rng = np.random.default_rng(4)
+    A = torch.from_numpy(rng.uniform(-1, 1, (20, 24))).t()  # 24×20, columns contiguous
+    B = torch.from_numpy(rng.uniform(-1, 1, (20, 40)))[:, ::2]  # 20×20, stride 2
+    big = torch.zeros(24, 44, dtype=torch.float64)
+    C = big[:, 2:22]  # rows 44 apart: the kernel writes only C's elements
+    kernel.matmul(A, B, out=C)
+    np.testing.assert_allclose(C.numpy(), A.numpy() @ B.numpy(), atol=1e-12)
+    assert big[:, :2].abs().max() == 0 and big[:, 22:].abs().max() == 0
+
+
+def test_thread_counts_are_restored_after_a_fused_kernel_returns():
+    kernel, _ = _fused("strassen", 1, "float32", cutoff=2)
+    A, B = torch.rand(32, 32), torch.rand(32, 32)
+    torch_before, numba_before = torch.get_num_threads(), numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        kernel.matmul(A, B)
+        assert numba.get_num_threads() == 1
+        assert torch.get_num_threads() == torch_before
+    finally:
+        numba.set_num_threads(numba_before)
+
+
+def test_winograd_level_reads_each_block_for_few_passes_and_homes_its_products():
+    # set: the products with several outputs are computed straight into C (no P workspace); one
+    # combine pass; the one-output products go through addmm with beta 1
+    d = make_plan("strassen-winograd", 1)[1][0]
+    lv = fused_level(d, "set")
+    assert lv.p_slots == 0 and len(lv.homes) == 4
+    assert sum(c is not None for c in lv.combine) >= 1
+    assert all(g.mode == "acc" for group in lv.after for g in group.gemms)
+    assert lv.passes() <= 7  # 3 groups × 2 sum passes + 1 combine, against 15 one-block passes of lowmem
+
+
+@pytest.mark.parametrize("name,levels", [("strassen-winograd", 3), ("strassen", 2), ("laderman", 2)])
+def test_fused_workspace_stays_within_twice_c(name, levels):
+    decomps = make_plan(name, levels, variant="fused")[1]
+    assert fused_workspace_fraction(decomps) <= 2.0
+
+
+def test_fused_workspace_reported_matches_what_the_kernel_holds():
+    kernel, decomps = _fused("strassen-winograd", 2, "float32", cutoff=4)
+    mod = kernel.module()
+    mod.clear_workspaces()
+    n = 64
+    mod.matmul(torch.rand(n, n), torch.rand(n, n))
+    held = mod.workspace_bytes()
+    assert held == pytest.approx(kernel.facts["workspace_fraction_square"] * n * n * 4, rel=1e-9)
+
+
+def test_traffic_model_counts_winograds_sums_and_products():
+    # Winograd, one level at 2×2 blocks of b×b: A side 4 blocks read + 4 sums written, B the same,
+    # 4 products with several outputs read, the 4 C blocks written: 24 block passes
+    d = make_plan("strassen-winograd", 1)[1]
+    assert traffic_bytes(d, (8, 8, 8), 4, 1) == 24 * 16 * 4
+    assert traffic_bytes(d, (8, 8, 8), 4, 8) == 0  # below the cut-off nothing splits
+
+
+def test_compiled_sums_pass_forms_every_sum_of_the_blocks():
+    sums, _ = runtime_fused._compile()
+    A = torch.arange(64.0).reshape(8, 8)
+    flat, ld = runtime_fused._flat(A)
+    out = np.empty((2, 4, 4))
+    # out0 = A11 - A22, out1 = A12 + 0.5·A21
+    sums(flat, ld, 4, 4, np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]), np.array([0, 2, 4]),
+         np.array([0, 3, 1, 2]), np.array([1.0, -1.0, 1.0, 0.5]), out)
+    blocks = [A[i * 4:(i + 1) * 4, j * 4:(j + 1) * 4].numpy() for i in range(2) for j in range(2)]
+    np.testing.assert_array_equal(out[0], blocks[0] - blocks[3])
+    np.testing.assert_array_equal(out[1], blocks[1] + 0.5 * blocks[2])
+
+
+def test_fused_variant_is_refused_off_the_cpu_and_for_numpy():
+    with pytest.raises(FmmforgeError, match="cpu only"):
+        make_plan("strassen", 1, variant="fused", device="cuda")
+    with pytest.raises(FmmforgeError, match="only for backend torch"):
+        make_plan("strassen", 1, variant="fused", backend="numpy")
