@@ -164,3 +164,16 @@ def lookup_choice(device: str, machine: str, dtype: str, shape: ShapeClass, stor
         warn(f"skipped the tuned choice for {dtype} {'x'.join(map(str, shape))} on {device} in {store.path} "
              f"({exc}); run `fmmforge tune` again to replace it")
         return None
+
+
+def list_choices(device: str, machine: str, store: Store | None = None) -> list[Choice]:
+    """Every stored choice for ``device`` on ``machine`` (any dtype), by dtype and shape class."""
+    store = store if store is not None else Store()
+    with store.reading(TABLES) as conn:
+        if conn is None:
+            return []
+        rows = conn.execute(
+            "SELECT dtype, m_class, k_class, n_class FROM choices WHERE device = ? AND machine = ? "
+            "ORDER BY dtype, m_class, k_class, n_class", (device, machine)).fetchall()
+    found = (lookup_choice(device, machine, dtype, (m, k, n), store) for dtype, m, k, n in rows)
+    return [c for c in found if c is not None]

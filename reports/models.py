@@ -62,5 +62,18 @@ def fitted_cost_model(store: Store, device: str, machine: str) -> CostModel | No
 
 
 def tuned_choices(store: Store, device: str, machine: str) -> pd.DataFrame | None:
-    """The choice `fmmforge tune` made per shape class for ``device`` on ``machine``; None until then."""
-    return None
+    """The choice stored per shape class for ``device`` on ``machine`` (codegen.choices, which
+    `fmmforge tune` fills); None while there is none."""
+    from fmmforge.codegen.choices import list_choices
+
+    choices = list_choices(device, machine, store)
+    if not choices:
+        return None
+    return pd.DataFrame({
+        "dtype": [c.dtype for c in choices],
+        "shape class (M×K×N, at least)": ["x".join(map(str, c.shape_class)) for c in choices],
+        "plan": [" / ".join(c.algorithms) + f" L{len(c.algorithms)}" for c in choices],
+        "speed-up": [c.speedup for c in choices],
+        "vendor ms": [c.baseline_median_s * 1e3 for c in choices],
+        "chosen at": [c.created_at for c in choices],
+    })

@@ -282,3 +282,17 @@ def test_unreadable_record_fields_do_not_crash_the_report(tmp_path, cli, monkeyp
     assert csv["ceiling"].isna().all()  # no plan to read the schemes from: no ceiling, not a guess
     code, out, err = cli("report", "--compare", "run:1", "since:2026")
     assert code == 2 and "cannot read since '2026'" in err
+
+
+def test_the_tuned_section_shows_the_stored_choices_of_the_device(store):
+    from fmmforge.codegen.choices import store_choice
+    from fmmforge.codegen.plan import make_plan
+
+    plan, _ = make_plan("strassen", 1, backend="torch", dtype="float32", device="cpu")
+    store_choice(plan, machine=MACHINE, shape=(1024, 1024, 1024), speedup=1.07, baseline_median_s=0.5, store=store)
+    store_choice(plan, machine="another machine", shape=(2048, 2048, 2048), speedup=1.2, baseline_median_s=1.0,
+                 store=store)
+    seven = next(s for s in build_report(store).sections if s.title.startswith("7."))
+    (table,) = seven.tables
+    assert table.frame["shape class (M×K×N, at least)"].tolist() == ["1024x1024x1024"]  # this machine's only
+    assert table.frame["speed-up"].tolist() == [1.07] and "strassen" in table.frame["plan"][0]
