@@ -30,6 +30,11 @@ import time
 import types
 from pathlib import Path
 
+# The sibling scripts (cpu_breakdown, handwritten) are imported as modules, also when this file is
+# loaded by path from the tests rather than run as a script.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 # (label, group, algorithm, levels, size M,K,N, dtype[, torch variant]). Targets are checked per group below.
 CASES = {
     "full": [
@@ -174,7 +179,6 @@ def plan_bounds(plan, decomps, size, threads: int, pairs: int, bandwidth: float)
     """(leaves-only bound, traffic bound) of a plan at ``size``: the kernel with its element-wise
     passes removed (benchmarks/cpu_breakdown.py) timed interleaved with torch.mm, and that time plus
     the minimum bytes of the plan's additions (fmmforge.codegen.fused.traffic_bytes) at ``bandwidth``."""
-    import os
 
     import torch
 
@@ -183,7 +187,6 @@ def plan_bounds(plan, decomps, size, threads: int, pairs: int, bandwidth: float)
     from fmmforge.hardware.timing import compare
     from fmmforge.plugins import get_backend
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from cpu_breakdown import load, strip_passes
 
     source, removed = strip_passes(generate(plan, decomps, backend=get_backend("torch")).source)
@@ -282,13 +285,11 @@ def reference_row(levels: int, n: int, threads: int, pairs: int) -> tuple[float,
     """Speed-up, medians and max error of the hand-written kernel (checked against float64 first), and
     the generated Strassen-Winograd kernel's speed relative to it (hand-written time / generated time),
     the two interleaved in a run of their own."""
-    import os
 
     import torch
 
     from fmmforge.hardware.timing import compare
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from handwritten import winograd
 
     torch.manual_seed(0)

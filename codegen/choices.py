@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from fmmforge.codegen.plan import DTYPES, Plan, check_variant
+from fmmforge.codegen.plan import Plan, plan_from_dict
 from fmmforge.core.errors import FmmforgeError, print_warning
 from fmmforge.core.store import OwnedTables, Store
 from fmmforge.core.version import __version__
@@ -55,24 +55,6 @@ def shape_class(m: int, k: int, n: int) -> ShapeClass | None:
     """The class of an M×K×N product, or None when it is too small to have one (vendor matmul)."""
     classes = (dimension_class(m), dimension_class(k), dimension_class(n))
     return None if None in classes else classes  # type: ignore[return-value]
-
-
-def plan_from_dict(data: Any) -> Plan:
-    """The :class:`Plan` that ``Plan.as_dict()`` wrote; anything else is one FmmforgeError."""
-    try:
-        plan = Plan(tuple(str(a) for a in data["algorithms"]), tuple(str(f) for f in data["fingerprints"]),
-                    str(data["backend"]), str(data["dtype"]), str(data["device"]), data["cutoff"],
-                    str(data.get("variant", "lowmem")))
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise FmmforgeError(f"not a kernel plan ({type(exc).__name__}: {exc}); write plans with Plan.as_dict()") from None
-    if len(plan.algorithms) != len(plan.fingerprints) or data.get("levels", plan.levels) != plan.levels:
-        raise FmmforgeError("a kernel plan needs one algorithm and one fingerprint per level")
-    if plan.dtype not in DTYPES:
-        raise FmmforgeError(f"unknown dtype {plan.dtype!r} in a kernel plan; use one of {', '.join(DTYPES)}")
-    if isinstance(plan.cutoff, bool) or not isinstance(plan.cutoff, int) or plan.cutoff < 1:
-        raise FmmforgeError(f"the cutoff of a kernel plan must be a whole number >= 1, not {plan.cutoff!r}")
-    check_variant(plan.variant, plan.backend)
-    return plan
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from fractions import Fraction
 from math import prod
+from typing import Any
 
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
@@ -88,6 +89,24 @@ def check_variant(variant: str, backend: str | None = None) -> None:
     if backend is not None and allowed is not None and backend not in allowed:
         raise FmmforgeError(f"variant {variant} is only for backend {', '.join(allowed)}, not {backend}; "
                             f"use --variant {DEFAULT_VARIANT} with backend {backend}")
+
+
+def plan_from_dict(data: Any) -> Plan:
+    """The :class:`Plan` that ``Plan.as_dict()`` wrote; anything else is one FmmforgeError."""
+    try:
+        plan = Plan(tuple(str(a) for a in data["algorithms"]), tuple(str(f) for f in data["fingerprints"]),
+                    str(data["backend"]), str(data["dtype"]), str(data["device"]), data["cutoff"],
+                    str(data.get("variant", DEFAULT_VARIANT)))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise FmmforgeError(f"not a kernel plan ({type(exc).__name__}: {exc}); write plans with Plan.as_dict()") from None
+    if len(plan.algorithms) != len(plan.fingerprints) or data.get("levels", plan.levels) != plan.levels:
+        raise FmmforgeError("a kernel plan needs one algorithm and one fingerprint per level")
+    if plan.dtype not in DTYPES:
+        raise FmmforgeError(f"unknown dtype {plan.dtype!r} in a kernel plan; use one of {', '.join(DTYPES)}")
+    if isinstance(plan.cutoff, bool) or not isinstance(plan.cutoff, int) or plan.cutoff < 1:
+        raise FmmforgeError(f"the cutoff of a kernel plan must be a whole number >= 1, not {plan.cutoff!r}")
+    check_variant(plan.variant, plan.backend)
+    return plan
 
 
 def make_plan(name: str, levels: int, *, backend: str = "torch", dtype: str = "float32",
