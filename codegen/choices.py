@@ -43,6 +43,8 @@ TABLES = OwnedTables("codegen.choices", (
             PRIMARY KEY (device, machine, dtype, m_class, k_class, n_class)
         );
         """,
+    # version 2: the model's predicted speed-up beside the measured one
+    "ALTER TABLE choices ADD COLUMN predicted_speedup REAL",
 ))
 
 
@@ -70,6 +72,7 @@ class Choice:
     baseline_median_s: float  # the vendor matmul's median time at the tuned size
     created_at: str = ""
     fmmforge_version: str = __version__
+    predicted_speedup: float | None = None  # what the cost model predicted for it before measuring
 
     @property
     def fingerprints(self) -> tuple[str, ...]:
@@ -108,20 +111,33 @@ def check_choice(choice: Choice) -> Choice:
 
 
 def store_choice(plan: Plan, *, machine: str, shape: ShapeClass, speedup: float, baseline_median_s: float,
-                 store: Store | None = None) -> Choice:
+                 predicted_speedup: float | None = None, store: Store | None = None) -> Choice:
     """Record ``plan`` as the choice for its device and dtype on ``machine`` for the shape class
     ``shape`` (replacing any earlier one), and return it."""
     choice = check_choice(Choice(plan.device, machine, plan.dtype, shape, plan.as_dict(), float(speedup),
                                  float(baseline_median_s),
-                                 datetime.now(timezone.utc).isoformat(timespec="seconds")))
+                                 datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                 predicted_speedup=None if predicted_speedup is None else float(predicted_speedup)))
     store = store if store is not None else Store()
     with store.writing(TABLES) as conn:
         conn.execute(
             "INSERT OR REPLACE INTO choices (device, machine, dtype, m_class, k_class, n_class, plan, speedup, "
-            "baseline_median_s, created_at, fmmforge_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "baseline_median_s, created_at, fmmforge_version, predicted_speedup) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (choice.device, choice.machine, choice.dtype, *choice.shape_class, json.dumps(choice.plan, sort_keys=True),
-             choice.speedup, choice.baseline_median_s, choice.created_at, choice.fmmforge_version))
+             choice.speedup, choice.baseline_median_s, choice.created_at, choice.fmmforge_version,
+             choice.predicted_speedup))
     return choice
+
+
+def clear_choice(device: str, machine: str, dtype: str, shape: ShapeClass, store: Store | None = None) -> bool:
+    """Remove the choice for this key (the vendor matmul is used for the class); True if there was one."""
+    _check_class(shape)
+    store = store if store is not None else Store()
+    with store.writing(TABLES) as conn:
+        cur = conn.execute("DELETE FROM choices WHERE device = ? AND machine = ? AND dtype = ? AND m_class = ? "
+                           "AND k_class = ? AND n_class = ?", (device, machine, dtype, *shape))
+        return cur.rowcount > 0
 
 
 def lookup_choice(device: str, machine: str, dtype: str, shape: ShapeClass, store: Store | None = None,
@@ -133,14 +149,15 @@ def lookup_choice(device: str, machine: str, dtype: str, shape: ShapeClass, stor
         if conn is None:
             return None
         row = conn.execute(
-            "SELECT plan, speedup, baseline_median_s, created_at, fmmforge_version FROM choices WHERE device = ? "
+            "SELECT plan, speedup, baseline_median_s, created_at, fmmforge_version, predicted_speedup FROM choices "
+            "WHERE device = ? "
             "AND machine = ? AND dtype = ? AND m_class = ? AND k_class = ? AND n_class = ?",
             (device, machine, dtype, *shape)).fetchone()
     if row is None:
         return None
     try:
         choice = Choice(device, machine, dtype, tuple(shape), json.loads(row[0]), row[1], row[2],  # type: ignore[arg-type]
-                        str(row[3]), str(row[4]))
+                        str(row[3]), str(row[4]), None if row[5] is None else float(row[5]))
         return check_choice(choice)
     except (FmmforgeError, ValueError, TypeError) as exc:
         warn(f"skipped the tuned choice for {dtype} {'x'.join(map(str, shape))} on {device} in {store.path} "

@@ -114,6 +114,9 @@ class SearchRequest:
     ``field`` defaults to the starting scheme's; ``require_z`` asks for a scheme over Z of
     ``target_rank`` reached by walking over Z2 and lifting; ``plateau`` and ``bound`` tune the
     walk (None / 1: chosen by problem size); ``checkpoint`` None means the engine's default file.
+    ``collect`` > 0 keeps the search going once the target rank is reached, until that many
+    distinct schemes at the target rank have been reported (kind "target") or the budget ends:
+    what a tuner wants, many algorithms of one rank to choose from by their cost on a device.
     """
 
     start: Decomposition
@@ -131,6 +134,7 @@ class SearchRequest:
     plateau: int | None = None
     bound: int = 1
     checkpoint_every: float = 10.0
+    collect: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.start, Decomposition):
@@ -145,6 +149,10 @@ class SearchRequest:
             raise FmmforgeError(f"the plateau must be a positive number of flips, not {self.plateau}")
         if self.bound < 1:
             raise FmmforgeError(f"the coefficient bound must be at least 1, not {self.bound}")
+        if self.collect < 0:
+            raise FmmforgeError(f"collect must be a number of schemes >= 0, not {self.collect}")
+        if self.collect and self.target_rank is None:
+            raise FmmforgeError("collecting schemes needs a target rank to collect them at; give one")
         if self.checkpoint_every <= 0:
             raise FmmforgeError(f"checkpoints are written every positive number of seconds, not {self.checkpoint_every}")
         if self.checkpoint is not None and not isinstance(self.checkpoint, Path):

@@ -131,6 +131,12 @@ class FactorStats:
         return self.nnz ** levels, self.nnz ** levels - self.unit ** levels
 
 
+def _over_plan(stats: list[FactorStats]) -> tuple[int, int]:
+    """(total source blocks, coefficients other than ±1) of the Kronecker product of the levels."""
+    nnz, unit = math.prod(s.nnz for s in stats), math.prod(s.unit for s in stats)
+    return nnz, nnz - unit
+
+
 def _stats(num: np.ndarray, den: int) -> FactorStats:
     nz = num[num != 0]
     return FactorStats(int(nz.size), int(np.count_nonzero(np.abs(nz) == den)))
@@ -138,26 +144,39 @@ def _stats(num: np.ndarray, den: int) -> FactorStats:
 
 def predict(d: Decomposition, chip: ChipSpec, size: Size, dtype: str | None = None, levels: int = 1) -> TpuPrediction:
     """Predicted time of ``levels`` levels of ``d`` for an M×K×N product, and of the baseline."""
-    if d.format is None:
-        raise FmmforgeError("the TPU cost model needs a matrix-multiplication scheme <n,m,p>")
-    if d.field != "Z":
-        raise FmmforgeError(f"a {d.field} scheme is valid only modulo 2 and cannot multiply real matrices on {chip.name}")
     if levels < 1:
         raise FmmforgeError(f"levels must be at least 1, not {levels}")
+    return predict_plan([d] * levels, chip, size, dtype)
+
+
+def predict_plan(decomps: list[Decomposition], chip: ChipSpec, size: Size, dtype: str | None = None) -> TpuPrediction:
+    """Predicted time of the plan ``decomps`` (one scheme per level, levels may differ) for an M×K×N
+    product, and of the baseline. The plan is, to XLA, one level of the Kronecker product of its
+    schemes; its counts are products of the per-level ones, so the product is never built."""
+    if not decomps:
+        raise FmmforgeError("levels must be at least 1, not 0")
+    for d in decomps:
+        if d.format is None:
+            raise FmmforgeError("the TPU cost model needs a matrix-multiplication scheme <n,m,p>")
+        if d.field != "Z":
+            raise FmmforgeError(f"a {d.field} scheme is valid only modulo 2 and cannot multiply real matrices on {chip.name}")
+    levels = len(decomps)
     dtype = dtype or chip.default_dtype
     if dtype not in DTYPE_BYTES:
         raise FmmforgeError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPE_BYTES)}")
     chip.peak_flops(dtype)  # a clear error before any arithmetic
     M, K, N = size
-    n, m, p = (x ** levels for x in d.format)
+    n, m, p = (math.prod(d.format[i] for d in decomps) for i in range(3))  # type: ignore[index]
     leaf = (math.ceil(M / n), math.ceil(K / m), math.ceil(N / p))
     if min(leaf) < 1:
-        raise FmmforgeError(f"size {M}x{K}x{N} is too small for {levels} level(s) of <{','.join(map(str, d.format))}>")
+        formats = " then ".join(f"<{','.join(map(str, d.format))}>" for d in decomps)  # type: ignore[arg-type]
+        raise FmmforgeError(f"size {M}x{K}x{N} is too small for {levels} level(s) of {formats}")
     b = DTYPE_BYTES[dtype]
-    products = d.rank ** levels
-    (U, V, _W), (du, dv, _dw) = d.numerators(), d.denominators()
-    src_u, scaled_u = _stats(U, du).over_levels(levels)
-    src_v, scaled_v = _stats(V, dv).over_levels(levels)
+    products = math.prod(d.rank for d in decomps)
+    stats_u = [_stats(d.numerators()[0], d.denominators()[0]) for d in decomps]
+    stats_v = [_stats(d.numerators()[1], d.denominators()[1]) for d in decomps]
+    src_u, scaled_u = _over_plan(stats_u)
+    src_v, scaled_v = _over_plan(stats_v)
 
     leaf_mxu, leaf_padded = _dot(*leaf, chip, dtype)
     compute = products * leaf_mxu

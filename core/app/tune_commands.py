@@ -1,4 +1,5 @@
-"""The `fmmforge calibrate` command (a built-in command plugin): fit the cost model of a device."""
+"""The `fmmforge calibrate` and `fmmforge tune` commands (a built-in command plugin): fit the cost
+model of a device, and tune the device's choice of kernel for a shape (core.app.tuning)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ INTERRUPTED = 130
 @hookimpl
 def register_commands(register: Callable[[Command], None]) -> None:
     register(Command.of("calibrate", calibrate_cmd))
+    register(Command.of("tune", tune_cmd))
 
 
 def calibrate_cmd(
@@ -73,3 +75,116 @@ def calibrate_cmd(
         rho = f"{q.spearman:.3f} (median over {q.sizes_ranked} sizes)" if q.spearman is not None else "- (no size has 3 plans)"
         console.print(f"held-out (leave-one-out) median |error| {q.median_ape:.2f} %; "
                       f"rank correlation across plans at a size {rho}", highlight=False, soft_wrap=True)
+
+
+def parse_formats(text: str) -> tuple[tuple[int, int, int], ...]:
+    """``4x4x4,2x2x3`` (or ``4,4,4;2,2,3``): the formats the tuner may use."""
+    from fmmforge.core.errors import FmmforgeError
+    from fmmforge.core.tensor import parse_format
+
+    items = [t.strip() for t in text.replace(";", " ").replace(",", " ").split()] if "x" in text else \
+        [t.strip() for t in text.split(";")]
+    out = tuple(parse_format(t) for t in items if t)
+    if not out:
+        raise FmmforgeError(f"no formats in {text!r}; write e.g. --formats 4x4x4,2x2x3")
+    return out
+
+
+def tune_cmd(
+    device: Annotated[str, typer.Option(help="cpu, cuda:N, or a spec-only chip (tpu-v4: ranked by its analytic model, nothing runs)")] = "cpu",
+    shape: Annotated[str, typer.Option(help="M×K×N to tune for, e.g. 4096x4096x4096 (one number: square)")] = "4096",
+    dtype: Annotated[str, typer.Option(help="float32 or float64 (a TPU: bfloat16, its default)")] = "",
+    budget: Annotated[str, typer.Option(help="time for everything: search, calibration, measuring (90s, 20m, 1h)")] = "20m",
+    engine: Annotated[str, typer.Option(help="search engine that collects schemes (any registered engine)")] = "flip",
+    formats: Annotated[str, typer.Option(help="formats to use, e.g. 4x4x4,2x2x3 (default: every n,m,p in 2..4 that fits)")] = "",
+    max_levels: Annotated[int, typer.Option(help="deepest plan (levels of recursion)")] = 3,
+    top_k: Annotated[int, typer.Option(help="candidates measured per round")] = 3,
+    pairs: Annotated[int, typer.Option(help="interleaved timing pairs per measurement")] = 5,
+    collect: Annotated[int, typer.Option(help="distinct schemes the engine collects from each starting scheme (0: no search)")] = 40,
+    min_leaf: Annotated[int, typer.Option(help="smallest leaf block side a plan may reach")] = 256,
+    threads: Annotated[int, typer.Option(help="threads (default: torch's current count)")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the search")] = 0,
+) -> None:
+    """Tune the device's kernel for a shape: the engine collects schemes, the cost model ranks every
+    plan, the best are generated, validated and measured, the model is refitted, and the fastest
+    measured is stored as the device's choice (what fmmforge.matmul uses). Ctrl-C keeps every record."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fmmforge.core.app.console import console, err_console
+    from fmmforge.core.app.tuning import TuneProgress, TuneRequest, tune
+    from fmmforge.core.errors import FmmforgeError
+    from fmmforge.core.search.budget import parse_duration
+    from fmmforge.core.tensor import parse_shape
+    from fmmforge.hardware.devices import get_device
+    from fmmforge.hardware.limits import MAX_DIMENSION, check_int
+
+    dev = get_device(device, runnable=False)
+    if not dtype:
+        dtype = "float32"
+        if dev.kind == "spec":
+            from fmmforge.hardware.chips import load_chip
+
+            dtype = load_chip(dev.name).default_dtype
+    if threads:
+        check_int(threads, "--threads")
+    if threads < 0:
+        raise FmmforgeError(f"--threads must be >= 1 (or 0 for torch's current count), not {threads}")
+    check_int(seed, "--seed", minimum=0, maximum=2**32 - 1)
+    request = TuneRequest(device=dev.name, shape=parse_shape(shape, "shape", MAX_DIMENSION), dtype=dtype,
+                          budget_s=parse_duration(budget), engine=engine,
+                          formats=parse_formats(formats) if formats else None, max_levels=max_levels, top_k=top_k,
+                          pairs=pairs, collect=collect, min_leaf=min_leaf, threads=threads or None, seed=seed)
+    if dev.kind != "spec":
+        from fmmforge.plugins import get_engine
+
+        get_engine(engine)  # an unknown engine is refused before anything runs
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task("starting", total=1)
+
+        def progress(p: TuneProgress) -> None:
+            best = f"best measured {p.best_speedup:.3f}x" if p.best_speedup else "nothing measured yet"
+            bar.update(task, completed=p.done, total=max(p.total, 1), description=f"{p.phase} | {best} | {p.text}")
+
+        result = tune(request, progress=progress)
+    _print_tune(result, console)
+    if result.interrupted:
+        err_console.print("interrupted: every measurement taken is kept in the store; run `fmmforge tune` again "
+                          "to go on (measured plans are not measured again)", highlight=False)
+        raise typer.Exit(INTERRUPTED)
+
+
+def _print_tune(result, console) -> None:  # type: ignore[no-untyped-def]
+    """The ranking's head, what was measured, and the choice, in words."""
+    from rich.table import Table
+
+    r = result.request
+    where = f"{r.device}, {'x'.join(map(str, r.shape))} {r.dtype}"
+    console.print(f"tune {where}: {result.schemes} schemes ({result.found_by_engine} found by {r.engine}), "
+                  f"{result.candidates} plans ranked by {result.model}, {result.rounds} rounds, "
+                  f"{len(result.measured)} measurements in {result.seconds:.0f} s", highlight=False, soft_wrap=True)
+    if result.measured:
+        table = Table("plan", "predicted", "measured", "kernel ms", "vendor ms")
+        for m in sorted(result.measured, key=lambda m: -m.speedup)[:10]:
+            table.add_row(m.candidate.label, f"{m.candidate.predicted_speedup:.3f}x", f"{m.speedup:.3f}x",
+                          f"{m.median_s * 1e3:.1f}", f"{m.baseline_median_s * 1e3:.1f}")
+        console.print(table)
+    elif result.ranking:
+        table = Table("plan", "predicted speed-up", "predicted ms")
+        for c in result.ranking[:10]:
+            table.add_row(c.label, f"{c.predicted_speedup:.3f}x", f"{c.predicted_s * 1e3:.3f}")
+        console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if result.spec_only:
+        top = result.ranking[0]
+        console.print(f"best predicted on {r.device}: {top.label}, {top.predicted_speedup:.3f}x the standard matmul "
+                      "(analytic model; nothing ran, so no choice is stored)", highlight=False, soft_wrap=True)
+    elif result.best is not None:
+        b = result.best
+        console.print(f"choice for {where}: {b.candidate.label}, measured {b.speedup:.3f}x the vendor matmul "
+                      f"(model predicted {b.candidate.predicted_speedup:.3f}x); stored, fmmforge.matmul uses it",
+                      highlight=False, soft_wrap=True)
+    else:
+        console.print(f"choice for {where}: the vendor matmul. Nothing measured beat it by more than "
+                      f"{(r.min_speedup - 1) * 100:.0f} %", highlight=False, soft_wrap=True)

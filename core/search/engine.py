@@ -106,6 +106,7 @@ class _Run:
         self.lifted: Decomposition | None = None
         self.lift_tried: set[str] = set()
         self.lift_time: float | None = None
+        self.reported_at_target = 0  # distinct schemes reported at the target rank (request.collect)
         self.t0 = time.monotonic()
 
         packed = pack(start, field)
@@ -191,6 +192,7 @@ class _Run:
             if len(self.pool) < MAX_POOL:
                 self.pool[d.fingerprint] = d
             if at_target:
+                self.reported_at_target += 1
                 self._report(d, "target", seconds, flips, worker)
                 self._try_lift(d, seconds, flips, worker)
             return d
@@ -205,6 +207,8 @@ class _Run:
         return d, s
 
     def done(self, seconds: float, flips: int) -> bool:
+        if self.request.collect and self.best_rank <= self.target_rank:  # type: ignore[operator]
+            return self.reported_at_target >= self.request.collect or self.request.budget.exhausted(seconds, flips)
         if self.request.require_z:
             if self.lifted is not None and self.lifted.rank <= self.target_rank:  # type: ignore[operator]
                 return True

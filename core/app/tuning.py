@@ -1,0 +1,659 @@
+"""Hardware-aware tuning: the loop that turns measurements into the device's choice of kernel.
+
+:func:`tune` does, for one (device, M×K×N, dtype), within a time budget:
+
+1. **Schemes.** Every exactly verified scheme over Z of the formats that fit the shape (the
+   built-ins, DeepMind's factorizations over Z turned to each orientation, Kronecker products of
+   the 2×2×2 schemes, what the store holds), and many more found by the search engine: from each
+   starting scheme it walks the flip graph at that rank and collects distinct schemes of the same
+   rank (``SearchRequest.collect``), which differ in their additions and so in their cost.
+2. **Candidates.** Plans of one to ``max_levels`` levels: any scheme at the top level, and below it
+   the same scheme or one of the inner schemes (Strassen–Winograd, Strassen). Each is ranked by the
+   calibrated cost model of the device (codegen.costmodel; on a spec-only chip such as ``tpu-v4``,
+   by the analytic TPU model, and nothing is measured).
+3. **Rounds.** The ``top_k`` best-predicted candidates not yet measured at this size are generated,
+   validated and measured against the vendor matmul (codegen.bench.measure: checked at the size
+   against a float64 product, timed interleaved, recorded in the store at once); the model is
+   refitted on all records (the new ones included) and the candidates ranked again, until the
+   budget ends or no candidate is left.
+4. **Choice.** The fastest few measured are measured again (winner's curse: the best of many noisy
+   medians is biased up); the best confirmed speed-up, when it beats the vendor matmul by more than
+   ``min_speedup``, is stored as the device's choice for the shape class (codegen.choices), with the
+   model's prediction beside it. Otherwise the choice is the vendor matmul, said plainly, and any
+   earlier choice for that class is removed.
+
+Ctrl-C (KeyboardInterrupt) ends the loop: every record already measured stays in the store, and the
+choice is made from them. Nothing here prints; ``progress`` receives :class:`TuneProgress`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Sequence
+
+from fmmforge.core import catalogue, transforms
+from fmmforge.core.decomposition import Decomposition
+from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.store import Provenance, Store
+
+Shape = tuple[int, int, int]
+Format = tuple[int, int, int]
+
+INNER_SCHEMES = ("strassen-winograd", "strassen")
+DEFAULT_DIMS = (2, 3, 4)  # format sides tried by default (each n, m, p)
+PER_FORMAT = 6  # schemes per format the model ranks (the fewest additions first)
+CONFIRM = 3  # finalists measured again before the choice
+
+
+@dataclass(frozen=True)
+class TuneRequest:
+    """What to tune. ``budget_s`` covers everything (search, calibration, measuring)."""
+
+    device: str = "cpu"
+    shape: Shape = (4096, 4096, 4096)
+    dtype: str = "float32"
+    budget_s: float = 1200.0
+    engine: str = "flip"
+    formats: tuple[Format, ...] | None = None  # None: every n,m,p in DEFAULT_DIMS that fits the shape
+    max_levels: int = 3
+    top_k: int = 3
+    pairs: int = 5
+    cutoff: int = 64
+    min_leaf: int = 256  # plans whose leaf blocks would be smaller than this are not candidates
+    collect: int = 40  # schemes the engine collects from each starting scheme
+    search_share: float = 0.15  # of the budget, for the engine
+    calibrate_share: float = 0.3  # of the budget, for a first calibration when the device has no model
+    min_speedup: float = 1.01  # a kernel must beat the vendor matmul by more than this to be chosen
+    threads: int | None = None
+    seed: int = 0
+    store_choice: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.shape) != 3 or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in self.shape):
+            raise FmmforgeError(f"the shape must be three positive whole numbers M, K, N, not {self.shape!r}")
+        if not (math.isfinite(self.budget_s) and self.budget_s > 0):
+            raise FmmforgeError(f"the budget must be a positive number of seconds, not {self.budget_s!r}")
+        for name, value, low, high in (("max_levels", self.max_levels, 1, 4), ("top_k", self.top_k, 1, 100),
+                                       ("pairs", self.pairs, 3, 100), ("collect", self.collect, 0, 10_000),
+                                       ("cutoff", self.cutoff, 1, 1 << 20), ("min_leaf", self.min_leaf, 1, 1 << 20)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise FmmforgeError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+        for name, value in (("search_share", self.search_share), ("calibrate_share", self.calibrate_share)):
+            if not 0 <= value < 1:
+                raise FmmforgeError(f"{name} must be a fraction from 0 to below 1, not {value!r}")
+        if not (math.isfinite(self.min_speedup) and self.min_speedup >= 1):
+            raise FmmforgeError(f"min_speedup must be at least 1, not {self.min_speedup!r}")
+        if self.formats is not None:
+            for f in self.formats:
+                if len(f) != 3 or min(f) < 1 or max(f) > 6 or math.prod(f) < 2:
+                    raise FmmforgeError(f"format {f!r} cannot be tuned: give n,m,p from 1 to 6, not all 1")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A plan the tuner may measure: one scheme per level, the model's prediction."""
+
+    decomps: tuple[Decomposition, ...]
+    names: tuple[str, ...]  # one per level: a catalogue name, or the store name tune gave the scheme
+    predicted_s: float
+    predicted_speedup: float
+
+    @property
+    def label(self) -> str:
+        return "/".join(self.names) + f" ({len(self.names)} level{'s' if len(self.names) > 1 else ''})"
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        return tuple(d.fingerprint for d in self.decomps)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A candidate measured at the tuned size (``record`` as stored)."""
+
+    candidate: Candidate
+    speedup: float
+    median_s: float
+    baseline_median_s: float
+    plan: object  # codegen.plan.Plan
+    record_id: int | None
+
+
+@dataclass(frozen=True)
+class TuneProgress:
+    """Where a tune stands: ``phase`` is search, calibrate, rank, measure, confirm or done."""
+
+    phase: str
+    done: int
+    total: int
+    text: str
+    best_speedup: float | None
+    elapsed_s: float
+
+
+@dataclass
+class TuneResult:
+    request: TuneRequest
+    schemes: int = 0  # distinct schemes considered
+    found_by_engine: int = 0
+    candidates: int = 0  # plans ranked
+    rounds: int = 0
+    measured: list[Measured] = field(default_factory=list)
+    best: Measured | None = None  # the chosen kernel (None: the vendor matmul)
+    choice: object | None = None  # the stored codegen.choices.Choice
+    vendor_predicted_s: float | None = None
+    ranking: list[Candidate] = field(default_factory=list)  # the final model ranking, best first
+    model: str = ""
+    interrupted: bool = False
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def spec_only(self) -> bool:
+        return not self.measured and bool(self.ranking)
+
+
+Progress = Callable[[TuneProgress], None]
+
+
+# ---------------------------------------------------------------------- schemes
+def orient(d: Decomposition, fmt: Format) -> Decomposition | None:
+    """``d`` turned into format ``fmt`` by rotations and a transposition, or None if it cannot be."""
+    options = [d]
+    for _ in range(2):
+        options.append(transforms.rotate(options[-1]))
+    options += [transforms.transpose(x) for x in options]
+    for x in options:
+        if x.format == fmt:
+            return x
+    return None
+
+
+def formats_for(shape: Shape, request: TuneRequest) -> list[Format]:
+    """The formats whose one level leaves blocks of at least ``min_leaf`` on ``shape``."""
+    if request.formats is not None:
+        return list(dict.fromkeys(request.formats))
+    out = []
+    for f in itertools.product(DEFAULT_DIMS, repeat=3):
+        if all(s // x >= request.min_leaf for s, x in zip(shape, f)):
+            out.append(f)
+    return out
+
+
+def starting_schemes(fmt: Format, store: Store) -> list[tuple[str, Decomposition]]:
+    """Named Z schemes of format ``fmt`` known without searching: built-ins, DeepMind's over Z
+    (any orientation), Kronecker products of 2×2×2 schemes with a half-size one, the store's best."""
+    from fmmforge.core import alphatensor
+
+    found: list[tuple[str, Decomposition]] = []
+    for name in catalogue.BUILTIN_NAMES:
+        d = orient(catalogue.resolve(name), fmt)
+        if d is not None:
+            found.append((name if d.format == catalogue.resolve(name).format else f"{name}@{'x'.join(map(str, fmt))}", d))
+    if tuple(sorted(fmt)) in alphatensor.available("Z"):
+        d = orient(alphatensor.load(tuple(sorted(fmt)), "Z"), fmt)
+        if d is not None:
+            found.append((f"alphatensor:{','.join(map(str, fmt))}", d))
+    if all(x % 2 == 0 for x in fmt) and fmt != (2, 2, 2):
+        half = tuple(x // 2 for x in fmt)
+        inner = [(n, d) for n, d in _known_z(half, store) if d.rank < math.prod(half)] or [(f"naive:{','.join(map(str, half))}", None)]
+        for outer in INNER_SCHEMES:
+            for iname, idec in inner[:2]:
+                idec = idec if idec is not None else catalogue.resolve(iname)
+                if math.prod(half) == 1:
+                    continue
+                found.append((f"{outer}*{iname}", transforms.kron(catalogue.resolve(outer), idec)))
+    best = store.best(",".join(map(str, fmt)), "Z")
+    if best is not None:
+        found.append((best.label, best.decomposition))
+    out, seen = [], set()
+    for name, d in found:
+        if d.field == "Z" and d.format == fmt and d.fingerprint not in seen and d.rank < math.prod(fmt):
+            seen.add(d.fingerprint)
+            out.append((name, d))
+    return out
+
+
+def _known_z(fmt: Format, store: Store) -> list[tuple[str, Decomposition]]:
+    """Z schemes of ``fmt`` without Kronecker products (for the half-size factor of one)."""
+    from fmmforge.core import alphatensor
+
+    out = []
+    for name in catalogue.BUILTIN_NAMES:
+        d = catalogue.resolve(name)
+        if d.format == fmt:
+            out.append((name, d))
+    if min(fmt) >= 1 and tuple(sorted(fmt)) in alphatensor.available("Z") and not out:
+        d = orient(alphatensor.load(tuple(sorted(fmt)), "Z"), fmt)
+        if d is not None:
+            out.append((f"alphatensor:{','.join(map(str, fmt))}", d))
+    return out
+
+
+def collect_schemes(request: TuneRequest, formats: Sequence[Format], store: Store, deadline: float,
+                    report: Callable[[str, int, int], None]) -> tuple[dict[str, tuple[str, Decomposition]], int]:
+    """Every scheme per fingerprint (with a label): the starting schemes and what the engine
+    finds from each of them within ``deadline``; and how many the engine found."""
+    from fmmforge.core.contracts import Budget, SearchEvents, SearchRequest
+    from fmmforge.plugins import get_engine
+
+    schemes: dict[str, tuple[str, Decomposition]] = {}
+    starts: list[tuple[str, Decomposition]] = []
+    for fmt in formats:
+        for name, d in starting_schemes(fmt, store):
+            schemes.setdefault(d.fingerprint, (name, d))
+            starts.append((name, d))
+    found_total = 0
+    if request.collect == 0 or not starts:
+        return schemes, 0
+    engine = get_engine(request.engine)
+    for i, (name, start) in enumerate(starts):
+        left = deadline - time.monotonic()
+        if left <= 0.5:
+            break
+        report(f"{request.engine}: distinct rank-{start.rank} schemes from {name}", i, len(starts))
+        share = left / (len(starts) - i)
+        found: list[Decomposition] = []
+        search = SearchRequest(start, field="Z", target_rank=start.rank, budget=Budget(seconds=share),
+                               collect=request.collect, seed=request.seed + i, start_label=name, workers=1,
+                               checkpoint_every=1e9)
+        try:
+            engine.run(search, SearchEvents(found=lambda f: found.append(f.decomposition)))
+        except FmmforgeError:
+            continue  # an engine that cannot walk this start (e.g. too large) is skipped
+        for d in found:
+            if d.field == "Z" and d.format == start.format and d.verify().valid and d.fingerprint not in schemes:
+                schemes[d.fingerprint] = (f"{name}~{d.fingerprint[:8]}", d)
+                found_total += 1
+    report("search done", len(starts), len(starts))
+    return schemes, found_total
+
+
+# ---------------------------------------------------------------------- candidates
+def _shortlist(schemes: Iterable[tuple[str, Decomposition]], per_format: int) -> list[tuple[str, Decomposition]]:
+    """Per format, the ``per_format`` schemes of the lowest rank, then fewest additions."""
+    by_format: dict[Format, list[tuple[str, Decomposition]]] = {}
+    for name, d in schemes:
+        by_format.setdefault(d.format, []).append((name, d))  # type: ignore[arg-type]
+    out = []
+    for fmt in sorted(by_format):
+        group = sorted(by_format[fmt], key=lambda x: (x[1].rank, x[1].naive_additions, x[0]))
+        out += group[:per_format]
+    return out
+
+
+def level_structures(top: Sequence[tuple[str, Decomposition]], inner: Sequence[tuple[str, Decomposition]],
+                     shape: Shape, request: TuneRequest) -> list[tuple[tuple[str, Decomposition], ...]]:
+    """Plans: a top scheme, then 0..max_levels-1 more levels of it or of an inner scheme, while the
+    leaf blocks stay at least ``min_leaf``."""
+    plans = []
+    for t in top:
+        below = [t] + [x for x in inner if x[1].fingerprint != t[1].fingerprint]
+        for depth in range(1, request.max_levels + 1):
+            for rest in (itertools.product(below, repeat=depth - 1) if depth > 1 else [()]):
+                levels = (t, *rest)
+                dims = [math.prod(d.format[i] for _, d in levels) for i in range(3)]  # type: ignore[index]
+                if all(s // x >= request.min_leaf for s, x in zip(shape, dims)):
+                    plans.append(levels)
+    return plans
+
+
+class Ranker:
+    """Predicts a plan's time on the device: the calibrated model (CPU, CUDA) or the TPU model."""
+
+    def __init__(self, device: str, dtype: str, cutoff: int, model: object | None = None,
+                 chip: object | None = None) -> None:
+        self.device, self.dtype, self.cutoff, self.model, self.chip = device, dtype, cutoff, model, chip
+
+    def seconds(self, decomps: Sequence[Decomposition], shape: Shape) -> float:
+        if self.chip is not None:
+            from fmmforge.plugins.tpu_model import predict_plan, standard_matmul
+
+            if not decomps:
+                return standard_matmul(shape, self.chip, self.dtype).seconds  # type: ignore[arg-type]
+            return predict_plan(list(decomps), self.chip, shape, self.dtype).algorithm_s  # type: ignore[arg-type]
+        return self.model.predict_s(list(decomps), self.cutoff, shape)  # type: ignore[union-attr]
+
+    @property
+    def name(self) -> str:
+        return f"analytic TPU model of {self.chip.name}" if self.chip is not None else self.model.name  # type: ignore[union-attr]
+
+
+def rank_candidates(structures: Sequence[tuple[tuple[str, Decomposition], ...]], ranker: Ranker,
+                    shape: Shape) -> tuple[list[Candidate], float]:
+    vendor = ranker.seconds([], shape)
+    out = []
+    for levels in structures:
+        decomps = tuple(d for _, d in levels)
+        t = ranker.seconds(decomps, shape)
+        out.append(Candidate(decomps, tuple(n for n, _ in levels), t, vendor / t))
+    out.sort(key=lambda c: (c.predicted_s, c.names))
+    return out, vendor
+
+
+# ---------------------------------------------------------------------- measuring
+def plan_name(name: str, d: Decomposition, store: Store) -> str:
+    """A name ``make_plan`` resolves to exactly ``d``: the catalogue's when it is that scheme, else a
+    store name (the scheme is stored, verified again by the store, with tune's provenance)."""
+    try:
+        if catalogue.resolve(name, store).fingerprint == d.fingerprint:
+            return name
+    except FmmforgeError:
+        pass
+    label = f"tune-{'x'.join(map(str, d.format))}-r{d.rank}-{d.fingerprint[:10]}"  # type: ignore[arg-type]
+    store.add(d, Provenance(source="tune", params={"from": name}), name=label)
+    return label
+
+
+def _plan(c: Candidate, request: TuneRequest, store: Store):  # -> (Plan, names)
+    from fmmforge.codegen.plan import Plan
+
+    names = tuple(plan_name(n, d, store) for n, d in zip(c.names, c.decomps))
+    return Plan(names, tuple(d.fingerprint for d in c.decomps), "torch", request.dtype, request.device, request.cutoff)
+
+
+def _measure(c: Candidate, request: TuneRequest, store: Store, pairs: int) -> Measured:
+    from fmmforge.codegen.bench import measure
+    from fmmforge.plugins import get_backend
+
+    plan = _plan(c, request, store)
+    rec = measure(plan, list(c.decomps), request.shape, backend=get_backend("torch"), threads=request.threads,
+                  pairs=pairs, min_sample_s=0.05, store=store)
+    return Measured(c, rec.speedup, rec.median_s, rec.baseline_median_s, plan, rec.id)
+
+
+def _ensure_gemm_points(key: object, candidates: Sequence[Candidate], shape: Shape, request: TuneRequest,
+                        store: Store, deadline: float) -> int:
+    """Time the vendor gemm at the leaf shapes of the best candidates that the model's table lacks,
+    so the prediction at this size rests on measured leaves rather than on extrapolation."""
+    from fmmforge.codegen.calibrate import measure_gemm
+    from fmmforge.codegen.costmodel import leaf_shapes, load_gemm_points, save_gemm_point, union_corners
+
+    have = load_gemm_points(key, store)  # type: ignore[arg-type]
+    need = union_corners(s for c in candidates for s in leaf_shapes(list(c.decomps), request.cutoff, shape))
+    need.add(shape)
+    taken = 0
+    for s in sorted(need - set(have), key=math.prod):
+        if time.monotonic() >= deadline:
+            break
+        save_gemm_point(key, s, measure_gemm(key, s), store)  # type: ignore[arg-type]
+        taken += 1
+    return taken
+
+
+def stream_bandwidth(dtype: str, threads: int | None) -> float:
+    """Bytes per second of one element-wise pass c = a + b over 2048×2048 blocks (read a, b, write c)."""
+    import torch
+
+    from fmmforge.hardware.timing import time_one
+
+    a, b, c = (torch.rand(2048, 2048, dtype=getattr(torch, dtype)) for _ in range(3))
+    t = time_one(lambda: torch.add(a, b, out=c), threads=threads, warmup=2, samples=5, min_sample_s=0.02)
+    return 3 * a.numel() * a.element_size() / t.median
+
+
+def prior_model(key: object, request: TuneRequest, store: Store) -> object:
+    """The model before any fit: leaf gemms at their measured times and every element-wise byte at
+    the streaming bandwidth measured now (no per-pass or per-call cost)."""
+    from fmmforge.codegen.costmodel import PARAMETERS, CalibratedModel, GemmTable, load_gemm_points
+
+    values = {"gemm_scale": 1.0, "s_per_byte": 1.0 / stream_bandwidth(request.dtype, request.threads)}
+    return CalibratedModel(key, tuple(values.get(p, 0.0) for p in PARAMETERS),  # type: ignore[arg-type]
+                           GemmTable(load_gemm_points(key, store)), None, 0)  # type: ignore[arg-type]
+
+
+def _fit(key: object, request: TuneRequest, store: Store, budget_s: float, progress: Callable | None,
+         notes: list[str]) -> object:
+    """The device's model fitted on every usable record (measuring within ``budget_s`` what is
+    missing); the prior model, with a note, while there are too few records to fit one."""
+    from fmmforge.codegen.calibrate import calibrate
+    from fmmforge.plugins import get_backend
+
+    try:
+        return calibrate(key, backend=get_backend("torch"), budget_s=budget_s, store=store,  # type: ignore[arg-type]
+                         progress=progress).model
+    except FmmforgeError as exc:
+        note = f"ranked by the prior model (measured gemm times, streaming bandwidth): {exc}"
+        if note not in notes:
+            notes.append(note)
+        return prior_model(key, request, store)
+
+
+# ---------------------------------------------------------------------- the loop
+def tune(request: TuneRequest, *, store: Store | None = None, progress: Progress | None = None) -> TuneResult:
+    """Run the tuning loop (module docstring); the result says what was measured and chosen."""
+    from fmmforge.codegen.plan import DTYPES
+    from fmmforge.hardware.devices import get_device
+
+    store = store if store is not None else Store()
+    started = time.monotonic()
+    deadline = started + request.budget_s
+    device = get_device(request.device, runnable=False)
+    if device.kind != "spec" and request.dtype not in DTYPES:
+        raise FmmforgeError(f"unknown dtype {request.dtype!r}; use one of {', '.join(DTYPES)}")
+    request = replace(request, device=device.name)
+    result = TuneResult(request)
+    best: list[float | None] = [None]
+
+    def say(phase: str, done: int, total: int, text: str) -> None:
+        if progress is not None:
+            progress(TuneProgress(phase, done, total, text, best[0], time.monotonic() - started))
+
+    shape = request.shape
+    formats = formats_for(shape, request)
+    if not formats:
+        raise FmmforgeError(f"no format <n,m,p> with sides in {DEFAULT_DIMS} leaves blocks of at least "
+                            f"{request.min_leaf} at {'x'.join(map(str, shape))}; tune a larger shape or lower min_leaf")
+    try:
+        schemes, result.found_by_engine = collect_schemes(
+            request, formats, store, started + request.budget_s * request.search_share,
+            lambda text, d, t: say("search", d, t, text))
+        result.schemes = len(schemes)
+        inner = [(n, catalogue.resolve(n)) for n in INNER_SCHEMES]
+        top = _shortlist(schemes.values(), PER_FORMAT)
+        structures = level_structures(top, inner, shape, request)
+        if device.kind == "spec":
+            from fmmforge.hardware.chips import load_chip
+
+            chip = load_chip(device.name)
+            chip.peak_flops(request.dtype)  # a dtype the chip has no rate for: one clear error
+            ranker = Ranker(device.name, request.dtype, request.cutoff, chip=chip)
+            result.ranking, result.vendor_predicted_s = rank_candidates(structures, ranker, shape)
+            result.candidates, result.model = len(result.ranking), ranker.name
+            result.seconds = time.monotonic() - started
+            say("done", 1, 1, "ranked by the analytic model; nothing is measured on a spec-only chip")
+            return _finish_spec(result, store)
+        result.interrupted = _measure_rounds(request, result, structures, store, deadline, say, best)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    return _finish_measured(result, store, deadline, say, best)
+
+
+def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, store: Store, deadline: float,
+                    say: Callable[[str, int, int, str], None], best: list) -> bool:
+    """Rank, measure the top k, refit, repeat until the deadline. True when interrupted."""
+    from fmmforge.codegen.costmodel import current_key, find_model
+
+    key = current_key(request.device, request.dtype, request.threads)
+    model = find_model(key, store)
+    if model is None:
+        say("calibrate", 0, 1, "no cost model for this device yet: calibrating")
+        left = max(0.0, deadline - time.monotonic())
+        model = _fit(key, request, store, left * request.calibrate_share,
+                     lambda phase, d, t, text: say("calibrate", d, t, f"{phase}: {text}"), result.notes)
+    earlier = _already_measured(request, structures, store)
+    result.measured += earlier
+    measured_ids = {m.candidate.identity for m in earlier}
+    if earlier:
+        best[0] = max(m.speedup for m in earlier)
+        result.notes.append(f"{len(earlier)} candidate(s) measured at this shape before are not measured again")
+    _ensure_gemm_points(key, [], request.shape, request, store, math.inf)  # at least the vendor time at the shape
+    model = _with_table(model, key, store)
+    while time.monotonic() < deadline:
+        say("rank", 0, 1, f"ranking {len(structures)} plans")
+        fresh = [s for s in structures if tuple(d.fingerprint for _, d in s) not in measured_ids]
+        if not fresh:
+            break
+        keep = PROXY_KEEP * request.top_k
+        ranking = _rank(fresh, model, request, keep)[0]
+        head = ranking[:3 * request.top_k]
+        _ensure_gemm_points(key, head, request.shape, request, store, deadline)  # measured leaves, then rank again
+        model = _with_table(model, key, store)
+        ranking, result.vendor_predicted_s = _rank(fresh, model, request, keep)
+        result.ranking, result.model = ranking, model.name  # type: ignore[attr-defined]
+        result.candidates = len(structures)
+        todo = [c for c in ranking if c.identity not in measured_ids][:request.top_k]
+        result.rounds += 1
+        for i, c in enumerate(todo):
+            if time.monotonic() >= deadline:
+                break
+            say("measure", i, len(todo), f"round {result.rounds}: {c.label}, predicted {c.predicted_speedup:.3f}x")
+            measured_ids.add(c.identity)
+            try:
+                m = _measure(c, request, store, request.pairs)
+            except FmmforgeError as exc:
+                result.notes.append(f"{c.label}: {exc}")
+                continue
+            result.measured.append(m)
+            best[0] = max(best[0] or 0.0, m.speedup)
+        model = _fit(key, request, store, 0.0, None, result.notes)  # the new records refit the model
+    return False
+
+
+PROXY_KEEP = 8  # plans per measured one that the full model ranks after the proxy's first cut
+
+
+@functools.lru_cache(maxsize=4096)
+def side_additions(d: Decomposition) -> tuple[int, int, int]:
+    """Additions of the A side, the B side and the outputs after common-subexpression elimination."""
+    from fmmforge.core.additions import eliminate
+
+    a, b, c = eliminate(d).sides
+    return a.eliminated, b.eliminated, c.eliminated
+
+
+def proxy_seconds(decomps: Sequence[Decomposition], shape: Shape, model: object, itemsize: int) -> float:
+    """A cheap stand-in for the model's prediction (no schedule): the leaf gemms at the divided
+    shape, and every addition left after common-subexpression elimination (core.additions) as one
+    pass over its blocks (two read, one written) at the model's cost per byte. Used only to choose
+    which plans the full model ranks."""
+    from fmmforge.codegen.costmodel import PARAMETERS
+
+    params = dict(zip(PARAMETERS, model.parameters))  # type: ignore[attr-defined]
+    block = list(shape)
+    subproblems = 1
+    bytes_moved = 0.0
+    for d in decomps:
+        n, m, p = d.format  # type: ignore[misc]
+        block = [block[0] // n, block[1] // m, block[2] // p]
+        bm, bk, bn = block
+        add_u, add_v, add_w = side_additions(d)
+        adds = add_u * bm * bk + add_v * bk * bn + add_w * bm * bn
+        bytes_moved += subproblems * 3 * adds * itemsize
+        subproblems *= d.rank
+    gemm = subproblems * model.gemm.seconds(tuple(block))  # type: ignore[attr-defined]
+    return params.get("gemm_scale", 1.0) * gemm + params.get("s_per_byte", 0.0) * bytes_moved
+
+
+def _rank(structures: list, model: object, request: TuneRequest,
+          keep: int | None = None) -> tuple[list[Candidate], float]:
+    """The candidates ranked by the model; with ``keep``, only the ``keep`` best by the proxy are
+    ranked by the full model (a schedule costs up to a second for a large scheme)."""
+    if keep is not None and len(structures) > keep:
+        from fmmforge.codegen.costmodel import ITEMSIZE
+
+        item = ITEMSIZE.get(request.dtype, 4)
+        structures = sorted(structures, key=lambda s: proxy_seconds([d for _, d in s], request.shape, model, item))[:keep]
+    return rank_candidates(structures, Ranker(request.device, request.dtype, request.cutoff, model=model),
+                           request.shape)
+
+
+def _with_table(model: object, key: object, store: Store) -> object:
+    """``model`` with the gemm timings now in the store (the fitted parameters unchanged)."""
+    from fmmforge.codegen.costmodel import GemmTable, load_gemm_points
+
+    points = dict(model.gemm.points)  # type: ignore[attr-defined]
+    points.update(load_gemm_points(key, store))  # type: ignore[arg-type]
+    return replace(model, gemm=GemmTable(points))  # type: ignore[type-var]
+
+
+def _already_measured(request: TuneRequest, structures: list, store: Store) -> list[Measured]:
+    """This machine's records of candidate plans at exactly this shape, dtype and threads (an
+    earlier or interrupted tune, or `fmmforge bench`): not measured again, counted for the choice."""
+    import json
+
+    from fmmforge.codegen.bench import machine_for
+    from fmmforge.codegen.plan import DEFAULT_VARIANT, plan_from_dict
+    from fmmforge.codegen.records import query_records
+    from fmmforge.hardware.timing import pinned_threads
+
+    with pinned_threads(request.threads) as threads:
+        pass
+    M, K, N = request.shape
+    by_identity = {tuple(d.fingerprint for _, d in s): s for s in structures}
+    latest: dict[tuple[str, ...], Measured] = {}
+    for r in query_records(store, device=request.device, machine=machine_for(request.device), m=M, k=K, n=N,
+                           dtype=request.dtype):
+        try:
+            plan = plan_from_dict(json.loads(r.plan))
+        except (FmmforgeError, ValueError):
+            continue
+        levels = by_identity.get(plan.fingerprints)
+        if (levels is None or r.threads != threads or plan.backend != "torch" or plan.variant != DEFAULT_VARIANT
+                or plan.cutoff != request.cutoff):
+            continue
+        c = Candidate(tuple(d for _, d in levels), tuple(n for n, _ in levels), math.nan, math.nan)
+        latest[plan.fingerprints] = Measured(c, r.speedup, r.median_s, r.baseline_median_s, plan, r.id)
+    return list(latest.values())
+
+
+def _finish_measured(result: TuneResult, store: Store, deadline: float, say: Callable, best: list) -> TuneResult:
+    """Confirm the finalists, choose, store the choice (or clear it: the vendor matmul)."""
+    from fmmforge.codegen.bench import machine_for
+    from fmmforge.codegen.choices import clear_choice, shape_class, store_choice
+
+    request = result.request
+    finalists = sorted(result.measured, key=lambda m: -m.speedup)[:CONFIRM]
+    confirmed = []
+    if not result.interrupted:
+        try:
+            for i, m in enumerate(finalists):
+                say("confirm", i, len(finalists), f"measuring {m.candidate.label} again")
+                again = _measure(m.candidate, request, store, max(request.pairs, 7))
+                result.measured.append(again)
+                # both medians are interleaved with their own vendor run: keep the less favourable
+                confirmed.append(again if again.speedup <= m.speedup else m)
+        except KeyboardInterrupt:
+            result.interrupted = True
+    pool = confirmed or finalists
+    winner = max(pool, key=lambda m: m.speedup) if pool else None
+    cls = shape_class(*request.shape)
+    result.best = winner if winner is not None and winner.speedup > request.min_speedup else None
+    if request.store_choice and cls is not None and (result.measured or result.best is not None):
+        machine = machine_for(request.device)
+        if result.best is not None:
+            result.choice = store_choice(result.best.plan, machine=machine, shape=cls, speedup=result.best.speedup,
+                                         baseline_median_s=result.best.baseline_median_s,
+                                         predicted_speedup=result.best.candidate.predicted_speedup, store=store)
+        else:
+            clear_choice(request.device, machine, request.dtype, cls, store=store)
+    elif cls is None:
+        result.notes.append(f"{'x'.join(map(str, request.shape))} is below the smallest shape class; "
+                            "fmmforge.matmul sends it to the vendor matmul whatever is measured")
+    result.seconds = time.monotonic() - (deadline - request.budget_s)
+    best[0] = result.best.speedup if result.best else best[0]
+    say("done", 1, 1, "done")
+    return result
+
+
+def _finish_spec(result: TuneResult, store: Store) -> TuneResult:
+    """A spec-only chip: the ranking is the result. Nothing runs there, so nothing is stored as a
+    choice (choices are what fmmforge.matmul runs); the best-predicted plan is ``result.ranking[0]``."""
+    top = result.ranking[0] if result.ranking else None
+    if top is not None and top.predicted_speedup <= result.request.min_speedup:
+        result.notes.append("no plan is predicted faster than the standard matmul on this chip")
+    return result

@@ -1,0 +1,198 @@
+"""`fmmforge tune` and core.app.tuning: schemes collected by the engine, plans ranked by a model,
+the best measured for real, the choice stored (or cleared), Ctrl-C, spec-only chips, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from fmmforge.codegen.choices import clear_choice, list_choices, lookup_choice, shape_class, store_choice
+from fmmforge.codegen.plan import make_plan
+from fmmforge.codegen.records import query_records
+from fmmforge.core import catalogue, transforms
+from fmmforge.core.app import tuning
+from fmmforge.core.app.tuning import Candidate, Measured, TuneRequest, TuneResult, orient, tune
+from fmmforge.core.contracts import Budget, SearchEvents, SearchRequest
+from fmmforge.core.errors import FmmforgeError
+from fmmforge.core.search.engine import FlipGraphEngine
+from fmmforge.core.store import Store
+from fmmforge.hardware.devices import machine_key
+from tests.helpers import one_error
+
+TINY = dict(shape=(512, 512, 512), budget_s=25.0, max_levels=1, top_k=1, pairs=3, collect=3, min_leaf=128,
+            formats=((2, 2, 2), (2, 2, 4)))
+
+
+# ---------------------------------------------------------------------- the engine collects
+def test_the_engine_collects_distinct_schemes_at_the_start_rank():
+    start = transforms.kron(catalogue.resolve("strassen-winograd"), catalogue.resolve("strassen-winograd"))
+    got = []
+    req = SearchRequest(start, field="Z", target_rank=49, budget=Budget(seconds=30), collect=12, seed=2)
+    result = FlipGraphEngine().run(req, SearchEvents(found=lambda f: got.append(f)))
+    targets = [f.decomposition for f in got if f.kind == "target"]
+    assert len(targets) >= 12 and len({d.fingerprint for d in targets}) == len(targets)
+    assert all(d.rank == 49 and d.field == "Z" and d.verify().valid for d in targets)
+    assert result.best.rank == 49
+
+
+def test_collecting_needs_a_target_rank_and_a_count_of_at_least_zero():
+    s = catalogue.resolve("strassen")
+    with pytest.raises(FmmforgeError, match="target rank"):
+        SearchRequest(s, field="Z", budget=Budget(seconds=1), collect=3)
+    with pytest.raises(FmmforgeError, match="collect"):
+        SearchRequest(s, field="Z", target_rank=7, budget=Budget(seconds=1), collect=-1)
+
+
+# ---------------------------------------------------------------------- schemes and plans
+@pytest.mark.parametrize("fmt", [(2, 3, 2), (3, 2, 2), (2, 2, 3), (3, 2, 4), (4, 3, 2)])
+def test_orient_turns_a_scheme_into_every_order_of_its_format(fmt):
+    d = catalogue.resolve("alphatensor:2,3,4") if 4 in fmt else catalogue.resolve("strassen-2x2x3")
+    turned = orient(d, fmt)
+    assert turned is not None and turned.format == fmt and turned.rank == d.rank and turned.verify().valid
+    assert orient(d, (5, 5, 5)) is None
+
+
+def test_starting_schemes_are_verified_z_schemes_of_the_format():
+    found = tuning.starting_schemes((4, 4, 4), Store())
+    names = [n for n, _ in found]
+    assert "strassen*strassen" in names and "alphatensor:4,4,4" in names
+    assert all(d.format == (4, 4, 4) and d.field == "Z" and d.verify().valid for _, d in found)
+    assert len({d.fingerprint for _, d in found}) == len(found)
+
+
+def test_plans_keep_their_leaves_at_least_min_leaf():
+    request = TuneRequest(shape=(4096, 4096, 2048), max_levels=3, min_leaf=512)
+    top = [("strassen", catalogue.resolve("strassen")), ("laderman", catalogue.resolve("laderman"))]
+    inner = [("strassen-winograd", catalogue.resolve("strassen-winograd"))]
+    plans = tuning.level_structures(top, inner, request.shape, request)
+    assert plans
+    for levels in plans:
+        dims = [math.prod(d.format[i] for _, d in levels) for i in range(3)]
+        assert all(s // x >= 512 for s, x in zip(request.shape, dims))
+    assert max(len(p) for p in plans) == 2  # 2048 / 2^3 = 256 < 512
+
+
+def test_the_proxy_ranks_fewer_additions_first_at_equal_rank():
+    from fmmforge.codegen.costmodel import CalibratedModel, GemmTable, current_key
+
+    model = CalibratedModel(current_key("cpu", "float32"), (1.0, 1e-10, 0.0, 0.0), GemmTable({(1024,) * 3: 1e-2}))
+    s, w = catalogue.resolve("strassen"), catalogue.resolve("strassen-winograd")
+    assert tuning.side_additions(w) == (4, 4, 7) and sum(tuning.side_additions(s)) == 18
+    assert tuning.proxy_seconds([w], (2048,) * 3, model, 4) < tuning.proxy_seconds([s], (2048,) * 3, model, 4)
+
+
+# ---------------------------------------------------------------------- the choice
+def _measured(name: str, speedup: float, predicted: float = 1.2) -> Measured:
+    plan, decomps = make_plan(name, 1, dtype="float32", device="cpu")
+    c = Candidate(tuple(decomps), (name,), 1e-3 / predicted, predicted)
+    return Measured(c, speedup, 1e-3 / speedup, 1e-3, plan, None)
+
+
+def _finish(measured: list[Measured], **kw) -> TuneResult:
+    request = TuneRequest(shape=(1024, 1024, 1024), **kw)
+    result = TuneResult(request, measured=list(measured), interrupted=True)  # interrupted: no confirm runs
+    return tuning._finish_measured(result, Store(), 0.0, lambda *a: None, [None])
+
+
+def test_the_fastest_measured_is_stored_with_its_prediction():
+    result = _finish([_measured("strassen", 1.04, 1.3), _measured("strassen-winograd", 1.08, 1.25)])
+    assert result.best is not None and result.best.candidate.names == ("strassen-winograd",)
+    got = lookup_choice("cpu", machine_key(), "float32", shape_class(1024, 1024, 1024))
+    assert got is not None and got.algorithms == ("strassen-winograd",)
+    assert got.speedup == pytest.approx(1.08) and got.predicted_speedup == pytest.approx(1.25)
+
+
+def test_when_nothing_beats_the_vendor_matmul_the_choice_is_removed():
+    plan, _ = make_plan("strassen", 1, dtype="float32", device="cpu")
+    cls = shape_class(1024, 1024, 1024)
+    store_choice(plan, machine=machine_key(), shape=cls, speedup=1.3, baseline_median_s=1e-3)
+    result = _finish([_measured("strassen", 1.005), _measured("laderman", 0.9)])
+    assert result.best is None and result.choice is None
+    assert lookup_choice("cpu", machine_key(), "float32", cls) is None
+    assert clear_choice("cpu", machine_key(), "float32", cls) is False
+
+
+# ---------------------------------------------------------------------- the loop, for real
+def test_a_tiny_budget_tune_measures_validated_kernels_and_decides():
+    seen = []
+    result = tune(TuneRequest(**TINY), progress=lambda p: seen.append(p.phase))
+    assert {"search", "rank", "measure", "done"} <= set(seen)
+    assert result.found_by_engine > 0 and result.measured and not result.interrupted
+    records = query_records(None, m=512, k=512, n=512)
+    assert records and all(r.max_error is not None and r.max_error <= r.error_bound for r in records)
+    measured = {json.loads(r.plan)["fingerprints"][0] for r in records if r.levels == 1}
+    assert {m.candidate.decomps[0].fingerprint for m in result.measured} <= measured
+    choice = lookup_choice("cpu", machine_key(), "float32", (512, 512, 512))
+    if result.best is None:
+        assert choice is None
+    else:
+        assert result.best.speedup > 1.01 and choice is not None
+        assert choice.fingerprints == tuple(d.fingerprint for d in result.best.candidate.decomps)
+        for name in choice.algorithms:  # the names the plan uses resolve to the tuned schemes
+            assert catalogue.resolve(name).fingerprint in choice.fingerprints
+
+
+def test_ctrl_c_keeps_what_was_measured_and_a_rerun_does_not_measure_it_again():
+    calls = {"measure": 0}
+
+    def progress(p):
+        if p.phase == "measure":
+            calls["measure"] += 1
+            if calls["measure"] == 2:
+                raise KeyboardInterrupt
+
+    first = tune(TuneRequest(**{**TINY, "calibrate_share": 0.0}), progress=progress)  # no calibration records
+    assert first.interrupted and len(first.measured) == 1
+    kept = query_records(None, m=512, k=512, n=512)
+    assert any(json.loads(r.plan)["fingerprints"] == [d.fingerprint for d in first.measured[0].candidate.decomps]
+               for r in kept)
+    again = tune(TuneRequest(**{**TINY, "budget_s": 1.0, "collect": 0}))
+    assert any("not measured again" in note for note in again.notes)
+
+
+# ---------------------------------------------------------------------- a spec-only chip
+def test_a_tpu_is_ranked_by_its_analytic_model_and_nothing_runs_or_is_stored(cli):
+    code, out, err = cli("tune", "--device", "tpu-v4", "--shape", "8192", "--budget", "20s", "--collect", "2",
+                         "--formats", "2x2x2,4x4x4", "--max-levels", "2")
+    assert code == 0, err
+    assert "best predicted on tpu-v4" in out and "no choice is stored" in out
+    assert list_choices("tpu-v4", "spec:tpu-v4") == []
+    assert query_records(None) == []
+
+
+def test_a_plan_of_mixed_levels_is_predicted_as_its_kronecker_product():
+    from fmmforge.hardware.chips import load_chip
+    from fmmforge.plugins.tpu_model import predict, predict_plan
+
+    chip = load_chip("tpu-v4")
+    s, r = catalogue.resolve("strassen"), catalogue.resolve("strassen-2x2x3")
+    mixed = predict_plan([s, r], chip, (8192, 8192, 6144))
+    flat = predict(transforms.kron(s, r), chip, (8192, 8192, 6144))
+    assert mixed.algorithm_s == pytest.approx(flat.algorithm_s, rel=1e-12)
+    assert predict_plan([s, s], chip, (8192,) * 3).algorithm_s == pytest.approx(
+        predict(s, chip, (8192,) * 3, levels=2).algorithm_s, rel=1e-12)
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("args, words", [
+    (["--shape", "0"], ["shape"]),
+    (["--shape", "4096x4096"], ["shape"]),
+    (["--budget", "-5s"], ["budget"]),
+    (["--budget", "soon"], ["budget"]),
+    (["--formats", "7x7x7"], ["7"]),
+    (["--formats", "2x2"], ["format"]),
+    (["--engine", "nonesuch"], ["nonesuch"]),
+    (["--device", "abacus"], ["abacus"]),
+    (["--dtype", "int8"], ["int8"]),
+    (["--max-levels", "9"], ["max_levels"]),
+    (["--top-k", "0"], ["top_k"]),
+    (["--threads", "-2"], ["threads"]),
+    (["--shape", "300", "--min-leaf", "256"], ["min_leaf"]),
+])
+def test_bad_tune_options_are_one_line_and_exit_2(cli, args, words):
+    code, out, err = cli("tune", "--budget", "5s", *args)
+    assert code == 2, (out, err)
+    one_error(err, *words)
+    assert query_records(None) == []
