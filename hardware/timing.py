@@ -189,6 +189,26 @@ def compare(candidate: Fn, baseline: Fn, *, device: str = "cpu", threads: int | 
         return Comparison(Timing.of(cand), Timing.of(base))
 
 
+def interleaved(fns: dict[str, Fn], *, device: str = "cpu", threads: int | None = None, warmup: int = 1,
+                rounds: int = 5, min_sample_s: float = 0.05) -> dict[str, list[float]]:
+    """Seconds per call of each of several functions, timed round-robin in the same run: in each
+    round every function gives one sample, in an order that rotates from round to round, so a
+    change in the machine's load touches them all alike. Compare them by per-round ratios."""
+    with pinned_threads(threads), tf32_off():
+        clock = _Clock(device)
+        for fn in fns.values():
+            for _ in range(warmup):
+                clock.time(fn, 1)
+        reps = {name: _reps_for(clock, fn, min_sample_s) for name, fn in fns.items()}
+        samples: dict[str, list[float]] = {name: [] for name in fns}
+        names = list(fns)
+        for i in range(rounds):
+            order = names[i % len(names):] + names[:i % len(names)]
+            for name in (order if i % 2 == 0 else order[::-1]):
+                samples[name].append(clock.time(fns[name], reps[name]))
+        return samples
+
+
 def cpu_busy_fraction(interval_s: float = 0.5) -> float | None:
     """Fraction of all CPUs busy (any process) over ``interval_s`` while this process sleeps (Linux)."""
     def sample() -> tuple[int, int] | None:

@@ -1,10 +1,12 @@
-"""`fmmforge demo` (what `make demo` runs): the whole job on built-in defaults.
+"""`fmmforge demo` (what `make demo` runs): the whole loop on built-in defaults, about five minutes.
 
-Catalogue and exact verification, symmetries, formats and store; then a flip-graph search from
-the naive <3,3,3> scheme to rank 23 (lifted to Z, stored); torch kernels generated for it and for
-Strassen–Winograd, validated; a benchmark against torch.matmul, recorded in the store; and a
-report of those measurements.
+Catalogue and exact verification, symmetries, formats and store; a flip-graph search from the
+naive <3,3,3> scheme to rank 23 (lifted to Z, stored); calibration of this CPU's cost model;
+``fmmforge tune`` at 4096 (the engine collects schemes, the model ranks the plans, the best are
+generated, validated and measured, the fastest becomes the choice); ``fmmforge.matmul`` called on
+that shape; and a report of the measurements.
 """
+
 
 from __future__ import annotations
 
@@ -16,9 +18,14 @@ from rich.table import Table
 
 from fmmforge.core import catalogue, transforms
 from fmmforge.core.decomposition import Decomposition
+from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.formats import read_file, write_file
 from fmmforge.core.formulas import render
 from fmmforge.core.store import Provenance, Store
+
+DEMO_SIZE = 4096
+DEMO_CALIBRATE_S = 120.0
+DEMO_TUNE_S = 150.0
 
 
 def run_demo(console: Console) -> None:
@@ -62,11 +69,14 @@ def run_demo(console: Console) -> None:
     res = store.add(square.require_valid(), Provenance(source="demo"), name="strassen-square")
     console.print(f"   stored strassen-square in {store.path} ({'new' if res.inserted else 'already there'}), "
                   f"{len(store)} algorithm(s) in the store")
-    found = _search(console, store)
-    _codegen_and_bench(console, found)
+    _search(console, store)
+    _calibrate(console)
+    _tune(console)
+    _use_matmul(console)
     _report(console, store)
-    console.print("\nNext: `fmmforge search 3x4x4 --field Z2 --rank 38`, `fmmforge codegen strassen-winograd --levels 2 "
-                  "-o kernel/`, `fmmforge bench --sizes 4096 --levels 1,2`, `fmmforge plugins`, `fmmforge --help`.")
+    console.print("\nNext: `fmmforge tune --shape 8192 --budget 20m`, `fmmforge tune --device tpu-v4 --shape 8192`, "
+                  "`fmmforge search 3x4x4 --field Z2 --rank 38`, `fmmforge bench --sizes 4096 --levels 1,2`, "
+                  "`fmmforge --help`.")
 
 
 def _search(console: Console, store: Store) -> Decomposition:
@@ -86,45 +96,94 @@ def _search(console: Console, store: Store) -> Decomposition:
     console.print(f"   best mod 2: rank {result.best.rank} after {result.flips:,} flips in {result.seconds:.1f} s "
                   f"({workers} walker(s)); stored: {len(stored)} scheme(s)", highlight=False)
     if found is None:
-        console.print("   no Z scheme of rank 23 in the budget this time; the kernels below use Laderman's")
+        console.print("   no Z scheme of rank 23 in the budget this time; the tuner still has Laderman's and DeepMind's")
         return catalogue.resolve("laderman")
     console.print(f"   lifted to Z: rank {found.rank}, verify() {found.verify().valid}, "
                   f"fingerprint {found.fingerprint[:12]}, e = {float(found.stability_factor or 0):g}", highlight=False)
     return found
 
 
-def _codegen_and_bench(console: Console, found: Decomposition) -> None:
-    """Kernels for the found scheme and Strassen–Winograd, validated, then timed against torch.mm."""
-    from fmmforge.codegen.bench import measure
-    from fmmforge.codegen.generate import generate
-    from fmmforge.codegen.plan import ceiling, make_plan
+def _calibrate(console: Console) -> None:
+    """Fit this CPU's cost model, measuring the records and vendor-gemm timings it needs."""
+    from fmmforge.codegen.calibrate import calibrate
+    from fmmforge.codegen.costmodel import current_key
     from fmmforge.plugins import get_backend
 
-    torch_backend = get_backend("torch")
+    console.rule("6. Calibrate: this CPU's cost model, fitted on measured kernels (held-out error beside it)")
+    try:
+        with _bar(console) as progress:
+            result = calibrate(current_key("cpu", "float32"), backend=get_backend("torch"), budget_s=DEMO_CALIBRATE_S,
+                               progress=lambda phase, done, total, label: progress(f"{phase}: {label}", done, total))
+    except FmmforgeError as exc:  # too few records in the time given: the tuner ranks by its prior model
+        console.print(f"   not calibrated: {exc}", highlight=False)
+        return
+    q = result.model.quality
+    console.print(f"   fitted on {result.model.fitted_on} records ({result.measured_records} measured now), "
+                  f"{len(result.model.gemm.points)} vendor-gemm timings", highlight=False)
+    if q is not None:
+        rho = "-" if q.spearman is None else f"{q.spearman:.2f}"
+        console.print(f"   held-out median |error| {q.median_ape:.1f} %, rank correlation across plans {rho}", highlight=False)
 
-    def resolve(name: str) -> Decomposition:
-        return found if name == "found-3x3x3" else catalogue.resolve(name)
 
-    console.rule("6. Codegen: standalone torch kernels, validated against float64")
-    cases = [("found-3x3x3", 1, 2304), ("strassen-winograd", 1, 2048), ("strassen-winograd", 2, 2048)]
-    plans = []
-    for name, levels, size in cases:
-        plan, decomps = make_plan(name, levels, backend="torch", dtype="float32", device="cpu", resolve=resolve)
-        kernel = generate(plan, decomps, backend=torch_backend)
-        worst = max(r.max_error / r.bound for r in kernel.validation) if kernel.validation else float("nan")
-        console.print(f"   {plan.describe()}: {kernel.module_path} (validated, worst error {worst:.1e} of its bound)",
-                      highlight=False)
-        plans.append((plan, decomps, size))
+def _tune(console: Console) -> object:
+    """Tune 4096x4096x4096 float32: collect, rank by the model, measure the best, choose."""
+    from fmmforge.core.app.tune_commands import _print_tune
+    from fmmforge.core.app.tuning import TuneRequest, tune
 
-    console.rule("7. Benchmark against torch.matmul, interleaved in the same run (recorded in the store)")
-    table = Table("kernel", "size", "kernel ms", "torch ms", "speed-up", "ceiling", "max error")
-    for plan, decomps, size in plans:
-        rec = measure(plan, decomps, (size,) * 3, backend=torch_backend, pairs=3, min_sample_s=0.05)
-        table.add_row(plan.describe().split(",")[0] + f" L{plan.levels}", str(size), f"{rec.median_s * 1e3:.1f}",
-                      f"{rec.baseline_median_s * 1e3:.1f}", f"{rec.speedup:.3f}", f"{ceiling(decomps):.3f}",
-                      f"{rec.max_error:.1e}")
-    console.print(table)
-    console.print("   small sizes on a busy machine: benchmarks/cpu_speedup.py measures the full sizes", highlight=False)
+    console.rule(f"7. Tune {DEMO_SIZE}x{DEMO_SIZE}x{DEMO_SIZE} float32: the engine collects schemes, the model ranks "
+                 "every plan, the best are measured")
+    with _bar(console) as progress:
+        result = tune(TuneRequest(shape=(DEMO_SIZE,) * 3, budget_s=DEMO_TUNE_S, top_k=2, collect=20),
+                      progress=lambda p: progress(f"{p.phase} | best {p.best_speedup or 0:.3f}x | {p.text}", p.done, p.total))
+    _print_tune(result, console)
+    return result
+
+
+def _use_matmul(console: Console) -> None:
+    """fmmforge.matmul on the tuned shape: which kernel it runs, its error, its time beside torch's."""
+    import time
+
+    import torch
+
+    import fmmforge
+
+    console.rule("8. fmmforge.matmul(A, B): the tuned kernel where it measured faster, torch.matmul otherwise")
+    A, B = torch.rand(DEMO_SIZE, DEMO_SIZE) * 2 - 1, torch.rand(DEMO_SIZE, DEMO_SIZE) * 2 - 1
+    fmmforge.matmul.refresh()
+    route = fmmforge.matmul.decide(A, B)
+    C = fmmforge.matmul(A, B)
+    ref = A.double() @ B.double()
+    err = float((C.double() - ref).abs().max())
+    times = {"fmmforge.matmul": [], "torch.matmul": []}
+    for _ in range(3):
+        for name, fn in (("fmmforge.matmul", fmmforge.matmul), ("torch.matmul", torch.matmul)):
+            t0 = time.perf_counter()
+            fn(A, B)
+            times[name].append(time.perf_counter() - t0)
+    fast, slow = min(times["fmmforge.matmul"]), min(times["torch.matmul"])
+    what = "torch.matmul (no tuned kernel beats it here)" if route is None else route.choice.to_plan().describe()
+    console.print(f"   routes to: {what}", highlight=False)
+    console.print(f"   max |C - A·B| against float64: {err:.1e}; best of 3: fmmforge.matmul {fast * 1e3:.0f} ms, "
+                  f"torch.matmul {slow * 1e3:.0f} ms ({slow / fast:.3f}x)", highlight=False)
+
+
+class _bar:
+    """A transient rich progress bar; ``with _bar(console) as progress: progress(text, done, total)``."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
+                            transient=True)
+        self.task = self.bar.add_task("starting", total=1)
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.bar.start()
+        return lambda text, done, total: self.bar.update(self.task, description=text[:100], completed=done,
+                                                         total=max(total, 1))
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
 
 
 def _report(console: Console, store: Store) -> None:
@@ -132,6 +191,6 @@ def _report(console: Console, store: Store) -> None:
     from fmmforge.core.paths import home_subdir
     from fmmforge.reports import write_report
 
-    console.rule("8. Report: the measurements as HTML (plots inline), Markdown and CSV")
+    console.rule("9. Report: the measurements, the model and the choice as HTML (plots inline), Markdown and CSV")
     index = write_report(store, home_subdir("reports", "demo"), device="cpu")
     console.print(f"   wrote {index} (open it in a browser), with report.md and records.csv beside it", highlight=False)

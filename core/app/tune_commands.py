@@ -164,10 +164,14 @@ def _print_tune(result, console) -> None:  # type: ignore[no-untyped-def]
                   f"{result.candidates} plans ranked by {result.model}, {result.rounds} rounds, "
                   f"{len(result.measured)} measurements in {result.seconds:.0f} s", highlight=False, soft_wrap=True)
     if result.measured:
-        table = Table("plan", "predicted", "measured", "kernel ms", "vendor ms")
+        again = {m.candidate.identity: m for m in result.confirmed}
+        table = Table("plan", "predicted", "measured", "again", "kernel ms", "vendor ms")
         for m in sorted(result.measured, key=lambda m: -m.speedup)[:10]:
-            table.add_row(m.candidate.label, f"{m.candidate.predicted_speedup:.3f}x", f"{m.speedup:.3f}x",
-                          f"{m.median_s * 1e3:.1f}", f"{m.baseline_median_s * 1e3:.1f}")
+            p = m.candidate.predicted_speedup
+            a = again.get(m.candidate.identity)
+            table.add_row(m.candidate.label, "-" if p != p else f"{p:.3f}x", f"{m.speedup:.3f}x",
+                          "" if a is None else f"{a.speedup:.3f}x", f"{m.median_s * 1e3:.1f}",
+                          f"{m.baseline_median_s * 1e3:.1f}")
         console.print(table)
     elif result.ranking:
         table = Table("plan", "predicted speed-up", "predicted ms")
@@ -182,8 +186,9 @@ def _print_tune(result, console) -> None:  # type: ignore[no-untyped-def]
                       "(analytic model; nothing ran, so no choice is stored)", highlight=False, soft_wrap=True)
     elif result.best is not None:
         b = result.best
+        p = b.candidate.predicted_speedup
         console.print(f"choice for {where}: {b.candidate.label}, measured {b.speedup:.3f}x the vendor matmul "
-                      f"(model predicted {b.candidate.predicted_speedup:.3f}x); stored, fmmforge.matmul uses it",
+                      f"(model predicted {'-' if p != p else f'{p:.3f}x'}); stored, fmmforge.matmul uses it",
                       highlight=False, soft_wrap=True)
     else:
         console.print(f"choice for {where}: the vendor matmul. Nothing measured beat it by more than "

@@ -143,6 +143,7 @@ class TuneResult:
     candidates: int = 0  # plans ranked
     rounds: int = 0
     measured: list[Measured] = field(default_factory=list)
+    confirmed: list[Measured] = field(default_factory=list)  # the finalists measured again
     best: Measured | None = None  # the chosen kernel (None: the vendor matmul)
     choice: object | None = None  # the stored codegen.choices.Choice
     vendor_predicted_s: float | None = None
@@ -417,10 +418,16 @@ def _fit(key: object, request: TuneRequest, store: Store, budget_s: float, progr
         return calibrate(key, backend=get_backend("torch"), budget_s=budget_s, store=store,  # type: ignore[arg-type]
                          progress=progress).model
     except FmmforgeError as exc:
-        note = f"ranked by the prior model (measured gemm times, streaming bandwidth): {exc}"
-        if note not in notes:
-            notes.append(note)
+        if not any(n.startswith(PRIOR) for n in notes):
+            notes.append(f"{PRIOR}: {exc}")
         return prior_model(key, request, store)
+
+
+PRIOR = "ranked by the prior model (measured gemm times, streaming bandwidth)"
+
+
+def model_name(model: object) -> str:
+    return "the prior model" if model.fitted_on == 0 else model.name  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------- the loop
@@ -504,7 +511,7 @@ def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, 
         _ensure_gemm_points(key, head, request.shape, request, store, deadline)  # measured leaves, then rank again
         model = _with_table(model, key, store)
         ranking, result.vendor_predicted_s = _rank(fresh, model, request, keep)
-        result.ranking, result.model = ranking, model.name  # type: ignore[attr-defined]
+        result.ranking, result.model = ranking, model_name(model)
         result.candidates = len(structures)
         todo = [c for c in ranking if c.identity not in measured_ids][:request.top_k]
         result.rounds += 1
@@ -624,7 +631,7 @@ def _finish_measured(result: TuneResult, store: Store, deadline: float, say: Cal
             for i, m in enumerate(finalists):
                 say("confirm", i, len(finalists), f"measuring {m.candidate.label} again")
                 again = _measure(m.candidate, request, store, max(request.pairs, 7))
-                result.measured.append(again)
+                result.confirmed.append(again)
                 # both medians are interleaved with their own vendor run: keep the less favourable
                 confirmed.append(again if again.speedup <= m.speedup else m)
         except KeyboardInterrupt:

@@ -1,0 +1,183 @@
+"""Issue 12's tuning targets, measured: tuned kernels against Strassen-square and the hand-picked plans.
+
+1. ``fmmforge tune`` restricted to <4,4,4> schemes at one level, at 8192 float32 (the engine
+   collects rank-49 schemes from strassen⊗strassen, strassen-winograd⊗strassen-winograd and
+   DeepMind's; the model ranks them; the best are measured): the tuned <4,4,4> one-level kernel.
+2. ``fmmforge tune`` with every format and up to three levels at 4096 and at 8192: the overall
+   tuned choice of each size.
+3. One final run per size, everything interleaved round-robin (hardware.timing.interleaved), each
+   kernel checked against a float64 product first: torch.mm; Strassen-square (strassen⊗strassen
+   as one <4,4,4;49> level, the same backend and low-memory schedule as the tuned kernels); the
+   tuned <4,4,4> (8192); the tuned choice; and the hand-picked plans of benchmarks/cpu_speedup.py
+   at that size. It prints per-round speed-ups over torch.mm (median, min–max) and the two
+   comparisons the issue asks for.
+
+    flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/tune.py --home /tmp/tune-home
+    .venv/bin/python benchmarks/tune.py --home /tmp/tune-home --skip-tune   # only step 3, on stored choices
+
+Not part of the test run (timings on a shared machine are not assertions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+HAND_PICKED = {  # the float32 low-memory plans of benchmarks/cpu_speedup.py at each size
+    4096: [("strassen", 2), ("strassen-winograd", 1), ("strassen-winograd", 2), ("strassen-winograd", 3)],
+    8192: [("strassen-winograd", 2), ("strassen", 3), ("strassen-winograd", 3)],
+}
+
+
+def tune_step(label: str, request, started: float):  # -> TuneResult
+    from fmmforge.core.app.tuning import tune
+
+    last = [0.0]
+
+    def progress(p) -> None:
+        if p.phase != "search" and (p.phase in ("measure", "confirm", "done") or time.monotonic() - last[0] > 20):
+            last[0] = time.monotonic()
+            best = f"{p.best_speedup:.3f}x" if p.best_speedup else "-"
+            print(f"[{time.monotonic() - started:6.0f} s] {label}: {p.phase} {p.text} (best so far {best})",
+                  file=sys.stderr, flush=True)
+
+    result = tune(request, progress=progress)
+    print(f"{label}: {result.schemes} schemes ({result.found_by_engine} found by the engine), {result.candidates} "
+          f"plans, {result.rounds} rounds, {len(result.measured)} measurements, {result.seconds:.0f} s; model "
+          f"{result.model}", flush=True)
+    for m in sorted(result.measured, key=lambda m: -m.speedup)[:8]:
+        print(f"    {m.candidate.label:60s} predicted {m.candidate.predicted_speedup:6.3f}x  measured {m.speedup:6.3f}x",
+              flush=True)
+    for note in result.notes:
+        print(f"    note: {note}", flush=True)
+    return result
+
+
+def kernel_fn(plan, decomps, A, B, C):
+    """The plan's validated kernel, checked at this size against a float64 product, as a timed call."""
+    from fmmforge.codegen.bench import _max_error
+    from fmmforge.codegen.generate import generate
+    from fmmforge.codegen.validate import error_bound
+    from fmmforge.plugins import get_backend
+
+    backend = get_backend("torch")
+    kernel = generate(plan, decomps, backend=backend)
+    err, a_max, b_max = _max_error(backend, "cpu", A, B, kernel.matmul(A, B))
+    bound = error_bound(A.shape[1], decomps, plan.dtype, a_max, b_max)
+    if not err <= bound:
+        raise SystemExit(f"{plan.describe()}: max error {err:.3g} above its bound {bound:.3g}; not timed")
+    return (lambda: kernel.matmul(A, B, out=C)), err
+
+
+def final_run(n: int, entries: dict, rounds: int, threads: int) -> dict[str, tuple[float, float, float]]:
+    """Every entry (label -> (plan, decomps)) and torch.mm at n, interleaved; label -> (median, min, max)
+    of the per-round speed-up over torch.mm."""
+    import torch
+
+    from fmmforge.hardware.timing import interleaved
+
+    A, B = torch.rand(n, n) * 2 - 1, torch.rand(n, n) * 2 - 1
+    outs = {label: torch.empty(n, n) for label in entries}
+    C = torch.empty(n, n)
+    fns = {"torch.mm": lambda: torch.mm(A, B, out=C)}
+    errors = {}
+    for label, (plan, decomps) in entries.items():
+        fns[label], errors[label] = kernel_fn(plan, decomps, A, B, outs[label])
+    samples = interleaved(fns, threads=threads, rounds=rounds, min_sample_s=0.05)
+    out = {}
+    base = samples["torch.mm"]
+    print(f"\n{n}: per-round speed-up over torch.mm (torch.mm median {statistics.median(base):.3f} s), {rounds} rounds",
+          flush=True)
+    for label in entries:
+        ratios = [b / s for b, s in zip(base, samples[label])]
+        out[label] = (statistics.median(ratios), min(ratios), max(ratios))
+        print(f"    {label:64s} {out[label][0]:6.3f}x  ({out[label][1]:.3f}-{out[label][2]:.3f})  "
+              f"max err {errors[label]:.1e}", flush=True)
+    return out
+
+
+def versus(samples_label: str, a: tuple[float, float, float], b: tuple[float, float, float]) -> str:
+    return f"{samples_label}: {a[0]:.3f}x vs {b[0]:.3f}x, margin {(a[0] / b[0] - 1) * 100:+.1f} %"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--home", default=None, help="FMMFORGE_HOME (default: a fresh temporary folder)")
+    ap.add_argument("--budget-444", type=float, default=420.0, help="seconds for the <4,4,4> one-level tune at 8192")
+    ap.add_argument("--budget-4096", type=float, default=300.0, help="seconds for the overall tune at 4096")
+    ap.add_argument("--budget-8192", type=float, default=480.0, help="seconds for the overall tune at 8192")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the final comparison")
+    ap.add_argument("--skip-tune", action="store_true", help="use the choices already stored in --home")
+    args = ap.parse_args(argv)
+    home = args.home or tempfile.mkdtemp(prefix="fmmforge-tune-")
+    os.environ["FMMFORGE_HOME"] = home
+
+    import torch
+
+    from fmmforge.codegen.bench import machine_for
+    from fmmforge.codegen.choices import lookup_choice, shape_class
+    from fmmforge.codegen.plan import make_plan
+    from fmmforge.core import catalogue
+    from fmmforge.core.app.tuning import TuneRequest
+    from fmmforge.hardware.devices import cpu_device
+
+    threads = torch.get_num_threads()
+    started = time.monotonic()
+    print(f"device: {cpu_device().description}; threads {threads}; home {home}", flush=True)
+    tuned_444 = None
+    if not args.skip_tune:
+        r444 = tune_step("tune <4,4,4> one level at 8192", TuneRequest(
+            shape=(8192,) * 3, budget_s=args.budget_444, formats=((4, 4, 4),), max_levels=1, top_k=2,
+            store_choice=False), started)
+        if r444.measured:
+            best = max(r444.measured, key=lambda m: m.speedup)
+            tuned_444 = (best.plan, list(best.candidate.decomps), best.candidate.label)
+        for n, budget in ((4096, args.budget_4096), (8192, args.budget_8192)):
+            tune_step(f"tune at {n}", TuneRequest(shape=(n,) * 3, budget_s=budget), started)
+    machine = machine_for("cpu")
+    results = {}
+    for n in (4096, 8192):
+        entries = {}
+        choice = lookup_choice("cpu", machine, "float32", shape_class(n, n, n))
+        if choice is not None:
+            plan = choice.to_plan()
+            entries[f"tuned choice: {plan.describe().split(', cutoff')[0]}"] = (
+                plan, [catalogue.resolve(a) for a in plan.algorithms])
+        else:
+            print(f"{n}: the tuned choice is the vendor matmul (nothing stored for the class)", flush=True)
+        for name, levels in HAND_PICKED[n]:
+            plan, decomps = make_plan(name, levels, dtype="float32", device="cpu")
+            entries[f"hand-picked: {name} L{levels}"] = (plan, decomps)
+        if n == 8192:
+            plan, decomps = make_plan("strassen*strassen", 1, dtype="float32", device="cpu")
+            entries["Strassen-square: strassen*strassen L1"] = (plan, decomps)
+            if tuned_444 is not None:
+                entries[f"tuned <4,4,4> L1: {tuned_444[2]}"] = tuned_444[:2]
+        results[n] = final_run(n, entries, args.rounds, threads)
+    print()
+    for n, rows in results.items():
+        tuned = [v for k, v in rows.items() if k.startswith("tuned choice")]
+        hand = max((v for k, v in rows.items() if k.startswith("hand-picked")), key=lambda v: v[0])
+        hand_label = max((k for k in rows if k.startswith("hand-picked")), key=lambda k: rows[k][0])
+        if tuned:
+            print(versus(f"{n}: tuned choice vs best hand-picked ({hand_label})", tuned[0], hand), flush=True)
+        else:
+            print(f"{n}: tuned choice is torch.mm (1.000x) vs best hand-picked {hand_label} {hand[0]:.3f}x", flush=True)
+    sq = results[8192].get("Strassen-square: strassen*strassen L1")
+    t444 = [v for k, v in results[8192].items() if k.startswith("tuned <4,4,4>")]
+    if sq and t444:
+        print(versus("8192: tuned <4,4,4> L1 vs Strassen-square L1", t444[0], sq), flush=True)
+    print(f"total {time.monotonic() - started:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
