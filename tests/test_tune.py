@@ -196,3 +196,10 @@ def test_bad_tune_options_are_one_line_and_exit_2(cli, args, words):
     assert code == 2, (out, err)
     one_error(err, *words)
     assert query_records(None) == []
+
+
+def test_the_loop_is_callable_from_the_root_package():
+    import fmmforge
+
+    assert fmmforge.tune is tune and fmmforge.TuneRequest is TuneRequest
+    assert {"tune", "TuneRequest", "matmul"} <= set(dir(fmmforge))
