@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 
 from fmmforge.codegen.backends import CodegenBackend
 from fmmforge.codegen.costmodel import (
-    CalibratedModel, Features, GemmTable, ModelKey, Shape, features, fit, leaf_shapes, load_gemm_points,
-    save_gemm_point, save_model, union_corners,
+    CalibratedModel, Features, GemmTable, ModelKey, Shape, cache_bytes, features, fit, leaf_shapes,
+    load_gemm_points, save_gemm_point, save_model, union_corners,
 )
 from fmmforge.codegen.plan import DEFAULT_VARIANT, make_plan
 from fmmforge.codegen.records import Record, query_records
@@ -33,6 +33,10 @@ CALIBRATION_PLANS = (("strassen", 0), ("strassen", 1), ("strassen-winograd", 1),
 CALIBRATION_SIZES: tuple[Shape, ...] = ((512, 512, 512), (768, 768, 768), (1024, 1024, 1024), (1024, 2048, 768),
                                         (1536, 1536, 1536), (2048, 1024, 1536), (2048, 2048, 2048))
 GEMM_SHARE = 0.3  # of the budget kept for the vendor-gemm timings when records are measured too
+# Every gemm timing is taken interleaved with this reference gemm and stored as its time ratio
+# times the reference's own time: a shared machine's load then scales the whole table alike,
+# as the records' interleaved baselines do, instead of skewing the leaves one point at a time.
+REFERENCE_GEMM: Shape = (512, 512, 512)
 
 # progress(phase, done, total, label): phase is "records" or "gemm"
 Progress = Callable[[str, int, int, str], None]
@@ -131,11 +135,9 @@ def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend
     return taken
 
 
-def measure_gemm(key: ModelKey, shape: Shape) -> float:
-    """Median seconds of the vendor gemm (torch.mm into a preallocated C) at ``shape`` on ``key``'s device."""
+def _gemm_call(key: ModelKey, shape: Shape) -> Callable[[], object]:
+    """torch.mm of random operands into a preallocated C at ``shape`` on ``key``'s device."""
     import torch
-
-    from fmmforge.hardware.timing import time_one
 
     dev = torch.device(key.device if key.device.startswith("cuda") else "cpu")
     dt = getattr(torch, key.dtype)
@@ -143,23 +145,44 @@ def measure_gemm(key: ModelKey, shape: Shape) -> float:
     A = torch.rand(M, K, dtype=dt, device=dev)
     B = torch.rand(K, N, dtype=dt, device=dev)
     C = torch.empty(M, N, dtype=dt, device=dev)
-    return time_one(lambda: torch.mm(A, B, out=C), device=key.device, threads=key.threads, warmup=2, samples=5,
-                    min_sample_s=0.02).median
+    return lambda: torch.mm(A, B, out=C)
+
+
+def measure_gemm(key: ModelKey, shape: Shape, reference: tuple[Shape, float] | None = None) -> float:
+    """Seconds of the vendor gemm at ``shape`` on ``key``'s device: its median alone, or, given a
+    ``reference`` (shape, seconds), the median over interleaved pairs of its time over the
+    reference's, times the reference's seconds."""
+    import statistics
+
+    from fmmforge.hardware.timing import compare, time_one
+
+    fn = _gemm_call(key, shape)
+    if reference is None:
+        return time_one(fn, device=key.device, threads=key.threads, warmup=2, samples=9, min_sample_s=0.02).median
+    ref_shape, ref_s = reference
+    timing = compare(fn, _gemm_call(key, ref_shape), device=key.device, threads=key.threads, pairs=7,
+                     min_sample_s=0.02)
+    ratios = [c / b for c, b in zip(timing.candidate.samples, timing.baseline.samples)]
+    return statistics.median(ratios) * ref_s
 
 
 def _measure_gemms(key: ModelKey, needed: set[Shape], have: dict[Shape, float], deadline: float,
                    store: Store, progress: Progress | None) -> int:
-    """Time the vendor gemm at the grid shapes still missing (cheapest first), until ``deadline``."""
+    """Time the vendor gemm at the grid shapes still missing (cheapest first), until ``deadline``:
+    the reference alone first, then every other shape interleaved with it."""
     from math import prod
 
     todo = sorted(needed - set(have), key=prod)
+    if todo and REFERENCE_GEMM not in have:
+        todo = [REFERENCE_GEMM] + [s for s in todo if s != REFERENCE_GEMM]
     taken = 0
     for i, shape in enumerate(todo):
         if time.monotonic() >= deadline:
             break
         if progress:
             progress("gemm", i, len(todo), "torch.mm " + "x".join(map(str, shape)))
-        have[shape] = measure_gemm(key, shape)
+        reference = (REFERENCE_GEMM, have[REFERENCE_GEMM]) if shape != REFERENCE_GEMM else None
+        have[shape] = measure_gemm(key, shape, reference)
         save_gemm_point(key, shape, have[shape], store)
         taken += 1
     if progress:
@@ -206,7 +229,9 @@ def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAU
     points = load_gemm_points(key, store)
     gemms = _measure_gemms(key, needed, points, start + budget_s, store, progress) if budget_s > 0 else 0
     table = gemm_table(key, usable, store)
-    rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table) for u in usable]
-    model = fit(key, rows, [load_corrected_s(u, table) for u in usable], [u.shape for u in usable], table)
+    cache = cache_bytes(key.threads) if key.device == "cpu" else 0
+    rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table, cache) for u in usable]
+    model = fit(key, rows, [load_corrected_s(u, table) for u in usable], [u.shape for u in usable], table,
+                cache=cache)
     save_model(model, store)
     return Calibration(model, measured, gemms, skipped)

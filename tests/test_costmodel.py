@@ -19,7 +19,8 @@ from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import Store
 from tests.helpers import one_error
 
-TRUE = (1.05, 1 / 12e9, 4e-6, 40e-6)  # gemm scale, s/byte (12 GB/s), s/pass, s/call
+TRUE = (1.05, 1 / 40e9, 1 / 12e9, 4e-6, 40e-6)  # gemm scale, s/byte cached (40 GB/s), streamed (12 GB/s), s/pass, s/call
+CACHE = 256 << 10  # the cache calibrate sees here: small, so that the sizes below have passes of both kinds
 PLANS = (("strassen", 0), ("strassen", 1), ("strassen-winograd", 1), ("strassen", 2), ("laderman", 1))
 SIZES = ((256, 256, 256), (384, 384, 384), (512, 512, 512), (512, 768, 384), (768, 768, 768))
 
@@ -47,7 +48,7 @@ def synthetic_store(key: cm.ModelKey, params=TRUE, plans=PLANS, sizes=SIZES) -> 
     for s, t in table.points.items():
         cm.save_gemm_point(key, s, t, store)
     for plan, decomps, size in cases:
-        t = float(cm.features(decomps, plan.cutoff, size, key.dtype, table).vector() @ np.array(params))
+        t = float(cm.features(decomps, plan.cutoff, size, key.dtype, table, CACHE).vector() @ np.array(params))
         add_record(synthetic_record(key, plan, size, t, table.seconds(size)), store)
     return store, table
 
@@ -62,7 +63,8 @@ def synthetic_record(key: cm.ModelKey, plan, size: cm.Shape, seconds: float, ven
 
 
 @pytest.fixture
-def key() -> cm.ModelKey:
+def key(monkeypatch) -> cm.ModelKey:
+    monkeypatch.setattr(cal, "cache_bytes", lambda threads: CACHE)
     return cm.current_key("cpu", "float32")
 
 
@@ -82,8 +84,8 @@ def test_fit_recovers_known_parameters_and_predicts_held_out_records(key):
     plan, decomps = make_plan("strassen-winograd", 2, device="cpu")
     size = (640, 640, 640)
     table.points.update({s: gemm_truth(s) for s in cm.union_corners(cm.leaf_shapes(decomps, 64, size))})
-    truth = float(cm.features(decomps, 64, size, "float32", table).vector() @ np.array(TRUE))
-    model = cm.CalibratedModel(key, result.model.parameters, table)
+    truth = float(cm.features(decomps, 64, size, "float32", table, CACHE).vector() @ np.array(TRUE))
+    model = cm.CalibratedModel(key, result.model.parameters, table, cache=CACHE)
     assert model.predict_s(decomps, 64, size) == pytest.approx(truth, rel=1e-6)
 
 
@@ -135,9 +137,9 @@ def test_gemm_table_interpolates_in_log_space_and_scales_missing_corners_by_flop
 def test_storage_round_trips_and_refuses_another_machine_or_format(key):
     store = Store()
     model = cm.CalibratedModel(key, TRUE, cm.GemmTable({(64, 64, 64): 1e-4}),
-                               cm.Quality(2.5, 0.95, 20, 4), fitted_on=20)
+                               cm.Quality(2.5, 0.95, 20, 4), fitted_on=20, cache=3 << 20)
     cm.save_model(model, store)
-    assert cm.load_model(key, store) == model
+    assert cm.load_model(key, store) == model  # parameters, gemm table, quality and cache size
     other = cm.ModelKey(key.device, "Other CPU|64|2.13.0|openblas", key.threads, key.dtype)
     with pytest.raises(FmmforgeError, match="no cost model fitted.*fmmforge calibrate --device cpu"):
         cm.load_model(other, store)
@@ -146,8 +148,9 @@ def test_storage_round_trips_and_refuses_another_machine_or_format(key):
     with pytest.raises(FmmforgeError, match="was fitted for"):
         cm.load_model(key, store)
     with store.writing(cm.TABLES) as conn:
-        conn.execute("UPDATE cost_models SET model = ?", (model.to_json().replace('"format": 1', '"format": 0'),))
-    with pytest.raises(FmmforgeError, match="format 0.*calibrate"):
+        old = model.to_json().replace(f'"format": {cm.MODEL_FORMAT}', '"format": 1')  # one bandwidth, before 2
+        conn.execute("UPDATE cost_models SET model = ?", (old,))
+    with pytest.raises(FmmforgeError, match=f"format 1, this fmmforge reads format {cm.MODEL_FORMAT}.*calibrate"):
         cm.load_model(key, store)
     assert cm.find_model(key, store) is None
 
