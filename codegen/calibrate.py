@@ -1,6 +1,6 @@
 """`fmmforge calibrate`'s work: gather the records a cost model may learn from, measure what is
-missing (benchmark records with plans picked here, vendor-gemm timings at the grid shapes the
-leaves need) within a time budget, fit, evaluate on held-out records and store the model.
+missing (benchmark records with plans picked here, vendor-gemm timings at the records' leaf
+shapes and at the grid shapes around them) within a time budget, fit, evaluate on held-out records and store the model.
 
 Every measurement is stored as soon as it is taken (records through codegen.bench.measure, gemm
 timings one by one), so an interrupted calibration keeps all of them. Progress goes to the
@@ -266,7 +266,8 @@ def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAU
             f"calibrate needs at least {MIN_RECORDS} benchmark records of low-memory torch kernels on "
             f"{key.describe()}, the store has {len(usable)}" + (f" (and {skipped} it cannot use)" if skipped else "")
             + f"; give it time to measure them (--budget 180) or run `fmmforge bench --device {key.device}` first")
-    needed = union_corners(s for u in usable for s in leaf_shapes(u.decomps, u.cutoff, u.shape))
+    leaves = {s for u in usable for s in leaf_shapes(u.decomps, u.cutoff, u.shape)}
+    needed = union_corners(leaves) | leaves  # the records' own leaves too: off the grid (341³) MKL is slower
     points = load_gemm_points(key, store)
     gemms = _measure_gemms(key, needed, points, start + budget_s, store, progress) if budget_s > 0 else 0
     table = gemm_table(key, usable, store)

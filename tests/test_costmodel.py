@@ -163,6 +163,22 @@ def test_gemm_timings_are_ratios_to_the_reference_measured_first(key, monkeypatc
     assert calls == [((16, 16, 16), (ref, 1e-3))]  # the stored reference is not measured again
 
 
+def test_calibrate_times_the_records_own_leaf_shapes_not_only_the_grid(key, monkeypatch):
+    store, _ = synthetic_store(key)
+    timed = []
+
+    def fake_measure(k, shape, reference=None):
+        timed.append(shape)
+        return gemm_truth(shape)
+
+    monkeypatch.setattr(cal, "measure_gemm", fake_measure)
+    result = cal.calibrate(key, backend=_NoBackend(), budget_s=60, store=store)
+    # Laderman at 256 runs 85x85x85 leaves: off the grid, so interpolated until timed itself
+    assert (85, 85, 85) in timed and cm.GRID.count(85) == 0
+    assert result.model.gemm.seconds((85, 85, 85)) == gemm_truth((85, 85, 85))
+    assert result.measured_gemms == len(timed)
+
+
 def test_a_gemm_timing_is_the_median_pair_ratio_times_the_references_seconds(key, monkeypatch):
     from fmmforge.hardware import timing
 
