@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=420.0, help="seconds calibrate may measure (default 420)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quiet-wait", type=float, default=10.0,
+    parser.add_argument("--quiet-wait", type=float, default=20.0,
                         help="seconds to wait at most, before each measurement, for other processes to leave the CPUs")
     parser.add_argument("--home", default=None, help="FMMFORGE_HOME to use (default: a fresh temporary folder)")
     args = parser.parse_args(argv)
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     model, q = result.model, result.model.quality
     print(f"home {home}; {time.monotonic() - started:.0f} s; {model.fitted_on} records "
           f"({result.measured_records} measured), {len(model.gemm.points)} gemm timings ({result.measured_gemms} measured)")
-    print("parameters: " + ", ".join(f"{p}={v:.4g}" for p, v in zip(PARAMETERS, model.parameters)))
+    print("parameters: " + ", ".join(f"{p}={v:.4g}" for p, v in zip(PARAMETERS, model.parameters))
+          + (f"; passes up to {model.cache / 2**20:g} MiB count as cached" if model.cache else "; one bandwidth"))
     if q is None:
         print("too few records to evaluate")
         return 1

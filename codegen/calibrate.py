@@ -1,6 +1,6 @@
 """`fmmforge calibrate`'s work: gather the records a cost model may learn from, measure what is
-missing (benchmark records with plans picked here, vendor-gemm timings at the grid shapes the
-leaves need) within a time budget, fit, evaluate on held-out records and store the model.
+missing (benchmark records with plans picked here, vendor-gemm timings at the records' leaf
+shapes and at the grid shapes around them) within a time budget, fit, evaluate on held-out records and store the model.
 
 Every measurement is stored as soon as it is taken (records through codegen.bench.measure, gemm
 timings one by one), so an interrupted calibration keeps all of them. Progress goes to the
@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 
 from fmmforge.codegen.backends import CodegenBackend
 from fmmforge.codegen.costmodel import (
-    CalibratedModel, Features, GemmTable, ModelKey, Shape, features, fit, leaf_shapes, load_gemm_points,
-    save_gemm_point, save_model, union_corners,
+    CalibratedModel, Features, GemmTable, ModelKey, Shape, cache_bytes, features, fit, leaf_shapes,
+    load_gemm_points, save_gemm_point, save_model, union_corners,
 )
 from fmmforge.codegen.plan import DEFAULT_VARIANT, make_plan
 from fmmforge.codegen.records import Record, query_records
@@ -32,7 +32,15 @@ DEFAULT_BUDGET_S = 180.0
 CALIBRATION_PLANS = (("strassen", 0), ("strassen", 1), ("strassen-winograd", 1), ("strassen", 2), ("laderman", 1))
 CALIBRATION_SIZES: tuple[Shape, ...] = ((512, 512, 512), (768, 768, 768), (1024, 1024, 1024), (1024, 2048, 768),
                                         (1536, 1536, 1536), (2048, 1024, 1536), (2048, 2048, 2048))
+# A record whose samples spread (interquartile range, kernel or baseline) over more than this
+# share of their median was taken while other work held the CPUs: calibrate measures it once
+# more, and the fit uses the steadier of the measurements of one plan at one size.
+NOISY_SPREAD = 0.2
 GEMM_SHARE = 0.3  # of the budget kept for the vendor-gemm timings when records are measured too
+# Every gemm timing is taken interleaved with this reference gemm and stored as its time ratio
+# times the reference's own time: a shared machine's load then scales the whole table alike,
+# as the records' interleaved baselines do, instead of skewing the leaves one point at a time.
+REFERENCE_GEMM: Shape = (512, 512, 512)
 
 # progress(phase, done, total, label): phase is "records" or "gemm"
 Progress = Callable[[str, int, int, str], None]
@@ -106,6 +114,21 @@ def usable_records(key: ModelKey, store: Store) -> tuple[list[Usable], int]:
     return out, skipped
 
 
+def spread(record: Record) -> float:
+    """The larger relative interquartile range of a record's two sides (kernel, vendor baseline)."""
+    return max(record.iqr_s / record.median_s, record.baseline_iqr_s / record.baseline_median_s)
+
+
+def steadiest(usable: Sequence[Usable]) -> list[Usable]:
+    """One record per (plan, size): the one with the smallest :func:`spread` (first seen on ties)."""
+    best: dict[tuple[str, Shape], Usable] = {}
+    for u in usable:
+        at = (u.record.plan_key, u.shape)
+        if at not in best or spread(u.record) < spread(best[at].record):
+            best[at] = u
+    return list(best.values())
+
+
 def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend: CodegenBackend,
                      store: Store, progress: Progress | None) -> int:
     """Measure the calibration plans at the calibration sizes not yet recorded, until ``deadline``."""
@@ -120,22 +143,25 @@ def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend
                 todo.append((plan, decomps, size))
     taken = 0
     for i, (plan, decomps, size) in enumerate(todo):
-        if time.monotonic() >= deadline:
-            break
-        if progress:
-            progress("records", i, len(todo), f"{plan.describe()} at {'x'.join(map(str, size))}")
-        measure(plan, decomps, size, backend=backend, threads=key.threads, pairs=5, min_sample_s=0.05, store=store)
-        taken += 1
+        label = f"{plan.describe()} at {'x'.join(map(str, size))}"
+        for again in (False, True):
+            if time.monotonic() >= deadline:
+                break
+            if progress:
+                progress("records", i, len(todo), label + (" again (its samples spread)" if again else ""))
+            record = measure(plan, decomps, size, backend=backend, threads=key.threads, pairs=5, min_sample_s=0.05,
+                             store=store)
+            taken += 1
+            if spread(record) <= NOISY_SPREAD:
+                break
     if progress:
         progress("records", len(todo), len(todo), "done")
     return taken
 
 
-def measure_gemm(key: ModelKey, shape: Shape) -> float:
-    """Median seconds of the vendor gemm (torch.mm into a preallocated C) at ``shape`` on ``key``'s device."""
+def _gemm_call(key: ModelKey, shape: Shape) -> Callable[[], object]:
+    """torch.mm of random operands into a preallocated C at ``shape`` on ``key``'s device."""
     import torch
-
-    from fmmforge.hardware.timing import time_one
 
     dev = torch.device(key.device if key.device.startswith("cuda") else "cpu")
     dt = getattr(torch, key.dtype)
@@ -143,23 +169,44 @@ def measure_gemm(key: ModelKey, shape: Shape) -> float:
     A = torch.rand(M, K, dtype=dt, device=dev)
     B = torch.rand(K, N, dtype=dt, device=dev)
     C = torch.empty(M, N, dtype=dt, device=dev)
-    return time_one(lambda: torch.mm(A, B, out=C), device=key.device, threads=key.threads, warmup=2, samples=5,
-                    min_sample_s=0.02).median
+    return lambda: torch.mm(A, B, out=C)
+
+
+def measure_gemm(key: ModelKey, shape: Shape, reference: tuple[Shape, float] | None = None) -> float:
+    """Seconds of the vendor gemm at ``shape`` on ``key``'s device: its median alone, or, given a
+    ``reference`` (shape, seconds), the median over interleaved pairs of its time over the
+    reference's, times the reference's seconds."""
+    import statistics
+
+    from fmmforge.hardware.timing import compare, time_one
+
+    fn = _gemm_call(key, shape)
+    if reference is None:
+        return time_one(fn, device=key.device, threads=key.threads, warmup=2, samples=9, min_sample_s=0.02).median
+    ref_shape, ref_s = reference
+    timing = compare(fn, _gemm_call(key, ref_shape), device=key.device, threads=key.threads, pairs=7,
+                     min_sample_s=0.02)
+    ratios = [c / b for c, b in zip(timing.candidate.samples, timing.baseline.samples)]
+    return statistics.median(ratios) * ref_s
 
 
 def _measure_gemms(key: ModelKey, needed: set[Shape], have: dict[Shape, float], deadline: float,
                    store: Store, progress: Progress | None) -> int:
-    """Time the vendor gemm at the grid shapes still missing (cheapest first), until ``deadline``."""
+    """Time the vendor gemm at the grid shapes still missing (cheapest first), until ``deadline``:
+    the reference alone first, then every other shape interleaved with it."""
     from math import prod
 
     todo = sorted(needed - set(have), key=prod)
+    if todo and REFERENCE_GEMM not in have:
+        todo = [REFERENCE_GEMM] + [s for s in todo if s != REFERENCE_GEMM]
     taken = 0
     for i, shape in enumerate(todo):
         if time.monotonic() >= deadline:
             break
         if progress:
             progress("gemm", i, len(todo), "torch.mm " + "x".join(map(str, shape)))
-        have[shape] = measure_gemm(key, shape)
+        reference = (REFERENCE_GEMM, have[REFERENCE_GEMM]) if shape != REFERENCE_GEMM else None
+        have[shape] = measure_gemm(key, shape, reference)
         save_gemm_point(key, shape, have[shape], store)
         taken += 1
     if progress:
@@ -184,6 +231,23 @@ def load_corrected_s(u: Usable, table: GemmTable) -> float:
     return u.record.median_s * table.seconds(u.shape) / u.record.baseline_median_s
 
 
+def fit_best(key: ModelKey, usable: Sequence[Usable], table: GemmTable) -> CalibratedModel:
+    """The model with one bandwidth or two (passes that fit in the cores' L2 apart, on a CPU),
+    whichever predicts the held-out records better (median error, then rank correlation)."""
+    caches = (0, cache_bytes(key.threads)) if key.device == "cpu" else (0,)
+    seconds = [load_corrected_s(u, table) for u in usable]
+    models = []
+    for cache in caches:
+        rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table, cache) for u in usable]
+        models.append(fit(key, rows, seconds, [u.shape for u in usable], table, cache=cache))
+
+    def held_out(m: CalibratedModel) -> tuple[float, float]:
+        q = m.quality
+        return (0.0, 0.0) if q is None else (q.median_ape, -(q.spearman or 0.0))
+
+    return min(models, key=held_out)
+
+
 def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAULT_BUDGET_S,
               store: Store | None = None, progress: Progress | None = None) -> Calibration:
     """Fit, evaluate (leave-one-out) and store the model for ``key``, measuring what is missing
@@ -202,11 +266,11 @@ def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAU
             f"calibrate needs at least {MIN_RECORDS} benchmark records of low-memory torch kernels on "
             f"{key.describe()}, the store has {len(usable)}" + (f" (and {skipped} it cannot use)" if skipped else "")
             + f"; give it time to measure them (--budget 180) or run `fmmforge bench --device {key.device}` first")
-    needed = union_corners(s for u in usable for s in leaf_shapes(u.decomps, u.cutoff, u.shape))
+    leaves = {s for u in usable for s in leaf_shapes(u.decomps, u.cutoff, u.shape)}
+    needed = union_corners(leaves) | leaves  # the records' own leaves too: off the grid (341³) MKL is slower
     points = load_gemm_points(key, store)
     gemms = _measure_gemms(key, needed, points, start + budget_s, store, progress) if budget_s > 0 else 0
     table = gemm_table(key, usable, store)
-    rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table) for u in usable]
-    model = fit(key, rows, [load_corrected_s(u, table) for u in usable], [u.shape for u in usable], table)
+    model = fit_best(key, steadiest(usable), table)
     save_model(model, store)
     return Calibration(model, measured, gemms, skipped)

@@ -7,11 +7,13 @@ predicted from what the time is made of (docs/costmodel.md).
   against log m, log k, log n); a corner never measured is estimated from the nearest measured
   one scaled by the flop ratio;
 * **element-wise passes** -- the bytes each pass of the schedule (codegen.schedule.schedule_level)
-  reads and writes at its block size, over an effective bandwidth, plus a per-pass overhead;
+  reads and writes at its block size, over one of two effective bandwidths: a pass whose blocks
+  fit in the cores' L2 caches together (:func:`cache_bytes`) runs from cache, a larger one
+  streams from L3/memory; plus a per-pass overhead;
 * **per-call overhead** -- a constant.
 
-``t = a·gemm_s + bytes/bandwidth + c_pass·passes + c_call``; (a, 1/bandwidth, c_pass, c_call) are
-fitted by non-negative least squares on relative errors (:func:`fit`). The model is stored per
+``t = a·gemm_s + cached_bytes·c_cached + streamed_bytes·c_streamed + c_pass·passes + c_call``;
+the five are fitted by non-negative least squares on relative errors (:func:`fit`). The model is stored per
 (device, machine key, threads, dtype) in this module's table (:data:`TABLES`) with
 :data:`MODEL_FORMAT`; a model of another machine, library or format is never used.
 """
@@ -34,11 +36,12 @@ from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import OwnedTables, Store
 
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2  # 2: two bandwidths (cached and streamed passes) and the cache size
 ITEMSIZE = {"float32": 4, "float64": 8}
 Shape = tuple[int, int, int]
-FEATURES = ("gemm_s", "bytes", "passes", "calls")
-PARAMETERS = ("gemm_scale", "s_per_byte", "s_per_pass", "s_per_call")
+FEATURES = ("gemm_s", "cached_bytes", "streamed_bytes", "passes", "calls")
+PARAMETERS = ("gemm_scale", "s_per_cached_byte", "s_per_streamed_byte", "s_per_pass", "s_per_call")
+DEFAULT_L2_BYTES = 1 << 20  # per core, when the machine does not say (sysfs)
 
 
 def _grid(limit: int = 1 << 24) -> list[int]:
@@ -143,25 +146,50 @@ class GemmTable:
 
 
 # ---------------------------------------------------------------------- features
+def cache_bytes(threads: int, cpu_dir: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """The cache an element-wise pass on ``threads`` cores can run from: their L2 caches together
+    (per-core L2 from sysfs, :data:`DEFAULT_L2_BYTES` when the machine does not say)."""
+    from pathlib import Path
+
+    per_core = DEFAULT_L2_BYTES
+    for index in sorted(Path(cpu_dir).glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2" and (index / "type").read_text().strip() != "Instruction":
+                text = (index / "size").read_text().strip().upper()
+                units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+                per_core = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+        except (OSError, ValueError, IndexError):
+            continue
+    return per_core * max(1, int(threads))
+
+
 @dataclass(frozen=True)
 class Features:
     """What one call is made of: leaf-gemm seconds (from the table), bytes the element-wise passes
-    move, the number of passes, and the number of calls (1)."""
+    move (those whose blocks fit in cache and those that stream), the number of passes, and the
+    number of calls (1)."""
 
     gemm_s: float = 0.0
-    bytes: float = 0.0
+    cached_bytes: float = 0.0
+    streamed_bytes: float = 0.0
     passes: int = 0
     calls: int = 0
 
+    @property
+    def bytes(self) -> float:
+        return self.cached_bytes + self.streamed_bytes
+
     def __add__(self, other: "Features") -> "Features":
-        return Features(self.gemm_s + other.gemm_s, self.bytes + other.bytes, self.passes + other.passes,
-                        self.calls + other.calls)
+        return Features(*(a + b for a, b in zip(self.astuple(), other.astuple())))
 
     def times(self, k: int) -> "Features":
-        return Features(self.gemm_s * k, self.bytes * k, self.passes * k, self.calls * k)
+        return Features(*(a * k for a in self.astuple()))
+
+    def astuple(self) -> tuple:
+        return self.gemm_s, self.cached_bytes, self.streamed_bytes, self.passes, self.calls
 
     def vector(self) -> np.ndarray:
-        return np.array([self.gemm_s, self.bytes, float(self.passes), float(self.calls)])
+        return np.array(self.astuple(), dtype=float)
 
 
 def pass_blocks(op: object) -> int:
@@ -178,16 +206,27 @@ def _block_elements(kind: str, bm: int, bk: int, bn: int) -> int:
     return {"A": bm * bk, "S": bm * bk, "B": bk * bn, "T": bk * bn, "C": bm * bn, "P": bm * bn}[kind]
 
 
-def level_pass_bytes(d: Decomposition, mode: str, block: Shape, itemsize: int) -> tuple[int, int]:
-    """(bytes read and written, passes) of one level of ``d``'s schedule in ``mode`` at block
-    size ``block`` = (bm, bk, bn), products excluded."""
-    total = passes = 0
+def level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int, cache: int) -> Features:
+    """The passes of one level of ``d``'s schedule in ``mode`` at block size ``block`` = (bm, bk,
+    bn), products excluded: a pass whose bytes (its blocks read and written) are at most
+    ``cache`` counts as cached, a larger one as streamed."""
+    cached = streamed = passes = 0
     for op in schedule_level(d, mode).ops:
         if isinstance(op, Product):
             continue
         passes += 1
-        total += pass_blocks(op) * _block_elements(op.dst.kind, *block) * itemsize
-    return total, passes
+        moved = pass_blocks(op) * _block_elements(op.dst.kind, *block) * itemsize
+        if moved <= cache:
+            cached += moved
+        else:
+            streamed += moved
+    return Features(cached_bytes=cached, streamed_bytes=streamed, passes=passes)
+
+
+def level_pass_bytes(d: Decomposition, mode: str, block: Shape, itemsize: int) -> tuple[int, int]:
+    """(bytes read and written, passes) of one level of ``d``'s schedule in ``mode`` at ``block``."""
+    f = level_passes(d, mode, block, itemsize, 0)
+    return int(f.bytes), f.passes
 
 
 class _Walker:
@@ -195,8 +234,9 @@ class _Walker:
     leaf when a block would be under the cut-off, peel to the multiples of the levels that split,
     else one level's passes and its products one level deeper. Memoised per (level, mode, shape)."""
 
-    def __init__(self, decomps: Sequence[Decomposition], cutoff: int, itemsize: int, gemm: GemmTable) -> None:
-        self.decomps, self.cutoff, self.itemsize, self.gemm = decomps, cutoff, itemsize, gemm
+    def __init__(self, decomps: Sequence[Decomposition], cutoff: int, itemsize: int, gemm: GemmTable,
+                 cache: int = 0) -> None:
+        self.decomps, self.cutoff, self.itemsize, self.gemm, self.cache = decomps, cutoff, itemsize, gemm, cache
         self.memo: dict[tuple[int, str, Shape], Features] = {}
 
     def leaf(self, shape: Shape) -> Features:
@@ -235,8 +275,7 @@ class _Walker:
                     out = out + self.leaf(fix)
             return out
         block = (M // n, K // m, N // p)
-        nbytes, passes = level_pass_bytes(d, mode, block, self.itemsize)
-        out = Features(bytes=nbytes, passes=passes)
+        out = level_passes(d, mode, block, self.itemsize, self.cache)
         counts: dict[str, int] = {}
         for op in schedule_level(d, mode).ops:
             if isinstance(op, Product):
@@ -260,12 +299,14 @@ def leaf_shapes(decomps: Sequence[Decomposition], cutoff: int, shape: Shape) -> 
     return seen
 
 
-def features(decomps: Sequence[Decomposition], cutoff: int, shape: Shape, dtype: str, gemm: GemmTable) -> Features:
+def features(decomps: Sequence[Decomposition], cutoff: int, shape: Shape, dtype: str, gemm: GemmTable,
+             cache: int = 0) -> Features:
     """The features of one call C = A·B at ``shape`` = (M, K, N) by the plan ``decomps`` (one scheme
-    per level; empty: the vendor gemm alone)."""
+    per level; empty: the vendor gemm alone); passes of at most ``cache`` bytes count as cached."""
     if dtype not in ITEMSIZE:
         raise FmmforgeError(f"the cost model knows dtypes {', '.join(ITEMSIZE)}, not {dtype!r}")
-    return _Walker(decomps, cutoff, ITEMSIZE[dtype], gemm).run(0, "set", tuple(int(x) for x in shape)) + Features(calls=1)
+    walker = _Walker(decomps, cutoff, ITEMSIZE[dtype], gemm, cache)
+    return walker.run(0, "set", tuple(int(x) for x in shape)) + Features(calls=1)
 
 
 # ---------------------------------------------------------------------- fitting
@@ -359,6 +400,7 @@ class CalibratedModel:
     gemm: GemmTable
     quality: Quality | None = None
     fitted_on: int = 0
+    cache: int = 0  # bytes: passes up to this size count as cached (features)
     format: int = MODEL_FORMAT
 
     @property
@@ -370,14 +412,14 @@ class CalibratedModel:
 
     def predict_s(self, decomps: Sequence[Decomposition], cutoff: int, shape: Shape) -> float:
         """Predicted seconds of one call at ``shape`` by the plan ``decomps`` with ``cutoff``."""
-        return self.predict_features(features(decomps, cutoff, shape, self.key.dtype, self.gemm))
+        return self.predict_features(features(decomps, cutoff, shape, self.key.dtype, self.gemm, self.cache))
 
     def to_json(self) -> str:
         q = self.quality
         return json.dumps({
             "format": self.format, "key": self.key.__dict__, "parameters": dict(zip(PARAMETERS, self.parameters)),
             "gemm": [[*s, t] for s, t in sorted(self.gemm.points.items())], "fitted_on": self.fitted_on,
-            "quality": None if q is None else q.__dict__,
+            "cache_bytes": self.cache, "quality": None if q is None else q.__dict__,
         }, sort_keys=True)
 
     @classmethod
@@ -395,14 +437,15 @@ class CalibratedModel:
             q = data.get("quality")
             quality = Quality(**q) if q else None
             fitted_on = int(data.get("fitted_on", 0))
+            cache = int(data["cache_bytes"])
         except FmmforgeError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError):
             raise bad from None
-        if not all(math.isfinite(x) and x >= 0 for x in params) or not all(
+        if cache < 0 or not all(math.isfinite(x) and x >= 0 for x in params) or not all(
                 math.isfinite(t) and t > 0 and min(s) > 0 for s, t in points.items()):
             raise bad
-        return cls(key, params, GemmTable(points), quality, fitted_on)
+        return cls(key, params, GemmTable(points), quality, fitted_on, cache)
 
 
 # ---------------------------------------------------------------------- storage
@@ -468,11 +511,11 @@ def find_model(key: ModelKey, store: Store) -> CalibratedModel | None:
 
 
 def fit(key: ModelKey, rows: Sequence[Features], seconds: Sequence[float], sizes: Sequence[Shape],
-        gemm: GemmTable, *, evaluate: bool = True) -> CalibratedModel:
-    """Fit the parameters to measured ``seconds`` (features computed with ``gemm``)."""
+        gemm: GemmTable, *, evaluate: bool = True, cache: int = 0) -> CalibratedModel:
+    """Fit the parameters to measured ``seconds`` (features computed with ``gemm`` and ``cache``)."""
     theta = fit_parameters(rows, seconds)
     quality = held_out_quality(rows, seconds, sizes) if evaluate and len(rows) >= 3 else None
-    return CalibratedModel(key, tuple(float(x) for x in theta), gemm, quality, len(rows))
+    return CalibratedModel(key, tuple(float(x) for x in theta), gemm, quality, len(rows), cache)
 
 
 def union_corners(shapes: Iterable[Shape]) -> set[Shape]:

@@ -3,6 +3,7 @@ latency-model reward. Records are synthetic: times generated from known paramete
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -19,7 +20,8 @@ from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import Store
 from tests.helpers import one_error
 
-TRUE = (1.05, 1 / 12e9, 4e-6, 40e-6)  # gemm scale, s/byte (12 GB/s), s/pass, s/call
+TRUE = (1.05, 1 / 40e9, 1 / 12e9, 4e-6, 40e-6)  # gemm scale, s/byte cached (40 GB/s), streamed (12 GB/s), s/pass, s/call
+CACHE = 256 << 10  # the cache calibrate sees here: small, so that the sizes below have passes of both kinds
 PLANS = (("strassen", 0), ("strassen", 1), ("strassen-winograd", 1), ("strassen", 2), ("laderman", 1))
 SIZES = ((256, 256, 256), (384, 384, 384), (512, 512, 512), (512, 768, 384), (768, 768, 768))
 
@@ -47,7 +49,7 @@ def synthetic_store(key: cm.ModelKey, params=TRUE, plans=PLANS, sizes=SIZES) -> 
     for s, t in table.points.items():
         cm.save_gemm_point(key, s, t, store)
     for plan, decomps, size in cases:
-        t = float(cm.features(decomps, plan.cutoff, size, key.dtype, table).vector() @ np.array(params))
+        t = float(cm.features(decomps, plan.cutoff, size, key.dtype, table, CACHE).vector() @ np.array(params))
         add_record(synthetic_record(key, plan, size, t, table.seconds(size)), store)
     return store, table
 
@@ -62,7 +64,8 @@ def synthetic_record(key: cm.ModelKey, plan, size: cm.Shape, seconds: float, ven
 
 
 @pytest.fixture
-def key() -> cm.ModelKey:
+def key(monkeypatch) -> cm.ModelKey:
+    monkeypatch.setattr(cal, "cache_bytes", lambda threads: CACHE)
     return cm.current_key("cpu", "float32")
 
 
@@ -76,14 +79,15 @@ def test_fit_recovers_known_parameters_and_predicts_held_out_records(key):
     result = cal.calibrate(key, backend=_NoBackend(), budget_s=0, store=store)
     assert result.measured_records == 0 and result.measured_gemms == 0
     assert np.allclose(result.model.parameters, TRUE, rtol=1e-6)
+    assert result.model.cache == CACHE  # two bandwidths predict these records; one could not
     assert result.model.quality.median_ape < 1e-6
     assert result.model.quality.spearman == pytest.approx(1.0)
     # a plan and a size the fit never saw
     plan, decomps = make_plan("strassen-winograd", 2, device="cpu")
     size = (640, 640, 640)
     table.points.update({s: gemm_truth(s) for s in cm.union_corners(cm.leaf_shapes(decomps, 64, size))})
-    truth = float(cm.features(decomps, 64, size, "float32", table).vector() @ np.array(TRUE))
-    model = cm.CalibratedModel(key, result.model.parameters, table)
+    truth = float(cm.features(decomps, 64, size, "float32", table, CACHE).vector() @ np.array(TRUE))
+    model = cm.CalibratedModel(key, result.model.parameters, table, cache=CACHE)
     assert model.predict_s(decomps, 64, size) == pytest.approx(truth, rel=1e-6)
 
 
@@ -115,6 +119,98 @@ def test_features_count_the_bytes_of_strassen_one_level_by_hand():
     assert cm.level_pass_bytes(d, "acc", (b, b, b), item) == (60 * block, 20)
 
 
+def test_passes_count_as_cached_or_streamed_by_the_bytes_they_move():
+    d = resolve("strassen")
+    b, item = 64, 4
+    block = b * b * item
+    table = cm.GemmTable({(b, b, b): 1e-3})
+    every = cm.features([d], 64, (2 * b, 2 * b, 2 * b), "float32", table, cache=3 * block)
+    assert (every.cached_bytes, every.streamed_bytes) == (50 * block, 0)  # every pass moves at most 3 blocks
+    # at a cache of 2 blocks the 16 three-block passes stream, the copy C21 = C11 (2 blocks) stays cached
+    split = cm.features([d], 64, (2 * b, 2 * b, 2 * b), "float32", table, cache=2 * block)
+    assert (split.cached_bytes, split.streamed_bytes, split.passes) == (2 * block, 48 * block, 17)
+    none = cm.features([d], 64, (2 * b, 2 * b, 2 * b), "float32", table)
+    assert (none.cached_bytes, none.streamed_bytes) == (0, 50 * block)
+
+
+def test_cache_bytes_is_the_l2_of_the_threads_cores(tmp_path):
+    for index, (level, kind, size) in enumerate((("1", "Data", "32K"), ("1", "Instruction", "32K"),
+                                                  ("2", "Unified", "1024K"), ("3", "Unified", "32768K"))):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, text in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(text + "\n")
+    assert cm.cache_bytes(2, str(tmp_path)) == 2 << 20
+    assert cm.cache_bytes(3, str(tmp_path / "absent")) == 3 * cm.DEFAULT_L2_BYTES
+
+
+def test_gemm_timings_are_ratios_to_the_reference_measured_first(key, monkeypatch):
+    calls = []
+
+    def fake_measure(k, shape, reference=None):
+        calls.append((shape, reference))
+        return 1e-3 if reference is None else 2 * reference[1]
+
+    monkeypatch.setattr(cal, "measure_gemm", fake_measure)
+    have: dict = {}
+    taken = cal._measure_gemms(key, {(64, 64, 64), (8, 8, 8)}, have, float("inf"), Store(), None)
+    ref = cal.REFERENCE_GEMM
+    assert taken == 3
+    assert calls == [(ref, None), ((8, 8, 8), (ref, 1e-3)), ((64, 64, 64), (ref, 1e-3))]
+    assert cm.load_gemm_points(key, Store()) == {ref: 1e-3, (8, 8, 8): 2e-3, (64, 64, 64): 2e-3}
+    calls.clear()
+    cal._measure_gemms(key, {(64, 64, 64), (16, 16, 16)}, have, float("inf"), Store(), None)
+    assert calls == [((16, 16, 16), (ref, 1e-3))]  # the stored reference is not measured again
+
+
+def test_calibrate_times_the_records_own_leaf_shapes_not_only_the_grid(key, monkeypatch):
+    store, _ = synthetic_store(key)
+    timed = []
+
+    def fake_measure(k, shape, reference=None):
+        timed.append(shape)
+        return gemm_truth(shape)
+
+    monkeypatch.setattr(cal, "measure_gemm", fake_measure)
+    result = cal.calibrate(key, backend=_NoBackend(), budget_s=60, store=store)
+    # Laderman at 256 runs 85x85x85 leaves: off the grid, so interpolated until timed itself
+    assert (85, 85, 85) in timed and cm.GRID.count(85) == 0
+    assert result.model.gemm.seconds((85, 85, 85)) == gemm_truth((85, 85, 85))
+    assert result.measured_gemms == len(timed)
+
+
+def test_a_gemm_timing_is_the_median_pair_ratio_times_the_references_seconds(key, monkeypatch):
+    from fmmforge.hardware import timing
+
+    pairs = timing.Comparison(timing.Timing.of([2.0, 4.0, 6.0]), timing.Timing.of([1.0, 1.0, 2.0]))
+    monkeypatch.setattr(timing, "compare", lambda *a, **kw: pairs)
+    assert cal.measure_gemm(key, (2, 2, 2), ((4, 4, 4), 0.5)) == pytest.approx(3 * 0.5)  # ratios 2, 4, 3
+
+
+def test_a_record_whose_samples_spread_is_measured_once_more(key, monkeypatch):
+    import fmmforge.codegen.bench as bench
+
+    taken = []
+
+    def fake_measure(plan, decomps, size, *, store=None, **kwargs):
+        taken.append(plan.levels)
+        record = synthetic_record(key, plan, size, 1e-3, 1e-3)
+        if len(taken) == 1:  # the first measurement was taken while the CPUs were busy
+            record = dataclasses.replace(record, iqr_s=0.5e-3)
+        add_record(record, store)
+        return record
+
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    monkeypatch.setattr(cal, "CALIBRATION_PLANS", (("strassen", 0), ("strassen", 1)))
+    monkeypatch.setattr(cal, "CALIBRATION_SIZES", ((256, 256, 256),))
+    assert cal._measure_records(key, [], float("inf"), _NoBackend(), Store(), None) == 3
+    assert taken == [0, 0, 1]
+    usable, _ = cal.usable_records(key, Store())
+    steady = cal.steadiest(usable)
+    assert len(usable) == 3 and len(steady) == 2  # one per plan and size: the steadier of the two
+    assert all(cal.spread(u.record) <= cal.NOISY_SPREAD for u in steady)
+
+
 def test_features_follow_the_kernels_peeling_and_cutoff():
     d = resolve("strassen")
     # 129 is odd: the core 128 runs Strassen, the remainder row/column/inner slice are three gemms
@@ -135,9 +231,9 @@ def test_gemm_table_interpolates_in_log_space_and_scales_missing_corners_by_flop
 def test_storage_round_trips_and_refuses_another_machine_or_format(key):
     store = Store()
     model = cm.CalibratedModel(key, TRUE, cm.GemmTable({(64, 64, 64): 1e-4}),
-                               cm.Quality(2.5, 0.95, 20, 4), fitted_on=20)
+                               cm.Quality(2.5, 0.95, 20, 4), fitted_on=20, cache=3 << 20)
     cm.save_model(model, store)
-    assert cm.load_model(key, store) == model
+    assert cm.load_model(key, store) == model  # parameters, gemm table, quality and cache size
     other = cm.ModelKey(key.device, "Other CPU|64|2.13.0|openblas", key.threads, key.dtype)
     with pytest.raises(FmmforgeError, match="no cost model fitted.*fmmforge calibrate --device cpu"):
         cm.load_model(other, store)
@@ -146,8 +242,9 @@ def test_storage_round_trips_and_refuses_another_machine_or_format(key):
     with pytest.raises(FmmforgeError, match="was fitted for"):
         cm.load_model(key, store)
     with store.writing(cm.TABLES) as conn:
-        conn.execute("UPDATE cost_models SET model = ?", (model.to_json().replace('"format": 1', '"format": 0'),))
-    with pytest.raises(FmmforgeError, match="format 0.*calibrate"):
+        old = model.to_json().replace(f'"format": {cm.MODEL_FORMAT}', '"format": 1')  # one bandwidth, before 2
+        conn.execute("UPDATE cost_models SET model = ?", (old,))
+    with pytest.raises(FmmforgeError, match=f"format 1, this fmmforge reads format {cm.MODEL_FORMAT}.*calibrate"):
         cm.load_model(key, store)
     assert cm.find_model(key, store) is None
 
@@ -254,7 +351,9 @@ def test_interrupted_calibration_keeps_every_record_taken(cli, key, monkeypatch)
         if calls:
             raise KeyboardInterrupt
         calls.append(size)
-        return add_record(synthetic_record(key, plan, size, 1e-3, 1e-3), store)
+        record = synthetic_record(key, plan, size, 1e-3, 1e-3)
+        add_record(record, store)
+        return record  # as bench.measure does
 
     monkeypatch.setattr(bench, "measure", fake_measure)
     code, out, err = cli("calibrate", "--budget", "60")
