@@ -77,7 +77,8 @@ def test_plans_keep_their_leaves_at_least_min_leaf():
 def test_the_proxy_ranks_fewer_additions_first_at_equal_rank():
     from fmmforge.codegen.costmodel import CalibratedModel, GemmTable, current_key
 
-    model = CalibratedModel(current_key("cpu", "float32"), (1.0, 1e-10, 0.0, 0.0), GemmTable({(1024,) * 3: 1e-2}))
+    model = CalibratedModel(current_key("cpu", "float32"), (1.0, 1e-11, 1e-10, 0.0, 0.0), GemmTable({(1024,) * 3: 1e-2}),
+                            cache=1 << 20)
     s, w = catalogue.resolve("strassen"), catalogue.resolve("strassen-winograd")
     assert tuning.side_additions(w) == (4, 4, 7) and sum(tuning.side_additions(s)) == 18
     assert tuning.proxy_seconds([w], (2048,) * 3, model, 4) < tuning.proxy_seconds([s], (2048,) * 3, model, 4)

@@ -386,25 +386,31 @@ def _ensure_gemm_points(key: object, candidates: Sequence[Candidate], shape: Sha
     return taken
 
 
-def stream_bandwidth(dtype: str, threads: int | None) -> float:
-    """Bytes per second of one element-wise pass c = a + b over 2048×2048 blocks (read a, b, write c)."""
+def pass_bandwidth(dtype: str, threads: int | None, side: int) -> float:
+    """Bytes per second of one element-wise pass c = a + b over side×side blocks (read a, b, write c)."""
     import torch
 
     from fmmforge.hardware.timing import time_one
 
-    a, b, c = (torch.rand(2048, 2048, dtype=getattr(torch, dtype)) for _ in range(3))
+    a, b, c = (torch.rand(side, side, dtype=getattr(torch, dtype)) for _ in range(3))
     t = time_one(lambda: torch.add(a, b, out=c), threads=threads, warmup=2, samples=5, min_sample_s=0.02)
     return 3 * a.numel() * a.element_size() / t.median
 
 
 def prior_model(key: object, request: TuneRequest, store: Store) -> object:
-    """The model before any fit: leaf gemms at their measured times and every element-wise byte at
-    the streaming bandwidth measured now (no per-pass or per-call cost)."""
-    from fmmforge.codegen.costmodel import PARAMETERS, CalibratedModel, GemmTable, load_gemm_points
+    """The model before any fit: leaf gemms at their measured times, and the bytes of passes at
+    the bandwidths measured now, of blocks that stay in cache and of blocks that stream (no
+    per-pass or per-call cost)."""
+    from fmmforge.codegen.costmodel import ITEMSIZE, PARAMETERS, CalibratedModel, GemmTable, cache_bytes, load_gemm_points
 
-    values = {"gemm_scale": 1.0, "s_per_byte": 1.0 / stream_bandwidth(request.dtype, request.threads)}
+    threads = key.threads  # type: ignore[attr-defined]
+    cache = cache_bytes(threads)
+    item = ITEMSIZE.get(request.dtype, 4)
+    small = max(64, int(math.sqrt(cache / (3 * item))) // 2)  # three blocks well inside the cache
+    values = {"gemm_scale": 1.0, "s_per_cached_byte": 1.0 / pass_bandwidth(request.dtype, request.threads, small),
+              "s_per_streamed_byte": 1.0 / pass_bandwidth(request.dtype, request.threads, 2048)}
     return CalibratedModel(key, tuple(values.get(p, 0.0) for p in PARAMETERS),  # type: ignore[arg-type]
-                           GemmTable(load_gemm_points(key, store)), None, 0)  # type: ignore[arg-type]
+                           GemmTable(load_gemm_points(key, store)), None, 0, cache=cache)  # type: ignore[arg-type]
 
 
 def _fit(key: object, request: TuneRequest, store: Store, budget_s: float, progress: Callable | None,
@@ -553,17 +559,19 @@ def proxy_seconds(decomps: Sequence[Decomposition], shape: Shape, model: object,
     params = dict(zip(PARAMETERS, model.parameters))  # type: ignore[attr-defined]
     block = list(shape)
     subproblems = 1
-    bytes_moved = 0.0
+    pass_s = 0.0
     for d in decomps:
         n, m, p = d.format  # type: ignore[misc]
         block = [block[0] // n, block[1] // m, block[2] // p]
         bm, bk, bn = block
-        add_u, add_v, add_w = side_additions(d)
-        adds = add_u * bm * bk + add_v * bk * bn + add_w * bm * bn
-        bytes_moved += subproblems * 3 * adds * itemsize
+        for adds, elements in zip(side_additions(d), (bm * bk, bk * bn, bm * bn)):
+            moved = 3 * elements * itemsize  # one pass: two blocks read, one written
+            cached = moved <= model.cache  # type: ignore[attr-defined]
+            per_byte = params.get("s_per_cached_byte" if cached else "s_per_streamed_byte", 0.0)
+            pass_s += subproblems * adds * (moved * per_byte + params.get("s_per_pass", 0.0))
         subproblems *= d.rank
     gemm = subproblems * model.gemm.seconds(tuple(block))  # type: ignore[attr-defined]
-    return params.get("gemm_scale", 1.0) * gemm + params.get("s_per_byte", 0.0) * bytes_moved
+    return params.get("gemm_scale", 1.0) * gemm + pass_s
 
 
 def _rank(structures: list, model: object, request: TuneRequest,
