@@ -45,7 +45,7 @@ Format = tuple[int, int, int]
 
 INNER_SCHEMES = ("strassen-winograd", "strassen")
 DEFAULT_DIMS = (2, 3, 4)  # format sides tried by default (each n, m, p)
-PER_FORMAT = 6  # schemes per format the model ranks (the fewest additions first)
+PER_FORMAT = 24  # schemes per format that become plans (lowest rank, then fewest additions)
 CONFIRM = 3  # finalists measured again before the choice
 
 
@@ -201,12 +201,14 @@ def starting_schemes(fmt: Format, store: Store) -> list[tuple[str, Decomposition
             found.append((f"alphatensor:{','.join(map(str, fmt))}", d))
     if all(x % 2 == 0 for x in fmt) and fmt != (2, 2, 2):
         half = tuple(x // 2 for x in fmt)
-        inner = [(n, d) for n, d in _known_z(half, store) if d.rank < math.prod(half)] or [(f"naive:{','.join(map(str, half))}", None)]
+        # the half-size factor: a fast scheme of that format if one is known, else the naive one
+        # (strassen*naive:1,1,2 is two Strassens side by side: a <2,2,4;14> scheme)
+        inner = [(n, d) for n, d in _known_z(half, store) if d.rank < math.prod(half)]
+        if not inner:
+            naive = f"naive:{','.join(map(str, half))}"
+            inner = [(naive, catalogue.resolve(naive))]
         for outer in INNER_SCHEMES:
             for iname, idec in inner[:2]:
-                idec = idec if idec is not None else catalogue.resolve(iname)
-                if math.prod(half) == 1:
-                    continue
                 found.append((f"{outer}*{iname}", transforms.kron(catalogue.resolve(outer), idec)))
     best = store.best(",".join(map(str, fmt)), "Z")
     if best is not None:
@@ -228,7 +230,7 @@ def _known_z(fmt: Format, store: Store) -> list[tuple[str, Decomposition]]:
         d = catalogue.resolve(name)
         if d.format == fmt:
             out.append((name, d))
-    if min(fmt) >= 1 and tuple(sorted(fmt)) in alphatensor.available("Z") and not out:
+    if not out and tuple(sorted(fmt)) in alphatensor.available("Z"):
         d = orient(alphatensor.load(tuple(sorted(fmt)), "Z"), fmt)
         if d is not None:
             out.append((f"alphatensor:{','.join(map(str, fmt))}", d))
@@ -276,13 +278,14 @@ def collect_schemes(request: TuneRequest, formats: Sequence[Format], store: Stor
 
 # ---------------------------------------------------------------------- candidates
 def _shortlist(schemes: Iterable[tuple[str, Decomposition]], per_format: int) -> list[tuple[str, Decomposition]]:
-    """Per format, the ``per_format`` schemes of the lowest rank, then fewest additions."""
+    """Per format, the ``per_format`` schemes of the lowest rank, then fewest additions after
+    common-subexpression elimination (what the schedule's passes follow)."""
     by_format: dict[Format, list[tuple[str, Decomposition]]] = {}
     for name, d in schemes:
         by_format.setdefault(d.format, []).append((name, d))  # type: ignore[arg-type]
     out = []
     for fmt in sorted(by_format):
-        group = sorted(by_format[fmt], key=lambda x: (x[1].rank, x[1].naive_additions, x[0]))
+        group = sorted(by_format[fmt], key=lambda x: (x[1].rank, sum(side_additions(x[1])), x[0]))
         out += group[:per_format]
     return out
 
