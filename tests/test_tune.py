@@ -204,3 +204,49 @@ def test_the_loop_is_callable_from_the_root_package():
 
     assert fmmforge.tune is tune and fmmforge.TuneRequest is TuneRequest
     assert {"tune", "TuneRequest", "matmul"} <= set(dir(fmmforge))
+
+
+# ---------------------------------------------------------------------- --for-model
+MODEL_SOURCE = """
+import torch
+
+def build():
+    return torch.nn.Sequential(torch.nn.Linear(1024, 512), torch.nn.ReLU(), torch.nn.Linear(512, 64),
+                               torch.nn.Linear(1024, 512))
+
+NOT_A_MODEL = 3
+"""
+
+
+@pytest.fixture
+def user_model(tmp_path, monkeypatch):
+    (tmp_path / "user_models_for_tune.py").write_text(MODEL_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "user_models_for_tune"
+
+
+def test_a_models_linear_shapes_are_distinct_and_largest_first(user_model):
+    model = tuning.load_model_callable(f"{user_model}:build")
+    assert tuning.linear_shapes(model, 256) == [(256, 1024, 512), (256, 512, 64)]
+
+
+def test_for_model_tunes_each_shape_that_can_take_a_plan(cli, user_model):
+    code, out, err = cli("tune", "--device", "tpu-v4", "--for-model", f"{user_model}:build", "--rows", "4096",
+                         "--budget", "10s", "--collect", "0", "--min-leaf", "256")
+    assert code == 0, err
+    assert "2 Linear shape(s) at 4096 rows" in out
+    assert "4096x512x64: too small for any plan" in out
+    assert out.count("best predicted on tpu-v4") == 1
+
+
+@pytest.mark.parametrize("spec, rows, words", [
+    ("no_such_module_xyz:build", "64", ["cannot import"]),
+    ("{m}:missing", "64", ["has no"]),
+    ("{m}:NOT_A_MODEL", "64", ["neither"]),
+    ("{m}", "64", ["module:callable"]),
+    ("{m}:build", "0", ["--rows"]),
+])
+def test_for_model_bad_input_is_one_line(cli, user_model, spec, rows, words):
+    code, out, err = cli("tune", "--device", "tpu-v4", "--for-model", spec.format(m=user_model), "--rows", rows)
+    assert code == 2, (out, err)
+    one_error(err, *words)

@@ -104,14 +104,14 @@ def tune_cmd(
     min_leaf: Annotated[int, typer.Option(help="smallest leaf block side a plan may reach")] = 256,
     threads: Annotated[int, typer.Option(help="threads (default: torch's current count)")] = 0,
     seed: Annotated[int, typer.Option(help="seed of the search")] = 0,
+    for_model: Annotated[str, typer.Option(help="module:callable giving a torch model: tune its Linear layers' shapes (the budget is shared)")] = "",
+    rows: Annotated[int, typer.Option(help="with --for-model: input rows per call (batch x tokens)")] = 0,
 ) -> None:
     """Tune the device's kernel for a shape: the engine collects schemes, the cost model ranks every
     plan, the best are generated, validated and measured, the model is refitted, and the fastest
     measured is stored as the device's choice (what fmmforge.matmul uses). Ctrl-C keeps every record."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from fmmforge.core.app.console import console, err_console
-    from fmmforge.core.app.tuning import TuneProgress, TuneRequest, tune
+    from fmmforge.core.app.tuning import TuneRequest, formats_for
     from fmmforge.core.errors import FmmforgeError
     from fmmforge.core.search.budget import parse_duration
     from fmmforge.core.tensor import parse_shape
@@ -130,14 +130,44 @@ def tune_cmd(
     if threads < 0:
         raise FmmforgeError(f"--threads must be >= 1 (or 0 for torch's current count), not {threads}")
     check_int(seed, "--seed", minimum=0, maximum=2**32 - 1)
-    request = TuneRequest(device=dev.name, shape=parse_shape(shape, "shape", MAX_DIMENSION), dtype=dtype,
-                          budget_s=parse_duration(budget), engine=engine,
-                          formats=parse_formats(formats) if formats else None, max_levels=max_levels, top_k=top_k,
-                          pairs=pairs, collect=collect, min_leaf=min_leaf, threads=threads or None, seed=seed)
+    shapes = [parse_shape(shape, "shape", MAX_DIMENSION)]
+    if for_model:
+        from fmmforge.core.app.tuning import linear_shapes, load_model_callable
+
+        if rows < 1:
+            raise FmmforgeError("--for-model needs --rows, the input rows per call (batch x tokens), e.g. --rows 2048")
+        check_int(rows, "--rows", maximum=MAX_DIMENSION)
+        shapes = linear_shapes(load_model_callable(for_model), rows)
+        if not shapes:
+            raise FmmforgeError(f"{for_model} has no torch.nn.Linear layers: nothing to tune")
+    elif rows:
+        raise FmmforgeError("--rows is for --for-model; give the shape with --shape")
+    total_s = parse_duration(budget)
+    requests = [TuneRequest(device=dev.name, shape=s, dtype=dtype, budget_s=total_s / len(shapes), engine=engine,
+                            formats=parse_formats(formats) if formats else None, max_levels=max_levels, top_k=top_k,
+                            pairs=pairs, collect=collect, min_leaf=min_leaf, threads=threads or None, seed=seed)
+                for s in shapes]
     if dev.kind != "spec":
         from fmmforge.plugins import get_engine
 
         get_engine(engine)  # an unknown engine is refused before anything runs
+    if for_model:
+        console.print(f"{for_model}: {len(shapes)} Linear shape(s) at {rows} rows: "
+                      + ", ".join("x".join(map(str, s)) for s in shapes), highlight=False, soft_wrap=True)
+    for request in requests:
+        if for_model and not formats_for(request.shape, request):
+            console.print(f"{'x'.join(map(str, request.shape))}: too small for any plan with leaves of at least "
+                          f"{request.min_leaf}; the vendor matmul it stays", highlight=False)
+            continue
+        _tune_one(request, console, err_console)
+
+
+def _tune_one(request, console, err_console) -> None:  # type: ignore[no-untyped-def]
+    """One shape's tune, with its progress bar and what it found."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fmmforge.core.app.tuning import TuneProgress, tune
+
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task("starting", total=1)

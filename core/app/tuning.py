@@ -675,3 +675,42 @@ def _finish_spec(result: TuneResult, store: Store) -> TuneResult:
     if top is not None and top.predicted_speedup <= result.request.min_speedup:
         result.notes.append("no plan is predicted faster than the standard matmul on this chip")
     return result
+
+
+# ---------------------------------------------------------------------- a model's shapes
+def load_model_callable(spec: str) -> object:
+    """``package.module:name``: the torch module ``name`` is, or returns when called with no arguments."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise FmmforgeError(f"--for-model {spec!r} is not module:callable; write it like mypkg.models:build")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's code: any failure to import it is their input, said in one line
+        raise FmmforgeError(f"cannot import {module_name!r} for --for-model ({type(exc).__name__}: {exc})") from None
+    target = getattr(module, attr, None)
+    if target is None:
+        raise FmmforgeError(f"{module_name!r} has no {attr!r}; give module:callable returning a torch.nn.Module")
+    import torch
+
+    if not isinstance(target, torch.nn.Module):
+        if not callable(target):
+            raise FmmforgeError(f"{spec} is neither a torch.nn.Module nor callable")
+        try:
+            target = target()
+        except Exception as exc:
+            raise FmmforgeError(f"calling {spec}() failed ({type(exc).__name__}: {exc})") from None
+    if not isinstance(target, torch.nn.Module):
+        raise FmmforgeError(f"{spec} gave a {type(target).__name__}, not a torch.nn.Module")
+    return target
+
+
+def linear_shapes(model: object, rows: int) -> list[Shape]:
+    """The distinct M×K×N products of the model's nn.Linear layers (x @ W.T) for ``rows`` input
+    rows (batch × tokens), largest first: what fmmforge.nn.accelerate would send to fmmforge.matmul."""
+    import torch
+
+    shapes = {(rows, m.in_features, m.out_features) for m in model.modules()  # type: ignore[attr-defined]
+              if isinstance(m, torch.nn.Linear)}
+    return sorted(shapes, key=lambda s: (-math.prod(s), s))
