@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
@@ -144,6 +145,11 @@ class TuneResult:
     rounds: int = 0
     measured: list[Measured] = field(default_factory=list)
     confirmed: list[Measured] = field(default_factory=list)  # the finalists measured again
+    measure_seconds: list[float] = field(default_factory=list)  # wall time of each measurement
+
+    def typical_measure_s(self) -> float:
+        """Median wall time of one measurement so far (0 before the first)."""
+        return statistics.median(self.measure_seconds) if self.measure_seconds else 0.0
     best: Measured | None = None  # the chosen kernel (None: the vendor matmul)
     choice: object | None = None  # the stored codegen.choices.Choice
     vendor_predicted_s: float | None = None
@@ -509,7 +515,7 @@ def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, 
         result.notes.append(f"{len(earlier)} candidate(s) measured at this shape before are not measured again")
     _ensure_gemm_points(key, [], request.shape, request, store, math.inf)  # at least the vendor time at the shape
     model = _with_table(model, key, store)
-    while time.monotonic() < deadline:
+    while time.monotonic() + CONFIRM * result.typical_measure_s() < deadline:
         say("rank", 0, 1, f"ranking {len(structures)} plans")
         fresh = [s for s in structures if tuple(d.fingerprint for _, d in s) not in measured_ids]
         if not fresh:
@@ -525,15 +531,18 @@ def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, 
         todo = [c for c in ranking if c.identity not in measured_ids][:request.top_k]
         result.rounds += 1
         for i, c in enumerate(todo):
-            if time.monotonic() >= deadline:
+            # the finalists are measured again at the end: leave the time for that
+            if result.measured and time.monotonic() + (1 + CONFIRM) * result.typical_measure_s() >= deadline:
                 break
             say("measure", i, len(todo), f"round {result.rounds}: {c.label}, predicted {c.predicted_speedup:.3f}x")
             measured_ids.add(c.identity)
+            t0 = time.monotonic()
             try:
                 m = _measure(c, request, store, request.pairs)
             except FmmforgeError as exc:
                 result.notes.append(f"{c.label}: {exc}")
                 continue
+            result.measure_seconds.append(time.monotonic() - t0)
             result.measured.append(m)
             best[0] = max(best[0] or 0.0, m.speedup)
         model = _fit(key, request, store, 0.0, None, result.notes)  # the new records refit the model
@@ -640,8 +649,11 @@ def _finish_measured(result: TuneResult, store: Store, deadline: float, say: Cal
     if not result.interrupted:
         try:
             for i, m in enumerate(finalists):
+                if time.monotonic() + result.typical_measure_s() > deadline:
+                    result.notes.append(f"budget spent: {len(finalists) - i} finalist(s) not measured again")
+                    break
                 say("confirm", i, len(finalists), f"measuring {m.candidate.label} again")
-                again = _measure(m.candidate, request, store, max(request.pairs, 7))
+                again = _measure(m.candidate, request, store, request.pairs)
                 result.confirmed.append(again)
                 # both medians are interleaved with their own vendor run: keep the less favourable
                 confirmed.append(again if again.speedup <= m.speedup else m)
