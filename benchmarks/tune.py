@@ -111,9 +111,9 @@ def versus(samples_label: str, a: tuple[float, float, float], b: tuple[float, fl
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--home", default=None, help="FMMFORGE_HOME (default: a fresh temporary folder)")
-    ap.add_argument("--budget-444", type=float, default=720.0, help="seconds for the <4,4,4> one-level tune at 8192")
+    ap.add_argument("--budget-444", type=float, default=900.0, help="seconds for the <4,4,4> one-level tune at 8192")
     ap.add_argument("--budget-4096", type=float, default=240.0, help="seconds for the overall tune at 4096")
-    ap.add_argument("--budget-8192", type=float, default=600.0, help="seconds for the overall tune at 8192")
+    ap.add_argument("--budget-8192", type=float, default=900.0, help="seconds for the overall tune at 8192")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the final comparison")
     ap.add_argument("--skip-tune", action="store_true", help="use the choices already stored in --home")
     args = ap.parse_args(argv)

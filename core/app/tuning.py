@@ -529,6 +529,8 @@ def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, 
         result.ranking, result.model = ranking, model_name(model)
         result.candidates = len(structures)
         todo = [c for c in ranking if c.identity not in measured_ids][:request.top_k]
+        if result.measured and time.monotonic() + (1 + CONFIRM) * result.typical_measure_s() >= deadline:
+            break  # no time left for another measurement and the finalists' confirmation
         result.rounds += 1
         for i, c in enumerate(todo):
             # the finalists are measured again at the end: leave the time for that
