@@ -139,13 +139,13 @@ def test_ctrl_c_keeps_what_was_measured_and_a_rerun_does_not_measure_it_again():
     calls = {"measure": 0}
 
     def progress(p):
-        if p.phase == "measure":
+        if p.phase in ("measure", "confirm"):  # Ctrl-C as the second measurement starts
             calls["measure"] += 1
             if calls["measure"] == 2:
                 raise KeyboardInterrupt
 
     first = tune(TuneRequest(**{**TINY, "calibrate_share": 0.0}), progress=progress)  # no calibration records
-    assert first.interrupted and len(first.measured) == 1
+    assert first.interrupted and len(first.measured) == 1 and first.confirmed == []
     kept = query_records(None, m=512, k=512, n=512)
     assert any(json.loads(r.plan)["fingerprints"] == [d.fingerprint for d in first.measured[0].candidate.decomps]
                for r in kept)
