@@ -102,6 +102,20 @@ def instrument(source: str, name: str) -> tuple[types.ModuleType, dict[str, floa
     return mod, spent
 
 
+def serial_passes() -> tuple[Callable, Callable]:
+    """The fused kernels' two compiled passes without numba's thread pool (an experiment of
+    ``--variant fused-serial``: prange runs as range on the calling thread)."""
+    import numba
+
+    from fmmforge.codegen import runtime_fused
+
+    jit = numba.njit(parallel=False, fastmath=False, nogil=True)
+    found = getattr(serial_passes, "kernels", None)
+    if found is None:
+        found = serial_passes.kernels = (jit(runtime_fused._sums_py), jit(runtime_fused._combine_py))
+    return found
+
+
 def phase_rounds(kernels: dict[str, Callable[[], None]], spent: dict[str, dict[str, float]],
                  baseline: Callable[[], None], rounds: int, warmup: int = 1) -> tuple[dict[str, list[dict[str, float]]], list[float]]:
     """Per variant, one phase split per round ({phase: seconds}, ``overhead`` = the call's time not in
@@ -154,9 +168,13 @@ def phases_main(cases: list[tuple[str, int, int]], variants: list[str], rounds: 
         exact = A.double() @ B.double()
         kernels, spent, outs = {}, {}, {}
         for variant in variants:
-            plan, decomps = make_plan(algo, levels, backend="torch", dtype="float32", device="cpu", variant=variant)
+            base_variant, _, serial = variant.partition("-")
+            plan, decomps = make_plan(algo, levels, backend="torch", dtype="float32", device="cpu",
+                                      variant=base_variant)
             mod, spent[variant] = instrument(generate(plan, decomps, backend=get_backend("torch")).source,
                                              f"phases_{variant}")
+            if serial == "serial" and base_variant == "fused":  # experiment: the passes on one core, no pool
+                mod._passes = serial_passes
             C = outs[variant] = torch.empty(n, n)
             err = float((mod.matmul(A, B, out=C).double() - exact).abs().max())
             if not err < 1e-2:
@@ -205,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", default=DEFAULT_CASES, help="comma-separated ALGO:LEVELS:N (square, float32)")
     ap.add_argument("--pairs", type=int, default=5, help="interleaved samples per comparison")
     ap.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
-    ap.add_argument("--variant", default="", help="comma-separated plan variants (lowmem, fused): print the phase "
+    ap.add_argument("--variant", default="", help="comma-separated plan variants (lowmem, fused; fused-serial: the fused "
+                                                   "passes without numba's pool): print the phase "
                                                    "split of each, timed interleaved, instead of the bound table")
     args = ap.parse_args(argv)
     cases = parse_cases(args.cases)
