@@ -108,8 +108,26 @@ def _passes():
         found.__dict__.update(os=os, numba=numba, np=np, TILE=TILE)
         exec(compile(_FUSED_SOURCE, f"<{_FUSED_NAME}>", "exec"), found.__dict__)
         found.kernels = found._compile()
+        _sleeping_pool()
         sys.modules[_FUSED_NAME] = found
     return found.kernels
+
+
+def _sleeping_pool():
+    """Start numba's thread pool with OMP_WAIT_POLICY=PASSIVE unless the environment says otherwise:
+    numba's OpenMP layer is a second OpenMP runtime beside torch's, and its workers, spinning after a
+    pass, would take the cores from the MKL gemm that follows. libgomp reads the variable once, when
+    numba loads it here, so the environment is restored at once; the policy stays with numba's pool
+    for the process (no effect when the pool already runs, or on numba's other threading layers)."""
+    from numba.np.ufunc import parallel
+
+    if "OMP_WAIT_POLICY" in os.environ or parallel._is_initialized:
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        parallel._launch_threads()
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]
 
 
 def _fused_sums(X, rows, cols, out, table):
