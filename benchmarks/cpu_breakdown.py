@@ -19,14 +19,27 @@ torch.mm (out=) through fmmforge.hardware.timing, so every figure is a ratio tak
 
 It answers whether a target of issue 5 is reachable by a better addition schedule: when even
 ``base / leaves`` is below the target, no schedule of these leaves can meet it on this machine.
+
+``--variant lowmem,fused`` (one or several plan variants) instead splits the time of each variant's
+kernel into its phases, the variants and torch.mm timed interleaved (one call of each per round,
+the order rotated): ``leaves`` (the leaf gemms), ``A`` / ``B`` (the passes forming A-side / B-side
+sums), ``C`` (the passes writing C and product workspaces) and ``overhead`` (the rest: Python
+recursion, views, dispatch, thread-count switches). Each phase is clocked around the calls
+themselves (:func:`instrument`), so the kernel computes its true result while it is measured:
+
+    flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/cpu_breakdown.py \
+        --variant lowmem,fused --cases strassen-winograd:1:4096,strassen-winograd:2:4096 --pairs 5
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import sys
+import time
 import types
+from typing import Callable
 
 DEFAULT_CASES = "strassen-winograd:2:4096,strassen-winograd:3:4096,strassen-winograd:2:8192,strassen-winograd:3:8192"
 TARGETS = {4096: 1.25, 8192: 1.35}
@@ -46,6 +59,146 @@ def strip_passes(source: str) -> tuple[str, int]:
         else:
             out.append(line)
     return "\n".join(out) + "\n", n
+
+
+PHASES = ("leaves", "A", "B", "C", "overhead")
+
+
+def _pass_phase(call: str) -> str:
+    """The phase of one element-wise pass line: the A- or B-side sums, or the C side (C blocks and
+    product workspaces). Lowmem writes A-side sums into ``S``, B-side ones into ``T``; the fused
+    kernel names the operand it reads first."""
+    fused = re.match(r"_fused_(sums|combine)\((\w+)", call)
+    if fused:
+        return {"A": "A", "B": "B"}.get(fused.group(2), "C") if fused.group(1) == "sums" else "C"
+    out = re.search(r"\bout=(\w+)", call)
+    dst = out.group(1) if out else call.split(".", 1)[0]
+    return {"S": "A", "T": "B"}.get(dst.rstrip("0123456789").split("[", 1)[0], "C")
+
+
+def instrument(source: str, name: str) -> tuple[types.ModuleType, dict[str, float]]:
+    """The kernel module with a clock around every element-wise pass and every leaf gemm, and the
+    dict the clocks add their seconds to (phases ``leaves``, ``A``, ``B``, ``C``; zero it between
+    calls). The module still computes C = A·B."""
+    out = []
+    for line in source.splitlines():
+        m = _PASS_LINE.match(line)
+        if m:
+            phase = _pass_phase(m.group(2))
+            line = f"{m.group(1)}_t0 = _clock(); {m.group(2)}; _spent[{phase!r}] += _clock() - _t0"
+        out.append(line)
+    mod = load("\n".join(out) + "\n", name)
+    spent = dict.fromkeys(PHASES, 0.0)
+    mod._clock, mod._spent = time.perf_counter, spent
+
+    def clocked(leaf: Callable) -> Callable:
+        def run(*args):
+            t0 = time.perf_counter()
+            leaf(*args)
+            spent["leaves"] += time.perf_counter() - t0
+        return run
+
+    mod._leaf_set, mod._leaf_acc = clocked(mod._leaf_set), clocked(mod._leaf_acc)
+    return mod, spent
+
+
+def serial_passes() -> tuple[Callable, Callable]:
+    """The fused kernels' two compiled passes without numba's thread pool (an experiment of
+    ``--variant fused-serial``: prange runs as range on the calling thread)."""
+    import numba
+
+    from fmmforge.codegen import runtime_fused
+
+    jit = numba.njit(parallel=False, fastmath=False, nogil=True)
+    found = getattr(serial_passes, "kernels", None)
+    if found is None:
+        found = serial_passes.kernels = (jit(runtime_fused._sums_py), jit(runtime_fused._combine_py))
+    return found
+
+
+def phase_rounds(kernels: dict[str, Callable[[], None]], spent: dict[str, dict[str, float]],
+                 baseline: Callable[[], None], rounds: int, warmup: int = 1) -> tuple[dict[str, list[dict[str, float]]], list[float]]:
+    """Per variant, one phase split per round ({phase: seconds}, ``overhead`` = the call's time not in
+    a clocked phase), and torch.mm's time per round; each round calls every kernel and the baseline
+    once, in an order rotated from round to round."""
+    names = list(kernels) + ["torch.mm"]
+    calls = {**kernels, "torch.mm": baseline}
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in kernels}
+    base: list[float] = []
+    for r in range(warmup + rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            if name in spent:
+                for phase in spent[name]:
+                    spent[name][phase] = 0.0
+            t0 = time.perf_counter()
+            calls[name]()
+            total = time.perf_counter() - t0
+            if r < warmup:
+                continue
+            if name == "torch.mm":
+                base.append(total)
+            else:
+                split = dict(spent[name])
+                split["overhead"] = total - sum(split[p] for p in PHASES if p != "overhead")
+                split["total"] = total
+                samples[name].append(split)
+    return samples, base
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):7.4f} [{min(values):.4f}-{max(values):.4f}]"
+
+
+def phases_main(cases: list[tuple[str, int, int]], variants: list[str], rounds: int, threads: int | None) -> int:
+    """The phase table of each case and variant (see the module docstring)."""
+    import torch
+
+    from fmmforge.codegen.generate import generate
+    from fmmforge.codegen.plan import make_plan
+    from fmmforge.hardware.devices import cpu_device
+    from fmmforge.hardware.timing import pinned_threads
+    from fmmforge.plugins import get_backend
+
+    print(f"device: {cpu_device().description}; phases of {', '.join(variants)} and torch.mm, interleaved; "
+          f"rounds {rounds}; seconds: median [min-max] over the rounds", flush=True)
+    for algo, levels, n in cases:
+        torch.manual_seed(0)
+        A, B = torch.rand(n, n) * 2 - 1, torch.rand(n, n) * 2 - 1
+        exact = A.double() @ B.double()
+        kernels, spent, outs = {}, {}, {}
+        for variant in variants:
+            base_variant, _, serial = variant.partition("-")
+            plan, decomps = make_plan(algo, levels, backend="torch", dtype="float32", device="cpu",
+                                      variant=base_variant)
+            mod, spent[variant] = instrument(generate(plan, decomps, backend=get_backend("torch")).source,
+                                             f"phases_{variant}")
+            if serial == "serial" and base_variant == "fused":  # experiment: the passes on one core, no pool
+                mod._passes = serial_passes
+            C = outs[variant] = torch.empty(n, n)
+            err = float((mod.matmul(A, B, out=C).double() - exact).abs().max())
+            if not err < 1e-2:
+                raise SystemExit(f"{algo} L{levels} {variant} at {n}: max error {err:.3g}; not timed")
+            kernels[variant] = (lambda m, c: lambda: m.matmul(A, B, out=c))(mod, C)
+        C_base = torch.empty(n, n)
+        with pinned_threads(threads):
+            samples, base = phase_rounds(kernels, spent, lambda: torch.mm(A, B, out=C_base), rounds)
+        b = statistics.median(base)
+        print(f"{algo} L{levels} {n}: torch.mm {_spread(base)} s")
+        print(f"  {'variant':8s} " + " ".join(f"{p:>24s}" for p in PHASES + ("total",)) + f" {'speed-up':>9s}")
+        for variant in variants:
+            rows = samples[variant]
+            cells = " ".join(f"{_spread([r[p] for r in rows]):>24s}" for p in PHASES + ("total",))
+            ratios = [t / r["total"] for t, r in zip(base, rows)]
+            print(f"  {variant:8s} {cells} {b / statistics.median([r['total'] for r in rows]):9.3f} "
+                  f"[{min(ratios):.3f}-{max(ratios):.3f}]", flush=True)
+        if len(variants) > 1:
+            first = [r["total"] for r in samples[variants[0]]]
+            for variant in variants[1:]:
+                ratios = [f / r["total"] for f, r in zip(first, samples[variant])]
+                print(f"  {variants[0]} time / {variant} time: {statistics.median(ratios):.3f} "
+                      f"[{min(ratios):.3f}-{max(ratios):.3f}] (above 1: {variant} is faster)")
+    return 0
 
 
 def load(source: str, name: str) -> types.ModuleType:
@@ -70,8 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", default=DEFAULT_CASES, help="comma-separated ALGO:LEVELS:N (square, float32)")
     ap.add_argument("--pairs", type=int, default=5, help="interleaved samples per comparison")
     ap.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    ap.add_argument("--variant", default="", help="comma-separated plan variants (lowmem, fused; fused-serial: the fused "
+                                                   "passes without numba's pool): print the phase "
+                                                   "split of each, timed interleaved, instead of the bound table")
     args = ap.parse_args(argv)
     cases = parse_cases(args.cases)
+    if args.variant:
+        return phases_main(cases, [v for v in args.variant.split(",") if v], args.pairs, args.threads)
 
     import torch
 

@@ -341,7 +341,9 @@ def emit_fused(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
              "products; one-output products accumulate through addmm (coefficient in alpha). The numba",
              "kernels are compiled on the first call of a process (a few seconds per dtype) and shared by the",
              "fused kernels of the process; numba's thread count follows torch's during a call and is",
-             "restored after it.",
+             "restored after it. Unless OMP_WAIT_POLICY is set, numba's OpenMP pool is started with it PASSIVE",
+             "(its workers sleep after a pass instead of spinning against MKL's gemm); the variable is",
+             "removed again at once.",
              f"Workspace for M=K=N: {ws:.3f} × size of C (cached per thread; clear_workspaces()).", ""]
     facts: dict = {"variant": "fused", "levels": [], "workspace_fraction_square": ws}
     for level, d in enumerate(decomps):
@@ -360,7 +362,7 @@ def emit_fused(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
               f"_FUSED_NAME = 'fmmforge_fused_{digest}'", f"_FUSED_SOURCE = {fused_source!r}",
               "", "", thread_caches(False).rstrip(), "", "", backend_runtime(runtime_torch).rstrip(), "", "",
               inline(lowmem._level, lowmem._multiples, lowmem._peel, runtime_fused._flat, runtime_fused._passes,
-                     runtime_fused._rows_contiguous,
+                     runtime_fused._sleeping_pool, runtime_fused._rows_contiguous,
                      runtime_fused._fused_sums, runtime_fused._fused_combine, runtime_fused._top).rstrip()]
     lines += level_functions(plan, decomps, stems, lambda stem, label, d, mode, comments: _level_function(
         stem, label, d, fused_level(d, mode), comments))

@@ -27,54 +27,59 @@ TILE = 512  # columns of a row segment formed at once (TILE elements of every in
 
 
 def _sums_py(X, ld, rows, cols, br, bc, indptr, idx, coef, out):
-    """out[o, i, j] = Σ_t coef[t] · X[(br[idx[t]]·rows + i)·ld + bc[idx[t]]·cols + j] (``out``: slots × rows × cols)."""
+    """out[o, i, j] = Σ_t coef[t] · X[(br[idx[t]]·rows + i)·ld + bc[idx[t]]·cols + j] (``out``: slots × rows × cols).
+
+    Every inner loop runs over a slice from index 0 (no negative-index wraparound to test), which is
+    what lets LLVM vectorise the accumulating loops too."""
     n_out = out.shape[0]
     for i in numba.prange(rows):
         for j0 in range(0, cols, TILE):
-            j1 = min(j0 + TILE, cols)
+            w = min(TILE, cols - j0)
             for o in range(n_out):
-                t0 = indptr[o]
-                a = idx[t0]
-                base = (br[a] * rows + i) * ld + bc[a] * cols
-                w = coef[t0]
-                for j in range(j0, j1):
-                    out[o, i, j] = w * X[base + j]
-                for t in range(t0 + 1, indptr[o + 1]):
+                dst = out[o, i, j0:j0 + w]
+                for t in range(indptr[o], indptr[o + 1]):
                     a = idx[t]
-                    base = (br[a] * rows + i) * ld + bc[a] * cols
-                    w = coef[t]
-                    for j in range(j0, j1):
-                        out[o, i, j] += w * X[base + j]
+                    base = (br[a] * rows + i) * ld + bc[a] * cols + j0
+                    x = X[base:base + w]
+                    c = coef[t]
+                    if t == indptr[o]:
+                        for j in range(w):
+                            dst[j] = c * x[j]
+                    else:
+                        for j in range(w):
+                            dst[j] += c * x[j]
 
 
 def _combine_py(C, ld, rows, cols, cr, cc, outputs, homes, P, indptr, src, coef, accumulate):
     """One pass over the products: C block outputs[q] (at block row cr[.], column cc[.]) =
-    (its old value if ``accumulate``) + Σ_t coef[t] · source src[t] (t in indptr[q]:indptr[q+1]),
-    where a source below ``len(homes)`` is the product held in C block homes[src] (read, for the
-    whole tile, before any C block of the tile is written) and source ``len(homes) + k`` is
-    workspace slot P[k]."""
+    (its old value if ``accumulate``) + Σ_t coef[t] · source src[t] (t in indptr[q]:indptr[q+1], added
+    in that order), where a source below ``len(homes)`` is the product held in C block homes[src]
+    (copied, for the whole tile, before any C block of the tile is written) and source
+    ``len(homes) + k`` is workspace slot P[k]. Inner loops run from index 0 (they vectorise)."""
     n_home = homes.shape[0]
-    zero = np.zeros(1, dtype=C.dtype)[0]
     for i in numba.prange(rows):
         held = np.empty((max(n_home, 1), TILE), dtype=C.dtype)
         for j0 in range(0, cols, TILE):
-            j1 = min(j0 + TILE, cols)
+            w = min(TILE, cols - j0)
             for h in range(n_home):
-                base = (cr[homes[h]] * rows + i) * ld + cc[homes[h]] * cols
-                for j in range(j0, j1):
-                    held[h, j - j0] = C[base + j]
+                base = (cr[homes[h]] * rows + i) * ld + cc[homes[h]] * cols + j0
+                x = C[base:base + w]
+                keep = held[h]
+                for j in range(w):
+                    keep[j] = x[j]
             for q in range(outputs.shape[0]):
-                t0, t1 = indptr[q], indptr[q + 1]
-                base = (cr[outputs[q]] * rows + i) * ld + cc[outputs[q]] * cols
-                for j in range(j0, j1):
-                    acc = C[base + j] if accumulate else zero
-                    for t in range(t0, t1):
-                        s = src[t]
-                        if s < n_home:
-                            acc += coef[t] * held[s, j - j0]
-                        else:
-                            acc += coef[t] * P[s - n_home, i, j]
-                    C[base + j] = acc
+                base = (cr[outputs[q]] * rows + i) * ld + cc[outputs[q]] * cols + j0
+                dst = C[base:base + w]
+                for t in range(indptr[q], indptr[q + 1]):
+                    s = src[t]
+                    x = held[s] if s < n_home else P[s - n_home, i, j0:j0 + w]
+                    c = coef[t]
+                    if t == indptr[q] and not accumulate:
+                        for j in range(w):
+                            dst[j] = c * x[j]
+                    else:
+                        for j in range(w):
+                            dst[j] += c * x[j]
 
 
 def _compile():
@@ -103,8 +108,26 @@ def _passes():
         found.__dict__.update(os=os, numba=numba, np=np, TILE=TILE)
         exec(compile(_FUSED_SOURCE, f"<{_FUSED_NAME}>", "exec"), found.__dict__)
         found.kernels = found._compile()
+        _sleeping_pool()
         sys.modules[_FUSED_NAME] = found
     return found.kernels
+
+
+def _sleeping_pool():
+    """Start numba's thread pool with OMP_WAIT_POLICY=PASSIVE unless the environment says otherwise:
+    numba's OpenMP layer is a second OpenMP runtime beside torch's, and its workers, spinning after a
+    pass, would take the cores from the MKL gemm that follows. libgomp reads the variable once, when
+    numba loads it here, so the environment is restored at once; the policy stays with numba's pool
+    for the process (no effect when the pool already runs, or on numba's other threading layers)."""
+    from numba.np.ufunc import parallel
+
+    if "OMP_WAIT_POLICY" in os.environ or parallel._is_initialized:
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        parallel._launch_threads()
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]
 
 
 def _fused_sums(X, rows, cols, out, table):

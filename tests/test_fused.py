@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -66,6 +70,25 @@ def test_thread_counts_are_restored_after_a_fused_kernel_returns():
         assert torch.get_num_threads() == torch_before
     finally:
         numba.set_num_threads(numba_before)
+
+
+@pytest.mark.parametrize("policy", [None, "ACTIVE"])
+def test_numba_pool_starts_sleeping_and_the_environment_is_left_as_it_was(tmp_path, policy):
+    # a fresh interpreter, so that the kernel is the one to start numba's pool
+    kernel, _ = _fused("strassen", 1, "float32", cutoff=2)
+    path = tmp_path / "kernel.py"
+    path.write_text(kernel.source, encoding="utf-8")
+    script = ("import os, runpy, torch\n"
+              "from numba.np.ufunc import parallel\n"
+              f"mod = runpy.run_path({str(path)!r})\n"
+              "mod['matmul'](torch.rand(8, 8), torch.rand(8, 8))\n"
+              "print(os.environ.get('OMP_WAIT_POLICY'), parallel._is_initialized)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if policy:
+        env["OMP_WAIT_POLICY"] = policy  # a user's own setting is never overridden
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(policy), "True"]
 
 
 def test_winograd_level_reads_each_block_for_few_passes_and_homes_its_products():
