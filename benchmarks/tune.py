@@ -13,7 +13,7 @@
    comparisons the issue asks for.
 
     flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/tune.py --home /tmp/tune-home
-    .venv/bin/python benchmarks/tune.py --home /tmp/tune-home --skip-tune   # only step 3, on stored choices
+    .venv/bin/python benchmarks/tune.py --home /tmp/tune-home --steps 4096   # one tune, then step 3 on the home
 
 Not part of the test run (timings on a shared machine are not assertions).
 """
@@ -59,6 +59,26 @@ def tune_step(label: str, request, started: float):  # -> TuneResult
     for note in result.notes:
         print(f"    note: {note}", flush=True)
     return result
+
+
+def best_444_record():
+    """(plan, decomps, label) of the fastest one-level <4,4,4> kernel recorded at 8192 (tune's), or None."""
+    import json
+
+    from fmmforge.codegen.bench import machine_for
+    from fmmforge.codegen.plan import plan_from_dict
+    from fmmforge.codegen.records import query_records
+    from fmmforge.core import catalogue
+
+    best = None
+    for r in query_records(None, device="cpu", machine=machine_for("cpu"), m=8192, k=8192, n=8192, dtype="float32"):
+        plan = plan_from_dict(json.loads(r.plan))
+        if plan.levels != 1 or plan.variant != "lowmem" or plan.algorithms[0] == "strassen*strassen":
+            continue
+        d = catalogue.resolve(plan.algorithms[0])
+        if d.format == (4, 4, 4) and d.fingerprint == plan.fingerprints[0] and (best is None or r.speedup > best[0]):
+            best = (r.speedup, plan, [d])
+    return None if best is None else (best[1], best[2], best[1].algorithms[0])
 
 
 def kernel_fn(plan, decomps, A, B, C, ref):
@@ -112,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--home", default=None, help="FMMFORGE_HOME (default: a fresh temporary folder)")
     ap.add_argument("--budget-444", type=float, default=900.0, help="seconds for the <4,4,4> one-level tune at 8192")
-    ap.add_argument("--budget-4096", type=float, default=240.0, help="seconds for the overall tune at 4096")
+    ap.add_argument("--budget-4096", type=float, default=300.0, help="seconds for the overall tune at 4096")
     ap.add_argument("--budget-8192", type=float, default=900.0, help="seconds for the overall tune at 8192")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the final comparison")
-    ap.add_argument("--skip-tune", action="store_true", help="use the choices already stored in --home")
+    ap.add_argument("--steps", default="444,4096,8192", help="which tunes to run (444, 4096, 8192); the final "
+                    "comparison always runs, on what --home holds (the <4,4,4> kernel: its best record at 8192)")
     args = ap.parse_args(argv)
     home = args.home or tempfile.mkdtemp(prefix="fmmforge-tune-")
     os.environ["FMMFORGE_HOME"] = home
@@ -132,16 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     started = time.monotonic()
     print(f"device: {cpu_device().description}; threads {threads}; home {home}", flush=True)
-    tuned_444 = None
-    if not args.skip_tune:
-        r444 = tune_step("tune <4,4,4> one level at 8192", TuneRequest(
+    steps = {s.strip() for s in args.steps.split(",") if s.strip()}
+    if "444" in steps:
+        tune_step("tune <4,4,4> one level at 8192", TuneRequest(
             shape=(8192,) * 3, budget_s=args.budget_444, formats=((4, 4, 4),), max_levels=1, top_k=2, pairs=3,
             store_choice=False), started)
-        if r444.measured:
-            best = max(r444.measured, key=lambda m: m.speedup)
-            tuned_444 = (best.plan, list(best.candidate.decomps), best.candidate.label)
-        for n, budget in ((4096, args.budget_4096), (8192, args.budget_8192)):
+    for n, budget in ((4096, args.budget_4096), (8192, args.budget_8192)):
+        if str(n) in steps:
             tune_step(f"tune at {n}", TuneRequest(shape=(n,) * 3, budget_s=budget, pairs=5 if n < 8192 else 3), started)
+    tuned_444 = best_444_record()
     machine = machine_for("cpu")
     results = {}
     for n in (4096, 8192):

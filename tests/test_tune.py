@@ -250,3 +250,33 @@ def test_for_model_bad_input_is_one_line(cli, user_model, spec, rows, words):
     code, out, err = cli("tune", "--device", "tpu-v4", "--for-model", spec.format(m=user_model), "--rows", rows)
     assert code == 2, (out, err)
     one_error(err, *words)
+
+
+# ---------------------------------------------------------------------- learning at the shape
+def test_measurements_correct_their_family_and_a_round_explores_several_families():
+    s, w, lad = (catalogue.resolve(n) for n in ("strassen", "strassen-winograd", "laderman"))
+    cands = [Candidate((s,), ("strassen",), 1.0, 1.3), Candidate((w,), ("strassen-winograd",), 1.01, 1.29),
+             Candidate((lad,), ("laderman",), 1.1, 1.2)]
+    # strassen measured far below its prediction: its family (<2,2,2>) is corrected, laderman's by the median
+    factor = {(( 2, 2, 2),): 1.3 / 1.0}.get
+    ranked = tuning.corrected(cands, lambda fam: factor(fam, 1.0))
+    assert [c.names[0] for c in ranked] == ["laderman", "strassen", "strassen-winograd"]
+    assert ranked[0].predicted_speedup == pytest.approx(1.2)
+    assert ranked[1].predicted_speedup == pytest.approx(1.0)
+    picked = tuning.diverse(cands, 2)
+    assert [c.names[0] for c in picked] == ["strassen", "laderman"]  # one per family first
+    assert [c.names[0] for c in tuning.diverse(cands, 3)] == ["strassen", "laderman", "strassen-winograd"]
+
+
+def test_the_correction_factor_is_measured_over_predicted_per_family():
+    from fmmforge.codegen.costmodel import CalibratedModel, GemmTable, current_key
+
+    model = CalibratedModel(current_key("cpu", "float32"), (1.0, 1e-11, 1e-10, 0.0, 0.0),
+                            GemmTable({(512,) * 3: 1e-3, (1024,) * 3: 8e-3}), cache=1 << 20)
+    request = TuneRequest(shape=(1024,) * 3)
+    predicted = model.predict_s([], 64, (1024,) * 3) / model.predict_s([catalogue.resolve("strassen")], 64, (1024,) * 3)
+    measured = [_measured("strassen", predicted / 1.25)]
+    factor = tuning.correction(measured, model, request)
+    assert factor(((2, 2, 2),)) == pytest.approx(1.25)
+    assert factor(((3, 3, 3),)) == pytest.approx(1.25)  # an unmeasured family: the median over all
+    assert tuning.correction([], model, request)(((2, 2, 2),)) == 1.0

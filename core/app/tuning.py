@@ -521,14 +521,16 @@ def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, 
         if not fresh:
             break
         keep = PROXY_KEEP * request.top_k
-        ranking = _rank(fresh, model, request, keep)[0]
+        factor = correction(result.measured, model, request)
+        ranking = _rank(fresh, model, request, keep, factor)[0]
         head = ranking[:3 * request.top_k]
         _ensure_gemm_points(key, head, request.shape, request, store, deadline)  # measured leaves, then rank again
         model = _with_table(model, key, store)
-        ranking, result.vendor_predicted_s = _rank(fresh, model, request, keep)
+        factor = correction(result.measured, model, request)
+        ranking, result.vendor_predicted_s = _rank(fresh, model, request, keep, factor)
         result.ranking, result.model = ranking, model_name(model)
         result.candidates = len(structures)
-        todo = [c for c in ranking if c.identity not in measured_ids][:request.top_k]
+        todo = diverse([c for c in ranking if c.identity not in measured_ids], request.top_k)
         if result.measured and time.monotonic() + (1 + CONFIRM) * result.typical_measure_s() >= deadline:
             break  # no time left for another measurement and the finalists' confirmation
         result.rounds += 1
@@ -588,17 +590,77 @@ def proxy_seconds(decomps: Sequence[Decomposition], shape: Shape, model: object,
     return params.get("gemm_scale", 1.0) * gemm + pass_s
 
 
-def _rank(structures: list, model: object, request: TuneRequest,
-          keep: int | None = None) -> tuple[list[Candidate], float]:
-    """The candidates ranked by the model; with ``keep``, only the ``keep`` best by the proxy are
-    ranked by the full model (a schedule costs up to a second for a large scheme)."""
+def family(c: Candidate) -> tuple[Format, ...]:
+    """The formats of a plan's levels: plans of one family share how the shape divides and peels."""
+    return tuple(d.format for d in c.decomps)  # type: ignore[misc]
+
+
+def correction(measured: Sequence[Measured], model: object, request: TuneRequest) -> Callable[[tuple], float]:
+    """What the measurements at this shape taught, as a factor on a plan's predicted time by its
+    family: each measured plan's ratio of predicted (by the current model) to measured speed-up;
+    a family's factor is the median ratio of its measured plans, any other family's the median
+    over all. The model is fitted across sizes; this is the part of its error particular to this
+    shape and family (e.g. a format that peels here). 1 before anything is measured."""
+    ranker = Ranker(request.device, request.dtype, request.cutoff, model=model)
+    vendor = ranker.seconds([], request.shape)
+    ratios: dict[tuple[Format, ...], list[float]] = {}
+    for m in measured:
+        predicted = vendor / ranker.seconds(m.candidate.decomps, request.shape)
+        ratios.setdefault(family(m.candidate), []).append(predicted / m.speedup)
+    if not ratios:
+        return lambda fam: 1.0
+    overall = statistics.median(r for rs in ratios.values() for r in rs)
+    per_family = {f: statistics.median(rs) for f, rs in ratios.items()}
+    return lambda fam: per_family.get(fam, overall)
+
+
+def corrected(ranking: list[Candidate], factor: Callable[[tuple], float]) -> list[Candidate]:
+    """The ranking with each prediction scaled by its family's :func:`correction` factor."""
+    out = []
+    for c in ranking:
+        r = factor(family(c))
+        out.append(replace(c, predicted_s=c.predicted_s * r, predicted_speedup=c.predicted_speedup / r))
+    out.sort(key=lambda c: (c.predicted_s, c.names))
+    return out
+
+
+def diverse(ranking: Sequence[Candidate], k: int) -> list[Candidate]:
+    """The ``k`` best, at most one per family while other families remain (a round explores
+    k families instead of k near-copies of one, which one measurement would already judge)."""
+    picked: list[Candidate] = []
+    seen: set[tuple[Format, ...]] = set()
+    for c in ranking:
+        if len(picked) == k:
+            break
+        if family(c) not in seen:
+            picked.append(c)
+            seen.add(family(c))
+    for c in ranking:
+        if len(picked) == k:
+            break
+        if c not in picked:
+            picked.append(c)
+    return picked
+
+
+def _rank(structures: list, model: object, request: TuneRequest, keep: int | None = None,
+          factor: Callable[[tuple], float] | None = None) -> tuple[list[Candidate], float]:
+    """The candidates ranked by the model, each scaled by its family's correction ``factor``; with
+    ``keep``, only the ``keep`` best by the (corrected) proxy are ranked by the full model (a
+    schedule costs up to a second for a large scheme)."""
+    factor = factor or (lambda fam: 1.0)
     if keep is not None and len(structures) > keep:
         from fmmforge.codegen.costmodel import ITEMSIZE
 
         item = ITEMSIZE.get(request.dtype, 4)
-        structures = sorted(structures, key=lambda s: proxy_seconds([d for _, d in s], request.shape, model, item))[:keep]
-    return rank_candidates(structures, Ranker(request.device, request.dtype, request.cutoff, model=model),
-                           request.shape)
+
+        def proxy(s: tuple) -> float:
+            return proxy_seconds([d for _, d in s], request.shape, model, item) * factor(tuple(d.format for _, d in s))
+
+        structures = sorted(structures, key=proxy)[:keep]
+    ranking, vendor = rank_candidates(structures, Ranker(request.device, request.dtype, request.cutoff, model=model),
+                                      request.shape)
+    return corrected(ranking, factor), vendor
 
 
 def _with_table(model: object, key: object, store: Store) -> object:
