@@ -25,7 +25,7 @@ from fmmforge.core.store import Provenance, Store
 
 DEMO_SIZE = 4096
 DEMO_CALIBRATE_S = 120.0
-DEMO_TUNE_S = 150.0
+DEMO_TUNE_S = 180.0
 
 
 def run_demo(console: Console) -> None:

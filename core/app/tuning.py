@@ -515,7 +515,7 @@ def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, 
         result.notes.append(f"{len(earlier)} candidate(s) measured at this shape before are not measured again")
     _ensure_gemm_points(key, [], request.shape, request, store, math.inf)  # at least the vendor time at the shape
     model = _with_table(model, key, store)
-    while time.monotonic() + CONFIRM * result.typical_measure_s() < deadline:
+    while time.monotonic() + _reserve_s(result) < deadline:
         say("rank", 0, 1, f"ranking {len(structures)} plans")
         fresh = [s for s in structures if tuple(d.fingerprint for _, d in s) not in measured_ids]
         if not fresh:
@@ -531,12 +531,12 @@ def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, 
         result.ranking, result.model = ranking, model_name(model)
         result.candidates = len(structures)
         todo = diverse([c for c in ranking if c.identity not in measured_ids], request.top_k)
-        if result.measured and time.monotonic() + (1 + CONFIRM) * result.typical_measure_s() >= deadline:
+        if result.measured and time.monotonic() + _reserve_s(result) >= deadline:
             break  # no time left for another measurement and the finalists' confirmation
         result.rounds += 1
         for i, c in enumerate(todo):
             # the finalists are measured again at the end: leave the time for that
-            if result.measured and time.monotonic() + (1 + CONFIRM) * result.typical_measure_s() >= deadline:
+            if result.measured and time.monotonic() + _reserve_s(result) >= deadline:
                 break
             say("measure", i, len(todo), f"round {result.rounds}: {c.label}, predicted {c.predicted_speedup:.3f}x")
             measured_ids.add(c.identity)
@@ -588,6 +588,12 @@ def proxy_seconds(decomps: Sequence[Decomposition], shape: Shape, model: object,
         subproblems *= d.rank
     gemm = subproblems * model.gemm.seconds(tuple(block))  # type: ignore[attr-defined]
     return params.get("gemm_scale", 1.0) * gemm + pass_s
+
+
+def _reserve_s(result: TuneResult) -> float:
+    """Time one more measurement and the finalists' re-measurement need (finalists: at most
+    CONFIRM, and no more than will have been measured)."""
+    return (1 + min(CONFIRM, len(result.measured) + 1)) * result.typical_measure_s()
 
 
 def family(c: Candidate) -> tuple[Format, ...]:
