@@ -166,13 +166,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def streaming_bandwidth(dtype: str, threads: int, pairs: int) -> float:
     """Bytes per second of one element-wise pass c = a + b over 4096x4096 blocks (read a, b, write c)."""
-    import torch
+    from fmmforge.hardware.timing import pass_bandwidth
 
-    from fmmforge.hardware.timing import time_one
-
-    a, b, c = (torch.rand(4096, 4096, dtype=getattr(torch, dtype)) for _ in range(3))
-    t = time_one(lambda: torch.add(a, b, out=c), threads=threads, warmup=2, samples=pairs)
-    return 3 * a.numel() * a.element_size() / t.median
+    return pass_bandwidth(dtype, threads, 4096, samples=pairs)
 
 
 def plan_bounds(plan, decomps, size, threads: int, pairs: int, bandwidth: float) -> tuple[float, float]:

@@ -209,6 +209,16 @@ def interleaved(fns: dict[str, Fn], *, device: str = "cpu", threads: int | None 
         return samples
 
 
+def pass_bandwidth(dtype: str, threads: int | None, side: int, *, samples: int = 5) -> float:
+    """Bytes per second of one element-wise pass c = a + b over side×side blocks (read a, b, write
+    c) on the CPU: the streaming bandwidth for large blocks, the cache's for small ones."""
+    import torch
+
+    a, b, c = (torch.rand(side, side, dtype=getattr(torch, dtype)) for _ in range(3))
+    t = time_one(lambda: torch.add(a, b, out=c), threads=threads, warmup=2, samples=samples)
+    return 3 * a.numel() * a.element_size() / t.median
+
+
 def cpu_busy_fraction(interval_s: float = 0.5) -> float | None:
     """Fraction of all CPUs busy (any process) over ``interval_s`` while this process sleeps (Linux)."""
     def sample() -> tuple[int, int] | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from typing import Callable, Iterator
 
 from rich.console import Console
 
@@ -16,3 +18,17 @@ FORMAT_HELP = "file format: json (fmmforge's own), npz (DeepMind's), fastmm (Ben
 def fmt_e(e: object) -> str:
     """A stability factor for a table: ``-`` when there is none."""
     return "-" if e is None else f"{float(e):g}"  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def task_bar(on: Console, counts: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """A transient one-task progress bar: ``with task_bar(console) as progress: progress(text, done, total)``
+    (``counts``: also show done/total)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn()]
+    if counts:
+        columns.append(TextColumn("{task.completed}/{task.total}"))
+    with Progress(*columns, TimeElapsedColumn(), console=on, transient=True) as bar:
+        task = bar.add_task("starting", total=1)
+        yield lambda text, done, total: bar.update(task, description=text[:160], completed=done, total=max(total, 1))

@@ -22,6 +22,7 @@ from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.formats import read_file, write_file
 from fmmforge.core.formulas import render
 from fmmforge.core.store import Provenance, Store
+from fmmforge.core.app.console import task_bar
 
 DEMO_SIZE = 4096
 DEMO_CALIBRATE_S = 120.0
@@ -111,7 +112,7 @@ def _calibrate(console: Console) -> None:
 
     console.rule("6. Calibrate: this CPU's cost model, fitted on measured kernels (held-out error beside it)")
     try:
-        with _bar(console) as progress:
+        with task_bar(console) as progress:
             result = calibrate(current_key("cpu", "float32"), backend=get_backend("torch"), budget_s=DEMO_CALIBRATE_S,
                                progress=lambda phase, done, total, label: progress(f"{phase}: {label}", done, total))
     except FmmforgeError as exc:  # too few records in the time given: the tuner ranks by its prior model
@@ -132,7 +133,7 @@ def _tune(console: Console) -> object:
 
     console.rule(f"7. Tune {DEMO_SIZE}x{DEMO_SIZE}x{DEMO_SIZE} float32: the engine collects schemes, the model ranks "
                  "every plan, the best are measured")
-    with _bar(console) as progress:
+    with task_bar(console) as progress:
         result = tune(TuneRequest(shape=(DEMO_SIZE,) * 3, budget_s=DEMO_TUNE_S, top_k=2, collect=20),
                       progress=lambda p: progress(f"{p.phase} | best {p.best_speedup or 0:.3f}x | {p.text}", p.done, p.total))
     _print_tune(result, console)
@@ -165,25 +166,6 @@ def _use_matmul(console: Console) -> None:
     console.print(f"   routes to: {what}", highlight=False)
     console.print(f"   max |C - A·B| against float64: {err:.1e}; best of 3: fmmforge.matmul {fast * 1e3:.0f} ms, "
                   f"torch.matmul {slow * 1e3:.0f} ms ({slow / fast:.3f}x)", highlight=False)
-
-
-class _bar:
-    """A transient rich progress bar; ``with _bar(console) as progress: progress(text, done, total)``."""
-
-    def __init__(self, console: Console) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
-                            transient=True)
-        self.task = self.bar.add_task("starting", total=1)
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        self.bar.start()
-        return lambda text, done, total: self.bar.update(self.task, description=text[:100], completed=done,
-                                                         total=max(total, 1))
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
 
 
 def _report(console: Console, store: Store) -> None:

@@ -164,17 +164,14 @@ def tune_cmd(
 
 def _tune_one(request, console, err_console) -> None:  # type: ignore[no-untyped-def]
     """One shape's tune, with its progress bar and what it found."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from fmmforge.core.app.console import task_bar
     from fmmforge.core.app.tuning import TuneProgress, tune
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task("starting", total=1)
+    with task_bar(err_console, counts=True) as update:
 
         def progress(p: TuneProgress) -> None:
             best = f"best measured {p.best_speedup:.3f}x" if p.best_speedup else "nothing measured yet"
-            bar.update(task, completed=p.done, total=max(p.total, 1), description=f"{p.phase} | {best} | {p.text}")
+            update(f"{p.phase} | {best} | {p.text}", p.done, p.total)
 
         result = tune(request, progress=progress)
     _print_tune(result, console)

@@ -158,10 +158,7 @@ class TuneResult:
     interrupted: bool = False
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def spec_only(self) -> bool:
-        return not self.measured and bool(self.ranking)
+    spec_only: bool = False  # a spec-only chip: ranked by its analytic model, nothing measured
 
 
 Progress = Callable[[TuneProgress], None]
@@ -198,9 +195,10 @@ def starting_schemes(fmt: Format, store: Store) -> list[tuple[str, Decomposition
 
     found: list[tuple[str, Decomposition]] = []
     for name in catalogue.BUILTIN_NAMES:
-        d = orient(catalogue.resolve(name), fmt)
+        own = catalogue.resolve(name)
+        d = orient(own, fmt)
         if d is not None:
-            found.append((name if d.format == catalogue.resolve(name).format else f"{name}@{'x'.join(map(str, fmt))}", d))
+            found.append((name if d.format == own.format else f"{name}@{'x'.join(map(str, fmt))}", d))
     if tuple(sorted(fmt)) in alphatensor.available("Z"):
         d = orient(alphatensor.load(tuple(sorted(fmt)), "Z"), fmt)
         if d is not None:
@@ -395,22 +393,12 @@ def _ensure_gemm_points(key: object, candidates: Sequence[Candidate], shape: Sha
     return taken
 
 
-def pass_bandwidth(dtype: str, threads: int | None, side: int) -> float:
-    """Bytes per second of one element-wise pass c = a + b over side×side blocks (read a, b, write c)."""
-    import torch
-
-    from fmmforge.hardware.timing import time_one
-
-    a, b, c = (torch.rand(side, side, dtype=getattr(torch, dtype)) for _ in range(3))
-    t = time_one(lambda: torch.add(a, b, out=c), threads=threads, warmup=2, samples=5, min_sample_s=0.02)
-    return 3 * a.numel() * a.element_size() / t.median
-
-
 def prior_model(key: object, request: TuneRequest, store: Store) -> object:
     """The model before any fit: leaf gemms at their measured times, and the bytes of passes at
     the bandwidths measured now, of blocks that stay in cache and of blocks that stream (no
     per-pass or per-call cost)."""
     from fmmforge.codegen.costmodel import ITEMSIZE, PARAMETERS, CalibratedModel, GemmTable, cache_bytes, load_gemm_points
+    from fmmforge.hardware.timing import pass_bandwidth
 
     threads = key.threads  # type: ignore[attr-defined]
     cache = cache_bytes(threads)
@@ -485,19 +473,21 @@ def tune(request: TuneRequest, *, store: Store | None = None, progress: Progress
             chip.peak_flops(request.dtype)  # a dtype the chip has no rate for: one clear error
             ranker = Ranker(device.name, request.dtype, request.cutoff, chip=chip)
             result.ranking, result.vendor_predicted_s = rank_candidates(structures, ranker, shape)
-            result.candidates, result.model = len(result.ranking), ranker.name
+            result.candidates, result.model, result.spec_only = len(result.ranking), ranker.name, True
             result.seconds = time.monotonic() - started
             say("done", 1, 1, "ranked by the analytic model; nothing is measured on a spec-only chip")
             return _finish_spec(result, store)
-        result.interrupted = _measure_rounds(request, result, structures, store, deadline, say, best)
+        _measure_rounds(request, result, structures, store, deadline, say, best)
     except KeyboardInterrupt:
         result.interrupted = True
-    return _finish_measured(result, store, deadline, say, best)
+    _finish_measured(result, store, deadline, say, best)
+    result.seconds = time.monotonic() - started
+    return result
 
 
 def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, store: Store, deadline: float,
-                    say: Callable[[str, int, int, str], None], best: list) -> bool:
-    """Rank, measure the top k, refit, repeat until the deadline. True when interrupted."""
+                    say: Callable[[str, int, int, str], None], best: list) -> None:
+    """Rank, measure the top k, refit, repeat until the deadline (Ctrl-C propagates)."""
     from fmmforge.codegen.costmodel import current_key, find_model
 
     key = current_key(request.device, request.dtype, request.threads)
@@ -507,7 +497,7 @@ def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, 
         left = max(0.0, deadline - time.monotonic())
         model = _fit(key, request, store, left * request.calibrate_share,
                      lambda phase, d, t, text: say("calibrate", d, t, f"{phase}: {text}"), result.notes)
-    earlier = _already_measured(request, structures, store)
+    earlier = _already_measured(request, key.threads, structures, store)
     result.measured += earlier
     measured_ids = {m.candidate.identity for m in earlier}
     if earlier:
@@ -678,7 +668,7 @@ def _with_table(model: object, key: object, store: Store) -> object:
     return replace(model, gemm=GemmTable(points))  # type: ignore[type-var]
 
 
-def _already_measured(request: TuneRequest, structures: list, store: Store) -> list[Measured]:
+def _already_measured(request: TuneRequest, threads: int, structures: list, store: Store) -> list[Measured]:
     """This machine's records of candidate plans at exactly this shape, dtype and threads (an
     earlier or interrupted tune, or `fmmforge bench`): not measured again, counted for the choice."""
     import json
@@ -686,10 +676,7 @@ def _already_measured(request: TuneRequest, structures: list, store: Store) -> l
     from fmmforge.codegen.bench import machine_for
     from fmmforge.codegen.plan import DEFAULT_VARIANT, plan_from_dict
     from fmmforge.codegen.records import query_records
-    from fmmforge.hardware.timing import pinned_threads
 
-    with pinned_threads(request.threads) as threads:
-        pass
     M, K, N = request.shape
     by_identity = {tuple(d.fingerprint for _, d in s): s for s in structures}
     latest: dict[tuple[str, ...], Measured] = {}
@@ -699,13 +686,26 @@ def _already_measured(request: TuneRequest, structures: list, store: Store) -> l
             plan = plan_from_dict(json.loads(r.plan))
         except (FmmforgeError, ValueError):
             continue
-        levels = by_identity.get(plan.fingerprints)
-        if (levels is None or r.threads != threads or plan.backend != "torch" or plan.variant != DEFAULT_VARIANT
+        if (not plan.algorithms or r.threads != threads or plan.backend != "torch" or plan.variant != DEFAULT_VARIANT
                 or plan.cutoff != request.cutoff):
+            continue
+        levels = by_identity.get(plan.fingerprints) or _resolved(plan, store)
+        if levels is None:
             continue
         c = Candidate(tuple(d for _, d in levels), tuple(n for n, _ in levels), math.nan, math.nan)
         latest[plan.fingerprints] = Measured(c, r.speedup, r.median_s, r.baseline_median_s, plan, r.id)
     return list(latest.values())
+
+
+def _resolved(plan: object, store: Store) -> tuple[tuple[str, Decomposition], ...] | None:
+    """A recorded plan's (name, scheme) levels, resolved by name and matching its fingerprints (a
+    plan this run did not collect again, e.g. one of a walk with another seed); None if not."""
+    try:
+        levels = tuple((n, catalogue.resolve(n, store)) for n in plan.algorithms)  # type: ignore[attr-defined]
+    except FmmforgeError:
+        return None
+    same = tuple(d.fingerprint for _, d in levels) == tuple(plan.fingerprints)  # type: ignore[attr-defined]
+    return levels if same else None
 
 
 def _finish_measured(result: TuneResult, store: Store, deadline: float, say: Callable, best: list) -> TuneResult:
@@ -744,7 +744,6 @@ def _finish_measured(result: TuneResult, store: Store, deadline: float, say: Cal
     elif cls is None:
         result.notes.append(f"{'x'.join(map(str, request.shape))} is below the smallest shape class; "
                             "fmmforge.matmul sends it to the vendor matmul whatever is measured")
-    result.seconds = time.monotonic() - (deadline - request.budget_s)
     best[0] = result.best.speedup if result.best else best[0]
     say("done", 1, 1, "done")
     return result
