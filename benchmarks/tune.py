@@ -61,37 +61,45 @@ def tune_step(label: str, request, started: float):  # -> TuneResult
     return result
 
 
-def best_444_record():
-    """(plan, decomps, label) of the fastest one-level <4,4,4> kernel recorded at 8192 (tune's), or None."""
+TUNED_444 = "tuned-444.json"  # in --home: the <4,4,4> tune's confirmed winner, for runs without the 444 step
+
+
+def save_444(home: str, result) -> None:
     import json
 
-    from fmmforge.codegen.bench import machine_for
+    from fmmforge.core.atomic import write_text
+
+    if result.best is not None:
+        write_text(Path(home) / TUNED_444, json.dumps({"plan": result.best.plan.as_dict(),
+                                                        "speedup": result.best.speedup}))
+
+
+def tuned_444(home: str):
+    """(plan, decomps, label) of the <4,4,4> tune's chosen kernel (its confirmed winner), or None."""
+    import json
+
     from fmmforge.codegen.plan import plan_from_dict
-    from fmmforge.codegen.records import query_records
     from fmmforge.core import catalogue
 
-    best = None
-    for r in query_records(None, device="cpu", machine=machine_for("cpu"), m=8192, k=8192, n=8192, dtype="float32"):
-        plan = plan_from_dict(json.loads(r.plan))
-        if plan.levels != 1 or plan.variant != "lowmem" or plan.algorithms[0] == "strassen*strassen":
-            continue
-        d = catalogue.resolve(plan.algorithms[0])
-        if d.format == (4, 4, 4) and d.fingerprint == plan.fingerprints[0] and (best is None or r.speedup > best[0]):
-            best = (r.speedup, plan, [d])
-    return None if best is None else (best[1], best[2], best[1].algorithms[0])
+    path = Path(home) / TUNED_444
+    if not path.is_file():
+        return None
+    plan = plan_from_dict(json.loads(path.read_text())["plan"])
+    return plan, [catalogue.resolve(a) for a in plan.algorithms], plan.algorithms[0]
 
 
 def kernel_fn(plan, decomps, A, B, C, ref):
-    """The plan's validated kernel, checked at this size against ``ref`` (A·B in float64), as a timed call."""
+    """The plan's validated kernel, checked at this size against ``ref`` (codegen.bench.Reference),
+    as a timed call."""
     from fmmforge.codegen.generate import generate
-    from fmmforge.codegen.validate import error_bound
+    from fmmforge.core.errors import FmmforgeError
     from fmmforge.plugins import get_backend
 
     kernel = generate(plan, decomps, backend=get_backend("torch"))
-    err = float((kernel.matmul(A, B).double() - ref).abs().max())
-    bound = error_bound(A.shape[1], decomps, plan.dtype, float(A.abs().max()), float(B.abs().max()))
-    if not err <= bound:
-        raise SystemExit(f"{plan.describe()}: max error {err:.3g} above its bound {bound:.3g}; not timed")
+    try:
+        err, _ = ref.check(plan, decomps, kernel.matmul(A, B))
+    except FmmforgeError as exc:
+        raise SystemExit(str(exc)) from None
     return (lambda: kernel.matmul(A, B, out=C)), err
 
 
@@ -100,14 +108,16 @@ def final_run(n: int, entries: dict, rounds: int, threads: int) -> dict[str, tup
     of the per-round speed-up over torch.mm."""
     import torch
 
+    from fmmforge.codegen.bench import Reference
     from fmmforge.hardware.timing import interleaved
+    from fmmforge.plugins import get_backend
 
     A, B = torch.rand(n, n) * 2 - 1, torch.rand(n, n) * 2 - 1
     outs = {label: torch.empty(n, n) for label in entries}
     C = torch.empty(n, n)
     fns = {"torch.mm": lambda: torch.mm(A, B, out=C)}
     errors = {}
-    ref = A.double() @ B.double()  # one float64 reference for every kernel
+    ref = Reference(get_backend("torch"), "cpu", A, B)  # one float64 reference for every kernel
     for label, (plan, decomps) in entries.items():
         fns[label], errors[label] = kernel_fn(plan, decomps, A, B, outs[label], ref)
     del ref
@@ -136,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-8192", type=float, default=900.0, help="seconds for the overall tune at 8192")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the final comparison")
     ap.add_argument("--steps", default="444,4096,8192", help="which tunes to run (444, 4096, 8192); the final "
-                    "comparison always runs, on what --home holds (the <4,4,4> kernel: its best record at 8192)")
+                    "comparison always runs, on what --home holds (the <4,4,4> kernel: the 444 tune's confirmed winner, kept in --home)")
     args = ap.parse_args(argv)
     home = args.home or tempfile.mkdtemp(prefix="fmmforge-tune-")
     os.environ["FMMFORGE_HOME"] = home
@@ -155,13 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {cpu_device().description}; threads {threads}; home {home}", flush=True)
     steps = {s.strip() for s in args.steps.split(",") if s.strip()}
     if "444" in steps:
-        tune_step("tune <4,4,4> one level at 8192", TuneRequest(
+        result_444 = tune_step("tune <4,4,4> one level at 8192", TuneRequest(
             shape=(8192,) * 3, budget_s=args.budget_444, formats=((4, 4, 4),), max_levels=1, top_k=2, pairs=3,
             store_choice=False), started)
+        save_444(home, result_444)
     for n, budget in ((4096, args.budget_4096), (8192, args.budget_8192)):
         if str(n) in steps:
             tune_step(f"tune at {n}", TuneRequest(shape=(n,) * 3, budget_s=budget, pairs=5 if n < 8192 else 3), started)
-    tuned_444 = best_444_record()
+    chosen_444 = tuned_444(home)
     machine = machine_for("cpu")
     results = {}
     for n in (4096, 8192):
@@ -179,8 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         if n == 8192:
             plan, decomps = make_plan("strassen*strassen", 1, dtype="float32", device="cpu")
             entries["Strassen-square: strassen*strassen L1"] = (plan, decomps)
-            if tuned_444 is not None:
-                entries[f"tuned <4,4,4> L1: {tuned_444[2]}"] = tuned_444[:2]
+            if chosen_444 is not None:
+                entries[f"tuned <4,4,4> L1: {chosen_444[2]}"] = chosen_444[:2]
+            else:
+                print("8192: the <4,4,4> tune chose nothing (no kernel beat torch.mm), or the 444 step did not run",
+                      flush=True)
         results[n] = final_run(n, entries, args.rounds, threads)
     print()
     for n, rows in results.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from fmmforge.core.version import __version__
 from fmmforge.hardware.devices import get_device, machine_key
 from fmmforge.hardware.limits import ITEMSIZE, MAX_DIMENSION, MAX_LEVELS, check_int, check_memory
 from fmmforge.hardware.memory import peak_extra_bytes
-from fmmforge.hardware.timing import compare, pinned_threads
+from fmmforge.hardware.timing import Timing, compare, interleaved, pinned_threads
 
 Size = tuple[int, int, int]
 
@@ -104,22 +104,94 @@ def cached_record(plan: Plan, size: Size, store=None) -> Record | None:
     return rows[-1] if rows else None
 
 
-def _max_error(backend: CodegenBackend, device: str, A: Any, B: Any, C: Any) -> tuple[float, float, float]:
-    """max|C - A·B| against a float64 product of the same (rounded) inputs, computed with torch
-    on the kernel's device (MKL on the CPU, cuBLAS on a GPU); and max|A|, max|B|."""
-    import torch
+class Reference:
+    """A·B in float64 of the (rounded) inputs, computed once with torch on the kernels' device
+    (MKL on the CPU, cuBLAS on a GPU), and max|A|, max|B| for the error bounds: every kernel
+    measured on these inputs is checked against it."""
 
-    dev = torch.device(device if device.startswith("cuda") else "cpu")
-    A64 = torch.as_tensor(backend.to_numpy(A), device=dev).to(torch.float64)
-    B64 = torch.as_tensor(backend.to_numpy(B), device=dev).to(torch.float64)
-    ref = torch.mm(A64, B64)
-    ref.sub_(torch.as_tensor(backend.to_numpy(C), device=dev).to(torch.float64))
-    return float(ref.abs().max()), float(A64.abs().max()), float(B64.abs().max())
+    def __init__(self, backend: CodegenBackend, device: str, A: Any, B: Any) -> None:
+        import torch
+
+        self.backend = backend
+        self.device = torch.device(device if device.startswith("cuda") else "cpu")
+        A64 = torch.as_tensor(backend.to_numpy(A), device=self.device).to(torch.float64)
+        B64 = torch.as_tensor(backend.to_numpy(B), device=self.device).to(torch.float64)
+        self.a_max, self.b_max = float(A64.abs().max()), float(B64.abs().max())
+        self.shape = (A64.shape[0], A64.shape[1], B64.shape[1])
+        self.product = torch.mm(A64, B64)
+
+    def error(self, C: Any) -> float:
+        """max|C - A·B|."""
+        import torch
+
+        diff = torch.as_tensor(self.backend.to_numpy(C), device=self.device).to(torch.float64)
+        diff.sub_(self.product)
+        return float(diff.abs().max())
+
+    def check(self, plan: Plan, decomps: list[Decomposition], C: Any) -> tuple[float, float]:
+        """(max error, bound) of a kernel's output ``C``; KernelValidationError above the bound."""
+        M, K, N = self.shape
+        max_error = self.error(C)
+        bound = error_bound(K, decomps, plan.dtype, self.a_max, self.b_max)
+        if not max_error <= bound:
+            raise KernelValidationError(f"kernel {plan.describe()} at {M}x{K}x{N}: max error {max_error:.3g} "
+                                        f"> bound {bound:.3g}; not benchmarked")
+        return max_error, bound
+
+
+def _max_error(backend: CodegenBackend, device: str, A: Any, B: Any, C: Any) -> tuple[float, float, float]:
+    """max|C - A·B| against a float64 product of the same (rounded) inputs; and max|A|, max|B|."""
+    ref = Reference(backend, device, A, B)
+    return ref.error(C), ref.a_max, ref.b_max
 
 
 def _workspace_bytes(kernel) -> int | None:
     probe = getattr(kernel.module(), "workspace_bytes", None)
     return int(probe()) if probe is not None else None
+
+
+def _inputs(size: Size, dtype: str, device: str, backend: CodegenBackend, seed: int) -> tuple[Any, Any]:
+    M, K, N = size
+    rng = np.random.default_rng(seed)
+    A64 = rng.uniform(-1, 1, (M, K))
+    B64 = rng.uniform(-1, 1, (K, N))
+    return backend.to_native(A64, dtype, device), backend.to_native(B64, dtype, device)
+
+
+def _timed_calls(fn: Callable, backend: CodegenBackend, A: Any, B: Any) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """(candidate, baseline) calls: both writing into a preallocated output where the backend's
+    baseline can (the kernel too, when it takes out=), else both allocating."""
+    out_base = backend.out_baseline()
+    base_fn = backend.baseline()
+    if out_base is None:
+        return (lambda: fn(A, B)), (lambda: base_fn(A, B))
+    C_base = base_fn(A, B)
+    C_kern = fn(A, B)
+    try:
+        fn(A, B, out=C_kern)
+    except TypeError:
+        return (lambda: fn(A, B)), (lambda: out_base(A, B, C_base))
+    return (lambda: fn(A, B, out=C_kern)), (lambda: out_base(A, B, C_base))
+
+
+def _record(plan: Plan, size: Size, threads: int, cand: Timing, base: Timing, max_error: float | None,
+            bound: float | None, peak: int | None, kernel, store, record: bool) -> Record:
+    M, K, N = size
+    algorithm = (plan.algorithms[0] if len(set(plan.algorithms)) == 1 else "/".join(plan.algorithms)) \
+        if plan.algorithms else "vendor"
+    rec = Record(
+        device=plan.device, machine=machine_for(plan.device), algorithm=algorithm,
+        fingerprint="/".join(plan.fingerprints), plan=json.dumps(plan.as_dict(), sort_keys=True),
+        plan_key=plan.key(), backend=plan.backend, levels=plan.levels, m=M, k=K, n=N, dtype=plan.dtype,
+        threads=threads, median_s=cand.median, iqr_s=cand.iqr,
+        baseline_median_s=base.median, baseline_iqr_s=base.iqr,
+        speedup=base.median / cand.median, max_error=max_error, error_bound=bound, peak_extra_bytes=peak,
+        workspace_bytes=_workspace_bytes(kernel),
+    )
+    if record:
+        rid = add_record(rec, store)
+        rec = Record(**{**rec.__dict__, "id": rid})
+    return rec
 
 
 def measure(plan: Plan, decomps: list[Decomposition], size: Size, *, backend: CodegenBackend,
@@ -139,60 +211,104 @@ def measure(plan: Plan, decomps: list[Decomposition], size: Size, *, backend: Co
     if memory_check:
         check_run_memory(size, plan.dtype, plan.device, check_error=check_error,
                          workspace_fraction=float(kernel.facts.get("workspace_fraction_square", 0.0)))
-    M, K, N = size
-    rng = np.random.default_rng(seed)
-    A64 = rng.uniform(-1, 1, (M, K))
-    B64 = rng.uniform(-1, 1, (K, N))
-    A = backend.to_native(A64, plan.dtype, plan.device)
-    B = backend.to_native(B64, plan.dtype, plan.device)
-    del A64, B64
+    A, B = _inputs(size, plan.dtype, plan.device, backend, seed)
     fn = kernel.matmul
     max_error = bound = None
     with pinned_threads(threads) as used_threads:
         if check_error:
-            max_error, a_max, b_max = _max_error(backend, plan.device, A, B, fn(A, B))
-            bound = error_bound(K, decomps, plan.dtype, a_max, b_max)
-            if not max_error <= bound:
-
-                raise KernelValidationError(f"kernel {plan.describe()} at {M}x{K}x{N}: max error {max_error:.3g} "
-                                            f"> bound {bound:.3g}; not benchmarked")
-        out_base = backend.out_baseline()
-        base_fn = backend.baseline()
-        C_base = base_fn(A, B)
-        C_kern = fn(A, B)
-        if out_base is not None:
-            baseline: Callable[[], Any] = lambda: out_base(A, B, C_base)  # noqa: E731
-            try:
-                fn(A, B, out=C_kern)
-                candidate: Callable[[], Any] = lambda: fn(A, B, out=C_kern)  # noqa: E731
-            except TypeError:
-                candidate = lambda: fn(A, B)  # noqa: E731
-        else:
-            baseline = lambda: base_fn(A, B)  # noqa: E731
-            candidate = lambda: fn(A, B)  # noqa: E731
+            max_error, bound = Reference(backend, plan.device, A, B).check(plan, decomps, fn(A, B))
+        candidate, baseline = _timed_calls(fn, backend, A, B)
         peak = None
         if measure_memory:
-            del C_kern
             clear = getattr(kernel.module(), "clear_workspaces", None)
             if clear is not None:
                 clear()  # count the workspaces too: measure a call that has to allocate them
             peak = peak_extra_bytes(lambda: fn(A, B), plan.device)
-            C_kern = fn(A, B)
         result = compare(candidate, baseline, device=plan.device, threads=None, pairs=pairs,
                          min_sample_s=min_sample_s, max_seconds=max_seconds)
-    rec = Record(
-        device=plan.device, machine=machine_for(plan.device), algorithm=(plan.algorithms[0] if len(set(plan.algorithms)) == 1 else "/".join(plan.algorithms)) if plan.algorithms else "vendor",
-        fingerprint="/".join(plan.fingerprints), plan=json.dumps(plan.as_dict(), sort_keys=True),
-        plan_key=plan.key(), backend=plan.backend, levels=plan.levels, m=M, k=K, n=N, dtype=plan.dtype,
-        threads=used_threads, median_s=result.candidate.median, iqr_s=result.candidate.iqr,
-        baseline_median_s=result.baseline.median, baseline_iqr_s=result.baseline.iqr,
-        speedup=result.speedup, max_error=max_error, error_bound=bound, peak_extra_bytes=peak,
-        workspace_bytes=_workspace_bytes(kernel),
-    )
-    if record:
-        rid = add_record(rec, store)
-        rec = Record(**{**rec.__dict__, "id": rid})
-    return rec
+    return _record(plan, size, used_threads, result.candidate, result.baseline, max_error, bound, peak, kernel,
+                   store, record)
+
+
+def measure_many(items: Sequence[tuple[Plan, list[Decomposition]]], size: Size, *, backend: CodegenBackend,
+                 threads: int | None = None, rounds: int = 5, min_sample_s: float = 0.05, store=None,
+                 record: bool = True, seed: int = 0, memory_check: bool = True,
+                 on_error: Callable[[Plan, FmmforgeError], None] | None = None,
+                 progress: Callable[[str], None] | None = None) -> list[Record | None]:
+    """Several plans of one device and dtype measured in one run at ``size``: the inputs and their
+    float64 product are made once, every kernel is checked against it, then all the kernels and
+    the vendor matmul are timed round-robin (hardware.timing.interleaved, ``rounds`` samples each),
+    so every candidate shares one baseline and the candidates are compared with each other under
+    the same load. Each is recorded as :func:`measure` records it (speed-up: median of the
+    baseline's samples over the median of its own).
+
+    A plan that fails (generation, validation, the check at ``size``) is None in the result, with
+    ``on_error`` told why (without it the error propagates). The memory check counts every
+    kernel's output and workspaces. An interrupt while timing records nothing of that run."""
+    plans = [p for p, _ in items]
+    if not plans:
+        return []
+    if len({(p.device, p.dtype) for p in plans}) != 1:
+        raise FmmforgeError("measure_many measures plans of one device and dtype at a time")
+    device, dtype = plans[0].device, plans[0].dtype
+    get_device(device)
+    say = progress or (lambda text: None)
+
+    def failed(plan: Plan, exc: FmmforgeError) -> None:
+        if on_error is None:
+            raise exc
+        on_error(plan, exc)
+
+    kernels: list[Any] = []
+    for plan, decomps in items:
+        say(f"generating {plan.describe()}")
+        try:
+            kernel = generate(plan, decomps, backend=backend)
+            if not kernel.validation:
+                raise FmmforgeError(f"kernel {plan.describe()} is not validated; it is not benchmarked or recorded")
+            kernels.append(kernel)
+        except FmmforgeError as exc:
+            failed(plan, exc)
+            kernels.append(None)
+    live = [i for i, k in enumerate(kernels) if k is not None]
+    if memory_check and live:
+        fraction = sum(float(kernels[i].facts.get("workspace_fraction_square", 0.0)) for i in live)
+        M, K, N = size
+        extra = (len(live) - 1) * M * N * ITEMSIZE[dtype]  # one output per kernel
+        check_memory(run_bytes(size, dtype, workspace_fraction=fraction) + extra,
+                     f"a {M}x{K}x{N} {dtype} run of {len(live)} kernels", device, override="--ignore-memory")
+    A, B = _inputs(size, dtype, device, backend, seed)
+    checks: dict[int, tuple[float, float]] = {}
+    fns: dict[str, Callable[[], Any]] = {}
+    with pinned_threads(threads) as used_threads:
+        if live:
+            say("computing the float64 reference product")
+            ref = Reference(backend, device, A, B)
+            for i in live:
+                plan, decomps = items[i]
+                say(f"checking {plan.describe()} against it")
+                try:
+                    checks[i] = ref.check(plan, decomps, kernels[i].matmul(A, B))
+                except FmmforgeError as exc:
+                    failed(plan, exc)
+            del ref
+        timed = [i for i in live if i in checks]
+        if not timed:
+            return [None] * len(items)
+        base_call = None
+        for i in timed:
+            fns[f"k{i}"], base_call = _timed_calls(kernels[i].matmul, backend, A, B)
+        fns["vendor"] = base_call  # type: ignore[assignment]
+        say(f"timing {len(timed)} kernel(s) and the vendor matmul round-robin, {rounds} rounds")
+        # warm already: each kernel ran for its check and once into its output, the vendor once
+        samples = interleaved(fns, device=device, threads=None, warmup=0, rounds=rounds, min_sample_s=min_sample_s)
+    base = Timing.of(samples["vendor"])
+    out: list[Record | None] = [None] * len(items)
+    for i in timed:
+        plan, _ = items[i]
+        out[i] = _record(plan, size, used_threads, Timing.of(samples[f"k{i}"]), base, *checks[i], None, kernels[i],
+                         store, record)
+    return out
 
 
 @dataclass(frozen=True)

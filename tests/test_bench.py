@@ -38,6 +38,72 @@ def test_measure_records_one_row_per_measurement():
     assert len(query_records()) == 2
 
 
+def _plans(*specs, dtype="float64"):
+    return [make_plan(name, levels, dtype=dtype, cutoff=4) for name, levels in specs]
+
+
+def test_measure_many_checks_every_kernel_against_one_reference_and_shares_one_baseline(monkeypatch):
+    from fmmforge.codegen import bench
+
+    made = []
+    real = bench.Reference.__init__
+
+    def counting(self, *args, **kwargs):
+        made.append(1)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(bench.Reference, "__init__", counting)
+    items = _plans(("strassen", 1), ("strassen-winograd", 2), ("laderman", 1))
+    recs = bench.measure_many(items, (37, 30, 41), backend=get_backend("torch"), rounds=3, min_sample_s=0.001)
+    assert len(made) == 1 and all(r is not None for r in recs)
+    assert len({r.baseline_median_s for r in recs}) == 1  # one vendor run for all of them
+    rows = query_records()
+    assert sorted(r.plan_key for r in rows) == sorted(p.key() for p, _ in items)
+    for r in rows:
+        assert (r.m, r.k, r.n) == (37, 30, 41) and r.max_error is not None and r.max_error <= r.error_bound
+        assert r.speedup == pytest.approx(r.baseline_median_s / r.median_s)
+
+
+def test_measure_many_leaves_out_a_kernel_that_fails_its_check_and_says_why(monkeypatch):
+    from fmmforge.codegen import bench
+    from fmmforge.codegen.validate import KernelValidationError
+
+    items = _plans(("strassen", 1), ("laderman", 1))
+    real = bench.Reference.check
+
+    def strict(self, plan, decomps, C):
+        if plan.algorithms == ("laderman",):
+            raise KernelValidationError("kernel laderman: max error 1 > bound 0; not benchmarked")
+        return real(self, plan, decomps, C)
+
+    monkeypatch.setattr(bench.Reference, "check", strict)
+    told = []
+    recs = bench.measure_many(items, (18, 18, 18), backend=get_backend("torch"), rounds=3, min_sample_s=0.001,
+                              on_error=lambda plan, exc: told.append((plan.algorithms, str(exc))))
+    assert recs[0] is not None and recs[1] is None
+    assert told == [(("laderman",), "kernel laderman: max error 1 > bound 0; not benchmarked")]
+    assert [r.algorithm for r in query_records()] == ["strassen"]
+    with pytest.raises(KernelValidationError):  # without on_error the failure propagates, nothing recorded
+        bench.measure_many(items[1:], (18, 18, 18), backend=get_backend("torch"), rounds=3, min_sample_s=0.001)
+    assert len(query_records()) == 1
+
+
+def test_measure_many_counts_every_output_in_its_memory_check_and_refuses_mixed_dtypes(monkeypatch):
+    from fmmforge.codegen import bench
+
+    asked = []
+    monkeypatch.setattr(bench, "check_memory", lambda need, *a, **k: asked.append(need))
+    one = bench.measure_many(_plans(("strassen", 1)), (16, 16, 16), backend=get_backend("torch"), rounds=3,
+                             min_sample_s=0.001, record=False)
+    three = bench.measure_many(_plans(("strassen", 1), ("strassen", 2), ("laderman", 1)), (16, 16, 16),
+                               backend=get_backend("torch"), rounds=3, min_sample_s=0.001, record=False)
+    assert one[0] is not None and all(three) and asked[1] >= asked[0] + 2 * 16 * 16 * 8
+    assert query_records() == []
+    with pytest.raises(FmmforgeError, match="one device and dtype"):
+        bench.measure_many(_plans(("strassen", 1)) + _plans(("strassen", 1), dtype="float32"), (16, 16, 16),
+                           backend=get_backend("torch"))
+
+
 def test_cli_bench_prints_and_records(cli):
     code, out, err = cli("bench", "--device", "cpu", "--sizes", "32,20x12x28", "--algos", "strassen,alphatensor:2,2,3",
                          "--levels", "1,2", "--dtype", "float64", "--pairs", "3", "--cutoff", "2",

@@ -136,21 +136,73 @@ def test_a_tiny_budget_tune_measures_validated_kernels_and_decides():
 
 
 def test_ctrl_c_keeps_what_was_measured_and_a_rerun_does_not_measure_it_again():
-    calls = {"measure": 0}
-
-    def progress(p):
-        if p.phase in ("measure", "confirm"):  # Ctrl-C as the second measurement starts
-            calls["measure"] += 1
-            if calls["measure"] == 2:
-                raise KeyboardInterrupt
+    def progress(p):  # Ctrl-C as the second round (or the finalists' re-measurement) starts
+        if p.phase == "confirm" or (p.phase == "measure" and p.text.startswith("round 2")):
+            raise KeyboardInterrupt
 
     first = tune(TuneRequest(**{**TINY, "calibrate_share": 0.0}), progress=progress)  # no calibration records
-    assert first.interrupted and len(first.measured) == 1 and first.confirmed == []
-    kept = query_records(None, m=512, k=512, n=512)
-    assert any(json.loads(r.plan)["fingerprints"] == [d.fingerprint for d in first.measured[0].candidate.decomps]
-               for r in kept)
+    assert first.interrupted and first.rounds >= 1 and first.measured and first.confirmed == []
+    kept = [json.loads(r.plan)["fingerprints"] for r in query_records(None, m=512, k=512, n=512)]
+    assert all([d.fingerprint for d in m.candidate.decomps] in kept for m in first.measured)
     again = tune(TuneRequest(**{**TINY, "budget_s": 1.0, "collect": 0}))
-    assert any("not measured again" in note for note in again.notes)
+    assert any(f"{len(first.measured)} candidate(s) measured at this shape before are not measured again" in note
+               for note in again.notes)
+
+
+def test_ctrl_c_inside_a_round_records_nothing_of_that_round():
+    def progress(p):
+        if p.phase == "measure" and "round-robin" in p.text:
+            raise KeyboardInterrupt
+
+    first = tune(TuneRequest(**{**TINY, "calibrate_share": 0.0}), progress=progress)
+    assert first.interrupted and first.measured == [] and first.best is None
+    assert query_records(None, m=512, k=512, n=512) == []
+
+
+def test_the_first_round_measures_the_anchors_beside_the_top_k():
+    starts = []
+
+    def progress(p):
+        if p.phase == "measure" and p.text.startswith("round 1:") and not starts:
+            starts.append(p.text)  # the round's first message names every plan it measures
+
+    result = tune(TuneRequest(**{**TINY, "budget_s": 40.0, "calibrate_share": 0.0, "collect": 0}), progress=progress)
+    assert result.rounds >= 1 and starts
+    planned = starts[0].count("x predicted)")
+    assert planned >= 2 and "strassen-winograd (1 level)" in starts[0]  # top_k is 1
+
+
+class _FlopModel:
+    """A stand-in cost model: leaf flops at 1e-11 s each, nothing for additions."""
+    parameters = (1.0, 0.0, 0.0, 0.0, 0.0)
+    cache = 1 << 20
+
+    class gemm:
+        @staticmethod
+        def seconds(block):
+            return math.prod(block) * 1e-11
+
+    def predict_s(self, decomps, cutoff, shape):
+        blocks, products = list(shape), 1
+        for d in decomps:
+            blocks = [b // f for b, f in zip(blocks, d.format)]
+            products *= d.rank
+        return products * math.prod(blocks) * 1e-11 if decomps else math.prod(shape) * 1e-11
+
+
+def test_anchors_are_the_best_classical_depths_and_the_best_plan_that_divides_the_shape():
+    request = TuneRequest(shape=(4096,) * 3, max_levels=3, min_leaf=256)
+    w = ("strassen-winograd", catalogue.resolve("strassen-winograd"))
+    s = ("strassen", catalogue.resolve("strassen"))
+    t = ("strassen-2x2x3@3x2x3", orient(catalogue.resolve("strassen-2x2x3"), (3, 2, 3)) or
+         orient(catalogue.resolve("alphatensor:2,3,3"), (3, 2, 3)))
+    structures = tuning.level_structures([w, s, t], [w, s], request.shape, request)
+    got = tuning.anchors(structures, _FlopModel(), request)
+    classical = [c for c in got if set(c.names) == {"strassen-winograd"}]
+    assert [len(c.names) for c in classical] == [3, 2]  # fewest leaf flops: the deepest two
+    others = [c for c in got if c not in classical]
+    assert len(others) == 1 and set(others[0].names) != {"strassen-winograd"}
+    assert all(4096 % math.prod(d.format[i] for d in others[0].decomps) == 0 for i in range(3))  # no 3 in it
 
 
 # ---------------------------------------------------------------------- a spec-only chip

@@ -364,14 +364,21 @@ def _plan(c: Candidate, request: TuneRequest, store: Store):  # -> (Plan, names)
     return Plan(names, tuple(d.fingerprint for d in c.decomps), "torch", request.dtype, request.device, request.cutoff)
 
 
-def _measure(c: Candidate, request: TuneRequest, store: Store, pairs: int) -> Measured:
-    from fmmforge.codegen.bench import measure
+def _measure(cands: Sequence[Candidate], request: TuneRequest, store: Store, notes: list[str],
+             say: Callable[[str], None] | None = None) -> list[Measured]:
+    """The candidates measured in one run (codegen.bench.measure_many: one float64 reference,
+    every kernel checked against it, all timed round-robin with one vendor run), each recorded at
+    once; a candidate that fails is left out with a note."""
+    from fmmforge.codegen.bench import measure_many
     from fmmforge.plugins import get_backend
 
-    plan = _plan(c, request, store)
-    rec = measure(plan, list(c.decomps), request.shape, backend=get_backend("torch"), threads=request.threads,
-                  pairs=pairs, min_sample_s=0.05, store=store)
-    return Measured(c, rec.speedup, rec.median_s, rec.baseline_median_s, plan, rec.id)
+    plans = [_plan(c, request, store) for c in cands]
+    recs = measure_many([(p, list(c.decomps)) for p, c in zip(plans, cands)], request.shape,
+                        backend=get_backend("torch"), threads=request.threads, rounds=request.pairs,
+                        min_sample_s=0.05, store=store, progress=say,
+                        on_error=lambda plan, exc: notes.append(f"{plan.describe()}: {exc}"))
+    return [Measured(c, r.speedup, r.median_s, r.baseline_median_s, p, r.id)
+            for c, p, r in zip(cands, plans, recs) if r is not None]
 
 
 def _ensure_gemm_points(key: object, candidates: Sequence[Candidate], shape: Shape, request: TuneRequest,
@@ -505,7 +512,7 @@ def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, 
         result.notes.append(f"{len(earlier)} candidate(s) measured at this shape before are not measured again")
     _ensure_gemm_points(key, [], request.shape, request, store, math.inf)  # at least the vendor time at the shape
     model = _with_table(model, key, store)
-    while time.monotonic() + _reserve_s(result) < deadline:
+    while time.monotonic() + _reserve_s(result, 1) < deadline:
         say("rank", 0, 1, f"ranking {len(structures)} plans")
         fresh = [s for s in structures if tuple(d.fingerprint for _, d in s) not in measured_ids]
         if not fresh:
@@ -521,26 +528,60 @@ def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, 
         result.ranking, result.model = ranking, model_name(model)
         result.candidates = len(structures)
         todo = diverse([c for c in ranking if c.identity not in measured_ids], request.top_k)
-        if result.measured and time.monotonic() + _reserve_s(result) >= deadline:
-            break  # no time left for another measurement and the finalists' confirmation
+        if not result.rounds:  # the first round also measures the anchors
+            taken = measured_ids | {c.identity for c in todo}
+            todo += [c for c in anchors(structures, model, request, factor) if c.identity not in taken]
+        fits = _fits(result, deadline, len(todo))  # the finalists are measured again at the end: leave time
+        if result.measured and fits < 1:
+            break
+        todo = todo[:max(fits, 1)]
         result.rounds += 1
-        for i, c in enumerate(todo):
-            # the finalists are measured again at the end: leave the time for that
-            if result.measured and time.monotonic() + _reserve_s(result) >= deadline:
-                break
-            say("measure", i, len(todo), f"round {result.rounds}: {c.label}, predicted {c.predicted_speedup:.3f}x")
+        for c in todo:
             measured_ids.add(c.identity)
-            t0 = time.monotonic()
-            try:
-                m = _measure(c, request, store, request.pairs)
-            except FmmforgeError as exc:
-                result.notes.append(f"{c.label}: {exc}")
-                continue
-            result.measure_seconds.append(time.monotonic() - t0)
-            result.measured.append(m)
-            best[0] = max(best[0] or 0.0, m.speedup)
+        names = ", ".join(f"{c.label} ({c.predicted_speedup:.3f}x predicted)" for c in todo)
+        say("measure", 0, len(todo), f"round {result.rounds}: {names}")
+        t0 = time.monotonic()
+        got = _measure(todo, request, store, result.notes,
+                       lambda text: say("measure", 0, len(todo), f"round {result.rounds}: {text}"))
+        result.measure_seconds += [(time.monotonic() - t0) / len(todo)] * len(todo)
+        result.measured += got
+        if got:
+            best[0] = max(best[0] or 0.0, *(m.speedup for m in got))
         model = _fit(key, request, store, 0.0, None, result.notes)  # the new records refit the model
-    return False
+
+
+def anchors(structures: Sequence[tuple[tuple[str, Decomposition], ...]], model: object, request: TuneRequest,
+            factor: Callable[[tuple], float] | None = None) -> list[Candidate]:
+    """Plans the first round measures whatever the rest of the ranking says, so that a model that
+    is wrong about whole families at this shape (a format that peels here, a scheme whose
+    additions cost more than predicted) is corrected by measurement (:func:`correction`) before
+    it steers the later rounds: the model's best two depths of the classical recursion
+    (Strassen–Winograd at every level), and its best plan among those whose levels divide the
+    shape (no peeling) and that are not classical."""
+    shape = request.shape
+
+    def divides(levels: tuple) -> bool:
+        return all(s % math.prod(d.format[i] for _, d in levels) == 0 for i, s in enumerate(shape))  # type: ignore[index]
+
+    classical = [s for s in structures if all(n == INNER_SCHEMES[0] for n, _ in s)]
+    dividing = [s for s in structures if divides(s) and s not in classical]
+    out = []
+    for group, count in ((classical, 2), (dividing, 1)):
+        if group:
+            out += _rank(group, model, request, PROXY_KEEP, factor)[0][:count]
+    return out
+
+
+
+
+def _fits(result: TuneResult, deadline: float, wanted: int) -> int:
+    """How many of ``wanted`` candidates one more round can measure and still leave the time of
+    the finalists' re-measurement (every candidate counted at the typical cost so far)."""
+    per = result.typical_measure_s()
+    if per <= 0:
+        return wanted
+    left = deadline - time.monotonic() - _confirm_s(result, wanted)
+    return max(0, min(wanted, int(left // per)))
 
 
 PROXY_KEEP = 8  # plans per measured one that the full model ranks after the proxy's first cut
@@ -580,10 +621,14 @@ def proxy_seconds(decomps: Sequence[Decomposition], shape: Shape, model: object,
     return params.get("gemm_scale", 1.0) * gemm + pass_s
 
 
-def _reserve_s(result: TuneResult) -> float:
-    """Time one more measurement and the finalists' re-measurement need (finalists: at most
-    CONFIRM, and no more than will have been measured)."""
-    return (1 + min(CONFIRM, len(result.measured) + 1)) * result.typical_measure_s()
+def _confirm_s(result: TuneResult, more: int = 0) -> float:
+    """Time the finalists' re-measurement needs: as many as there will be (at most CONFIRM)."""
+    return min(CONFIRM, len(result.measured) + more) * result.typical_measure_s()
+
+
+def _reserve_s(result: TuneResult, more: int) -> float:
+    """Time ``more`` measurements and then the finalists' re-measurement need."""
+    return more * result.typical_measure_s() + _confirm_s(result, more)
 
 
 def family(c: Candidate) -> tuple[Format, ...]:
@@ -716,17 +761,21 @@ def _finish_measured(result: TuneResult, store: Store, deadline: float, say: Cal
     request = result.request
     finalists = sorted(result.measured, key=lambda m: -m.speedup)[:CONFIRM]
     confirmed = []
-    if not result.interrupted:
+    if not result.interrupted and finalists:
+        per = result.typical_measure_s()
+        fit = len(finalists) if per <= 0 else int((deadline - time.monotonic()) // per)
+        if fit < len(finalists):
+            result.notes.append(f"budget spent: {len(finalists) - max(fit, 0)} finalist(s) not measured again")
+            finalists = finalists[:max(fit, 0)]
         try:
-            for i, m in enumerate(finalists):
-                if time.monotonic() + result.typical_measure_s() > deadline:
-                    result.notes.append(f"budget spent: {len(finalists) - i} finalist(s) not measured again")
-                    break
-                say("confirm", i, len(finalists), f"measuring {m.candidate.label} again")
-                again = _measure(m.candidate, request, store, request.pairs)
-                result.confirmed.append(again)
-                # both medians are interleaved with their own vendor run: keep the less favourable
-                confirmed.append(again if again.speedup <= m.speedup else m)
+            if finalists:
+                say("confirm", 0, len(finalists), f"measuring the {len(finalists)} finalist(s) again, in one run")
+                again = {m.candidate.identity: m
+                         for m in _measure([m.candidate for m in finalists], request, store, result.notes)}
+                result.confirmed += again.values()
+                # each median is interleaved with its own vendor run: keep the less favourable of the two
+                confirmed = [min(m, again[m.candidate.identity], key=lambda x: x.speedup)
+                             for m in finalists if m.candidate.identity in again]
         except KeyboardInterrupt:
             result.interrupted = True
     pool = confirmed or finalists
