@@ -119,44 +119,64 @@ def _ops_cost(ops: list[Op]) -> int:
     return total
 
 
-def _columns(d: Decomposition) -> tuple[list[dict[int, Fraction]], list[dict[int, Fraction]], list[dict[int, Fraction]]]:
+Coef = int | Fraction  # an integral coefficient is kept as an int: the search below runs on them
+
+
+def _exact(x: object) -> Coef:
+    f = Fraction(x)  # type: ignore[arg-type]
+    return f.numerator if f.denominator == 1 else f
+
+
+def _ratio(a: Coef, b: Coef) -> Coef:
+    """a / b exactly, as an int when it is one (Fraction arithmetic is the schedule search's cost)."""
+    if type(a) is int and type(b) is int:
+        q, r = divmod(a, b)
+        return q if r == 0 else Fraction(a, b)
+    return _exact(Fraction(a) / b)
+
+
+def _columns(d: Decomposition) -> tuple[list[dict[int, Coef]], list[dict[int, Coef]], list[dict[int, Fraction]]]:
     U, V, W = d.factors()
     R = d.rank
-    us = [{a: Fraction(U[a, r]) for a in range(U.shape[0]) if U[a, r] != 0} for r in range(R)]
-    vs = [{b: Fraction(V[b, r]) for b in range(V.shape[0]) if V[b, r] != 0} for r in range(R)]
+    us = [{a: _exact(U[a, r]) for a in range(U.shape[0]) if U[a, r] != 0} for r in range(R)]
+    vs = [{b: _exact(V[b, r]) for b in range(V.shape[0]) if V[b, r] != 0} for r in range(R)]
     ws = [{c: Fraction(W[c, r]) for c in range(W.shape[0]) if W[c, r] != 0} for r in range(R)]
     return us, vs, ws
 
 
-def _side(state: dict[int, Fraction] | None, terms: dict[int, Fraction], kind: str, ws: str,
-          ops: list[Op]) -> tuple[Operand, Fraction, dict[int, Fraction] | None]:
+def _side(state: dict[int, Coef] | None, terms: dict[int, Coef], kind: str, ws: str,
+          ops: list[Op]) -> tuple[Operand, Fraction, dict[int, Coef] | None]:
     """Emit the ops computing one side's sum; return (operand, scale folded into alpha, new state)."""
     if len(terms) == 1:
         ((idx, coef),) = terms.items()
-        return Operand(kind, idx), coef, state
+        return Operand(kind, idx), Fraction(coef), state
     dst = Operand(ws)
     fresh = len(terms) - 1
-    best: tuple[int, Fraction, dict[int, Fraction]] | None = None
+    best: tuple[int, Coef, dict[int, Coef]] | None = None
     if state:
+        union = terms.keys() | state.keys()
         for idx, coef in terms.items():
             if idx not in state:
                 continue
-            lam = coef / state[idx]
-            diff = {i: terms.get(i, Fraction(0)) / lam - state.get(i, Fraction(0)) for i in set(terms) | set(state)}
-            diff = {i: c for i, c in diff.items() if c != 0}
+            lam = _ratio(coef, state[idx])
+            diff = {}
+            for i in union:
+                c = _ratio(terms.get(i, 0), lam) - state.get(i, 0)
+                if c:
+                    diff[i] = c
             if best is None or len(diff) < len(best[2]):
                 best = (len(diff), lam, diff)
     if best is not None and best[0] < fresh:
         _, lam, diff = best
         for idx in sorted(diff):
-            ops.append(Axpy(dst, diff[idx], Operand(kind, idx)))
-        return dst, lam, {i: c / lam for i, c in terms.items()}
+            ops.append(Axpy(dst, Fraction(diff[idx]), Operand(kind, idx)))
+        return dst, Fraction(lam), {i: _ratio(c, lam) for i, c in terms.items()}
     items = sorted(terms.items())
     lam = items[0][1]
-    ops.append(Add2(dst, Operand(kind, items[0][0]), items[1][1] / lam, Operand(kind, items[1][0])))
+    ops.append(Add2(dst, Operand(kind, items[0][0]), Fraction(_ratio(items[1][1], lam)), Operand(kind, items[1][0])))
     for idx, coef in items[2:]:
-        ops.append(Axpy(dst, coef / lam, Operand(kind, idx)))
-    return dst, lam, {i: c / lam for i, c in terms.items()}
+        ops.append(Axpy(dst, Fraction(_ratio(coef, lam)), Operand(kind, idx)))
+    return dst, Fraction(lam), {i: _ratio(c, lam) for i, c in terms.items()}
 
 
 class _Emitter:
@@ -165,14 +185,15 @@ class _Emitter:
     def __init__(self, cols, n_c: int, mode: Mode) -> None:
         self.cols = cols
         self.ops: list[Op] = []
-        self.s_state: dict[int, Fraction] | None = None
-        self.t_state: dict[int, Fraction] | None = None
+        self.s_state: dict[int, Coef] | None = None
+        self.t_state: dict[int, Coef] | None = None
         self.filled = [mode == "acc"] * n_c
         self.uses_p = False
 
-    def copy(self) -> "_Emitter":
+    def copy(self, with_ops: bool = True) -> "_Emitter":
+        """A copy to try a step on; ``with_ops=False`` starts it with no ops (only its new ones)."""
         other = _Emitter.__new__(_Emitter)
-        other.cols, other.ops = self.cols, list(self.ops)
+        other.cols, other.ops = self.cols, list(self.ops) if with_ops else []
         other.s_state, other.t_state = self.s_state, self.t_state
         other.filled, other.uses_p = list(self.filled), self.uses_p
         return other
@@ -234,13 +255,14 @@ def _greedy_order(cols, n_c: int, mode: Mode) -> list[int]:
     while remaining:
         best = None
         for r in remaining:
-            trial = state.copy()
+            trial = state.copy(with_ops=False)
             trial.step(r)
-            cost = _ops_cost(trial.ops[len(state.ops):]) - 4 * len(ws[r])  # many outputs early
+            cost = _ops_cost(trial.ops) - 4 * len(ws[r])  # many outputs early
             if best is None or cost < best[0]:
                 best = (cost, r, trial)
         order.append(best[1])
         remaining.remove(best[1])
+        best[2].ops = state.ops + best[2].ops
         state = best[2]
     return order
 
