@@ -282,14 +282,14 @@ def collect_schemes(request: TuneRequest, formats: Sequence[Format], store: Stor
 
 # ---------------------------------------------------------------------- candidates
 def _shortlist(schemes: Iterable[tuple[str, Decomposition]], per_format: int) -> list[tuple[str, Decomposition]]:
-    """Per format, the ``per_format`` schemes of the lowest rank, then fewest additions after
-    common-subexpression elimination (what the schedule's passes follow)."""
+    """Per format, the ``per_format`` schemes of the lowest rank, then fewest element-wise passes
+    of the low-memory schedule the kernels use (:func:`side_passes`)."""
     by_format: dict[Format, list[tuple[str, Decomposition]]] = {}
     for name, d in schemes:
         by_format.setdefault(d.format, []).append((name, d))  # type: ignore[arg-type]
     out = []
     for fmt in sorted(by_format):
-        group = sorted(by_format[fmt], key=lambda x: (x[1].rank, sum(side_additions(x[1])), x[0]))
+        group = sorted(by_format[fmt], key=lambda x: (x[1].rank, sum(side_passes(x[1])), x[0]))
         out += group[:per_format]
     return out
 
@@ -588,19 +588,24 @@ PROXY_KEEP = 8  # plans per measured one that the full model ranks after the pro
 
 
 @functools.lru_cache(maxsize=4096)
-def side_additions(d: Decomposition) -> tuple[int, int, int]:
-    """Additions of the A side, the B side and the outputs after common-subexpression elimination."""
-    from fmmforge.core.additions import eliminate
+def side_passes(d: Decomposition) -> tuple[int, int, int]:
+    """Passes of the A side, the B side and the outputs of the low-memory schedule the kernels
+    use, estimated in the scheme's own product order (codegen.schedule.estimate_side_passes: the
+    order search costs about a second per rank-49 scheme, and a tune shortlists hundreds; the full
+    model, which ranks the plans kept, uses the kernel's own schedule). Not the additions left
+    after common-subexpression elimination: the schedule keeps one workspace per side, so it
+    cannot reuse most shared sums. At <4,4,4;49> the flip walks from Strassen–Winograd⊗itself
+    find schemes with 170 such additions against Strassen⊗Strassen's 206, but their kernels make
+    348 passes against 303 and measured slower; ranking by eliminated additions put them first."""
+    from fmmforge.codegen.schedule import estimate_side_passes
 
-    a, b, c = eliminate(d).sides
-    return a.eliminated, b.eliminated, c.eliminated
+    return estimate_side_passes(d)
 
 
 def proxy_seconds(decomps: Sequence[Decomposition], shape: Shape, model: object, itemsize: int) -> float:
-    """A cheap stand-in for the model's prediction (no schedule): the leaf gemms at the divided
-    shape, and every addition left after common-subexpression elimination (core.additions) as one
-    pass over its blocks (two read, one written) at the model's cost per byte. Used only to choose
-    which plans the full model ranks."""
+    """A cheap stand-in for the model's prediction: the leaf gemms at the divided shape, and each
+    level's passes (:func:`side_passes`) as one pass over its blocks (two read, one written) at
+    the model's cost per byte. Used only to choose which plans the full model ranks."""
     from fmmforge.codegen.costmodel import PARAMETERS
 
     params = dict(zip(PARAMETERS, model.parameters))  # type: ignore[attr-defined]
@@ -611,7 +616,7 @@ def proxy_seconds(decomps: Sequence[Decomposition], shape: Shape, model: object,
         n, m, p = d.format  # type: ignore[misc]
         block = [block[0] // n, block[1] // m, block[2] // p]
         bm, bk, bn = block
-        for adds, elements in zip(side_additions(d), (bm * bk, bk * bn, bm * bn)):
+        for adds, elements in zip(side_passes(d), (bm * bk, bk * bn, bm * bn)):
             moved = 3 * elements * itemsize  # one pass: two blocks read, one written
             cached = moved <= model.cache  # type: ignore[attr-defined]
             per_byte = params.get("s_per_cached_byte" if cached else "s_per_streamed_byte", 0.0)
