@@ -69,9 +69,11 @@ def save_444(home: str, result) -> None:
 
     from fmmforge.core.atomic import write_text
 
+    path = Path(home) / TUNED_444
     if result.best is not None:
-        write_text(Path(home) / TUNED_444, json.dumps({"plan": result.best.plan.as_dict(),
-                                                        "speedup": result.best.speedup}))
+        write_text(path, json.dumps({"plan": result.best.plan.as_dict(), "speedup": result.best.speedup}))
+    elif path.is_file():
+        path.unlink()  # an earlier run's winner is not this run's result
 
 
 def tuned_444(home: str):
