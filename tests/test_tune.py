@@ -206,6 +206,17 @@ class _FlopModel:
         return products * math.prod(blocks) * 1e-11 if decomps else math.prod(shape) * 1e-11
 
 
+def test_the_classical_schemes_start_plans_even_when_the_shortlist_is_full_of_others():
+    s, w = catalogue.resolve("strassen"), catalogue.resolve("strassen-winograd")
+    many = [(f"strassen~{i}", transforms.flip_signs(s, [1] * 7, [(-1) ** (i >> j & 1) for j in range(7)]))
+            for i in range(tuning.PER_FORMAT + 6)] + [("strassen-winograd", w)]
+    assert "strassen-winograd" not in [n for n, _ in tuning._shortlist(many, tuning.PER_FORMAT)]
+    inner = [(n, catalogue.resolve(n)) for n in tuning.INNER_SCHEMES]
+    names = [n for n, _ in tuning.top_schemes(many, inner, [(2, 2, 2)])]
+    assert names.count("strassen-winograd") == 1
+    assert "strassen-winograd" not in [n for n, _ in tuning.top_schemes(many, inner, [(4, 4, 4)])]
+
+
 def test_anchors_are_the_best_classical_depths_and_the_best_plan_that_divides_the_shape():
     request = TuneRequest(shape=(4096,) * 3, max_levels=3, min_leaf=256)
     w = ("strassen-winograd", catalogue.resolve("strassen-winograd"))

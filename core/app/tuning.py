@@ -294,6 +294,17 @@ def _shortlist(schemes: Iterable[tuple[str, Decomposition]], per_format: int) ->
     return out
 
 
+def top_schemes(schemes: Iterable[tuple[str, Decomposition]], inner: Sequence[tuple[str, Decomposition]],
+                formats: Sequence[Format]) -> list[tuple[str, Decomposition]]:
+    """The schemes plans start from: the :func:`_shortlist` of each format, and the inner
+    (classical) schemes of those formats whatever the shortlist's estimate says: Strassen–Winograd's
+    passes come out lowest only with the schedule's order search, and the first round's anchors
+    measure the classical recursion."""
+    top = _shortlist(schemes, PER_FORMAT)
+    have = {d.fingerprint for _, d in top}
+    return top + [x for x in inner if x[1].format in formats and x[1].fingerprint not in have]
+
+
 def level_structures(top: Sequence[tuple[str, Decomposition]], inner: Sequence[tuple[str, Decomposition]],
                      shape: Shape, request: TuneRequest) -> list[tuple[tuple[str, Decomposition], ...]]:
     """Plans: a top scheme, then 0..max_levels-1 more levels of it or of an inner scheme, while the
@@ -471,7 +482,7 @@ def tune(request: TuneRequest, *, store: Store | None = None, progress: Progress
             lambda text, d, t: say("search", d, t, text))
         result.schemes = len(schemes)
         inner = [(n, catalogue.resolve(n)) for n in INNER_SCHEMES]
-        top = _shortlist(schemes.values(), PER_FORMAT)
+        top = top_schemes(schemes.values(), inner, formats)
         structures = level_structures(top, inner, shape, request)
         if device.kind == "spec":
             from fmmforge.hardware.chips import load_chip
