@@ -198,3 +198,26 @@ def test_cpu_speedup_runs_its_targets_and_skips_what_does_not_fit(monkeypatch, c
     assert not any("N=4096" in v for v in verdicts)  # the twin's group was not selected: no target of it
     rows = [line for line in out.splitlines() if line.startswith(("96 winograd", "95 winograd"))]
     assert len(rows) == 2  # the 4096 twin ran as well
+
+
+def test_breakdown_task_parallel_pins_one_thread_only():
+    """The --task-parallel probe's workers set their own thread counts; the caller's stay as they were."""
+    import threading
+
+    controls = _script("cpu_breakdown").thread_controls()
+    if controls is None:
+        pytest.skip("torch here has no per-thread OpenMP/MKL thread controls")
+    set_omp, set_mkl = controls
+    before = torch.get_num_threads()
+    seen: list[int] = []
+
+    def worker() -> None:
+        torch.get_num_threads()  # torch's own per-thread initialisation first (it would undo the pin)
+        set_omp(1)
+        set_mkl(1)
+        seen.append(torch.get_num_threads())
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [1] and torch.get_num_threads() == before
