@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from fmmforge.codegen.backends import CodegenBackend
 from fmmforge.codegen.costmodel import (
-    CalibratedModel, Features, GemmTable, ModelKey, Shape, cache_bytes, features, fit, leaf_shapes,
+    LEAF_LAYOUT, CalibratedModel, Features, GemmTable, ModelKey, Shape, cache_bytes, features, fit, leaf_shapes,
     load_gemm_points, save_gemm_point, save_model, union_corners,
 )
 from fmmforge.codegen.plan import DEFAULT_VARIANT, make_plan
@@ -159,55 +159,76 @@ def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend
     return taken
 
 
-def _gemm_call(key: ModelKey, shape: Shape) -> Callable[[], object]:
-    """torch.mm of random operands into a preallocated C at ``shape`` on ``key``'s device."""
+def _gemm_call(key: ModelKey, shape: Shape, layout: str = "contiguous") -> tuple[Callable[[], object], int]:
+    """(call, products it runs) of the vendor gemm at ``shape`` on ``key``'s device: torch.mm of
+    random operands into a preallocated C (``contiguous``), or, for ``leaf``, every block product
+    C_ij += A_ik·B_kj of a LEAF_LAYOUT-fold larger product, on views of the parents as a level of
+    a kernel takes them (codegen.costmodel, the leaf table)."""
     import torch
 
     dev = torch.device(key.device if key.device.startswith("cuda") else "cpu")
     dt = getattr(torch, key.dtype)
     M, K, N = shape
-    A = torch.rand(M, K, dtype=dt, device=dev)
-    B = torch.rand(K, N, dtype=dt, device=dev)
-    C = torch.empty(M, N, dtype=dt, device=dev)
-    return lambda: torch.mm(A, B, out=C)
+    if layout == "contiguous":
+        A = torch.rand(M, K, dtype=dt, device=dev)
+        B = torch.rand(K, N, dtype=dt, device=dev)
+        C = torch.empty(M, N, dtype=dt, device=dev)
+        return (lambda: torch.mm(A, B, out=C)), 1
+    q = LEAF_LAYOUT
+    PA = torch.rand(q * M, q * K, dtype=dt, device=dev)
+    PB = torch.rand(q * K, q * N, dtype=dt, device=dev)
+    PC = torch.zeros(q * M, q * N, dtype=dt, device=dev)
+    blocks = [(PA[i * M:(i + 1) * M, k * K:(k + 1) * K], PB[k * K:(k + 1) * K, j * N:(j + 1) * N],
+               PC[i * M:(i + 1) * M, j * N:(j + 1) * N]) for i in range(q) for j in range(q) for k in range(q)]
+
+    def products() -> None:
+        for a, b, c in blocks:
+            torch.addmm(c, a, b, out=c)
+
+    return products, len(blocks)
 
 
-def measure_gemm(key: ModelKey, shape: Shape, reference: tuple[Shape, float] | None = None) -> float:
-    """Seconds of the vendor gemm at ``shape`` on ``key``'s device: its median alone, or, given a
-    ``reference`` (shape, seconds), the median over interleaved pairs of its time over the
-    reference's, times the reference's seconds."""
+def measure_gemm(key: ModelKey, shape: Shape, reference: tuple[Shape, float] | None = None,
+                 layout: str = "contiguous") -> float:
+    """Seconds of one vendor gemm at ``shape`` in ``layout`` on ``key``'s device: its median
+    alone, or, given a ``reference`` (shape, seconds of the contiguous gemm there), the median
+    over interleaved pairs of its time over the reference's, times the reference's seconds."""
     import statistics
 
     from fmmforge.hardware.timing import compare, time_one
 
-    fn = _gemm_call(key, shape)
+    fn, products = _gemm_call(key, shape, layout)
     if reference is None:
-        return time_one(fn, device=key.device, threads=key.threads, warmup=2, samples=9, min_sample_s=0.02).median
+        t = time_one(fn, device=key.device, threads=key.threads, warmup=2, samples=9, min_sample_s=0.02).median
+        return t / products
     ref_shape, ref_s = reference
-    timing = compare(fn, _gemm_call(key, ref_shape), device=key.device, threads=key.threads, pairs=7,
+    timing = compare(fn, _gemm_call(key, ref_shape)[0], device=key.device, threads=key.threads, pairs=7,
                      min_sample_s=0.02)
     ratios = [c / b for c, b in zip(timing.candidate.samples, timing.baseline.samples)]
-    return statistics.median(ratios) * ref_s
+    return statistics.median(ratios) * ref_s / products
 
 
 def _measure_gemms(key: ModelKey, needed: set[Shape], have: dict[Shape, float], deadline: float,
-                   store: Store, progress: Progress | None) -> int:
-    """Time the vendor gemm at the grid shapes still missing (cheapest first), until ``deadline``:
-    the reference alone first, then every other shape interleaved with it."""
+                   store: Store, progress: Progress | None, layout: str = "contiguous",
+                   reference_s: float | None = None) -> int:
+    """Time the vendor gemm at the shapes in ``layout`` still missing (cheapest first), until
+    ``deadline``: each interleaved with the contiguous reference gemm (timed alone first when
+    ``reference_s`` is not given: the contiguous table's own reference point)."""
     from math import prod
 
     todo = sorted(needed - set(have), key=prod)
-    if todo and REFERENCE_GEMM not in have:
+    if layout == "contiguous" and todo and REFERENCE_GEMM not in have:
         todo = [REFERENCE_GEMM] + [s for s in todo if s != REFERENCE_GEMM]
     taken = 0
     for i, shape in enumerate(todo):
         if time.monotonic() >= deadline:
             break
         if progress:
-            progress("gemm", i, len(todo), "torch.mm " + "x".join(map(str, shape)))
-        reference = (REFERENCE_GEMM, have[REFERENCE_GEMM]) if shape != REFERENCE_GEMM else None
-        have[shape] = measure_gemm(key, shape, reference)
-        save_gemm_point(key, shape, have[shape], store)
+            progress("gemm", i, len(todo), f"torch.mm {'x'.join(map(str, shape))}" + (" as leaves" if layout == "leaf" else ""))
+        ref_s = reference_s if layout != "contiguous" else have.get(REFERENCE_GEMM)
+        reference = None if layout == "contiguous" and shape == REFERENCE_GEMM else (REFERENCE_GEMM, ref_s)
+        have[shape] = measure_gemm(key, shape, reference, layout)  # type: ignore[arg-type]
+        save_gemm_point(key, shape, have[shape], store, layout)
         taken += 1
     if progress:
         progress("gemm", len(todo), len(todo), "done")
@@ -215,12 +236,17 @@ def _measure_gemms(key: ModelKey, needed: set[Shape], have: dict[Shape, float], 
 
 
 def gemm_table(key: ModelKey, usable: Sequence[Usable], store: Store) -> GemmTable:
-    """Measured gemm timings, with each record's vendor baseline (the same torch.mm at the full
-    size) filling a grid shape nobody timed alone."""
+    """Measured contiguous gemm timings, with each record's vendor baseline (the same torch.mm at
+    the full size) filling a grid shape nobody timed alone."""
     points = load_gemm_points(key, store)
     for u in usable:
         points.setdefault(u.shape, u.record.baseline_median_s)
     return GemmTable(points)
+
+
+def leaf_table(key: ModelKey, store: Store) -> GemmTable:
+    """Measured gemm timings in the leaf layout (codegen.costmodel.LEAF_LAYOUT)."""
+    return GemmTable(load_gemm_points(key, store, "leaf"))
 
 
 def load_corrected_s(u: Usable, table: GemmTable) -> float:
@@ -231,21 +257,49 @@ def load_corrected_s(u: Usable, table: GemmTable) -> float:
     return u.record.median_s * table.seconds(u.shape) / u.record.baseline_median_s
 
 
-def fit_best(key: ModelKey, usable: Sequence[Usable], table: GemmTable) -> CalibratedModel:
+def fit_best(key: ModelKey, usable: Sequence[Usable], table: GemmTable, leaf: GemmTable | None = None
+             ) -> CalibratedModel:
     """The model with one bandwidth or two (passes that fit in the cores' L2 apart, on a CPU),
     whichever predicts the held-out records better (median error, then rank correlation)."""
     caches = (0, cache_bytes(key.threads)) if key.device == "cpu" else (0,)
     seconds = [load_corrected_s(u, table) for u in usable]
     models = []
     for cache in caches:
-        rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table, cache) for u in usable]
-        models.append(fit(key, rows, seconds, [u.shape for u in usable], table, cache=cache))
+        rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table, cache, leaf)
+                                for u in usable]
+        models.append(fit(key, rows, seconds, [u.shape for u in usable], table, cache=cache, leaf=leaf))
 
     def held_out(m: CalibratedModel) -> tuple[float, float]:
         q = m.quality
         return (0.0, 0.0) if q is None else (q.median_ape, -(q.spearman or 0.0))
 
     return min(models, key=held_out)
+
+
+def needed_shapes(plans: Iterable[tuple[Sequence[Decomposition], int, Shape]]) -> dict[str, set[Shape]]:
+    """The gemm shapes each table needs for ``plans`` (decompositions, cutoff, shape): the grid
+    corners around every gemm the calls run, and those gemms' own shapes too (off the grid, e.g.
+    341³, MKL runs slower than the corners suggest); the kernels' leaves in the leaf layout, the
+    gemm of a plan that does not split contiguous."""
+    out: dict[str, set[Shape]] = {"contiguous": set(), "leaf": set()}
+    for decomps, cutoff, shape in plans:
+        for layout, inside in (("contiguous", False), ("leaf", True)):
+            out[layout] |= leaf_shapes(decomps, cutoff, shape, inside=inside)
+    return {layout: union_corners(shapes) | shapes for layout, shapes in out.items()}
+
+
+def _measure_tables(key: ModelKey, usable: Sequence[Usable], store: Store, deadline: float,
+                    progress: Progress | None) -> int:
+    """Measure what both gemm tables lack for ``usable``'s plans: the contiguous one first (its
+    reference point times the rest), then the leaf layout."""
+    needed = needed_shapes((u.decomps, u.cutoff, u.shape) for u in usable)
+    points = load_gemm_points(key, store)
+    taken = _measure_gemms(key, needed["contiguous"] | {REFERENCE_GEMM}, points, deadline, store, progress)
+    if REFERENCE_GEMM not in points:
+        return taken
+    leaves = load_gemm_points(key, store, "leaf")
+    return taken + _measure_gemms(key, needed["leaf"], leaves, deadline, store, progress, "leaf",
+                                  points[REFERENCE_GEMM])
 
 
 def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAULT_BUDGET_S,
@@ -266,11 +320,7 @@ def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAU
             f"calibrate needs at least {MIN_RECORDS} benchmark records of low-memory torch kernels on "
             f"{key.describe()}, the store has {len(usable)}" + (f" (and {skipped} it cannot use)" if skipped else "")
             + f"; give it time to measure them (--budget 180) or run `fmmforge bench --device {key.device}` first")
-    leaves = {s for u in usable for s in leaf_shapes(u.decomps, u.cutoff, u.shape)}
-    needed = union_corners(leaves) | leaves  # the records' own leaves too: off the grid (341³) MKL is slower
-    points = load_gemm_points(key, store)
-    gemms = _measure_gemms(key, needed, points, start + budget_s, store, progress) if budget_s > 0 else 0
-    table = gemm_table(key, usable, store)
-    model = fit_best(key, steadiest(usable), table)
+    gemms = _measure_tables(key, usable, store, start + budget_s, progress) if budget_s > 0 else 0
+    model = fit_best(key, steadiest(usable), gemm_table(key, usable, store), leaf_table(key, store))
     save_model(model, store)
     return Calibration(model, measured, gemms, skipped)
