@@ -131,31 +131,33 @@ def steadiest(usable: Sequence[Usable]) -> list[Usable]:
 
 def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend: CodegenBackend,
                      store: Store, progress: Progress | None) -> int:
-    """Measure the calibration plans at the calibration sizes not yet recorded, until ``deadline``."""
-    from fmmforge.codegen.bench import measure
+    """Measure the calibration plans at the calibration sizes not yet recorded, until ``deadline``:
+    every plan of one size in one run (codegen.bench.measure_many: one reference, one vendor run,
+    all timed round-robin), so the plans of a size, which the model must rank, are compared
+    under the same load. Plans whose samples spread are measured once more, together."""
+    from fmmforge.codegen.bench import measure_many
 
     done_keys = {(u.record.plan_key, u.shape) for u in have}
-    todo = []
+    by_size: dict[Shape, list] = {}
     for size in CALIBRATION_SIZES:
         for name, levels in CALIBRATION_PLANS:
             plan, decomps = make_plan(name, levels, backend="torch", dtype=key.dtype, device=key.device)
             if (plan.key(), size) not in done_keys:
-                todo.append((plan, decomps, size))
+                by_size.setdefault(size, []).append((plan, decomps))
     taken = 0
-    for i, (plan, decomps, size) in enumerate(todo):
-        label = f"{plan.describe()} at {'x'.join(map(str, size))}"
+    for i, (size, items) in enumerate(by_size.items()):
         for again in (False, True):
-            if time.monotonic() >= deadline:
+            if not items or time.monotonic() >= deadline:
                 break
             if progress:
-                progress("records", i, len(todo), label + (" again (its samples spread)" if again else ""))
-            record = measure(plan, decomps, size, backend=backend, threads=key.threads, pairs=5, min_sample_s=0.05,
-                             store=store)
-            taken += 1
-            if spread(record) <= NOISY_SPREAD:
-                break
+                progress("records", i, len(by_size), f"{len(items)} plan(s) at {'x'.join(map(str, size))}"
+                         + (" again (their samples spread)" if again else ""))
+            records = measure_many(items, size, backend=backend, threads=key.threads, rounds=5, min_sample_s=0.05,
+                                   store=store)
+            taken += sum(r is not None for r in records)
+            items = [item for item, r in zip(items, records) if r is not None and spread(r) > NOISY_SPREAD]
     if progress:
-        progress("records", len(todo), len(todo), "done")
+        progress("records", len(by_size), len(by_size), "done")
     return taken
 
 

@@ -222,19 +222,22 @@ def test_a_record_whose_samples_spread_is_measured_once_more(key, monkeypatch):
 
     taken = []
 
-    def fake_measure(plan, decomps, size, *, store=None, **kwargs):
-        taken.append(plan.levels)
-        record = synthetic_record(key, plan, size, 1e-3, 1e-3)
-        if len(taken) == 1:  # the first measurement was taken while the CPUs were busy
-            record = dataclasses.replace(record, iqr_s=0.5e-3)
-        add_record(record, store)
-        return record
+    def fake_measure_many(items, size, *, store=None, **kwargs):
+        out = []
+        for plan, _ in items:
+            taken.append(plan.levels)
+            record = synthetic_record(key, plan, size, 1e-3, 1e-3)
+            if len(taken) == 1:  # the first measurement was taken while the CPUs were busy
+                record = dataclasses.replace(record, iqr_s=0.5e-3)
+            add_record(record, store)
+            out.append(record)
+        return out
 
-    monkeypatch.setattr(bench, "measure", fake_measure)
+    monkeypatch.setattr(bench, "measure_many", fake_measure_many)
     monkeypatch.setattr(cal, "CALIBRATION_PLANS", (("strassen", 0), ("strassen", 1)))
     monkeypatch.setattr(cal, "CALIBRATION_SIZES", ((256, 256, 256),))
     assert cal._measure_records(key, [], float("inf"), _NoBackend(), Store(), None) == 3
-    assert taken == [0, 0, 1]
+    assert taken == [0, 1, 0]  # both plans of the size in one run, then the noisy one again
     usable, _ = cal.usable_records(key, Store())
     steady = cal.steadiest(usable)
     assert len(usable) == 3 and len(steady) == 2  # one per plan and size: the steadier of the two
@@ -377,15 +380,17 @@ def test_interrupted_calibration_keeps_every_record_taken(cli, key, monkeypatch)
 
     calls = []
 
-    def fake_measure(plan, decomps, size, *, store=None, **kwargs):
+    def fake_measure_many(items, size, *, store=None, **kwargs):
         if calls:
             raise KeyboardInterrupt
-        calls.append(size)
-        record = synthetic_record(key, plan, size, 1e-3, 1e-3)
-        add_record(record, store)
-        return record  # as bench.measure does
+        out = []
+        for plan, _ in items:
+            calls.append(size)
+            out.append(synthetic_record(key, plan, size, 1e-3, 1e-3))
+            add_record(out[-1], store)
+        return out  # as bench.measure_many does: the run's records stored together
 
-    monkeypatch.setattr(bench, "measure", fake_measure)
+    monkeypatch.setattr(bench, "measure_many", fake_measure_many)
     code, out, err = cli("calibrate", "--budget", "60")
     assert code == 130
     assert "interrupted" in err and "kept" in err
