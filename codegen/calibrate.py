@@ -28,8 +28,11 @@ from fmmforge.core.store import Store
 MIN_RECORDS = 10  # fewer records than this cannot both fit 4 parameters and check them held-out
 DEFAULT_BUDGET_S = 180.0
 # The plans calibrate measures when the store has too few records: the vendor gemm and the
-# built-in schemes at one and two levels, at square and non-square sizes (small ones first).
-CALIBRATION_PLANS = (("strassen", 0), ("strassen", 1), ("strassen-winograd", 1), ("strassen", 2), ("laderman", 1))
+# built-in schemes at one and two levels, a <3,3,3> (which peels where 3 does not divide) and a
+# <4,4,4;49> level (49 leaves, 303 passes), at square and non-square sizes (small ones first):
+# plans of the kinds the tuner ranks, whose times at one size differ enough to be ranked.
+CALIBRATION_PLANS = (("strassen", 0), ("strassen", 1), ("strassen-winograd", 1), ("strassen", 2),
+                     ("strassen-winograd", 2), ("laderman", 1), ("strassen*strassen", 1))
 CALIBRATION_SIZES: tuple[Shape, ...] = ((512, 512, 512), (768, 768, 768), (1024, 1024, 1024), (1024, 2048, 768),
                                         (1536, 1536, 1536), (2048, 1024, 1536), (2048, 2048, 2048))
 # A record whose samples spread (interquartile range, kernel or baseline) over more than this
