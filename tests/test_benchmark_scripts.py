@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _script(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # a fresh module each time (dataclasses look their module up)
     spec.loader.exec_module(mod)
     return mod
 
@@ -96,3 +99,125 @@ def test_cpu_speedup_against_refuses_a_wrong_old_kernel(tmp_path, capsys):
     halved = source + "\n_exact = matmul\n\ndef matmul(A, B, out=None):\n    return _exact(A, B, out).mul_(0.5)\n"
     with pytest.raises(SystemExit, match="wrong at this size"):
         _against(tmp_path, capsys, halved)
+
+
+def _row(sp, label, group, size, median_s, speedup, traffic=1.2, plan=("strassen-winograd", 2, "float32", "lowmem")):
+    return sp.Row(label, group, plan, size, median_s, speedup, traffic)
+
+
+def test_cpu_speedup_targets_are_issue_14s():
+    sp = _script("cpu_speedup")
+    got = {(t.group, t.kind): t.bound for t in sp.TARGETS}
+    assert got == {("4096", "speedup"): 1.10, ("8192", "speedup"): 1.18, ("16384", "speedup"): 1.25,
+                   ("4096", "efficiency"): 0.95, ("8192", "efficiency"): 0.95, ("16384", "efficiency"): 0.95,
+                   ("8192x4096x8192", "speedup"): 1.10, ("4096x8192x2048", "speedup"): 1.10,
+                   ("laderman", "speedup"): 1.0, ("4095", "peel"): 1.03, ("float64", "speedup"): 1.12}
+    groups = {case[1] for case in sp.CASES["full"]}
+    assert {t.group for t in sp.TARGETS} <= groups  # every target has cases
+    sizes = {case[4] for case in sp.CASES["full"] if case[1] == "16384"}
+    assert sizes == {(16384,) * 3} and {case[3] for case in sp.CASES["full"] if case[1] == "16384"} == {3, 4}
+    assert all(case[5] == "float64" and case[4] == (8192,) * 3 for case in sp.CASES["full"] if case[1] == "float64")
+
+
+def test_cpu_speedup_best_plan_and_its_efficiency_decide_a_group():
+    sp = _script("cpu_speedup")
+    rows = [_row(sp, "8192 a", "8192", (8192,) * 3, 1.0, 1.20, traffic=1.30),
+            _row(sp, "8192 b", "8192", (8192,) * 3, 1.0, 1.15, traffic=1.16),
+            _row(sp, "4608 laderman L1", "laderman", (4608,) * 3, 1.0, 1.0)]
+    checks = dict(sp.check_targets(rows, {"8192", "laderman", "16384"}))
+    speed = next(k for k in checks if k.startswith("N=8192: best plan"))
+    assert checks[speed] and "1.200x" in speed and "8192 a" in speed
+    eff = next(k for k in checks if k.startswith("N=8192: efficiency"))
+    assert not checks[eff] and "0.923" in eff  # the best plan's 1.20 / 1.30, not the other's 0.99
+    lad = next(k for k in checks if k.startswith("<3,3,3;23>"))
+    assert not checks[lad]  # equal to torch.mm is not faster
+    missing = [k for k in checks if k.startswith("N=16384")]
+    assert len(missing) == 2 and all("not measured" in k and not checks[k] for k in missing)
+    assert not any(k.startswith("N=4096") for k in checks)  # a group not selected prints no target
+
+
+@pytest.mark.parametrize("t4095,met", [(1.02 * (4095 / 4096) ** 3, True), (1.04 * (4095 / 4096) ** 3, False)])
+def test_cpu_speedup_4095_is_compared_with_the_same_plan_at_4096_scaled_by_flops(t4095, met):
+    sp = _script("cpu_speedup")
+    fused = ("strassen-winograd", 2, "float32", "fused")
+    rows = [_row(sp, "4096 winograd L2", "4096", (4096,) * 3, 2.0, 1.1),
+            _row(sp, "4096 winograd L2 fused", "4096", (4096,) * 3, 1.0, 1.2, plan=fused),
+            _row(sp, "4095 winograd L2 fused", "4095", (4095,) * 3, t4095, 1.1, plan=fused)]
+    ((line, ok),) = [c for c in sp.check_targets(rows, {"4095"})]
+    assert ok is met and line.startswith("4095 winograd L2 fused") and f"{t4095 / (4095 / 4096) ** 3:.3f}" in line
+
+
+def _select(sp, **kw):
+    args = argparse.Namespace(quick=False, only=kw.get("only", ""), group=kw.get("group", ""))
+    return [case[0] for case in sp.selected_cases(args)[0]]
+
+
+def test_cpu_speedup_group_selects_one_target_group():
+    sp = _script("cpu_speedup")
+    assert _select(sp, group="16384") == [c[0] for c in sp.CASES["full"] if c[1] == "16384"]
+    assert _select(sp, group="16384", only="fused") == ["16384 winograd L3 fused", "16384 winograd L4 fused"]
+    both = _select(sp, group="8192x4096x8192,4096x8192x2048")
+    assert both and all(label.startswith("rect") for label in both) and len({lbl.split()[1] for lbl in both}) == 2
+    # a 4095 case brings the 4096 case of the same plan, which its target compares with
+    assert _select(sp, only="4095 winograd L2 fused") == ["4096 winograd L2 fused", "4095 winograd L2 fused"]
+    assert sp.selected_cases(argparse.Namespace(quick=False, only="", group="4095"))[1] == {"4095"}  # not 4096's
+    with pytest.raises(ValueError, match="unknown group 9999; use one of 4096"):
+        _select(sp, group="9999")
+
+
+def test_cpu_speedup_bad_group_is_one_line_and_exit_2(capsys):
+    sp = _script("cpu_speedup")
+    assert sp.main(["--group", "4097"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown group 4097") and err.count("\n") == 1
+    assert sp.main(["--only", "no such case"]) == 2
+    assert capsys.readouterr().err.startswith("error: no case matches --only")
+
+
+def test_cpu_speedup_runs_its_targets_and_skips_what_does_not_fit(monkeypatch, capsys):
+    """Tiny stand-ins for the table: every selected target prints met/MISSED with a number; a case
+    whose memory exceeds MemAvailable is skipped with one line before anything is allocated."""
+    import fmmforge.hardware.limits as limits
+
+    sp = _script("cpu_speedup")
+    sp.CASES = {"quick": [], "full": [
+        ("96 winograd L1", "4096", "strassen-winograd", 1, (96,) * 3, "float64"),
+        ("95 winograd L1", "4095", "strassen-winograd", 1, (95,) * 3, "float64"),
+        ("huge winograd L1", "16384", "strassen-winograd", 1, (3000,) * 3, "float64")]}
+    sp.TARGETS = tuple(t if t.kind != "peel" else sp.Target(t.group, t.kind, t.bound, t.text, reference=(96,) * 3)
+                       for t in sp.TARGETS)
+    monkeypatch.setattr(sp, "streaming_bandwidth", lambda *a: 1e10)
+    monkeypatch.setattr(limits, "available_memory_bytes", lambda: 50 * 2**20)  # 3000^2 float64 needs more
+    code = sp.main(["--pairs", "3", "--wait-quiet", "0", "--group", "4095,16384"])
+    out = capsys.readouterr().out
+    assert code == 1  # the 16384 targets are not measured
+    assert "huge winograd L1: skipped: needs about" in out and "50.0 MiB" not in out
+    verdicts = [line for line in out.splitlines() if line.startswith(("met ", "MISSED "))]
+    assert any("95 winograd L1: time within 3%" in v for v in verdicts)
+    assert sum("N=16384" in v and "not measured" in v for v in verdicts) == 2
+    assert not any("N=4096" in v for v in verdicts)  # the twin's group was not selected: no target of it
+    rows = [line for line in out.splitlines() if line.startswith(("96 winograd", "95 winograd"))]
+    assert len(rows) == 2  # the 4096 twin ran as well
+
+
+def test_breakdown_task_parallel_pins_one_thread_only():
+    """The --task-parallel probe's workers set their own thread counts; the caller's stay as they were."""
+    import threading
+
+    controls = _script("cpu_breakdown").thread_controls()
+    if controls is None:
+        pytest.skip("torch here has no per-thread OpenMP/MKL thread controls")
+    set_omp, set_mkl = controls
+    before = torch.get_num_threads()
+    seen: list[int] = []
+
+    def worker() -> None:
+        torch.get_num_threads()  # torch's own per-thread initialisation first (it would undo the pin)
+        set_omp(1)
+        set_mkl(1)
+        seen.append(torch.get_num_threads())
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [1] and torch.get_num_threads() == before

@@ -583,8 +583,6 @@ def anchors(structures: Sequence[tuple[tuple[str, Decomposition], ...]], model: 
     return out
 
 
-
-
 def _fits(result: TuneResult, deadline: float, wanted: int) -> int:
     """How many of ``wanted`` candidates one more round can measure and still leave the time of
     the finalists' re-measurement (every candidate counted at the typical cost so far)."""
