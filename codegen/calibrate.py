@@ -39,6 +39,9 @@ CALIBRATION_SIZES: tuple[Shape, ...] = ((512, 512, 512), (768, 768, 768), (1024,
 # share of their median was taken while other work held the CPUs: calibrate measures it once
 # more, and the fit uses the steadier of the measurements of one plan at one size.
 NOISY_SPREAD = 0.2
+# Rounds of a size's run: its plans share one vendor run, whose median's own noise moves every
+# record of the size alike, so it needs more samples than one comparison would.
+RECORD_ROUNDS = 9
 GEMM_SHARE = 0.3  # of the budget kept for the vendor-gemm timings when records are measured too
 # Every gemm timing is taken interleaved with this reference gemm and stored as its time ratio
 # times the reference's own time: a shared machine's load then scales the whole table alike,
@@ -155,7 +158,7 @@ def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend
             if progress:
                 progress("records", i, len(by_size), f"{len(items)} plan(s) at {'x'.join(map(str, size))}"
                          + (" again (their samples spread)" if again else ""))
-            records = measure_many(items, size, backend=backend, threads=key.threads, rounds=5, min_sample_s=0.05,
+            records = measure_many(items, size, backend=backend, threads=key.threads, rounds=RECORD_ROUNDS, min_sample_s=0.05,
                                    store=store)
             taken += sum(r is not None for r in records)
             items = [item for item, r in zip(items, records) if r is not None and spread(r) > NOISY_SPREAD]
