@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from fmmforge.codegen.backends import CodegenBackend
 from fmmforge.codegen.costmodel import (
-    CalibratedModel, Features, GemmTable, ModelKey, Shape, cache_bytes, features, fit, leaf_shapes,
+    LEAF_LAYOUT, CalibratedModel, Features, GemmTable, ModelKey, Shape, cache_bytes, features, fit, leaf_shapes,
     load_gemm_points, save_gemm_point, save_model, union_corners,
 )
 from fmmforge.codegen.plan import DEFAULT_VARIANT, make_plan
@@ -28,14 +28,20 @@ from fmmforge.core.store import Store
 MIN_RECORDS = 10  # fewer records than this cannot both fit 4 parameters and check them held-out
 DEFAULT_BUDGET_S = 180.0
 # The plans calibrate measures when the store has too few records: the vendor gemm and the
-# built-in schemes at one and two levels, at square and non-square sizes (small ones first).
-CALIBRATION_PLANS = (("strassen", 0), ("strassen", 1), ("strassen-winograd", 1), ("strassen", 2), ("laderman", 1))
+# built-in schemes at one and two levels, a <3,3,3> (which peels where 3 does not divide) and a
+# <4,4,4;49> level (49 leaves, 303 passes), at square and non-square sizes (small ones first):
+# plans of the kinds the tuner ranks, whose times at one size differ enough to be ranked.
+CALIBRATION_PLANS = (("strassen", 0), ("strassen", 1), ("strassen-winograd", 1), ("strassen", 2),
+                     ("strassen-winograd", 2), ("laderman", 1), ("strassen*strassen", 1))
 CALIBRATION_SIZES: tuple[Shape, ...] = ((512, 512, 512), (768, 768, 768), (1024, 1024, 1024), (1024, 2048, 768),
                                         (1536, 1536, 1536), (2048, 1024, 1536), (2048, 2048, 2048))
 # A record whose samples spread (interquartile range, kernel or baseline) over more than this
 # share of their median was taken while other work held the CPUs: calibrate measures it once
 # more, and the fit uses the steadier of the measurements of one plan at one size.
 NOISY_SPREAD = 0.2
+# Rounds of a size's run: its plans share one vendor run, whose median's own noise moves every
+# record of the size alike, so it needs more samples than one comparison would.
+RECORD_ROUNDS = 9
 GEMM_SHARE = 0.3  # of the budget kept for the vendor-gemm timings when records are measured too
 # Every gemm timing is taken interleaved with this reference gemm and stored as its time ratio
 # times the reference's own time: a shared machine's load then scales the whole table alike,
@@ -131,83 +137,106 @@ def steadiest(usable: Sequence[Usable]) -> list[Usable]:
 
 def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend: CodegenBackend,
                      store: Store, progress: Progress | None) -> int:
-    """Measure the calibration plans at the calibration sizes not yet recorded, until ``deadline``."""
-    from fmmforge.codegen.bench import measure
+    """Measure the calibration plans at the calibration sizes not yet recorded, until ``deadline``:
+    every plan of one size in one run (codegen.bench.measure_many: one reference, one vendor run,
+    all timed round-robin), so the plans of a size, which the model must rank, are compared
+    under the same load. Plans whose samples spread are measured once more, together."""
+    from fmmforge.codegen.bench import measure_many
 
     done_keys = {(u.record.plan_key, u.shape) for u in have}
-    todo = []
+    by_size: dict[Shape, list] = {}
     for size in CALIBRATION_SIZES:
         for name, levels in CALIBRATION_PLANS:
             plan, decomps = make_plan(name, levels, backend="torch", dtype=key.dtype, device=key.device)
             if (plan.key(), size) not in done_keys:
-                todo.append((plan, decomps, size))
+                by_size.setdefault(size, []).append((plan, decomps))
     taken = 0
-    for i, (plan, decomps, size) in enumerate(todo):
-        label = f"{plan.describe()} at {'x'.join(map(str, size))}"
+    for i, (size, items) in enumerate(by_size.items()):
         for again in (False, True):
-            if time.monotonic() >= deadline:
+            if not items or time.monotonic() >= deadline:
                 break
             if progress:
-                progress("records", i, len(todo), label + (" again (its samples spread)" if again else ""))
-            record = measure(plan, decomps, size, backend=backend, threads=key.threads, pairs=5, min_sample_s=0.05,
-                             store=store)
-            taken += 1
-            if spread(record) <= NOISY_SPREAD:
-                break
+                progress("records", i, len(by_size), f"{len(items)} plan(s) at {'x'.join(map(str, size))}"
+                         + (" again (their samples spread)" if again else ""))
+            records = measure_many(items, size, backend=backend, threads=key.threads, rounds=RECORD_ROUNDS, min_sample_s=0.05,
+                                   store=store)
+            taken += sum(r is not None for r in records)
+            items = [item for item, r in zip(items, records) if r is not None and spread(r) > NOISY_SPREAD]
     if progress:
-        progress("records", len(todo), len(todo), "done")
+        progress("records", len(by_size), len(by_size), "done")
     return taken
 
 
-def _gemm_call(key: ModelKey, shape: Shape) -> Callable[[], object]:
-    """torch.mm of random operands into a preallocated C at ``shape`` on ``key``'s device."""
+def _gemm_call(key: ModelKey, shape: Shape, layout: str = "contiguous") -> tuple[Callable[[], object], int]:
+    """(call, products it runs) of the vendor gemm at ``shape`` on ``key``'s device: torch.mm of
+    random operands into a preallocated C (``contiguous``), or, for ``leaf``, every block product
+    C_ij += A_ik·B_kj of a LEAF_LAYOUT-fold larger product, on views of the parents as a level of
+    a kernel takes them (codegen.costmodel, the leaf table)."""
     import torch
 
     dev = torch.device(key.device if key.device.startswith("cuda") else "cpu")
     dt = getattr(torch, key.dtype)
     M, K, N = shape
-    A = torch.rand(M, K, dtype=dt, device=dev)
-    B = torch.rand(K, N, dtype=dt, device=dev)
-    C = torch.empty(M, N, dtype=dt, device=dev)
-    return lambda: torch.mm(A, B, out=C)
+    if layout == "contiguous":
+        A = torch.rand(M, K, dtype=dt, device=dev)
+        B = torch.rand(K, N, dtype=dt, device=dev)
+        C = torch.empty(M, N, dtype=dt, device=dev)
+        return (lambda: torch.mm(A, B, out=C)), 1
+    q = LEAF_LAYOUT
+    PA = torch.rand(q * M, q * K, dtype=dt, device=dev)
+    PB = torch.rand(q * K, q * N, dtype=dt, device=dev)
+    PC = torch.zeros(q * M, q * N, dtype=dt, device=dev)
+    blocks = [(PA[i * M:(i + 1) * M, k * K:(k + 1) * K], PB[k * K:(k + 1) * K, j * N:(j + 1) * N],
+               PC[i * M:(i + 1) * M, j * N:(j + 1) * N]) for i in range(q) for j in range(q) for k in range(q)]
+
+    def products() -> None:
+        for a, b, c in blocks:
+            torch.addmm(c, a, b, out=c)
+
+    return products, len(blocks)
 
 
-def measure_gemm(key: ModelKey, shape: Shape, reference: tuple[Shape, float] | None = None) -> float:
-    """Seconds of the vendor gemm at ``shape`` on ``key``'s device: its median alone, or, given a
-    ``reference`` (shape, seconds), the median over interleaved pairs of its time over the
-    reference's, times the reference's seconds."""
+def measure_gemm(key: ModelKey, shape: Shape, reference: tuple[Shape, float] | None = None,
+                 layout: str = "contiguous") -> float:
+    """Seconds of one vendor gemm at ``shape`` in ``layout`` on ``key``'s device: its median
+    alone, or, given a ``reference`` (shape, seconds of the contiguous gemm there), the median
+    over interleaved pairs of its time over the reference's, times the reference's seconds."""
     import statistics
 
     from fmmforge.hardware.timing import compare, time_one
 
-    fn = _gemm_call(key, shape)
+    fn, products = _gemm_call(key, shape, layout)
     if reference is None:
-        return time_one(fn, device=key.device, threads=key.threads, warmup=2, samples=9, min_sample_s=0.02).median
+        t = time_one(fn, device=key.device, threads=key.threads, warmup=2, samples=9, min_sample_s=0.02).median
+        return t / products
     ref_shape, ref_s = reference
-    timing = compare(fn, _gemm_call(key, ref_shape), device=key.device, threads=key.threads, pairs=7,
+    timing = compare(fn, _gemm_call(key, ref_shape)[0], device=key.device, threads=key.threads, pairs=7,
                      min_sample_s=0.02)
     ratios = [c / b for c, b in zip(timing.candidate.samples, timing.baseline.samples)]
-    return statistics.median(ratios) * ref_s
+    return statistics.median(ratios) * ref_s / products
 
 
 def _measure_gemms(key: ModelKey, needed: set[Shape], have: dict[Shape, float], deadline: float,
-                   store: Store, progress: Progress | None) -> int:
-    """Time the vendor gemm at the grid shapes still missing (cheapest first), until ``deadline``:
-    the reference alone first, then every other shape interleaved with it."""
+                   store: Store, progress: Progress | None, layout: str = "contiguous",
+                   reference_s: float | None = None) -> int:
+    """Time the vendor gemm at the shapes in ``layout`` still missing (cheapest first), until
+    ``deadline``: each interleaved with the contiguous reference gemm (timed alone first when
+    ``reference_s`` is not given: the contiguous table's own reference point)."""
     from math import prod
 
     todo = sorted(needed - set(have), key=prod)
-    if todo and REFERENCE_GEMM not in have:
+    if layout == "contiguous" and todo and REFERENCE_GEMM not in have:
         todo = [REFERENCE_GEMM] + [s for s in todo if s != REFERENCE_GEMM]
     taken = 0
     for i, shape in enumerate(todo):
         if time.monotonic() >= deadline:
             break
         if progress:
-            progress("gemm", i, len(todo), "torch.mm " + "x".join(map(str, shape)))
-        reference = (REFERENCE_GEMM, have[REFERENCE_GEMM]) if shape != REFERENCE_GEMM else None
-        have[shape] = measure_gemm(key, shape, reference)
-        save_gemm_point(key, shape, have[shape], store)
+            progress("gemm", i, len(todo), f"torch.mm {'x'.join(map(str, shape))}" + (" as leaves" if layout == "leaf" else ""))
+        ref_s = reference_s if layout != "contiguous" else have.get(REFERENCE_GEMM)
+        reference = None if layout == "contiguous" and shape == REFERENCE_GEMM else (REFERENCE_GEMM, ref_s)
+        have[shape] = measure_gemm(key, shape, reference, layout)  # type: ignore[arg-type]
+        save_gemm_point(key, shape, have[shape], store, layout)
         taken += 1
     if progress:
         progress("gemm", len(todo), len(todo), "done")
@@ -215,12 +244,17 @@ def _measure_gemms(key: ModelKey, needed: set[Shape], have: dict[Shape, float], 
 
 
 def gemm_table(key: ModelKey, usable: Sequence[Usable], store: Store) -> GemmTable:
-    """Measured gemm timings, with each record's vendor baseline (the same torch.mm at the full
-    size) filling a grid shape nobody timed alone."""
+    """Measured contiguous gemm timings, with each record's vendor baseline (the same torch.mm at
+    the full size) filling a grid shape nobody timed alone."""
     points = load_gemm_points(key, store)
     for u in usable:
         points.setdefault(u.shape, u.record.baseline_median_s)
     return GemmTable(points)
+
+
+def leaf_table(key: ModelKey, store: Store) -> GemmTable:
+    """Measured gemm timings in the leaf layout (codegen.costmodel.LEAF_LAYOUT)."""
+    return GemmTable(load_gemm_points(key, store, "leaf"))
 
 
 def load_corrected_s(u: Usable, table: GemmTable) -> float:
@@ -231,21 +265,49 @@ def load_corrected_s(u: Usable, table: GemmTable) -> float:
     return u.record.median_s * table.seconds(u.shape) / u.record.baseline_median_s
 
 
-def fit_best(key: ModelKey, usable: Sequence[Usable], table: GemmTable) -> CalibratedModel:
+def fit_best(key: ModelKey, usable: Sequence[Usable], table: GemmTable, leaf: GemmTable | None = None
+             ) -> CalibratedModel:
     """The model with one bandwidth or two (passes that fit in the cores' L2 apart, on a CPU),
     whichever predicts the held-out records better (median error, then rank correlation)."""
     caches = (0, cache_bytes(key.threads)) if key.device == "cpu" else (0,)
     seconds = [load_corrected_s(u, table) for u in usable]
     models = []
     for cache in caches:
-        rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table, cache) for u in usable]
-        models.append(fit(key, rows, seconds, [u.shape for u in usable], table, cache=cache))
+        rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table, cache, leaf)
+                                for u in usable]
+        models.append(fit(key, rows, seconds, [u.shape for u in usable], table, cache=cache, leaf=leaf))
 
     def held_out(m: CalibratedModel) -> tuple[float, float]:
         q = m.quality
         return (0.0, 0.0) if q is None else (q.median_ape, -(q.spearman or 0.0))
 
     return min(models, key=held_out)
+
+
+def needed_shapes(plans: Iterable[tuple[Sequence[Decomposition], int, Shape]]) -> dict[str, set[Shape]]:
+    """The gemm shapes each table needs for ``plans`` (decompositions, cutoff, shape): the grid
+    corners around every gemm the calls run, and those gemms' own shapes too (off the grid, e.g.
+    341³, MKL runs slower than the corners suggest); the kernels' leaves in the leaf layout, the
+    gemm of a plan that does not split contiguous."""
+    out: dict[str, set[Shape]] = {"contiguous": set(), "leaf": set()}
+    for decomps, cutoff, shape in plans:
+        for layout, inside in (("contiguous", False), ("leaf", True)):
+            out[layout] |= leaf_shapes(decomps, cutoff, shape, inside=inside)
+    return {layout: union_corners(shapes) | shapes for layout, shapes in out.items()}
+
+
+def _measure_tables(key: ModelKey, usable: Sequence[Usable], store: Store, deadline: float,
+                    progress: Progress | None) -> int:
+    """Measure what both gemm tables lack for ``usable``'s plans: the contiguous one first (its
+    reference point times the rest), then the leaf layout."""
+    needed = needed_shapes((u.decomps, u.cutoff, u.shape) for u in usable)
+    points = load_gemm_points(key, store)
+    taken = _measure_gemms(key, needed["contiguous"] | {REFERENCE_GEMM}, points, deadline, store, progress)
+    if REFERENCE_GEMM not in points:
+        return taken
+    leaves = load_gemm_points(key, store, "leaf")
+    return taken + _measure_gemms(key, needed["leaf"], leaves, deadline, store, progress, "leaf",
+                                  points[REFERENCE_GEMM])
 
 
 def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAULT_BUDGET_S,
@@ -266,11 +328,7 @@ def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAU
             f"calibrate needs at least {MIN_RECORDS} benchmark records of low-memory torch kernels on "
             f"{key.describe()}, the store has {len(usable)}" + (f" (and {skipped} it cannot use)" if skipped else "")
             + f"; give it time to measure them (--budget 180) or run `fmmforge bench --device {key.device}` first")
-    leaves = {s for u in usable for s in leaf_shapes(u.decomps, u.cutoff, u.shape)}
-    needed = union_corners(leaves) | leaves  # the records' own leaves too: off the grid (341³) MKL is slower
-    points = load_gemm_points(key, store)
-    gemms = _measure_gemms(key, needed, points, start + budget_s, store, progress) if budget_s > 0 else 0
-    table = gemm_table(key, usable, store)
-    model = fit_best(key, steadiest(usable), table)
+    gemms = _measure_tables(key, usable, store, start + budget_s, progress) if budget_s > 0 else 0
+    model = fit_best(key, steadiest(usable), gemm_table(key, usable, store), leaf_table(key, store))
     save_model(model, store)
     return Calibration(model, measured, gemms, skipped)

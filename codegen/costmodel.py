@@ -5,7 +5,12 @@ predicted from what the time is made of (docs/costmodel.md).
   torch.mm timings measured on a grid of shapes (:data:`GRID`: 1, 2, 3, 4, 6, 8, 12, ... -- the
   powers of two and 1.5 times them) and interpolated piecewise linearly in log space (log time
   against log m, log k, log n); a corner never measured is estimated from the nearest measured
-  one scaled by the flop ratio;
+  one scaled by the flop ratio. A kernel's leaves run on blocks of larger matrices (views whose
+  rows are the parent's, at offsets that need not be aligned, accumulating into blocks of C),
+  which MKL runs up to 30 % slower than the same product on contiguous operands of their own
+  (341³ blocks of a 1023² matrix, measured); so the leaves are read from a second table timed in
+  that layout (:data:`LEAF_LAYOUT`), and only a plan that does not split (the vendor gemm itself)
+  from the contiguous one;
 * **element-wise passes** -- the bytes each pass of the schedule (codegen.schedule.schedule_level)
   reads and writes at its block size, over one of two effective bandwidths: a pass whose blocks
   fit in the cores' L2 caches together (:func:`cache_bytes`) runs from cache, a larger one
@@ -36,7 +41,7 @@ from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import OwnedTables, Store
 
-MODEL_FORMAT = 2  # 2: two bandwidths (cached and streamed passes) and the cache size
+MODEL_FORMAT = 3  # 2: two bandwidths (cached and streamed passes) and the cache size; 3: a leaf-layout gemm table
 ITEMSIZE = {"float32": 4, "float64": 8}
 Shape = tuple[int, int, int]
 FEATURES = ("gemm_s", "cached_bytes", "streamed_bytes", "passes", "calls")
@@ -68,7 +73,20 @@ TABLES = OwnedTables("codegen.costmodel", (
             PRIMARY KEY (device, machine, threads, dtype)
         );
         """,
+    """
+        CREATE TABLE IF NOT EXISTS leaf_gemm_timings (
+            device TEXT NOT NULL, machine TEXT NOT NULL, threads INTEGER NOT NULL, dtype TEXT NOT NULL,
+            m INTEGER NOT NULL, k INTEGER NOT NULL, n INTEGER NOT NULL,
+            seconds REAL NOT NULL, created_at TEXT NOT NULL,
+            PRIMARY KEY (device, machine, threads, dtype, m, k, n)
+        );
+        """,
 ))
+# How the leaf table's gemms are timed: each product of an m×k by k×n leaf is one block product
+# C_ij += A_ik·B_kj of a LEAF_LAYOUT-fold larger product (views into the parents, as a level of a
+# kernel takes them); a sample runs all LEAF_LAYOUT³ block products and counts their mean.
+LEAF_LAYOUT = 2
+GEMM_TABLES = {"contiguous": "gemm_timings", "leaf": "leaf_gemm_timings"}
 
 
 @dataclass(frozen=True)
@@ -235,12 +253,15 @@ class _Walker:
     else one level's passes and its products one level deeper. Memoised per (level, mode, shape)."""
 
     def __init__(self, decomps: Sequence[Decomposition], cutoff: int, itemsize: int, gemm: GemmTable,
-                 cache: int = 0) -> None:
+                 cache: int = 0, leaf: GemmTable | None = None) -> None:
         self.decomps, self.cutoff, self.itemsize, self.gemm, self.cache = decomps, cutoff, itemsize, gemm, cache
+        self.leaf_table = leaf if leaf is not None and leaf.points else gemm
         self.memo: dict[tuple[int, str, Shape], Features] = {}
 
-    def leaf(self, shape: Shape) -> Features:
-        return Features(gemm_s=self.gemm.seconds(shape))
+    def leaf(self, shape: Shape, inside: bool = True) -> Features:
+        """A gemm of the kernel: on blocks of the operands (``inside``: the leaf table) or, for a
+        plan that does not split at all, on the operands themselves (the contiguous table)."""
+        return Features(gemm_s=(self.leaf_table if inside else self.gemm).seconds(shape))
 
     def multiples(self, shape: Shape, level: int) -> Shape:
         M, K, N = shape
@@ -260,12 +281,12 @@ class _Walker:
 
     def _run(self, level: int, mode: str, shape: Shape) -> Features:
         if level >= len(self.decomps):
-            return self.leaf(shape)
+            return self.leaf(shape, inside=level > 0)
         M, K, N = shape
         d = self.decomps[level]
         n, m, p = d.format
         if M < n * self.cutoff or K < m * self.cutoff or N < p * self.cutoff:
-            return self.leaf(shape)
+            return self.leaf(shape, inside=level > 0)
         dm, dk, dn = self.multiples(shape, level)
         if M % dm or K % dk or N % dn:
             Mc, Kc, Nc = M - M % dm, K - K % dk, N - N % dn
@@ -285,27 +306,35 @@ class _Walker:
         return out
 
 
-def leaf_shapes(decomps: Sequence[Decomposition], cutoff: int, shape: Shape) -> set[Shape]:
-    """Every leaf-gemm shape a call at ``shape`` runs (what the gemm table must cover)."""
-    seen: set[Shape] = set()
+def leaf_shapes(decomps: Sequence[Decomposition], cutoff: int, shape: Shape, *,
+                inside: bool | None = None) -> set[Shape]:
+    """Every gemm shape a call at ``shape`` runs (what the gemm tables must cover): with
+    ``inside`` True only those on blocks of the operands (the leaf table's), False only the
+    gemm of a plan that does not split (the contiguous table's), None both."""
+    seen: dict[bool, set[Shape]] = {True: set(), False: set()}
 
     class _Collect(GemmTable):
+        def __init__(self, where: bool) -> None:
+            super().__init__({(1, 1, 1): 1.0})
+            self.where = where
+
         def seconds(self, s: Shape) -> float:
             if min(s) > 0:
-                seen.add(s)
+                seen[self.where].add(s)
             return 0.0
 
-    _Walker(decomps, cutoff, 4, _Collect()).run(0, "set", shape)
-    return seen
+    _Walker(decomps, cutoff, 4, _Collect(False), leaf=_Collect(True)).run(0, "set", shape)
+    return seen[inside] if inside is not None else seen[True] | seen[False]
 
 
 def features(decomps: Sequence[Decomposition], cutoff: int, shape: Shape, dtype: str, gemm: GemmTable,
-             cache: int = 0) -> Features:
+             cache: int = 0, leaf: GemmTable | None = None) -> Features:
     """The features of one call C = A·B at ``shape`` = (M, K, N) by the plan ``decomps`` (one scheme
-    per level; empty: the vendor gemm alone); passes of at most ``cache`` bytes count as cached."""
+    per level; empty: the vendor gemm alone); passes of at most ``cache`` bytes count as cached;
+    the kernel's leaves are read from ``leaf`` (the leaf-layout table; ``gemm`` when it is empty)."""
     if dtype not in ITEMSIZE:
         raise FmmforgeError(f"the cost model knows dtypes {', '.join(ITEMSIZE)}, not {dtype!r}")
-    walker = _Walker(decomps, cutoff, ITEMSIZE[dtype], gemm, cache)
+    walker = _Walker(decomps, cutoff, ITEMSIZE[dtype], gemm, cache, leaf)
     return walker.run(0, "set", tuple(int(x) for x in shape)) + Features(calls=1)
 
 
@@ -401,6 +430,7 @@ class CalibratedModel:
     quality: Quality | None = None
     fitted_on: int = 0
     cache: int = 0  # bytes: passes up to this size count as cached (features)
+    leaf: GemmTable = field(default_factory=GemmTable)  # gemms timed as a kernel's leaves (LEAF_LAYOUT)
     format: int = MODEL_FORMAT
 
     @property
@@ -412,13 +442,15 @@ class CalibratedModel:
 
     def predict_s(self, decomps: Sequence[Decomposition], cutoff: int, shape: Shape) -> float:
         """Predicted seconds of one call at ``shape`` by the plan ``decomps`` with ``cutoff``."""
-        return self.predict_features(features(decomps, cutoff, shape, self.key.dtype, self.gemm, self.cache))
+        return self.predict_features(features(decomps, cutoff, shape, self.key.dtype, self.gemm, self.cache,
+                                              self.leaf))
 
     def to_json(self) -> str:
         q = self.quality
         return json.dumps({
             "format": self.format, "key": self.key.__dict__, "parameters": dict(zip(PARAMETERS, self.parameters)),
             "gemm": [[*s, t] for s, t in sorted(self.gemm.points.items())], "fitted_on": self.fitted_on,
+            "leaf_gemm": [[*s, t] for s, t in sorted(self.leaf.points.items())],
             "cache_bytes": self.cache, "quality": None if q is None else q.__dict__,
         }, sort_keys=True)
 
@@ -433,6 +465,7 @@ class CalibratedModel:
                                     f"fmmforge reads format {MODEL_FORMAT}; run `fmmforge calibrate` again")
             params = tuple(float(data["parameters"][p]) for p in PARAMETERS)
             points = {(int(m), int(k), int(n)): float(t) for m, k, n, t in data["gemm"]}
+            leaf = {(int(m), int(k), int(n)): float(t) for m, k, n, t in data["leaf_gemm"]}
             key = ModelKey(**data["key"])
             q = data.get("quality")
             quality = Quality(**q) if q else None
@@ -443,9 +476,9 @@ class CalibratedModel:
         except (ValueError, TypeError, KeyError, AttributeError):
             raise bad from None
         if cache < 0 or not all(math.isfinite(x) and x >= 0 for x in params) or not all(
-                math.isfinite(t) and t > 0 and min(s) > 0 for s, t in points.items()):
+                math.isfinite(t) and t > 0 and min(s) > 0 for s, t in [*points.items(), *leaf.items()]):
             raise bad
-        return cls(key, params, GemmTable(points), quality, fitted_on, cache)
+        return cls(key, params, GemmTable(points), quality, fitted_on, cache, GemmTable(leaf))
 
 
 # ---------------------------------------------------------------------- storage
@@ -453,18 +486,20 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def save_gemm_point(key: ModelKey, shape: Shape, seconds: float, store: Store) -> None:
+def save_gemm_point(key: ModelKey, shape: Shape, seconds: float, store: Store, layout: str = "contiguous") -> None:
+    """Store one gemm timing in the table of ``layout`` (:data:`GEMM_TABLES`)."""
     with store.writing(TABLES) as conn:
-        conn.execute("INSERT OR REPLACE INTO gemm_timings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        conn.execute(f"INSERT OR REPLACE INTO {GEMM_TABLES[layout]} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      (key.device, key.machine, key.threads, key.dtype, *shape, float(seconds), _now()))
 
 
-def load_gemm_points(key: ModelKey, store: Store) -> dict[Shape, float]:
+def load_gemm_points(key: ModelKey, store: Store, layout: str = "contiguous") -> dict[Shape, float]:
     with store.reading(TABLES) as conn:
         if conn is None:
             return {}
-        rows = conn.execute("SELECT m, k, n, seconds FROM gemm_timings WHERE device = ? AND machine = ? AND "
-                            "threads = ? AND dtype = ?", (key.device, key.machine, key.threads, key.dtype)).fetchall()
+        rows = conn.execute(f"SELECT m, k, n, seconds FROM {GEMM_TABLES[layout]} WHERE device = ? AND machine = ? "
+                            "AND threads = ? AND dtype = ?",
+                            (key.device, key.machine, key.threads, key.dtype)).fetchall()
     return {(int(m), int(k), int(n)): float(t) for m, k, n, t in rows if t and t > 0}
 
 
@@ -511,11 +546,12 @@ def find_model(key: ModelKey, store: Store) -> CalibratedModel | None:
 
 
 def fit(key: ModelKey, rows: Sequence[Features], seconds: Sequence[float], sizes: Sequence[Shape],
-        gemm: GemmTable, *, evaluate: bool = True, cache: int = 0) -> CalibratedModel:
-    """Fit the parameters to measured ``seconds`` (features computed with ``gemm`` and ``cache``)."""
+        gemm: GemmTable, *, evaluate: bool = True, cache: int = 0, leaf: GemmTable | None = None) -> CalibratedModel:
+    """Fit the parameters to measured ``seconds`` (features computed with ``gemm``, ``leaf`` and ``cache``)."""
     theta = fit_parameters(rows, seconds)
     quality = held_out_quality(rows, seconds, sizes) if evaluate and len(rows) >= 3 else None
-    return CalibratedModel(key, tuple(float(x) for x in theta), gemm, quality, len(rows), cache)
+    return CalibratedModel(key, tuple(float(x) for x in theta), gemm, quality, len(rows), cache,
+                           leaf if leaf is not None else GemmTable())
 
 
 def union_corners(shapes: Iterable[Shape]) -> set[Shape]:

@@ -144,10 +144,16 @@ def test_cache_bytes_is_the_l2_of_the_threads_cores(tmp_path):
     assert cm.cache_bytes(3, str(tmp_path / "absent")) == 3 * cm.DEFAULT_L2_BYTES
 
 
+def cm_resolve(name):
+    from fmmforge.core.catalogue import resolve
+
+    return resolve(name)
+
+
 def test_gemm_timings_are_ratios_to_the_reference_measured_first(key, monkeypatch):
     calls = []
 
-    def fake_measure(k, shape, reference=None):
+    def fake_measure(k, shape, reference=None, layout="contiguous"):
         calls.append((shape, reference))
         return 1e-3 if reference is None else 2 * reference[1]
 
@@ -167,16 +173,40 @@ def test_calibrate_times_the_records_own_leaf_shapes_not_only_the_grid(key, monk
     store, _ = synthetic_store(key)
     timed = []
 
-    def fake_measure(k, shape, reference=None):
-        timed.append(shape)
-        return gemm_truth(shape)
+    def fake_measure(k, shape, reference=None, layout="contiguous"):
+        timed.append((shape, layout))
+        return gemm_truth(shape) * (1.25 if layout == "leaf" else 1.0)
 
     monkeypatch.setattr(cal, "measure_gemm", fake_measure)
     result = cal.calibrate(key, backend=_NoBackend(), budget_s=60, store=store)
-    # Laderman at 256 runs 85x85x85 leaves: off the grid, so interpolated until timed itself
-    assert (85, 85, 85) in timed and cm.GRID.count(85) == 0
-    assert result.model.gemm.seconds((85, 85, 85)) == gemm_truth((85, 85, 85))
+    # Laderman at 256 runs 85x85x85 leaves: off the grid, so interpolated until timed itself, as a leaf
+    assert ((85, 85, 85), "leaf") in timed and cm.GRID.count(85) == 0
+    assert result.model.leaf.seconds((85, 85, 85)) == gemm_truth((85, 85, 85)) * 1.25
     assert result.measured_gemms == len(timed)
+    # the vendor gemm of a plan that does not split stays contiguous, at the records' sizes
+    assert {(r.m, r.k, r.n) for r in query_records(store)} <= set(result.model.gemm.points)
+    assert all(layout == "leaf" for _, layout in timed)  # the synthetic store had every contiguous point
+
+
+def test_a_kernels_leaves_are_read_from_the_leaf_table_and_the_vendor_gemm_from_the_contiguous_one(key):
+    d = cm_resolve("strassen")
+    contiguous = cm.GemmTable({(64, 64, 64): 1e-4, (128, 128, 128): 8e-4})
+    leaf = cm.GemmTable({(64, 64, 64): 2e-4, (128, 128, 128): 16e-4})
+    both = cm.features([d], 64, (128, 128, 128), "float32", contiguous, leaf=leaf)
+    assert both.gemm_s == pytest.approx(7 * 2e-4)  # seven 64³ leaves, timed as leaves
+    assert cm.features([], 64, (128, 128, 128), "float32", contiguous, leaf=leaf).gemm_s == pytest.approx(8e-4)
+    assert cm.features([d], 64, (127, 127, 127), "float32", contiguous, leaf=leaf).gemm_s == pytest.approx(
+        contiguous.seconds((127, 127, 127)))  # under 2·cutoff nothing splits: A and B themselves
+    assert cm.features([d], 64, (128, 128, 128), "float32", contiguous).gemm_s == pytest.approx(7 * 1e-4)  # no leaf table
+    assert cm.leaf_shapes([d], 64, (129, 129, 129), inside=False) == set()
+    assert cm.leaf_shapes([d], 64, (127, 127, 127), inside=True) == set()
+
+
+def test_a_leaf_gemm_is_timed_as_block_products_of_larger_operands(key):
+    fn, products = cal._gemm_call(key, (3, 5, 2), "leaf")
+    assert products == cm.LEAF_LAYOUT ** 3
+    fn()  # runs the block products on views of the parents
+    assert cal._gemm_call(key, (3, 5, 2))[1] == 1
 
 
 def test_a_gemm_timing_is_the_median_pair_ratio_times_the_references_seconds(key, monkeypatch):
@@ -192,19 +222,22 @@ def test_a_record_whose_samples_spread_is_measured_once_more(key, monkeypatch):
 
     taken = []
 
-    def fake_measure(plan, decomps, size, *, store=None, **kwargs):
-        taken.append(plan.levels)
-        record = synthetic_record(key, plan, size, 1e-3, 1e-3)
-        if len(taken) == 1:  # the first measurement was taken while the CPUs were busy
-            record = dataclasses.replace(record, iqr_s=0.5e-3)
-        add_record(record, store)
-        return record
+    def fake_measure_many(items, size, *, store=None, **kwargs):
+        out = []
+        for plan, _ in items:
+            taken.append(plan.levels)
+            record = synthetic_record(key, plan, size, 1e-3, 1e-3)
+            if len(taken) == 1:  # the first measurement was taken while the CPUs were busy
+                record = dataclasses.replace(record, iqr_s=0.5e-3)
+            add_record(record, store)
+            out.append(record)
+        return out
 
-    monkeypatch.setattr(bench, "measure", fake_measure)
+    monkeypatch.setattr(bench, "measure_many", fake_measure_many)
     monkeypatch.setattr(cal, "CALIBRATION_PLANS", (("strassen", 0), ("strassen", 1)))
     monkeypatch.setattr(cal, "CALIBRATION_SIZES", ((256, 256, 256),))
     assert cal._measure_records(key, [], float("inf"), _NoBackend(), Store(), None) == 3
-    assert taken == [0, 0, 1]
+    assert taken == [0, 1, 0]  # both plans of the size in one run, then the noisy one again
     usable, _ = cal.usable_records(key, Store())
     steady = cal.steadiest(usable)
     assert len(usable) == 3 and len(steady) == 2  # one per plan and size: the steadier of the two
@@ -347,15 +380,17 @@ def test_interrupted_calibration_keeps_every_record_taken(cli, key, monkeypatch)
 
     calls = []
 
-    def fake_measure(plan, decomps, size, *, store=None, **kwargs):
+    def fake_measure_many(items, size, *, store=None, **kwargs):
         if calls:
             raise KeyboardInterrupt
-        calls.append(size)
-        record = synthetic_record(key, plan, size, 1e-3, 1e-3)
-        add_record(record, store)
-        return record  # as bench.measure does
+        out = []
+        for plan, _ in items:
+            calls.append(size)
+            out.append(synthetic_record(key, plan, size, 1e-3, 1e-3))
+            add_record(out[-1], store)
+        return out  # as bench.measure_many does: the run's records stored together
 
-    monkeypatch.setattr(bench, "measure", fake_measure)
+    monkeypatch.setattr(bench, "measure_many", fake_measure_many)
     code, out, err = cli("calibrate", "--budget", "60")
     assert code == 130
     assert "interrupted" in err and "kept" in err

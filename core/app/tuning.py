@@ -394,20 +394,19 @@ def _measure(cands: Sequence[Candidate], request: TuneRequest, store: Store, not
 
 def _ensure_gemm_points(key: object, candidates: Sequence[Candidate], shape: Shape, request: TuneRequest,
                         store: Store, deadline: float) -> int:
-    """Time the vendor gemm at the leaf shapes of the best candidates that the model's table lacks,
-    so the prediction at this size rests on measured leaves rather than on extrapolation."""
-    from fmmforge.codegen.calibrate import measure_gemm
-    from fmmforge.codegen.costmodel import leaf_shapes, load_gemm_points, save_gemm_point, union_corners
+    """Time the vendor gemm at the leaf shapes of the best candidates that the model's tables lack
+    (as leaves: codegen.costmodel's leaf layout) and at the shape itself, so the prediction at this
+    size rests on measured leaves rather than on extrapolation."""
+    from fmmforge.codegen.calibrate import REFERENCE_GEMM, _measure_gemms, needed_shapes
+    from fmmforge.codegen.costmodel import load_gemm_points
 
+    needed = needed_shapes((c.decomps, request.cutoff, shape) for c in candidates)
     have = load_gemm_points(key, store)  # type: ignore[arg-type]
-    need = union_corners(s for c in candidates for s in leaf_shapes(list(c.decomps), request.cutoff, shape))
-    need.add(shape)
-    taken = 0
-    for s in sorted(need - set(have), key=math.prod):
-        if time.monotonic() >= deadline:
-            break
-        save_gemm_point(key, s, measure_gemm(key, s), store)  # type: ignore[arg-type]
-        taken += 1
+    taken = _measure_gemms(key, {shape, REFERENCE_GEMM}, have, deadline, store, None)  # type: ignore[arg-type]
+    if candidates and REFERENCE_GEMM in have:
+        leaves = load_gemm_points(key, store, "leaf")  # type: ignore[arg-type]
+        taken += _measure_gemms(key, needed["leaf"], leaves, deadline, store, None, "leaf",  # type: ignore[arg-type]
+                                have[REFERENCE_GEMM])
     return taken
 
 
@@ -425,7 +424,8 @@ def prior_model(key: object, request: TuneRequest, store: Store) -> object:
     values = {"gemm_scale": 1.0, "s_per_cached_byte": 1.0 / pass_bandwidth(request.dtype, request.threads, small),
               "s_per_streamed_byte": 1.0 / pass_bandwidth(request.dtype, request.threads, 2048)}
     return CalibratedModel(key, tuple(values.get(p, 0.0) for p in PARAMETERS),  # type: ignore[arg-type]
-                           GemmTable(load_gemm_points(key, store)), None, 0, cache=cache)  # type: ignore[arg-type]
+                           GemmTable(load_gemm_points(key, store)), None, 0, cache=cache,  # type: ignore[arg-type]
+                           leaf=GemmTable(load_gemm_points(key, store, "leaf")))  # type: ignore[arg-type]
 
 
 def _fit(key: object, request: TuneRequest, store: Store, budget_s: float, progress: Callable | None,
@@ -722,9 +722,12 @@ def _with_table(model: object, key: object, store: Store) -> object:
     """``model`` with the gemm timings now in the store (the fitted parameters unchanged)."""
     from fmmforge.codegen.costmodel import GemmTable, load_gemm_points
 
-    points = dict(model.gemm.points)  # type: ignore[attr-defined]
-    points.update(load_gemm_points(key, store))  # type: ignore[arg-type]
-    return replace(model, gemm=GemmTable(points))  # type: ignore[type-var]
+    tables = {}
+    for layout, table in (("contiguous", model.gemm), ("leaf", model.leaf)):  # type: ignore[attr-defined]
+        points = dict(table.points)
+        points.update(load_gemm_points(key, store, layout))  # type: ignore[arg-type]
+        tables[layout] = GemmTable(points)
+    return replace(model, gemm=tables["contiguous"], leaf=tables["leaf"])  # type: ignore[type-var]
 
 
 def _already_measured(request: TuneRequest, threads: int, structures: list, store: Store) -> list[Measured]:
