@@ -14,6 +14,9 @@ from fmmforge.plugins.hookspecs import hookimpl
 
 
 
+
+VARIANT_HELP = ("lowmem (small workspaces), batched (torch: levels flattened, all leaf products in one bmm) "
+                "or fused (torch on the CPU: compiled element-wise passes, one per side and level)")
 @hookimpl
 def register_commands(register: Callable[[Command], None]) -> None:
     register(Command.of("codegen", codegen_cmd))
@@ -40,7 +43,7 @@ def codegen_cmd(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="directory to write the kernel to")] = None,
     size: Annotated[Optional[int], typer.Option(help="square size N for the workspace figure (default 4096)")] = None,
     emit_only: Annotated[bool, typer.Option("--emit-only", help="write the source without running or validating it (e.g. CUDA code on a machine without a GPU); never cached")] = False,
-    variant: Annotated[str, typer.Option(help="lowmem (small workspaces) or batched (torch: levels flattened, all leaf products in one bmm)")] = "lowmem",
+    variant: Annotated[str, typer.Option(help=VARIANT_HELP)] = "lowmem",
 ) -> None:
     """Generate a validated kernel; print the plan, additions, workspace size and the module's path."""
     from fmmforge.codegen.generate import generate, gpu_offline_reason
@@ -163,7 +166,7 @@ def bench_cmd(
     pairs: Annotated[int, typer.Option(help="interleaved kernel/baseline samples per row")] = 5,
     memory: Annotated[bool, typer.Option("--memory", help="also measure each kernel's peak extra memory")] = False,
     min_sample_ms: Annotated[float, typer.Option(help="each timed sample repeats the call for at least this long")] = 50.0,
-    variant: Annotated[str, typer.Option(help="lowmem (small workspaces) or batched (torch: levels flattened, all leaf products in one bmm)")] = "lowmem",
+    variant: Annotated[str, typer.Option(help=VARIANT_HELP)] = "lowmem",
     ignore_memory: Annotated[bool, typer.Option("--ignore-memory", help="run even when the largest size needs more memory than the device has available")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as one JSON document on standard output (progress goes to standard error)")] = False,
 ) -> None:
