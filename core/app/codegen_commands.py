@@ -12,11 +12,10 @@ from fmmforge.core.errors import FmmforgeError
 from fmmforge.plugins.extensions import Command
 from fmmforge.plugins.hookspecs import hookimpl
 
-
-
-
 VARIANT_HELP = ("lowmem (small workspaces), batched (torch: levels flattened, all leaf products in one bmm) "
                 "or fused (torch on the CPU: compiled element-wise passes, one per side and level)")
+
+
 @hookimpl
 def register_commands(register: Callable[[Command], None]) -> None:
     register(Command.of("codegen", codegen_cmd))
