@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -175,7 +176,8 @@ def _timed_calls(fn: Callable, backend: CodegenBackend, A: Any, B: Any) -> tuple
 
 
 def _record(plan: Plan, size: Size, threads: int, cand: Timing, base: Timing, max_error: float | None,
-            bound: float | None, peak: int | None, kernel, store, record: bool) -> Record:
+            bound: float | None, peak: int | None, kernel, store, record: bool,
+            speedup: float | None = None) -> Record:
     M, K, N = size
     algorithm = (plan.algorithms[0] if len(set(plan.algorithms)) == 1 else "/".join(plan.algorithms)) \
         if plan.algorithms else "vendor"
@@ -185,7 +187,7 @@ def _record(plan: Plan, size: Size, threads: int, cand: Timing, base: Timing, ma
         plan_key=plan.key(), backend=plan.backend, levels=plan.levels, m=M, k=K, n=N, dtype=plan.dtype,
         threads=threads, median_s=cand.median, iqr_s=cand.iqr,
         baseline_median_s=base.median, baseline_iqr_s=base.iqr,
-        speedup=base.median / cand.median, max_error=max_error, error_bound=bound, peak_extra_bytes=peak,
+        speedup=speedup if speedup is not None else base.median / cand.median, max_error=max_error, error_bound=bound, peak_extra_bytes=peak,
         workspace_bytes=_workspace_bytes(kernel),
     )
     if record:
@@ -239,8 +241,10 @@ def measure_many(items: Sequence[tuple[Plan, list[Decomposition]]], size: Size, 
     float64 product are made once, every kernel is checked against it, then all the kernels and
     the vendor matmul are timed round-robin (hardware.timing.interleaved, ``rounds`` samples each),
     so every candidate shares one baseline and the candidates are compared with each other under
-    the same load. Each is recorded as :func:`measure` records it (speed-up: median of the
-    baseline's samples over the median of its own).
+    the same load. Each is recorded as :func:`measure` records it, its speed-up the median over
+    the rounds of the vendor's time over its own in that round (a round's two samples share the
+    machine's state, so a slowdown that lasts a round cancels; against one shared vendor run, the
+    ratio of two medians carries that run's own noise into every plan's speed-up alike).
 
     A plan that fails (generation, validation, the check at ``size``) is None in the result, with
     ``on_error`` told why (without it the error propagates). The memory check counts every
@@ -306,8 +310,9 @@ def measure_many(items: Sequence[tuple[Plan, list[Decomposition]]], size: Size, 
     out: list[Record | None] = [None] * len(items)
     for i in timed:
         plan, _ = items[i]
+        ratios = [b / c for b, c in zip(samples["vendor"], samples[f"k{i}"])]
         out[i] = _record(plan, size, used_threads, Timing.of(samples[f"k{i}"]), base, *checks[i], None, kernels[i],
-                         store, record)
+                         store, record, speedup=statistics.median(ratios))
     return out
 
 

@@ -258,11 +258,13 @@ def leaf_table(key: ModelKey, store: Store) -> GemmTable:
 
 
 def load_corrected_s(u: Usable, table: GemmTable) -> float:
-    """The record's kernel time at the machine speed of the gemm table: its median times the
-    table's vendor time at its size over the vendor baseline measured interleaved with it. A
-    shared machine's load slows both sides of a run alike (hardware.timing), so this removes
-    what the model cannot know: how busy the machine was during that run."""
-    return u.record.median_s * table.seconds(u.shape) / u.record.baseline_median_s
+    """The record's kernel time at the machine speed of the gemm table: the table's vendor time
+    at its size over the record's speed-up against the vendor baseline measured interleaved
+    with it. A shared machine's load slows both sides of a run alike (hardware.timing), so this
+    removes what the model cannot know: how busy the machine was during that run. (For a record
+    of codegen.bench.measure the speed-up is the ratio of the two medians; for one of
+    measure_many, the median of the per-round ratios.)"""
+    return table.seconds(u.shape) / u.record.speedup
 
 
 def fit_best(key: ModelKey, usable: Sequence[Usable], table: GemmTable, leaf: GemmTable | None = None

@@ -61,7 +61,20 @@ def test_measure_many_checks_every_kernel_against_one_reference_and_shares_one_b
     assert sorted(r.plan_key for r in rows) == sorted(p.key() for p, _ in items)
     for r in rows:
         assert (r.m, r.k, r.n) == (37, 30, 41) and r.max_error is not None and r.max_error <= r.error_bound
-        assert r.speedup == pytest.approx(r.baseline_median_s / r.median_s)
+        assert 0 < r.speedup < 100  # the median of the per-round ratios (not the ratio of the medians)
+
+
+def test_measure_many_speedup_is_the_median_of_the_per_round_ratios(monkeypatch):
+    from fmmforge.codegen import bench
+
+    # the machine is slow in rounds 2-5 for the kernel's samples but only in rounds 4-5 for the
+    # vendor's: the per-round ratios are 1.25, 0.42, 0.42, 1.25, 1.25; the medians' ratio is 0.42
+    fake = {"vendor": [1.0, 1.0, 1.0, 3.0, 3.0], "k0": [0.8, 2.4, 2.4, 2.4, 2.4]}
+    monkeypatch.setattr(bench, "interleaved", lambda fns, **kwargs: {name: list(v) for name, v in fake.items()})
+    (rec,) = bench.measure_many(_plans(("strassen", 1)), (16, 16, 16), backend=get_backend("torch"), rounds=5,
+                                min_sample_s=0.001, record=False)
+    assert rec.speedup == pytest.approx(1.25)
+    assert (rec.median_s, rec.baseline_median_s) == (pytest.approx(2.4), pytest.approx(1.0))
 
 
 def test_measure_many_leaves_out_a_kernel_that_fails_its_check_and_says_why(monkeypatch):
