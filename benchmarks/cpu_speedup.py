@@ -387,10 +387,10 @@ def against_main(args: argparse.Namespace, cases: list[tuple]) -> int:
     import numpy as np
     import torch
 
-    from fmmforge.codegen.bench import _max_error
+    from fmmforge.codegen.bench import Reference
     from fmmforge.codegen.generate import generate
     from fmmforge.codegen.plan import make_plan
-    from fmmforge.codegen.validate import error_bound
+    from fmmforge.core.errors import FmmforgeError
     from fmmforge.hardware.devices import cpu_device
     from fmmforge.hardware.timing import compare, wait_for_quiet
     from fmmforge.plugins import get_backend
@@ -421,13 +421,13 @@ def against_main(args: argparse.Namespace, cases: list[tuple]) -> int:
         B = backend.to_native(rng.uniform(-1, 1, (K, N)), dtype, "cpu")
         C_new, C_old = torch.empty(M, N, dtype=A.dtype), torch.empty(M, N, dtype=A.dtype)
         errors = []
+        ref = Reference(backend, "cpu", A, B)  # one float64 product for both kernels
         for mod, C in ((new, C_new), (old, C_old)):
-            err, a_max, b_max = _max_error(backend, "cpu", A, B, mod.matmul(A, B, out=C))
-            bound = error_bound(K, decomps, dtype, a_max, b_max)
-            if not err <= bound:
-                raise SystemExit(f"{label}: a kernel is wrong at this size (max error {err:.3g} > bound {bound:.3g}); "
-                                 "not timed")
-            errors.append(err)
+            try:
+                errors.append(ref.check(plan, decomps, mod.matmul(A, B, out=C))[0])
+            except FmmforgeError as exc:
+                raise SystemExit(f"{label}: a kernel is wrong at this size ({exc})") from None
+        del ref
         if args.wait_quiet > 0:
             wait_for_quiet(args.wait_quiet)
         result = compare(lambda: new.matmul(A, B, out=C_new), lambda: old.matmul(A, B, out=C_old),

@@ -140,12 +140,6 @@ class Reference:
         return max_error, bound
 
 
-def _max_error(backend: CodegenBackend, device: str, A: Any, B: Any, C: Any) -> tuple[float, float, float]:
-    """max|C - A·B| against a float64 product of the same (rounded) inputs; and max|A|, max|B|."""
-    ref = Reference(backend, device, A, B)
-    return ref.error(C), ref.a_max, ref.b_max
-
-
 def _workspace_bytes(kernel) -> int | None:
     probe = getattr(kernel.module(), "workspace_bytes", None)
     return int(probe()) if probe is not None else None
@@ -159,20 +153,28 @@ def _inputs(size: Size, dtype: str, device: str, backend: CodegenBackend, seed: 
     return backend.to_native(A64, dtype, device), backend.to_native(B64, dtype, device)
 
 
-def _timed_calls(fn: Callable, backend: CodegenBackend, A: Any, B: Any) -> tuple[Callable[[], Any], Callable[[], Any]]:
-    """(candidate, baseline) calls: both writing into a preallocated output where the backend's
-    baseline can (the kernel too, when it takes out=), else both allocating."""
+def _vendor_call(backend: CodegenBackend, A: Any, B: Any) -> tuple[Callable[[], Any], bool]:
+    """The vendor matmul as a timed call, and whether it writes into a preallocated output (then
+    the kernels are timed writing into theirs too)."""
     out_base = backend.out_baseline()
     base_fn = backend.baseline()
     if out_base is None:
-        return (lambda: fn(A, B)), (lambda: base_fn(A, B))
-    C_base = base_fn(A, B)
-    C_kern = fn(A, B)
-    try:
-        fn(A, B, out=C_kern)
-    except TypeError:
-        return (lambda: fn(A, B)), (lambda: out_base(A, B, C_base))
-    return (lambda: fn(A, B, out=C_kern)), (lambda: out_base(A, B, C_base))
+        return (lambda: base_fn(A, B)), False
+    C = base_fn(A, B)
+    return (lambda: out_base(A, B, C)), True
+
+
+def _kernel_call(fn: Callable, A: Any, B: Any, C: Any, into: bool) -> Callable[[], Any]:
+    """The kernel as a timed call: into ``C`` (an output it returned) when ``into`` and it takes
+    out=, else allocating its output."""
+    if into:
+        try:
+            fn(A, B, out=C)
+        except TypeError:
+            pass
+        else:
+            return lambda: fn(A, B, out=C)
+    return lambda: fn(A, B)
 
 
 def _record(plan: Plan, size: Size, threads: int, cand: Timing, base: Timing, max_error: float | None,
@@ -187,7 +189,8 @@ def _record(plan: Plan, size: Size, threads: int, cand: Timing, base: Timing, ma
         plan_key=plan.key(), backend=plan.backend, levels=plan.levels, m=M, k=K, n=N, dtype=plan.dtype,
         threads=threads, median_s=cand.median, iqr_s=cand.iqr,
         baseline_median_s=base.median, baseline_iqr_s=base.iqr,
-        speedup=speedup if speedup is not None else base.median / cand.median, max_error=max_error, error_bound=bound, peak_extra_bytes=peak,
+        speedup=speedup if speedup is not None else base.median / cand.median, max_error=max_error,
+        error_bound=bound, peak_extra_bytes=peak,
         workspace_bytes=_workspace_bytes(kernel),
     )
     if record:
@@ -217,9 +220,11 @@ def measure(plan: Plan, decomps: list[Decomposition], size: Size, *, backend: Co
     fn = kernel.matmul
     max_error = bound = None
     with pinned_threads(threads) as used_threads:
+        C = fn(A, B)
         if check_error:
-            max_error, bound = Reference(backend, plan.device, A, B).check(plan, decomps, fn(A, B))
-        candidate, baseline = _timed_calls(fn, backend, A, B)
+            max_error, bound = Reference(backend, plan.device, A, B).check(plan, decomps, C)
+        baseline, into = _vendor_call(backend, A, B)
+        candidate = _kernel_call(fn, A, B, C, into)
         peak = None
         if measure_memory:
             clear = getattr(kernel.module(), "clear_workspaces", None)
@@ -283,7 +288,7 @@ def measure_many(items: Sequence[tuple[Plan, list[Decomposition]]], size: Size, 
                      f"a {M}x{K}x{N} {dtype} run of {len(live)} kernels", device, override="--ignore-memory")
     A, B = _inputs(size, dtype, device, backend, seed)
     checks: dict[int, tuple[float, float]] = {}
-    fns: dict[str, Callable[[], Any]] = {}
+    outputs: dict[int, Any] = {}
     with pinned_threads(threads) as used_threads:
         if live:
             say("computing the float64 reference product")
@@ -291,18 +296,19 @@ def measure_many(items: Sequence[tuple[Plan, list[Decomposition]]], size: Size, 
             for i in live:
                 plan, decomps = items[i]
                 say(f"checking {plan.describe()} against it")
+                outputs[i] = kernels[i].matmul(A, B)
                 try:
-                    checks[i] = ref.check(plan, decomps, kernels[i].matmul(A, B))
+                    checks[i] = ref.check(plan, decomps, outputs[i])
                 except FmmforgeError as exc:
+                    del outputs[i]
                     failed(plan, exc)
             del ref
         timed = [i for i in live if i in checks]
         if not timed:
             return [None] * len(items)
-        base_call = None
-        for i in timed:
-            fns[f"k{i}"], base_call = _timed_calls(kernels[i].matmul, backend, A, B)
-        fns["vendor"] = base_call  # type: ignore[assignment]
+        vendor, into = _vendor_call(backend, A, B)
+        fns = {f"k{i}": _kernel_call(kernels[i].matmul, A, B, outputs[i], into) for i in timed}
+        fns["vendor"] = vendor
         say(f"timing {len(timed)} kernel(s) and the vendor matmul round-robin, {rounds} rounds")
         # warm already: each kernel ran for its check and once into its output, the vendor once
         samples = interleaved(fns, device=device, threads=None, warmup=0, rounds=rounds, min_sample_s=min_sample_s)

@@ -298,14 +298,14 @@ def needed_shapes(plans: Iterable[tuple[Sequence[Decomposition], int, Shape]]) -
     return {layout: union_corners(shapes) | shapes for layout, shapes in out.items()}
 
 
-def _measure_tables(key: ModelKey, usable: Sequence[Usable], store: Store, deadline: float,
-                    progress: Progress | None) -> int:
-    """Measure what both gemm tables lack for ``usable``'s plans: the contiguous one first (its
-    reference point times the rest), then the leaf layout."""
-    needed = needed_shapes((u.decomps, u.cutoff, u.shape) for u in usable)
+def measure_tables(key: ModelKey, needed: dict[str, set[Shape]], store: Store, deadline: float,
+                   progress: Progress | None = None) -> int:
+    """Measure the shapes of ``needed`` (layout -> shapes, :func:`needed_shapes`) that the stored
+    gemm tables lack, until ``deadline``: the contiguous one first (its reference point times the
+    rest), then the leaf layout. Returns how many were measured."""
     points = load_gemm_points(key, store)
     taken = _measure_gemms(key, needed["contiguous"] | {REFERENCE_GEMM}, points, deadline, store, progress)
-    if REFERENCE_GEMM not in points:
+    if REFERENCE_GEMM not in points or not needed["leaf"]:
         return taken
     leaves = load_gemm_points(key, store, "leaf")
     return taken + _measure_gemms(key, needed["leaf"], leaves, deadline, store, progress, "leaf",
@@ -330,7 +330,8 @@ def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAU
             f"calibrate needs at least {MIN_RECORDS} benchmark records of low-memory torch kernels on "
             f"{key.describe()}, the store has {len(usable)}" + (f" (and {skipped} it cannot use)" if skipped else "")
             + f"; give it time to measure them (--budget 180) or run `fmmforge bench --device {key.device}` first")
-    gemms = _measure_tables(key, usable, store, start + budget_s, progress) if budget_s > 0 else 0
+    needed = needed_shapes((u.decomps, u.cutoff, u.shape) for u in usable)
+    gemms = measure_tables(key, needed, store, start + budget_s, progress) if budget_s > 0 else 0
     model = fit_best(key, steadiest(usable), gemm_table(key, usable, store), leaf_table(key, store))
     save_model(model, store)
     return Calibration(model, measured, gemms, skipped)

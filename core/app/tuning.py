@@ -397,23 +397,18 @@ def _ensure_gemm_points(key: object, candidates: Sequence[Candidate], shape: Sha
     """Time the vendor gemm at the leaf shapes of the best candidates that the model's tables lack
     (as leaves: codegen.costmodel's leaf layout) and at the shape itself, so the prediction at this
     size rests on measured leaves rather than on extrapolation."""
-    from fmmforge.codegen.calibrate import REFERENCE_GEMM, _measure_gemms, needed_shapes
-    from fmmforge.codegen.costmodel import load_gemm_points
+    from fmmforge.codegen.calibrate import measure_tables, needed_shapes
 
     needed = needed_shapes((c.decomps, request.cutoff, shape) for c in candidates)
-    have = load_gemm_points(key, store)  # type: ignore[arg-type]
-    taken = _measure_gemms(key, {shape, REFERENCE_GEMM}, have, deadline, store, None)  # type: ignore[arg-type]
-    if candidates and REFERENCE_GEMM in have:
-        leaves = load_gemm_points(key, store, "leaf")  # type: ignore[arg-type]
-        taken += _measure_gemms(key, needed["leaf"], leaves, deadline, store, None, "leaf",  # type: ignore[arg-type]
-                                have[REFERENCE_GEMM])
-    return taken
+    needed["contiguous"] = {shape}  # the vendor gemm here; no corners around it
+    return measure_tables(key, needed, store, deadline)  # type: ignore[arg-type]
 
 
 def prior_model(key: object, request: TuneRequest, store: Store) -> object:
     """The model before any fit: leaf gemms at their measured times, and the bytes of passes at
     the bandwidths measured now, of blocks that stay in cache and of blocks that stream (no
     per-pass or per-call cost)."""
+    from fmmforge.codegen.calibrate import leaf_table
     from fmmforge.codegen.costmodel import ITEMSIZE, PARAMETERS, CalibratedModel, GemmTable, cache_bytes, load_gemm_points
     from fmmforge.hardware.timing import pass_bandwidth
 
@@ -425,7 +420,7 @@ def prior_model(key: object, request: TuneRequest, store: Store) -> object:
               "s_per_streamed_byte": 1.0 / pass_bandwidth(request.dtype, request.threads, 2048)}
     return CalibratedModel(key, tuple(values.get(p, 0.0) for p in PARAMETERS),  # type: ignore[arg-type]
                            GemmTable(load_gemm_points(key, store)), None, 0, cache=cache,  # type: ignore[arg-type]
-                           leaf=GemmTable(load_gemm_points(key, store, "leaf")))  # type: ignore[arg-type]
+                           leaf=leaf_table(key, store))  # type: ignore[arg-type]
 
 
 def _fit(key: object, request: TuneRequest, store: Store, budget_s: float, progress: Callable | None,
@@ -523,7 +518,7 @@ def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, 
         result.notes.append(f"{len(earlier)} candidate(s) measured at this shape before are not measured again")
     _ensure_gemm_points(key, [], request.shape, request, store, math.inf)  # at least the vendor time at the shape
     model = _with_table(model, key, store)
-    while time.monotonic() + _reserve_s(result, 1) < deadline:
+    while time.monotonic() < deadline and _fits(result, deadline, 1):
         say("rank", 0, 1, f"ranking {len(structures)} plans")
         fresh = [s for s in structures if tuple(d.fingerprint for _, d in s) not in measured_ids]
         if not fresh:
@@ -638,11 +633,6 @@ def proxy_seconds(decomps: Sequence[Decomposition], shape: Shape, model: object,
 def _confirm_s(result: TuneResult, more: int = 0) -> float:
     """Time the finalists' re-measurement needs: as many as there will be (at most CONFIRM)."""
     return min(CONFIRM, len(result.measured) + more) * result.typical_measure_s()
-
-
-def _reserve_s(result: TuneResult, more: int) -> float:
-    """Time ``more`` measurements and then the finalists' re-measurement need."""
-    return more * result.typical_measure_s() + _confirm_s(result, more)
 
 
 def family(c: Candidate) -> tuple[Format, ...]:
