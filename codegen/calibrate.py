@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 from fmmforge.codegen.backends import CodegenBackend
 from fmmforge.codegen.costmodel import (
-    LEAF_LAYOUT, CalibratedModel, Features, GemmTable, ModelKey, Shape, cache_bytes, features, fit, leaf_shapes,
+    LEAF_LAYOUT, VARIANTS, CalibratedModel, Features, GemmTable, ModelKey, Shape, cache_bytes, features, fit, leaf_shapes,
     load_gemm_points, save_gemm_point, save_model, union_corners,
 )
 from fmmforge.codegen.plan import DEFAULT_VARIANT, make_plan
@@ -29,10 +29,13 @@ MIN_RECORDS = 10  # fewer records than this cannot both fit 4 parameters and che
 DEFAULT_BUDGET_S = 180.0
 # The plans calibrate measures when the store has too few records: the vendor gemm and the
 # built-in schemes at one and two levels, a <3,3,3> (which peels where 3 does not divide) and a
-# <4,4,4;49> level (49 leaves, 303 passes), at square and non-square sizes (small ones first):
-# plans of the kinds the tuner ranks, whose times at one size differ enough to be ranked.
-CALIBRATION_PLANS = (("strassen", 0), ("strassen", 1), ("strassen-winograd", 1), ("strassen", 2),
-                     ("strassen-winograd", 2), ("laderman", 1), ("strassen*strassen", 1))
+# <4,4,4;49> level (49 leaves, 303 passes), low-memory, and three of them fused (codegen.fused:
+# their compiled passes have their own cost per byte), at square and non-square sizes (small ones
+# first): plans of the kinds the tuner ranks, whose times at one size differ enough to be ranked.
+CALIBRATION_PLANS = (("strassen", 0, "lowmem"), ("strassen", 1, "lowmem"), ("strassen-winograd", 1, "lowmem"),
+                     ("strassen", 2, "lowmem"), ("strassen-winograd", 2, "lowmem"), ("laderman", 1, "lowmem"),
+                     ("strassen*strassen", 1, "lowmem"), ("strassen-winograd", 1, "fused"),
+                     ("strassen-winograd", 2, "fused"), ("laderman", 1, "fused"))
 CALIBRATION_SIZES: tuple[Shape, ...] = ((512, 512, 512), (768, 768, 768), (1024, 1024, 1024), (1024, 2048, 768),
                                         (1536, 1536, 1536), (2048, 1024, 1536), (2048, 2048, 2048))
 # A record whose samples spread (interquartile range, kernel or baseline) over more than this
@@ -59,6 +62,7 @@ class Usable:
     record: Record
     decomps: tuple[Decomposition, ...]
     cutoff: int
+    variant: str = "lowmem"
 
     @property
     def shape(self) -> Shape:
@@ -73,9 +77,10 @@ class Calibration:
     skipped: int  # records of this device that the model cannot describe (other backend/variant, unknown scheme)
 
 
-def plan_schemes(record: Record, store: Store, cache: dict) -> tuple[tuple[Decomposition, ...], int] | None:
-    """The plan's schemes, each resolved by name (or fingerprint prefix) and matching the recorded
-    fingerprint; None when the record is not of a low-memory torch plan this model describes."""
+def plan_schemes(record: Record, store: Store, cache: dict) -> tuple[tuple[Decomposition, ...], int, str] | None:
+    """(the plan's schemes, cutoff, variant), each scheme resolved by name (or fingerprint prefix)
+    and matching the recorded fingerprint; None when the record is not of a torch plan in a
+    variant this model describes (codegen.costmodel.VARIANTS)."""
     from fmmforge.core.catalogue import resolve
 
     try:
@@ -84,7 +89,8 @@ def plan_schemes(record: Record, store: Store, cache: dict) -> tuple[tuple[Decom
         cutoff = int(plan["cutoff"])
     except (ValueError, TypeError, KeyError):
         return None
-    if plan.get("variant", DEFAULT_VARIANT) != DEFAULT_VARIANT or record.backend != "torch" or len(names) != len(fps):
+    variant = plan.get("variant", DEFAULT_VARIANT)
+    if variant not in VARIANTS or record.backend != "torch" or len(names) != len(fps):
         return None
     out = []
     for name, fp in zip(names, fps):
@@ -102,7 +108,7 @@ def plan_schemes(record: Record, store: Store, cache: dict) -> tuple[tuple[Decom
         if cache[(name, fp)] is None:
             return None
         out.append(cache[(name, fp)])
-    return tuple(out), cutoff
+    return tuple(out), cutoff, variant
 
 
 def usable_records(key: ModelKey, store: Store) -> tuple[list[Usable], int]:
@@ -146,8 +152,11 @@ def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend
     done_keys = {(u.record.plan_key, u.shape) for u in have}
     by_size: dict[Shape, list] = {}
     for size in CALIBRATION_SIZES:
-        for name, levels in CALIBRATION_PLANS:
-            plan, decomps = make_plan(name, levels, backend="torch", dtype=key.dtype, device=key.device)
+        for name, levels, variant in CALIBRATION_PLANS:
+            if variant != DEFAULT_VARIANT and (levels == 0 or key.device != "cpu"):
+                continue  # the fused kernels are CPU torch kernels of at least one level
+            plan, decomps = make_plan(name, levels, backend="torch", dtype=key.dtype, device=key.device,
+                                      variant=variant)
             if (plan.key(), size) not in done_keys:
                 by_size.setdefault(size, []).append((plan, decomps))
     taken = 0
@@ -275,7 +284,7 @@ def fit_best(key: ModelKey, usable: Sequence[Usable], table: GemmTable, leaf: Ge
     seconds = [load_corrected_s(u, table) for u in usable]
     models = []
     for cache in caches:
-        rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table, cache, leaf)
+        rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table, cache, leaf, u.variant)
                                 for u in usable]
         models.append(fit(key, rows, seconds, [u.shape for u in usable], table, cache=cache, leaf=leaf))
 
@@ -286,15 +295,15 @@ def fit_best(key: ModelKey, usable: Sequence[Usable], table: GemmTable, leaf: Ge
     return min(models, key=held_out)
 
 
-def needed_shapes(plans: Iterable[tuple[Sequence[Decomposition], int, Shape]]) -> dict[str, set[Shape]]:
-    """The gemm shapes each table needs for ``plans`` (decompositions, cutoff, shape): the grid
+def needed_shapes(plans: Iterable[tuple]) -> dict[str, set[Shape]]:
+    """The gemm shapes each table needs for ``plans`` ((decompositions, cutoff, shape[, variant])): the grid
     corners around every gemm the calls run, and those gemms' own shapes too (off the grid, e.g.
     341³, MKL runs slower than the corners suggest); the kernels' leaves in the leaf layout, the
     gemm of a plan that does not split contiguous."""
     out: dict[str, set[Shape]] = {"contiguous": set(), "leaf": set()}
-    for decomps, cutoff, shape in plans:
+    for decomps, cutoff, shape, *variant in plans:
         for layout, inside in (("contiguous", False), ("leaf", True)):
-            out[layout] |= leaf_shapes(decomps, cutoff, shape, inside=inside)
+            out[layout] |= leaf_shapes(decomps, cutoff, shape, inside=inside, variant=(variant or ["lowmem"])[0])
     return {layout: union_corners(shapes) | shapes for layout, shapes in out.items()}
 
 
@@ -327,10 +336,10 @@ def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAU
         usable, skipped = usable_records(key, store)
     if len(usable) < MIN_RECORDS:
         raise FmmforgeError(
-            f"calibrate needs at least {MIN_RECORDS} benchmark records of low-memory torch kernels on "
+            f"calibrate needs at least {MIN_RECORDS} benchmark records of low-memory or fused torch kernels on "
             f"{key.describe()}, the store has {len(usable)}" + (f" (and {skipped} it cannot use)" if skipped else "")
             + f"; give it time to measure them (--budget 180) or run `fmmforge bench --device {key.device}` first")
-    needed = needed_shapes((u.decomps, u.cutoff, u.shape) for u in usable)
+    needed = needed_shapes((u.decomps, u.cutoff, u.shape, u.variant) for u in usable)
     gemms = measure_tables(key, needed, store, start + budget_s, progress) if budget_s > 0 else 0
     model = fit_best(key, steadiest(usable), gemm_table(key, usable, store), leaf_table(key, store))
     save_model(model, store)

@@ -15,10 +15,14 @@ predicted from what the time is made of (docs/costmodel.md).
   reads and writes at its block size, over one of two effective bandwidths: a pass whose blocks
   fit in the cores' L2 caches together (:func:`cache_bytes`) runs from cache, a larger one
   streams from L3/memory; plus a per-pass overhead;
+* **fused passes** -- for a plan of the *fused* variant (codegen.fused), the bytes each compiled pass
+  of the level's fused schedule moves (a group's A-side sums formed in one pass reading each input
+  block once, the same for B, and the one C update over the products), at their own cost per byte:
+  a tiled numba pass over many blocks does not stream like one torch addition;
 * **per-call overhead** -- a constant.
 
-``t = a·gemm_s + cached_bytes·c_cached + streamed_bytes·c_streamed + c_pass·passes + c_call``;
-the five are fitted by non-negative least squares on relative errors (:func:`fit`). The model is stored per
+``t = a·gemm_s + cached_bytes·c_cached + streamed_bytes·c_streamed + fused_bytes·c_fused + c_pass·passes
++ c_call``; the six are fitted by non-negative least squares on relative errors (:func:`fit`). The model is stored per
 (device, machine key, threads, dtype) in this module's table (:data:`TABLES`) with
 :data:`MODEL_FORMAT`; a model of another machine, library or format is never used.
 """
@@ -26,6 +30,7 @@ the five are fitted by non-negative least squares on relative errors (:func:`fit
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import json
 import math
@@ -41,11 +46,13 @@ from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import OwnedTables, Store
 
-MODEL_FORMAT = 3  # 2: two bandwidths (cached and streamed passes) and the cache size; 3: a leaf-layout gemm table
+MODEL_FORMAT = 4  # 2: two bandwidths (cached and streamed passes) and the cache size; 3: a leaf-layout gemm table;
+# 4: the fused variant's passes (their bytes at their own cost)
 ITEMSIZE = {"float32": 4, "float64": 8}
 Shape = tuple[int, int, int]
-FEATURES = ("gemm_s", "cached_bytes", "streamed_bytes", "passes", "calls")
-PARAMETERS = ("gemm_scale", "s_per_cached_byte", "s_per_streamed_byte", "s_per_pass", "s_per_call")
+FEATURES = ("gemm_s", "cached_bytes", "streamed_bytes", "fused_bytes", "passes", "calls")
+PARAMETERS = ("gemm_scale", "s_per_cached_byte", "s_per_streamed_byte", "s_per_fused_byte", "s_per_pass", "s_per_call")
+VARIANTS = ("lowmem", "fused")  # the kernel layouts the model describes (codegen.plan.VARIANTS)
 DEFAULT_L2_BYTES = 1 << 20  # per core, when the machine does not say (sysfs)
 
 
@@ -184,18 +191,19 @@ def cache_bytes(threads: int, cpu_dir: str = "/sys/devices/system/cpu/cpu0/cache
 @dataclass(frozen=True)
 class Features:
     """What one call is made of: leaf-gemm seconds (from the table), bytes the element-wise passes
-    move (those whose blocks fit in cache and those that stream), the number of passes, and the
-    number of calls (1)."""
+    move (those whose blocks fit in cache and those that stream; the fused variant's compiled
+    passes apart), the number of passes, and the number of calls (1)."""
 
     gemm_s: float = 0.0
     cached_bytes: float = 0.0
     streamed_bytes: float = 0.0
+    fused_bytes: float = 0.0
     passes: int = 0
     calls: int = 0
 
     @property
     def bytes(self) -> float:
-        return self.cached_bytes + self.streamed_bytes
+        return self.cached_bytes + self.streamed_bytes + self.fused_bytes
 
     def __add__(self, other: "Features") -> "Features":
         return Features(*(a + b for a, b in zip(self.astuple(), other.astuple())))
@@ -204,7 +212,7 @@ class Features:
         return Features(*(a * k for a in self.astuple()))
 
     def astuple(self) -> tuple:
-        return self.gemm_s, self.cached_bytes, self.streamed_bytes, self.passes, self.calls
+        return self.gemm_s, self.cached_bytes, self.streamed_bytes, self.fused_bytes, self.passes, self.calls
 
     def vector(self) -> np.ndarray:
         return np.array(self.astuple(), dtype=float)
@@ -241,6 +249,35 @@ def level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int, cache
     return Features(cached_bytes=cached, streamed_bytes=streamed, passes=passes)
 
 
+@functools.lru_cache(maxsize=1024)
+def _fused_level(d: Decomposition, mode: str) -> object:
+    from fmmforge.codegen.fused import fused_level  # numba and torch: only when a fused plan is costed
+
+    return fused_level(d, mode)
+
+
+def fused_level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int) -> tuple[Features, dict[str, int]]:
+    """The compiled passes of one level of ``d``'s fused schedule (codegen.fused.fused_level) in
+    ``mode`` at ``block`` = (bm, bk, bn), and its products' modes (mode -> count): per group one
+    pass per side reading each input block its sums use once and writing each sum once, then the
+    C update reading each product it combines (homed in C or in a workspace) once and writing each
+    C block it reaches once (reading it too in ``acc`` mode)."""
+    lv = _fused_level(d, mode)
+    bm, bk, bn = block
+    elements = 0
+    for g in lv.groups:  # type: ignore[attr-defined]
+        for sums, size in ((g.a_sums, bm * bk), (g.b_sums, bk * bn)):
+            elements += (len({i for s in sums for i, _ in s}) + len(sums)) * size
+    outputs = [t for t in lv.combine if t is not None]  # type: ignore[attr-defined]
+    sources = {src for t in outputs for src, _ in t}
+    elements += (len(sources) + len(outputs) * (2 if mode == "acc" else 1)) * bm * bn
+    counts: dict[str, int] = {}
+    for g in lv.groups:  # type: ignore[attr-defined]
+        for gemm in g.gemms:
+            counts[gemm.mode] = counts.get(gemm.mode, 0) + 1
+    return Features(fused_bytes=elements * itemsize, passes=lv.passes()), counts  # type: ignore[attr-defined]
+
+
 def level_pass_bytes(d: Decomposition, mode: str, block: Shape, itemsize: int) -> tuple[int, int]:
     """(bytes read and written, passes) of one level of ``d``'s schedule in ``mode`` at ``block``."""
     f = level_passes(d, mode, block, itemsize, 0)
@@ -250,11 +287,16 @@ def level_pass_bytes(d: Decomposition, mode: str, block: Shape, itemsize: int) -
 class _Walker:
     """Follows the kernel's recursion (codegen.runtime_lowmem and the emitted level functions):
     leaf when a block would be under the cut-off, peel to the multiples of the levels that split,
-    else one level's passes and its products one level deeper. Memoised per (level, mode, shape)."""
+    else one level's passes (the low-memory schedule's, or the fused one's for ``variant``
+    "fused": codegen.fused, whose recursion and peeling are the same) and its products one level
+    deeper. Memoised per (level, mode, shape)."""
 
     def __init__(self, decomps: Sequence[Decomposition], cutoff: int, itemsize: int, gemm: GemmTable,
-                 cache: int = 0, leaf: GemmTable | None = None) -> None:
+                 cache: int = 0, leaf: GemmTable | None = None, variant: str = "lowmem") -> None:
+        if variant not in VARIANTS:
+            raise FmmforgeError(f"the cost model describes the {' and '.join(VARIANTS)} kernels, not {variant!r}")
         self.decomps, self.cutoff, self.itemsize, self.gemm, self.cache = decomps, cutoff, itemsize, gemm, cache
+        self.variant = variant
         self.leaf_table = leaf if leaf is not None and leaf.points else gemm
         self.memo: dict[tuple[int, str, Shape], Features] = {}
 
@@ -296,18 +338,21 @@ class _Walker:
                     out = out + self.leaf(fix)
             return out
         block = (M // n, K // m, N // p)
-        out = level_passes(d, mode, block, self.itemsize, self.cache)
-        counts: dict[str, int] = {}
-        for op in schedule_level(d, mode).ops:
-            if isinstance(op, Product):
-                counts[op.mode] = counts.get(op.mode, 0) + 1
+        if self.variant == "fused":
+            out, counts = fused_level_passes(d, mode, block, self.itemsize)
+        else:
+            out = level_passes(d, mode, block, self.itemsize, self.cache)
+            counts = {}
+            for op in schedule_level(d, mode).ops:
+                if isinstance(op, Product):
+                    counts[op.mode] = counts.get(op.mode, 0) + 1
         for sub_mode, count in sorted(counts.items()):
             out = out + self.run(level + 1, sub_mode, block).times(count)
         return out
 
 
 def leaf_shapes(decomps: Sequence[Decomposition], cutoff: int, shape: Shape, *,
-                inside: bool | None = None) -> set[Shape]:
+                inside: bool | None = None, variant: str = "lowmem") -> set[Shape]:
     """Every gemm shape a call at ``shape`` runs (what the gemm tables must cover): with
     ``inside`` True only those on blocks of the operands (the leaf table's), False only the
     gemm of a plan that does not split (the contiguous table's), None both."""
@@ -323,18 +368,19 @@ def leaf_shapes(decomps: Sequence[Decomposition], cutoff: int, shape: Shape, *,
                 seen[self.where].add(s)
             return 0.0
 
-    _Walker(decomps, cutoff, 4, _Collect(False), leaf=_Collect(True)).run(0, "set", shape)
+    _Walker(decomps, cutoff, 4, _Collect(False), leaf=_Collect(True), variant=variant).run(0, "set", shape)
     return seen[inside] if inside is not None else seen[True] | seen[False]
 
 
 def features(decomps: Sequence[Decomposition], cutoff: int, shape: Shape, dtype: str, gemm: GemmTable,
-             cache: int = 0, leaf: GemmTable | None = None) -> Features:
+             cache: int = 0, leaf: GemmTable | None = None, variant: str = "lowmem") -> Features:
     """The features of one call C = A·B at ``shape`` = (M, K, N) by the plan ``decomps`` (one scheme
-    per level; empty: the vendor gemm alone); passes of at most ``cache`` bytes count as cached;
-    the kernel's leaves are read from ``leaf`` (the leaf-layout table; ``gemm`` when it is empty)."""
+    per level; empty: the vendor gemm alone) in the kernel layout ``variant`` (:data:`VARIANTS`);
+    passes of at most ``cache`` bytes count as cached; the kernel's leaves are read from ``leaf``
+    (the leaf-layout table; ``gemm`` when it is empty)."""
     if dtype not in ITEMSIZE:
         raise FmmforgeError(f"the cost model knows dtypes {', '.join(ITEMSIZE)}, not {dtype!r}")
-    walker = _Walker(decomps, cutoff, ITEMSIZE[dtype], gemm, cache, leaf)
+    walker = _Walker(decomps, cutoff, ITEMSIZE[dtype], gemm, cache, leaf, variant)
     return walker.run(0, "set", tuple(int(x) for x in shape)) + Features(calls=1)
 
 
@@ -362,7 +408,9 @@ ROBUST_ROUNDS = 5  # reweighting rounds that shrink the pull of outliers (a busy
 def fit_parameters(rows: Sequence[Features], seconds: Sequence[float]) -> np.ndarray:
     """The parameters (:data:`PARAMETERS`) minimising the squared relative error on ``rows``,
     robustly: records whose relative error is far above the typical one are down-weighted
-    (Huber weights at twice the median error, at least 2 %) and the fit is repeated."""
+    (Huber weights at twice the median error, at least 2 %) and the fit is repeated. A cost no
+    row has (no fused plan among the records) cannot be fitted: the fused bytes then cost what a
+    streamed byte costs, rather than nothing."""
     X = np.array([f.vector() for f in rows])
     y = np.asarray(seconds, dtype=float)
     if len(y) == 0:
@@ -376,7 +424,11 @@ def fit_parameters(rows: Sequence[Features], seconds: Sequence[float]) -> np.nda
         residual = np.abs(Z @ theta - 1.0)
         cut = max(0.02, 2.0 * float(np.median(residual)))
         weights = np.minimum(1.0, cut / np.maximum(residual, 1e-300))
-    return theta / scale
+    theta = theta / scale
+    fused, streamed = FEATURES.index("fused_bytes"), FEATURES.index("streamed_bytes")
+    if not X[:, fused].any():
+        theta[fused] = theta[streamed]
+    return theta
 
 
 @dataclass(frozen=True)
@@ -440,10 +492,10 @@ class CalibratedModel:
     def predict_features(self, f: Features) -> float:
         return float(f.vector() @ np.asarray(self.parameters))
 
-    def predict_s(self, decomps: Sequence[Decomposition], cutoff: int, shape: Shape) -> float:
-        """Predicted seconds of one call at ``shape`` by the plan ``decomps`` with ``cutoff``."""
+    def predict_s(self, decomps: Sequence[Decomposition], cutoff: int, shape: Shape, variant: str = "lowmem") -> float:
+        """Predicted seconds of one call at ``shape`` by the plan ``decomps`` with ``cutoff`` in ``variant``."""
         return self.predict_features(features(decomps, cutoff, shape, self.key.dtype, self.gemm, self.cache,
-                                              self.leaf))
+                                              self.leaf, variant))
 
     def to_json(self) -> str:
         q = self.quality

@@ -313,17 +313,23 @@ def traffic_bytes(decomps: list[Decomposition], size: tuple[int, int, int], item
         if M < n * cutoff or K < m * cutoff or N < p * cutoff:
             break
         M, K, N = M // n, K // m, N // p
-        U, V, W = d.factors()
-        units = 0
-        for mat, block in ((U, M * K), (V, K * N)):
-            sums = {_normalised(_column(mat, r))[0] for r in range(d.rank) if len(_column(mat, r)) > 1}
-            units += (len({i for s in sums for i, _ in s}) + len(sums)) * block
-        multi = [r for r in range(d.rank) if len(_column(W, r)) > 1]
-        reached = {c for r in multi for c, _ in _column(W, r)}
-        units += (len(multi) + len(reached)) * M * N
-        total += calls * units * itemsize
+        a, b, c = side_units(d)
+        total += calls * (a * M * K + b * K * N + c * M * N) * itemsize
         calls *= d.rank
     return total
+
+
+def side_units(d: Decomposition) -> tuple[int, int, int]:
+    """Blocks one level of ``d`` must move at least, per side: (A: input blocks its sums use plus
+    distinct sums, B: the same, C: products with several outputs plus the C blocks they reach)."""
+    U, V, W = d.factors()
+    units = []
+    for mat in (U, V):
+        sums = {_normalised(_column(mat, r))[0] for r in range(d.rank) if len(_column(mat, r)) > 1}
+        units.append(len({i for s in sums for i, _ in s}) + len(sums))
+    multi = [r for r in range(d.rank) if len(_column(W, r)) > 1]
+    reached = {c for r in multi for c, _ in _column(W, r)}
+    return units[0], units[1], len(multi) + len(reached)
 
 
 def emit_fused(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:

@@ -8,7 +8,8 @@
    starting scheme it walks the flip graph at that rank and collects distinct schemes of the same
    rank (``SearchRequest.collect``), which differ in their additions and so in their cost.
 2. **Candidates.** Plans of one to ``max_levels`` levels: any scheme at the top level, and below it
-   the same scheme or one of the inner schemes (Strassen–Winograd, Strassen). Each is ranked by the
+   the same scheme or one of the inner schemes (Strassen–Winograd, Strassen), each in every kernel
+   layout (``variants``: on a CPU the low-memory and the fused one, codegen.fused). Each is ranked by the
    calibrated cost model of the device (codegen.costmodel; on a spec-only chip such as ``tpu-v4``,
    by the analytic TPU model, and nothing is measured).
 3. **Rounds.** The ``top_k`` best-predicted candidates not yet measured at this size are generated,
@@ -72,6 +73,18 @@ class TuneRequest:
     threads: int | None = None
     seed: int = 0
     store_choice: bool = True
+    variants: tuple[str, ...] | None = None  # kernel layouts; None: every one the device's kernels have
+
+    def variants_for(self, device_kind: str) -> tuple[str, ...]:
+        """The kernel layouts candidates take on a device of ``device_kind`` (cpu, cuda, spec): the
+        fused kernels are CPU torch kernels; a spec-only chip's analytic model has no layouts."""
+        default = ("lowmem", "fused") if device_kind == "cpu" else ("lowmem",)
+        if self.variants is None:
+            return default
+        wrong = [v for v in self.variants if v not in default]
+        if wrong:
+            raise FmmforgeError(f"variant {wrong[0]!r} cannot be tuned on this device; use {' or '.join(default)}")
+        return tuple(dict.fromkeys(self.variants))
 
     def __post_init__(self) -> None:
         if len(self.shape) != 3 or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in self.shape):
@@ -88,10 +101,19 @@ class TuneRequest:
                 raise FmmforgeError(f"{name} must be a fraction from 0 to below 1, not {value!r}")
         if not (math.isfinite(self.min_speedup) and self.min_speedup >= 1):
             raise FmmforgeError(f"min_speedup must be at least 1, not {self.min_speedup!r}")
+        if self.variants is not None and (not self.variants or not all(isinstance(v, str) for v in self.variants)):
+            raise FmmforgeError(f"variants must name at least one kernel layout (lowmem, fused), not {self.variants!r}")
         if self.formats is not None:
             for f in self.formats:
                 if len(f) != 3 or min(f) < 1 or max(f) > 6 or math.prod(f) < 2:
                     raise FmmforgeError(f"format {f!r} cannot be tuned: give n,m,p from 1 to 6, not all 1")
+
+
+def identity(decomps: Iterable[Decomposition], variant: str) -> tuple[str, ...]:
+    """What a measurement is of: the levels' fingerprints, and the layout when it is not the
+    low-memory one (the identities of low-memory plans are those earlier tunes recorded)."""
+    fps = tuple(d.fingerprint for d in decomps)
+    return fps if variant == "lowmem" else fps + (variant,)
 
 
 @dataclass(frozen=True)
@@ -102,14 +124,16 @@ class Candidate:
     names: tuple[str, ...]  # one per level: a catalogue name, or the store name tune gave the scheme
     predicted_s: float
     predicted_speedup: float
+    variant: str = "lowmem"  # the kernel layout (codegen.plan.VARIANTS)
 
     @property
     def label(self) -> str:
-        return "/".join(self.names) + f" ({len(self.names)} level{'s' if len(self.names) > 1 else ''})"
+        layout = "" if self.variant == "lowmem" else f", {self.variant}"
+        return "/".join(self.names) + f" ({len(self.names)} level{'s' if len(self.names) > 1 else ''}{layout})"
 
     @property
     def identity(self) -> tuple[str, ...]:
-        return tuple(d.fingerprint for d in self.decomps)
+        return identity(self.decomps, self.variant)
 
 
 @dataclass(frozen=True)
@@ -328,14 +352,14 @@ class Ranker:
                  chip: object | None = None) -> None:
         self.device, self.dtype, self.cutoff, self.model, self.chip = device, dtype, cutoff, model, chip
 
-    def seconds(self, decomps: Sequence[Decomposition], shape: Shape) -> float:
+    def seconds(self, decomps: Sequence[Decomposition], shape: Shape, variant: str = "lowmem") -> float:
         if self.chip is not None:
             from fmmforge.plugins.tpu_model import predict_plan, standard_matmul
 
             if not decomps:
                 return standard_matmul(shape, self.chip, self.dtype).seconds  # type: ignore[arg-type]
             return predict_plan(list(decomps), self.chip, shape, self.dtype).algorithm_s  # type: ignore[arg-type]
-        return self.model.predict_s(list(decomps), self.cutoff, shape)  # type: ignore[union-attr]
+        return self.model.predict_s(list(decomps), self.cutoff, shape, variant)  # type: ignore[union-attr]
 
     @property
     def name(self) -> str:
@@ -343,13 +367,15 @@ class Ranker:
 
 
 def rank_candidates(structures: Sequence[tuple[tuple[str, Decomposition], ...]], ranker: Ranker,
-                    shape: Shape) -> tuple[list[Candidate], float]:
+                    shape: Shape, variants: Sequence[str] = ("lowmem",)) -> tuple[list[Candidate], float]:
+    """Every structure in every one of ``variants``, best predicted first; and the vendor's time."""
     vendor = ranker.seconds([], shape)
     out = []
     for levels in structures:
         decomps = tuple(d for _, d in levels)
-        t = ranker.seconds(decomps, shape)
-        out.append(Candidate(decomps, tuple(n for n, _ in levels), t, vendor / t))
+        for variant in variants:
+            t = ranker.seconds(decomps, shape, variant)
+            out.append(Candidate(decomps, tuple(n for n, _ in levels), t, vendor / t, variant))
     out.sort(key=lambda c: (c.predicted_s, c.names))
     return out, vendor
 
@@ -372,7 +398,8 @@ def _plan(c: Candidate, request: TuneRequest, store: Store):  # -> (Plan, names)
     from fmmforge.codegen.plan import Plan
 
     names = tuple(plan_name(n, d, store) for n, d in zip(c.names, c.decomps))
-    return Plan(names, tuple(d.fingerprint for d in c.decomps), "torch", request.dtype, request.device, request.cutoff)
+    return Plan(names, tuple(d.fingerprint for d in c.decomps), "torch", request.dtype, request.device, request.cutoff,
+                c.variant)
 
 
 def _measure(cands: Sequence[Candidate], request: TuneRequest, store: Store, notes: list[str],
@@ -399,7 +426,7 @@ def _ensure_gemm_points(key: object, candidates: Sequence[Candidate], shape: Sha
     size rests on measured leaves rather than on extrapolation."""
     from fmmforge.codegen.calibrate import measure_tables, needed_shapes
 
-    needed = needed_shapes((c.decomps, request.cutoff, shape) for c in candidates)
+    needed = needed_shapes((c.decomps, request.cutoff, shape, c.variant) for c in candidates)
     needed["contiguous"] = {shape}  # the vendor gemm here; no corners around it
     return measure_tables(key, needed, store, deadline)  # type: ignore[arg-type]
 
@@ -418,6 +445,7 @@ def prior_model(key: object, request: TuneRequest, store: Store) -> object:
     small = max(64, int(math.sqrt(cache / (3 * item))) // 2)  # three blocks well inside the cache
     values = {"gemm_scale": 1.0, "s_per_cached_byte": 1.0 / pass_bandwidth(request.dtype, request.threads, small),
               "s_per_streamed_byte": 1.0 / pass_bandwidth(request.dtype, request.threads, 2048)}
+    values["s_per_fused_byte"] = values["s_per_streamed_byte"]  # a fused pass streams its blocks once
     return CalibratedModel(key, tuple(values.get(p, 0.0) for p in PARAMETERS),  # type: ignore[arg-type]
                            GemmTable(load_gemm_points(key, store)), None, 0, cache=cache,  # type: ignore[arg-type]
                            leaf=leaf_table(key, store))  # type: ignore[arg-type]
@@ -458,7 +486,7 @@ def tune(request: TuneRequest, *, store: Store | None = None, progress: Progress
     device = get_device(request.device, runnable=False)
     if device.kind != "spec" and request.dtype not in DTYPES:
         raise FmmforgeError(f"unknown dtype {request.dtype!r}; use one of {', '.join(DTYPES)}")
-    request = replace(request, device=device.name)
+    request = replace(request, device=device.name, variants=request.variants_for(device.kind))
     result = TuneResult(request)
     best: list[float | None] = [None]
 
@@ -485,7 +513,8 @@ def tune(request: TuneRequest, *, store: Store | None = None, progress: Progress
             chip = load_chip(device.name)
             chip.peak_flops(request.dtype)  # a dtype the chip has no rate for: one clear error
             ranker = Ranker(device.name, request.dtype, request.cutoff, chip=chip)
-            result.ranking, result.vendor_predicted_s = rank_candidates(structures, ranker, shape)
+            result.ranking, result.vendor_predicted_s = rank_candidates(structures, ranker, shape,
+                                                                        request.variants_for(device.kind))
             result.candidates, result.model, result.spec_only = len(result.ranking), ranker.name, True
             result.seconds = time.monotonic() - started
             say("done", 1, 1, "ranked by the analytic model; nothing is measured on a spec-only chip")
@@ -520,7 +549,8 @@ def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, 
     model = _with_table(model, key, store)
     while time.monotonic() < deadline and _fits(result, deadline, 1):
         say("rank", 0, 1, f"ranking {len(structures)} plans")
-        fresh = [s for s in structures if tuple(d.fingerprint for _, d in s) not in measured_ids]
+        fresh = [s for s in structures
+                 if any(identity((d for _, d in s), v) not in measured_ids for v in request.variants)]
         if not fresh:
             break
         keep = PROXY_KEEP * request.top_k
@@ -563,7 +593,7 @@ def anchors(structures: Sequence[tuple[tuple[str, Decomposition], ...]], model: 
     additions cost more than predicted) is corrected by measurement (:func:`correction`) before
     it steers the later rounds: the model's best two depths of the classical recursion
     (Strassen–Winograd at every level), and its best plan among those whose levels divide the
-    shape (no peeling) and that are not classical."""
+    shape (no peeling) and that are not classical; each in the layout the model predicts best."""
     shape = request.shape
 
     def divides(levels: tuple) -> bool:
@@ -574,7 +604,11 @@ def anchors(structures: Sequence[tuple[tuple[str, Decomposition], ...]], model: 
     out = []
     for group, count in ((classical, 2), (dividing, 1)):
         if group:
-            out += _rank(group, model, request, PROXY_KEEP, factor)[0][:count]
+            seen: set[tuple[str, ...]] = set()  # distinct plans, each in its best-predicted layout
+            for c in _rank(group, model, request, PROXY_KEEP, factor)[0]:
+                if len(seen) < count and identity(c.decomps, "lowmem") not in seen:
+                    seen.add(identity(c.decomps, "lowmem"))
+                    out.append(c)
     return out
 
 
@@ -606,10 +640,24 @@ def side_passes(d: Decomposition) -> tuple[int, int, int]:
     return estimate_side_passes(d)
 
 
-def proxy_seconds(decomps: Sequence[Decomposition], shape: Shape, model: object, itemsize: int) -> float:
+@functools.lru_cache(maxsize=4096)
+def fused_units(d: Decomposition) -> tuple[int, int, int]:
+    """Blocks the fused schedule's passes of one level of ``d`` move at least, per side (A, B, the
+    C update): each input block a sum uses read once and each distinct sum written once; each
+    product with several outputs read once and each C block they reach written once
+    (codegen.fused.traffic_bytes, per block)."""
+    from fmmforge.codegen.fused import side_units
+
+    return side_units(d)
+
+
+def proxy_seconds(decomps: Sequence[Decomposition], shape: Shape, model: object, itemsize: int,
+                  variant: str = "lowmem") -> float:
     """A cheap stand-in for the model's prediction: the leaf gemms at the divided shape, and each
-    level's passes (:func:`side_passes`) as one pass over its blocks (two read, one written) at
-    the model's cost per byte. Used only to choose which plans the full model ranks."""
+    level's passes: for the low-memory layout :func:`side_passes` as one pass over its blocks (two
+    read, one written) at the model's cost per byte of such passes, for the fused one the blocks
+    of :func:`fused_units` at its cost per fused byte. Used only to choose which plans the full
+    model ranks."""
     from fmmforge.codegen.costmodel import PARAMETERS
 
     params = dict(zip(PARAMETERS, model.parameters))  # type: ignore[attr-defined]
@@ -620,11 +668,16 @@ def proxy_seconds(decomps: Sequence[Decomposition], shape: Shape, model: object,
         n, m, p = d.format  # type: ignore[misc]
         block = [block[0] // n, block[1] // m, block[2] // p]
         bm, bk, bn = block
-        for adds, elements in zip(side_passes(d), (bm * bk, bk * bn, bm * bn)):
-            moved = 3 * elements * itemsize  # one pass: two blocks read, one written
-            cached = moved <= model.cache  # type: ignore[attr-defined]
-            per_byte = params.get("s_per_cached_byte" if cached else "s_per_streamed_byte", 0.0)
-            pass_s += subproblems * adds * (moved * per_byte + params.get("s_per_pass", 0.0))
+        sizes = (bm * bk, bk * bn, bm * bn)
+        if variant == "fused":
+            moved = sum(u * e for u, e in zip(fused_units(d), sizes)) * itemsize
+            pass_s += subproblems * (moved * params.get("s_per_fused_byte", 0.0) + 3 * params.get("s_per_pass", 0.0))
+        else:
+            for adds, elements in zip(side_passes(d), sizes):
+                moved = 3 * elements * itemsize  # one pass: two blocks read, one written
+                cached = moved <= model.cache  # type: ignore[attr-defined]
+                per_byte = params.get("s_per_cached_byte" if cached else "s_per_streamed_byte", 0.0)
+                pass_s += subproblems * adds * (moved * per_byte + params.get("s_per_pass", 0.0))
         subproblems *= d.rank
     gemm = subproblems * model.gemm.seconds(tuple(block))  # type: ignore[attr-defined]
     return params.get("gemm_scale", 1.0) * gemm + pass_s
@@ -635,9 +688,14 @@ def _confirm_s(result: TuneResult, more: int = 0) -> float:
     return min(CONFIRM, len(result.measured) + more) * result.typical_measure_s()
 
 
-def family(c: Candidate) -> tuple[Format, ...]:
-    """The formats of a plan's levels: plans of one family share how the shape divides and peels."""
-    return tuple(d.format for d in c.decomps)  # type: ignore[misc]
+def family(c: Candidate) -> tuple:
+    """The formats of a plan's levels and its layout: plans of one family share how the shape
+    divides and peels, and what their element-wise passes are like."""
+    return family_of((d.format for d in c.decomps), c.variant)  # type: ignore[misc]
+
+
+def family_of(formats: Iterable[Format], variant: str) -> tuple:
+    return (*formats, variant)
 
 
 def correction(measured: Sequence[Measured], model: object, request: TuneRequest) -> Callable[[tuple], float]:
@@ -648,9 +706,9 @@ def correction(measured: Sequence[Measured], model: object, request: TuneRequest
     shape and family (e.g. a format that peels here). 1 before anything is measured."""
     ranker = Ranker(request.device, request.dtype, request.cutoff, model=model)
     vendor = ranker.seconds([], request.shape)
-    ratios: dict[tuple[Format, ...], list[float]] = {}
+    ratios: dict[tuple, list[float]] = {}
     for m in measured:
-        predicted = vendor / ranker.seconds(m.candidate.decomps, request.shape)
+        predicted = vendor / ranker.seconds(m.candidate.decomps, request.shape, m.candidate.variant)
         ratios.setdefault(family(m.candidate), []).append(predicted / m.speedup)
     if not ratios:
         return lambda fam: 1.0
@@ -673,7 +731,7 @@ def diverse(ranking: Sequence[Candidate], k: int) -> list[Candidate]:
     """The ``k`` best, at most one per family while other families remain (a round explores
     k families instead of k near-copies of one, which one measurement would already judge)."""
     picked: list[Candidate] = []
-    seen: set[tuple[Format, ...]] = set()
+    seen: set[tuple] = set()
     for c in ranking:
         if len(picked) == k:
             break
@@ -694,17 +752,20 @@ def _rank(structures: list, model: object, request: TuneRequest, keep: int | Non
     ``keep``, only the ``keep`` best by the (corrected) proxy are ranked by the full model (a
     schedule costs up to a second for a large scheme)."""
     factor = factor or (lambda fam: 1.0)
+    variants = request.variants or ("lowmem",)
     if keep is not None and len(structures) > keep:
         from fmmforge.codegen.costmodel import ITEMSIZE
 
         item = ITEMSIZE.get(request.dtype, 4)
 
-        def proxy(s: tuple) -> float:
-            return proxy_seconds([d for _, d in s], request.shape, model, item) * factor(tuple(d.format for _, d in s))
+        def proxy(s: tuple) -> float:  # the structure's best layout
+            formats = [d.format for _, d in s]
+            return min(proxy_seconds([d for _, d in s], request.shape, model, item, v) * factor(family_of(formats, v))
+                       for v in variants)
 
         structures = sorted(structures, key=proxy)[:keep]
     ranking, vendor = rank_candidates(structures, Ranker(request.device, request.dtype, request.cutoff, model=model),
-                                      request.shape)
+                                      request.shape, variants)
     return corrected(ranking, factor), vendor
 
 
@@ -738,14 +799,14 @@ def _already_measured(request: TuneRequest, threads: int, structures: list, stor
             plan = plan_from_dict(json.loads(r.plan))
         except (FmmforgeError, ValueError):
             continue
-        if (not plan.algorithms or r.threads != threads or plan.backend != "torch" or plan.variant != DEFAULT_VARIANT
-                or plan.cutoff != request.cutoff):
+        if (not plan.algorithms or r.threads != threads or plan.backend != "torch"
+                or plan.variant not in (request.variants or (DEFAULT_VARIANT,)) or plan.cutoff != request.cutoff):
             continue
         levels = by_identity.get(plan.fingerprints) or _resolved(plan, store)
         if levels is None:
             continue
-        c = Candidate(tuple(d for _, d in levels), tuple(n for n, _ in levels), math.nan, math.nan)
-        latest[plan.fingerprints] = Measured(c, r.speedup, r.median_s, r.baseline_median_s, plan, r.id)
+        c = Candidate(tuple(d for _, d in levels), tuple(n for n, _ in levels), math.nan, math.nan, plan.variant)
+        latest[c.identity] = Measured(c, r.speedup, r.median_s, r.baseline_median_s, plan, r.id)
     return list(latest.values())
 
 
