@@ -72,7 +72,8 @@ def tuned_choices(store: Store, device: str, machine: str) -> pd.DataFrame | Non
     return pd.DataFrame({
         "dtype": [c.dtype for c in choices],
         "shape class (M×K×N, at least)": ["x".join(map(str, c.shape_class)) for c in choices],
-        "plan": [" / ".join(c.algorithms) + f" L{len(c.algorithms)}" for c in choices],
+        "plan": [" / ".join(c.algorithms) + f" L{len(c.algorithms)}"
+                 + ("" if c.plan.get("variant", "lowmem") == "lowmem" else f" {c.plan['variant']}") for c in choices],
         "speed-up": [c.speedup for c in choices],
         "vendor ms": [c.baseline_median_s * 1e3 for c in choices],
         "chosen at": [c.created_at for c in choices],

@@ -20,9 +20,11 @@ from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import Store
 from tests.helpers import one_error
 
-TRUE = (1.05, 1 / 40e9, 1 / 12e9, 4e-6, 40e-6)  # gemm scale, s/byte cached (40 GB/s), streamed (12 GB/s), s/pass, s/call
+# gemm scale, s/byte cached (40 GB/s), streamed (12 GB/s), fused (20 GB/s), s/pass, s/call
+TRUE = (1.05, 1 / 40e9, 1 / 12e9, 1 / 20e9, 4e-6, 40e-6)
 CACHE = 256 << 10  # the cache calibrate sees here: small, so that the sizes below have passes of both kinds
-PLANS = (("strassen", 0), ("strassen", 1), ("strassen-winograd", 1), ("strassen", 2), ("laderman", 1))
+PLANS = (("strassen", 0), ("strassen", 1), ("strassen-winograd", 1), ("strassen", 2), ("laderman", 1),
+         ("strassen-winograd", 1, "fused"), ("laderman", 1, "fused"))
 SIZES = ((256, 256, 256), (384, 384, 384), (512, 512, 512), (512, 768, 384), (768, 768, 768))
 
 
@@ -39,17 +41,18 @@ def synthetic_store(key: cm.ModelKey, params=TRUE, plans=PLANS, sizes=SIZES) -> 
     store = Store()
     shapes = set()
     cases = []
-    for name, levels in plans:
-        plan, decomps = make_plan(name, levels, dtype=key.dtype, device=key.device)
+    for name, levels, *variant in plans:
+        plan, decomps = make_plan(name, levels, dtype=key.dtype, device=key.device, variant=(variant or ["lowmem"])[0])
         for size in sizes:
-            shapes |= cm.leaf_shapes(decomps, plan.cutoff, size)
+            shapes |= cm.leaf_shapes(decomps, plan.cutoff, size, variant=plan.variant)
             cases.append((plan, decomps, size))
     needed = cm.union_corners(shapes | {size for size in sizes})
     table = cm.GemmTable({s: gemm_truth(s) for s in needed})
     for s, t in table.points.items():
         cm.save_gemm_point(key, s, t, store)
     for plan, decomps, size in cases:
-        t = float(cm.features(decomps, plan.cutoff, size, key.dtype, table, CACHE).vector() @ np.array(params))
+        t = float(cm.features(decomps, plan.cutoff, size, key.dtype, table, CACHE, variant=plan.variant).vector()
+                  @ np.array(params))
         add_record(synthetic_record(key, plan, size, t, table.seconds(size)), store)
     return store, table
 
@@ -234,7 +237,7 @@ def test_a_record_whose_samples_spread_is_measured_once_more(key, monkeypatch):
         return out
 
     monkeypatch.setattr(bench, "measure_many", fake_measure_many)
-    monkeypatch.setattr(cal, "CALIBRATION_PLANS", (("strassen", 0), ("strassen", 1)))
+    monkeypatch.setattr(cal, "CALIBRATION_PLANS", (("strassen", 0, "lowmem"), ("strassen", 1, "lowmem")))
     monkeypatch.setattr(cal, "CALIBRATION_SIZES", ((256, 256, 256),))
     assert cal._measure_records(key, [], float("inf"), _NoBackend(), Store(), None) == 3
     assert taken == [0, 1, 0]  # both plans of the size in one run, then the noisy one again
@@ -395,3 +398,39 @@ def test_interrupted_calibration_keeps_every_record_taken(cli, key, monkeypatch)
     assert code == 130
     assert "interrupted" in err and "kept" in err
     assert [(r.m, r.k, r.n) for r in query_records(Store(), device="cpu")] == calls
+
+
+# ---------------------------------------------------------------------- the fused layout
+@pytest.mark.parametrize("name", ["strassen", "strassen-winograd", "laderman", "strassen*strassen"])
+def test_a_fused_plan_is_costed_from_its_compiled_passes(name):
+    from fmmforge.codegen.fused import fused_level, traffic_bytes
+
+    d = resolve(name)
+    n, m, p = d.format
+    size = (256 * n, 256 * m, 256 * p)
+    table = cm.GemmTable({s: gemm_truth(s) for s in cm.union_corners({(256, 256, 256), size})})
+    low = cm.features([d], 64, size, "float32", table, CACHE)
+    fused = cm.features([d], 64, size, "float32", table, CACHE, variant="fused")
+    assert fused.gemm_s == pytest.approx(low.gemm_s)  # the same leaves
+    assert fused.cached_bytes == fused.streamed_bytes == 0 and low.fused_bytes == 0
+    assert fused.passes == fused_level(d, "set").passes()
+    # at least what the level's additions must move; at most what re-reading inputs per group adds
+    least = traffic_bytes([d], size, 4, 64)
+    assert least <= fused.fused_bytes <= 2 * least
+    assert fused.fused_bytes < low.bytes  # one pass per side moves fewer bytes than a pass per addition
+    _, counts = cm.fused_level_passes(d, "acc", (256, 256, 256), 4)
+    assert sum(counts.values()) == d.rank
+
+
+def test_without_fused_records_a_fused_byte_costs_a_streamed_one():
+    rows = [cm.Features(gemm_s=1e-3 * (i + 1), streamed_bytes=1e6 * (i % 3 + 1), passes=i % 4, calls=1)
+            for i in range(12)]
+    seconds = [f.gemm_s + f.streamed_bytes / 10e9 + f.passes * 1e-6 for f in rows]
+    theta = cm.fit_parameters(rows, seconds)
+    assert theta[cm.FEATURES.index("fused_bytes")] == pytest.approx(1 / 10e9, rel=1e-6)
+
+
+def test_an_unknown_layout_is_refused():
+    with pytest.raises(FmmforgeError, match="batched"):
+        cm.features([resolve("strassen")], 64, (512,) * 3, "float32", cm.GemmTable({(1, 1, 1): 1.0}),
+                    variant="batched")

@@ -190,7 +190,7 @@ def test_the_first_round_measures_the_anchors_beside_the_top_k():
 
 class _FlopModel:
     """A stand-in cost model: leaf flops at 1e-11 s each, nothing for additions."""
-    parameters = (1.0, 0.0, 0.0, 0.0, 0.0)
+    parameters = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     cache = 1 << 20
 
     class gemm:
@@ -198,7 +198,7 @@ class _FlopModel:
         def seconds(block):
             return math.prod(block) * 1e-11
 
-    def predict_s(self, decomps, cutoff, shape):
+    def predict_s(self, decomps, cutoff, shape, variant="lowmem"):
         blocks, products = list(shape), 1
         for d in decomps:
             blocks = [b // f for b, f in zip(blocks, d.format)]
@@ -270,6 +270,9 @@ def test_a_plan_of_mixed_levels_is_predicted_as_its_kronecker_product():
     (["--top-k", "0"], ["top_k"]),
     (["--threads", "-2"], ["threads"]),
     (["--shape", "300", "--min-leaf", "256"], ["min_leaf"]),
+    (["--variants", "batched"], ["batched", "lowmem"]),
+    (["--variants", ","], ["variants"]),
+    (["--device", "tpu-v4", "--variants", "fused"], ["fused", "lowmem"]),
 ])
 def test_bad_tune_options_are_one_line_and_exit_2(cli, args, words):
     code, out, err = cli("tune", "--budget", "5s", *args)
@@ -337,7 +340,7 @@ def test_measurements_correct_their_family_and_a_round_explores_several_families
     cands = [Candidate((s,), ("strassen",), 1.0, 1.3), Candidate((w,), ("strassen-winograd",), 1.01, 1.29),
              Candidate((lad,), ("laderman",), 1.1, 1.2)]
     # strassen measured far below its prediction: its family (<2,2,2>) is corrected, laderman's by the median
-    factor = {(( 2, 2, 2),): 1.3 / 1.0}.get
+    factor = {((2, 2, 2), "lowmem"): 1.3 / 1.0}.get
     ranked = tuning.corrected(cands, lambda fam: factor(fam, 1.0))
     assert [c.names[0] for c in ranked] == ["laderman", "strassen", "strassen-winograd"]
     assert ranked[0].predicted_speedup == pytest.approx(1.2)
@@ -350,12 +353,37 @@ def test_measurements_correct_their_family_and_a_round_explores_several_families
 def test_the_correction_factor_is_measured_over_predicted_per_family():
     from fmmforge.codegen.costmodel import CalibratedModel, GemmTable, current_key
 
-    model = CalibratedModel(current_key("cpu", "float32"), (1.0, 1e-11, 1e-10, 0.0, 0.0),
+    model = CalibratedModel(current_key("cpu", "float32"), (1.0, 1e-11, 1e-10, 1e-10, 0.0, 0.0),
                             GemmTable({(512,) * 3: 1e-3, (1024,) * 3: 8e-3}), cache=1 << 20)
     request = TuneRequest(shape=(1024,) * 3)
     predicted = model.predict_s([], 64, (1024,) * 3) / model.predict_s([catalogue.resolve("strassen")], 64, (1024,) * 3)
     measured = [_measured("strassen", predicted / 1.25)]
     factor = tuning.correction(measured, model, request)
-    assert factor(((2, 2, 2),)) == pytest.approx(1.25)
-    assert factor(((3, 3, 3),)) == pytest.approx(1.25)  # an unmeasured family: the median over all
-    assert tuning.correction([], model, request)(((2, 2, 2),)) == 1.0
+    assert factor(((2, 2, 2), "lowmem")) == pytest.approx(1.25)
+    assert factor(((3, 3, 3), "lowmem")) == pytest.approx(1.25)  # an unmeasured family: the median over all
+    assert factor(((2, 2, 2), "fused")) == pytest.approx(1.25)  # the other layout is another family
+    assert tuning.correction([], model, request)(((2, 2, 2), "lowmem")) == 1.0
+
+
+def test_a_tune_of_the_fused_layout_measures_and_records_fused_kernels():
+    result = tune(TuneRequest(**{**TINY, "budget_s": 40.0, "calibrate_share": 0.0, "collect": 0,
+                                 "variants": ("fused",)}))
+    assert result.measured and all(m.candidate.variant == "fused" for m in result.measured)
+    assert all(m.plan.variant == "fused" for m in result.measured)
+    variants = {json.loads(r.plan).get("variant") for r in query_records(None, m=512, k=512, n=512) if r.levels}
+    assert variants == {"fused"}
+    # the low-memory layout of the same plans is another candidate: not "measured before"
+    again = tune(TuneRequest(**{**TINY, "budget_s": 1.0, "collect": 0, "calibrate_share": 0.0,
+                                "variants": ("lowmem",)}))
+    assert not any("measured at this shape before" in note for note in again.notes)
+    if result.best is not None:
+        choice = lookup_choice("cpu", machine_key(), "float32", (512, 512, 512))
+        assert choice is not None and choice.to_plan().variant == "fused"
+
+
+def test_the_default_layouts_are_both_on_a_cpu_and_one_on_a_spec_chip():
+    assert TuneRequest().variants_for("cpu") == ("lowmem", "fused")
+    assert TuneRequest().variants_for("spec") == ("lowmem",)
+    assert TuneRequest(variants=("fused", "fused")).variants_for("cpu") == ("fused",)
+    with pytest.raises(FmmforgeError, match="fused"):
+        TuneRequest(variants=("fused",)).variants_for("cuda")

@@ -106,6 +106,7 @@ def tune_cmd(
     seed: Annotated[int, typer.Option(help="seed of the search")] = 0,
     for_model: Annotated[str, typer.Option(help="module:callable giving a torch model: tune its Linear layers' shapes (the budget is shared)")] = "",
     rows: Annotated[int, typer.Option(help="with --for-model: input rows per call (batch x tokens)")] = 0,
+    variants: Annotated[str, typer.Option(help="kernel layouts to try, e.g. lowmem,fused (default: every one the device has; cpu: both)")] = "",
 ) -> None:
     """Tune the device's kernel for a shape: the engine collects schemes, the cost model ranks every
     plan, the best are generated, validated and measured, the model is refitted, and the fastest
@@ -143,10 +144,16 @@ def tune_cmd(
     elif rows:
         raise FmmforgeError("--rows is for --for-model; give the shape with --shape")
     total_s = parse_duration(budget)
+    layouts = tuple(v.strip() for v in variants.split(",") if v.strip()) or None
+    if variants and layouts is None:
+        raise FmmforgeError(f"--variants {variants!r} names no layout; write e.g. --variants lowmem,fused")
     requests = [TuneRequest(device=dev.name, shape=s, dtype=dtype, budget_s=total_s / len(shapes), engine=engine,
                             formats=parse_formats(formats) if formats else None, max_levels=max_levels, top_k=top_k,
-                            pairs=pairs, collect=collect, min_leaf=min_leaf, threads=threads or None, seed=seed)
+                            pairs=pairs, collect=collect, min_leaf=min_leaf, threads=threads or None, seed=seed,
+                            variants=layouts)
                 for s in shapes]
+    for request in requests[:1]:
+        request.variants_for(dev.kind)  # a layout the device has not is refused before anything runs
     if dev.kind != "spec":
         from fmmforge.plugins import get_engine
 
