@@ -7,7 +7,8 @@
    tuned choice of each size.
 3. One final run per size, everything interleaved round-robin (hardware.timing.interleaved), each
    kernel checked against a float64 product first: torch.mm; Strassen-square (strassen⊗strassen
-   as one <4,4,4;49> level, the same backend and low-memory schedule as the tuned kernels); the
+   as one <4,4,4;49> level, the same backend, in the low-memory and in the fused layout: the
+   tuned <4,4,4> is compared with the one of its own layout); the
    tuned <4,4,4> (8192); the tuned choice; and the hand-picked plans of benchmarks/cpu_speedup.py
    at that size. It prints per-round speed-ups over torch.mm (median, min–max) and the two
    comparisons the issue asks for.
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         choice = lookup_choice("cpu", machine, "float32", shape_class(n, n, n))
         if choice is not None:
             plan = choice.to_plan()
-            entries[f"tuned choice: {plan.describe().split(', cutoff')[0]}"] = (
+            entries[f"tuned choice: {plan.describe().split(', cutoff')[0]} {plan.variant}"] = (
                 plan, [catalogue.resolve(a) for a in plan.algorithms])
         else:
             print(f"{n}: the tuned choice is the vendor matmul (nothing stored for the class)", flush=True)
@@ -190,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
             plan, decomps = make_plan(name, levels, dtype="float32", device="cpu")
             entries[f"hand-picked: {name} L{levels}"] = (plan, decomps)
         if n == 8192:
-            plan, decomps = make_plan("strassen*strassen", 1, dtype="float32", device="cpu")
-            entries["Strassen-square: strassen*strassen L1"] = (plan, decomps)
+            for variant in ("lowmem", "fused"):  # the tuned <4,4,4> is compared in its own layout
+                plan, decomps = make_plan("strassen*strassen", 1, dtype="float32", device="cpu", variant=variant)
+                entries[f"Strassen-square: strassen*strassen L1 {variant}"] = (plan, decomps)
             if chosen_444 is not None:
-                entries[f"tuned <4,4,4> L1: {chosen_444[2]}"] = chosen_444[:2]
+                entries[f"tuned <4,4,4> L1: {chosen_444[2]} {chosen_444[0].variant}"] = chosen_444[:2]
             else:
                 print("8192: the <4,4,4> tune chose nothing (no kernel beat torch.mm), or the 444 step did not run",
                       flush=True)
@@ -207,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
             print(versus(f"{n}: tuned choice vs best hand-picked ({hand_label})", tuned[0], hand), flush=True)
         else:
             print(f"{n}: tuned choice is torch.mm (1.000x) vs best hand-picked {hand_label} {hand[0]:.3f}x", flush=True)
-    sq = results[8192].get("Strassen-square: strassen*strassen L1")
-    t444 = [v for k, v in results[8192].items() if k.startswith("tuned <4,4,4>")]
-    if sq and t444:
-        print(versus("8192: tuned <4,4,4> L1 vs Strassen-square L1", t444[0], sq), flush=True)
+    if chosen_444 is not None:
+        variant = chosen_444[0].variant
+        sq = results[8192][f"Strassen-square: strassen*strassen L1 {variant}"]
+        t444 = next(v for k, v in results[8192].items() if k.startswith("tuned <4,4,4>"))
+        print(versus(f"8192: tuned <4,4,4> L1 vs Strassen-square L1, both {variant}", t444, sq), flush=True)
     print(f"total {time.monotonic() - started:.0f} s", flush=True)
     return 0
 
