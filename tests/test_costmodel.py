@@ -172,6 +172,22 @@ def test_gemm_timings_are_ratios_to_the_reference_measured_first(key, monkeypatc
     assert calls == [((16, 16, 16), (ref, 1e-3))]  # the stored reference is not measured again
 
 
+def test_a_leaf_point_far_below_the_contiguous_gemm_is_measured_again_and_the_slower_kept(key, monkeypatch):
+    readings = {(64, 64, 64): [0.2e-3, 1.1e-3], (32, 32, 32): [0.14e-3]}  # the first 64³ reading was disturbed
+
+    def fake_measure(k, shape, reference=None, layout="contiguous"):
+        assert layout == "leaf"
+        return readings[shape].pop(0)
+
+    monkeypatch.setattr(cal, "measure_gemm", fake_measure)
+    have: dict = {}
+    contiguous = cm.GemmTable({(64, 64, 64): 1e-3, (32, 32, 32): 0.125e-3})
+    taken = cal._measure_gemms(key, {(64, 64, 64), (32, 32, 32)}, have, float("inf"), Store(), None, "leaf",
+                               1e-3, contiguous)
+    assert taken == 2 and have == {(64, 64, 64): 1.1e-3, (32, 32, 32): 0.14e-3}
+    assert readings == {(64, 64, 64): [], (32, 32, 32): []}  # 32³ read plausibly: measured once
+
+
 def test_calibrate_times_the_records_own_leaf_shapes_not_only_the_grid(key, monkeypatch):
     store, _ = synthetic_store(key)
     timed = []
