@@ -336,9 +336,10 @@ def run_bench(algos: list[str], levels: list[int], sizes: list[Size], *, backend
               device: str = "cpu", dtype: str = "float32", cutoff: int = 64, threads: int | None = None,
               pairs: int = 5, measure_memory: bool = False, on_row: Callable[[BenchRow], None] | None = None,
               on_error: Callable[[str], None] | None = None, min_sample_s: float = 0.05,
-              variant: str = "lowmem", memory_check: bool = True) -> list[BenchRow]:
+              variant: str = "lowmem", memory_check: bool = True, remainder: str = "peel") -> list[BenchRow]:
     """Measure every (algorithm, levels) plan at every size; ``variant`` is the code layout
-    (``"lowmem"`` or ``"batched"``, see :func:`fmmforge.codegen.plan.make_plan`).
+    (``"lowmem"``, ``"batched"`` or ``"fused"``) and ``remainder`` what a size that does not divide
+    gets (``"peel"`` or ``"pad"``), see :func:`fmmforge.codegen.plan.make_plan`.
 
     The largest size is checked against the device's available memory before anything runs
     (each measurement checks its own size again with its kernel's workspace)."""
@@ -347,7 +348,7 @@ def run_bench(algos: list[str], levels: list[int], sizes: list[Size], *, backend
     for name in algos:
         for L in levels:
             plans.append(make_plan(name, L, backend=backend.name, dtype=dtype, device=device, cutoff=cutoff,
-                                   variant=variant))
+                                   variant=variant, remainder=remainder))
     if memory_check:
         check_run_memory(max(sizes, key=lambda s: run_bytes(s, dtype)), dtype, device)
     rows = []

@@ -68,6 +68,7 @@ class Usable:
     decomps: tuple[Decomposition, ...]
     cutoff: int
     variant: str = "lowmem"
+    remainder: str = "peel"
 
     @property
     def shape(self) -> Shape:
@@ -82,8 +83,8 @@ class Calibration:
     skipped: int  # records of this device that the model cannot describe (other backend/variant, unknown scheme)
 
 
-def plan_schemes(record: Record, store: Store, cache: dict) -> tuple[tuple[Decomposition, ...], int, str] | None:
-    """(the plan's schemes, cutoff, variant), each scheme resolved by name (or fingerprint prefix)
+def plan_schemes(record: Record, store: Store, cache: dict) -> tuple[tuple[Decomposition, ...], int, str, str] | None:
+    """(the plan's schemes, cutoff, variant, remainder), each scheme resolved by name (or fingerprint prefix)
     and matching the recorded fingerprint; None when the record is not of a torch plan in a
     variant this model describes (codegen.costmodel.VARIANTS)."""
     from fmmforge.core.catalogue import resolve
@@ -94,8 +95,8 @@ def plan_schemes(record: Record, store: Store, cache: dict) -> tuple[tuple[Decom
         cutoff = int(plan["cutoff"])
     except (ValueError, TypeError, KeyError):
         return None
-    variant = plan.get("variant", DEFAULT_VARIANT)
-    if variant not in VARIANTS or record.backend != "torch" or len(names) != len(fps):
+    variant, remainder = plan.get("variant", DEFAULT_VARIANT), plan.get("remainder", "peel")
+    if variant not in VARIANTS or remainder not in ("peel", "pad") or record.backend != "torch" or len(names) != len(fps):
         return None
     out = []
     for name, fp in zip(names, fps):
@@ -113,7 +114,7 @@ def plan_schemes(record: Record, store: Store, cache: dict) -> tuple[tuple[Decom
         if cache[(name, fp)] is None:
             return None
         out.append(cache[(name, fp)])
-    return tuple(out), cutoff, variant
+    return tuple(out), cutoff, variant, remainder
 
 
 def usable_records(key: ModelKey, store: Store) -> tuple[list[Usable], int]:
@@ -293,8 +294,8 @@ def fit_best(key: ModelKey, usable: Sequence[Usable], table: GemmTable, leaf: Ge
     seconds = [load_corrected_s(u, table) for u in usable]
     models = []
     for cache in caches:
-        rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table, cache, leaf, u.variant)
-                                for u in usable]
+        rows: list[Features] = [features(u.decomps, u.cutoff, u.shape, key.dtype, table, cache, leaf, u.variant,
+                                         u.remainder) for u in usable]
         models.append(fit(key, rows, seconds, [u.shape for u in usable], table, cache=cache, leaf=leaf))
 
     def held_out(m: CalibratedModel) -> tuple[float, float]:
@@ -305,14 +306,15 @@ def fit_best(key: ModelKey, usable: Sequence[Usable], table: GemmTable, leaf: Ge
 
 
 def needed_shapes(plans: Iterable[tuple]) -> dict[str, set[Shape]]:
-    """The gemm shapes each table needs for ``plans`` ((decompositions, cutoff, shape[, variant])): the grid
+    """The gemm shapes each table needs for ``plans`` ((decompositions, cutoff, shape[, variant[, remainder]])): the grid
     corners around every gemm the calls run, and those gemms' own shapes too (off the grid, e.g.
     341³, MKL runs slower than the corners suggest); the kernels' leaves in the leaf layout, the
     gemm of a plan that does not split contiguous."""
     out: dict[str, set[Shape]] = {"contiguous": set(), "leaf": set()}
-    for decomps, cutoff, shape, *variant in plans:
+    for decomps, cutoff, shape, *rest in plans:
+        variant, remainder = (rest + ["lowmem", "peel"][len(rest):])[:2]
         for layout, inside in (("contiguous", False), ("leaf", True)):
-            out[layout] |= leaf_shapes(decomps, cutoff, shape, inside=inside, variant=(variant or ["lowmem"])[0])
+            out[layout] |= leaf_shapes(decomps, cutoff, shape, inside=inside, variant=variant, remainder=remainder)
     return {layout: union_corners(shapes) | shapes for layout, shapes in out.items()}
 
 
@@ -348,7 +350,7 @@ def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAU
             f"calibrate needs at least {MIN_RECORDS} benchmark records of low-memory or fused torch kernels on "
             f"{key.describe()}, the store has {len(usable)}" + (f" (and {skipped} it cannot use)" if skipped else "")
             + f"; give it time to measure them (--budget 180) or run `fmmforge bench --device {key.device}` first")
-    needed = needed_shapes((u.decomps, u.cutoff, u.shape, u.variant) for u in usable)
+    needed = needed_shapes((u.decomps, u.cutoff, u.shape, u.variant, u.remainder) for u in usable)
     gemms = measure_tables(key, needed, store, start + budget_s, progress) if budget_s > 0 else 0
     model = fit_best(key, steadiest(usable), gemm_table(key, usable, store), leaf_table(key, store))
     save_model(model, store)

@@ -292,11 +292,14 @@ class _Walker:
     deeper. Memoised per (level, mode, shape)."""
 
     def __init__(self, decomps: Sequence[Decomposition], cutoff: int, itemsize: int, gemm: GemmTable,
-                 cache: int = 0, leaf: GemmTable | None = None, variant: str = "lowmem") -> None:
+                 cache: int = 0, leaf: GemmTable | None = None, variant: str = "lowmem",
+                 remainder: str = "peel") -> None:
         if variant not in VARIANTS:
             raise FmmforgeError(f"the cost model describes the {' and '.join(VARIANTS)} kernels, not {variant!r}")
+        if remainder not in ("peel", "pad"):
+            raise FmmforgeError(f"the cost model knows remainders peel and pad, not {remainder!r}")
         self.decomps, self.cutoff, self.itemsize, self.gemm, self.cache = decomps, cutoff, itemsize, gemm, cache
-        self.variant = variant
+        self.variant, self.remainder = variant, remainder
         self.leaf_table = leaf if leaf is not None and leaf.points else gemm
         self.memo: dict[tuple[int, str, Shape], Features] = {}
 
@@ -304,6 +307,22 @@ class _Walker:
         """A gemm of the kernel: on blocks of the operands (``inside``: the leaf table) or, for a
         plan that does not split at all, on the operands themselves (the contiguous table)."""
         return Features(gemm_s=(self.leaf_table if inside else self.gemm).seconds(shape))
+
+    def pad_copies(self, shape: Shape, padded: Shape) -> Features:
+        """The copies of a padded call (codegen.runtime_pad): A and B into their buffers (read,
+        then written with the zero border) where their sizes grow, and C's part out of its buffer."""
+        (M, K, N), (Mp, Kp, Np) = shape, padded
+        moved = [M * K + Mp * Kp if (Mp, Kp) != (M, K) else 0, K * N + Kp * Np if (Kp, Np) != (K, N) else 0,
+                 2 * M * N if (Mp, Np) != (M, N) else 0]
+        cached = streamed = passes = 0
+        for elements in moved:
+            if elements:
+                passes += 1
+                if elements * self.itemsize <= self.cache:
+                    cached += elements * self.itemsize
+                else:
+                    streamed += elements * self.itemsize
+        return Features(cached_bytes=cached, streamed_bytes=streamed, passes=passes)
 
     def multiples(self, shape: Shape, level: int) -> Shape:
         M, K, N = shape
@@ -329,6 +348,12 @@ class _Walker:
         n, m, p = d.format
         if M < n * self.cutoff or K < m * self.cutoff or N < p * self.cutoff:
             return self.leaf(shape, inside=level > 0)
+        if level == 0 and mode == "set" and self.remainder == "pad":
+            from fmmforge.codegen.runtime_pad import pad_sizes
+
+            padded = pad_sizes(M, K, N, [x.format for x in self.decomps], self.cutoff)
+            if padded != shape:
+                return self.pad_copies(shape, padded) + self.run(0, "set", padded)
         dm, dk, dn = self.multiples(shape, level)
         if M % dm or K % dk or N % dn:
             Mc, Kc, Nc = M - M % dm, K - K % dk, N - N % dn
@@ -352,7 +377,7 @@ class _Walker:
 
 
 def leaf_shapes(decomps: Sequence[Decomposition], cutoff: int, shape: Shape, *,
-                inside: bool | None = None, variant: str = "lowmem") -> set[Shape]:
+                inside: bool | None = None, variant: str = "lowmem", remainder: str = "peel") -> set[Shape]:
     """Every gemm shape a call at ``shape`` runs (what the gemm tables must cover): with
     ``inside`` True only those on blocks of the operands (the leaf table's), False only the
     gemm of a plan that does not split (the contiguous table's), None both."""
@@ -368,19 +393,22 @@ def leaf_shapes(decomps: Sequence[Decomposition], cutoff: int, shape: Shape, *,
                 seen[self.where].add(s)
             return 0.0
 
-    _Walker(decomps, cutoff, 4, _Collect(False), leaf=_Collect(True), variant=variant).run(0, "set", shape)
+    _Walker(decomps, cutoff, 4, _Collect(False), leaf=_Collect(True), variant=variant,
+            remainder=remainder).run(0, "set", shape)
     return seen[inside] if inside is not None else seen[True] | seen[False]
 
 
 def features(decomps: Sequence[Decomposition], cutoff: int, shape: Shape, dtype: str, gemm: GemmTable,
-             cache: int = 0, leaf: GemmTable | None = None, variant: str = "lowmem") -> Features:
+             cache: int = 0, leaf: GemmTable | None = None, variant: str = "lowmem",
+             remainder: str = "peel") -> Features:
     """The features of one call C = A·B at ``shape`` = (M, K, N) by the plan ``decomps`` (one scheme
-    per level; empty: the vendor gemm alone) in the kernel layout ``variant`` (:data:`VARIANTS`);
+    per level; empty: the vendor gemm alone) in the kernel layout ``variant`` (:data:`VARIANTS`),
+    a size that does not divide peeled or padded (``remainder``);
     passes of at most ``cache`` bytes count as cached; the kernel's leaves are read from ``leaf``
     (the leaf-layout table; ``gemm`` when it is empty)."""
     if dtype not in ITEMSIZE:
         raise FmmforgeError(f"the cost model knows dtypes {', '.join(ITEMSIZE)}, not {dtype!r}")
-    walker = _Walker(decomps, cutoff, ITEMSIZE[dtype], gemm, cache, leaf, variant)
+    walker = _Walker(decomps, cutoff, ITEMSIZE[dtype], gemm, cache, leaf, variant, remainder)
     return walker.run(0, "set", tuple(int(x) for x in shape)) + Features(calls=1)
 
 
@@ -492,10 +520,12 @@ class CalibratedModel:
     def predict_features(self, f: Features) -> float:
         return float(f.vector() @ np.asarray(self.parameters))
 
-    def predict_s(self, decomps: Sequence[Decomposition], cutoff: int, shape: Shape, variant: str = "lowmem") -> float:
-        """Predicted seconds of one call at ``shape`` by the plan ``decomps`` with ``cutoff`` in ``variant``."""
+    def predict_s(self, decomps: Sequence[Decomposition], cutoff: int, shape: Shape, variant: str = "lowmem",
+                  remainder: str = "peel") -> float:
+        """Predicted seconds of one call at ``shape`` by the plan ``decomps`` with ``cutoff`` in
+        ``variant``, peeling or padding a size that does not divide (``remainder``)."""
         return self.predict_features(features(decomps, cutoff, shape, self.key.dtype, self.gemm, self.cache,
-                                              self.leaf, variant))
+                                              self.leaf, variant, remainder))
 
     def to_json(self) -> str:
         q = self.quality

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Callable
 
 from fmmforge.codegen.plan import Plan
-from fmmforge.codegen import runtime_caches as caches, runtime_lowmem as lowmem, runtime_numpy, runtime_torch
+from fmmforge.codegen import runtime_caches as caches, runtime_lowmem as lowmem, runtime_numpy, runtime_pad, runtime_torch
 from fmmforge.codegen.runtime import inline
 from fmmforge.codegen.schedule import Add2, Axpy, LevelSchedule, Operand, Product, Scale, schedule_level
 from fmmforge.core.decomposition import Decomposition
@@ -318,6 +318,8 @@ def emit_python(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
     lines.append(f"FORMATS = {[tuple(d.format) for d in decomps]!r}  # <n,m,p> block counts of each level")
     lines += ["", "", thread_caches(dialect.cuda).rstrip(), "", "", backend_runtime(dialect.ops).rstrip(), "", "",
               inline(lowmem._level, lowmem._top, lowmem._multiples, lowmem._peel).rstrip()]
+    if plan.remainder == "pad":
+        lines += ["", "", runtime_pad.source().rstrip()]
     lines += level_functions(plan, decomps, stems, lambda stem, label, d, mode, comments: _algorithm_function(
         stem, label, d, schedule_level(d, mode), dialect, comments))
     # workspace: per level S (bm×bk), T (bk×bn), P (bm×bn) relative to the C at that level
@@ -328,5 +330,7 @@ def emit_python(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
         scale_m, scale_k, scale_n = scale_m / n, scale_k / m, scale_n / p
         uses_p = facts["levels"][level]["uses_p"]
         ws += scale_m * scale_k + scale_k * scale_n + (scale_m * scale_n if uses_p else 0)
+    if plan.remainder == "pad":
+        ws += 3.0  # at most one padded A, B and C (codegen.runtime_pad)
     facts["workspace_fraction_square"] = ws  # for M=K=N: workspace elements / (M·N)
     return "\n".join(lines) + "\n", facts

@@ -28,7 +28,7 @@ import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
 
-from fmmforge.codegen import runtime_caches as caches, runtime_fused, runtime_lowmem as lowmem, runtime_torch
+from fmmforge.codegen import runtime_caches as caches, runtime_fused, runtime_lowmem as lowmem, runtime_pad, runtime_torch
 from fmmforge.codegen.emit_python import (_alpha, _num, backend_runtime, block_name, function_names,
                                           level_functions, level_prologue, product_comments, thread_caches)
 from fmmforge.codegen.plan import Plan
@@ -351,6 +351,8 @@ def emit_fused(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
              "(its workers sleep after a pass instead of spinning against MKL's gemm); the variable is",
              "removed again at once.",
              f"Workspace for M=K=N: {ws:.3f} × size of C (cached per thread; clear_workspaces()).", ""]
+    if plan.remainder == "pad":
+        ws += 3.0  # at most one padded A, B and C (codegen.runtime_pad)
     facts: dict = {"variant": "fused", "levels": [], "workspace_fraction_square": ws}
     for level, d in enumerate(decomps):
         lvs = {mode: fused_level(d, mode) for mode in ("set", "acc")}
@@ -370,6 +372,8 @@ def emit_fused(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
               inline(lowmem._level, lowmem._multiples, lowmem._peel, runtime_fused._flat, runtime_fused._passes,
                      runtime_fused._sleeping_pool, runtime_fused._rows_contiguous,
                      runtime_fused._fused_sums, runtime_fused._fused_combine, runtime_fused._top).rstrip()]
+    if plan.remainder == "pad":
+        lines += ["", "", runtime_pad.source().rstrip()]
     lines += level_functions(plan, decomps, stems, lambda stem, label, d, mode, comments: _level_function(
         stem, label, d, fused_level(d, mode), comments))
     return "\n".join(lines) + "\n", facts

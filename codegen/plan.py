@@ -22,6 +22,12 @@ VARIANTS = ("lowmem", "batched", "fused")
 DEFAULT_VARIANT = "lowmem"
 VARIANT_BACKENDS = {"batched": ("torch",), "fused": ("torch",)}
 VARIANT_DEVICES = {"fused": ("cpu",)}
+# sizes that do not divide: "peel" (the fast algorithm on the largest core that divides, fix-up
+# gemms for the rest) or "pad" (operands copied into zero-bordered buffers of the next multiples,
+# the fast algorithm on those, the result copied out; torch kernels of the lowmem and fused layouts)
+REMAINDERS = ("peel", "pad")
+DEFAULT_REMAINDER = "peel"
+REMAINDER_VARIANTS = {"pad": ("lowmem", "fused")}
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,9 @@ class Plan:
 
     ``variant`` picks the code layout: ``"lowmem"`` (the default) or ``"batched"`` (torch only).
     It is part of the plan's identity only when it is not the default, so low-memory plans keep
-    their keys (and their cached kernels and records).
+    their keys (and their cached kernels and records). ``remainder`` says what a size that does
+    not divide gets (:data:`REMAINDERS`): peeling (the default, as above) or padding; likewise in
+    the identity only when it is not the default.
     """
 
     algorithms: tuple[str, ...]
@@ -46,6 +54,7 @@ class Plan:
     device: str = "cpu"
     cutoff: int = DEFAULT_CUTOFF
     variant: str = DEFAULT_VARIANT
+    remainder: str = DEFAULT_REMAINDER
 
     @property
     def levels(self) -> int:
@@ -55,7 +64,8 @@ class Plan:
         algos = LEVEL_SEPARATOR.join(self.algorithms) if self.algorithms else "vendor gemm"
         layout = {DEFAULT_VARIANT: "", "batched": " (batched: all leaf products in one bmm)",
                   "fused": " (fused: compiled element-wise passes)"}.get(self.variant, f" ({self.variant})")
-        return (f"{algos}, {self.levels} level{'s' if self.levels != 1 else ''}, cutoff {self.cutoff}, "
+        pad = ", padded" if self.remainder == "pad" else ""
+        return (f"{algos}, {self.levels} level{'s' if self.levels != 1 else ''}, cutoff {self.cutoff}{pad}, "
                 f"backend {self.backend}{layout}, {self.dtype} on {self.device}")
 
     def as_dict(self) -> dict:
@@ -64,6 +74,8 @@ class Plan:
              "device": self.device, "cutoff": self.cutoff}
         if self.variant != DEFAULT_VARIANT:  # absent for lowmem: existing keys stay the same
             d["variant"] = self.variant
+        if self.remainder != DEFAULT_REMAINDER:
+            d["remainder"] = self.remainder
         return d
 
     def key(self) -> str:
@@ -96,7 +108,7 @@ def plan_from_dict(data: Any) -> Plan:
     try:
         plan = Plan(tuple(str(a) for a in data["algorithms"]), tuple(str(f) for f in data["fingerprints"]),
                     str(data["backend"]), str(data["dtype"]), str(data["device"]), data["cutoff"],
-                    str(data.get("variant", DEFAULT_VARIANT)))
+                    str(data.get("variant", DEFAULT_VARIANT)), str(data.get("remainder", DEFAULT_REMAINDER)))
     except (KeyError, TypeError, AttributeError) as exc:
         raise FmmforgeError(f"not a kernel plan ({type(exc).__name__}: {exc}); write plans with Plan.as_dict()") from None
     if len(plan.algorithms) != len(plan.fingerprints) or data.get("levels", plan.levels) != plan.levels:
@@ -106,12 +118,23 @@ def plan_from_dict(data: Any) -> Plan:
     if isinstance(plan.cutoff, bool) or not isinstance(plan.cutoff, int) or plan.cutoff < 1:
         raise FmmforgeError(f"the cutoff of a kernel plan must be a whole number >= 1, not {plan.cutoff!r}")
     check_variant(plan.variant, plan.backend)
+    check_remainder(plan.remainder, plan.variant, plan.backend)
     return plan
+
+
+def check_remainder(remainder: str, variant: str, backend: str) -> None:
+    """An unknown remainder strategy, or padding where the kernel cannot pad, is one FmmforgeError line."""
+    if not isinstance(remainder, str) or remainder not in REMAINDERS:
+        raise FmmforgeError(f"unknown remainder {remainder!r}; use one of {', '.join(REMAINDERS)}")
+    allowed = REMAINDER_VARIANTS.get(remainder)
+    if allowed is not None and (backend != "torch" or variant not in allowed):
+        raise FmmforgeError(f"--remainder {remainder} is for torch kernels of the {' and '.join(allowed)} layouts, "
+                            f"not backend {backend} {variant}; use --remainder {DEFAULT_REMAINDER}")
 
 
 def make_plan(name: str, levels: int, *, backend: str = "torch", dtype: str = "float32",
               device: str = "cpu", cutoff: int = DEFAULT_CUTOFF, variant: str = DEFAULT_VARIANT,
-              resolve=None) -> tuple[Plan, list[Decomposition]]:
+              resolve=None, remainder: str = DEFAULT_REMAINDER) -> tuple[Plan, list[Decomposition]]:
     """Resolve ``name`` (``NAME`` for every level, or ``NAME/NAME/...`` one per level, the last one
     repeating) and check the plan. Only exactly verified schemes over Z come back.
     ``variant``: ``"lowmem"`` (default) or ``"batched"`` (backend torch only)."""
@@ -124,6 +147,7 @@ def make_plan(name: str, levels: int, *, backend: str = "torch", dtype: str = "f
     if isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 1:
         raise FmmforgeError(f"cutoff must be a whole number >= 1, not {cutoff!r}")
     check_variant(variant, backend)
+    check_remainder(remainder, variant, backend)
     devices = VARIANT_DEVICES.get(variant)
     if devices is not None and device.split(":")[0] not in devices:
         raise FmmforgeError(f"variant {variant} runs on {', '.join(devices)} only, not {device}; "
@@ -143,7 +167,8 @@ def make_plan(name: str, levels: int, *, backend: str = "torch", dtype: str = "f
         algos.append(nm)
     if levels == 0:  # still resolve the name, so a typo is reported
         check_decomposition(resolve(names[0]), names[0])
-    plan = Plan(tuple(algos), tuple(d.fingerprint for d in decomps), backend, dtype, device, cutoff, variant)
+    plan = Plan(tuple(algos), tuple(d.fingerprint for d in decomps), backend, dtype, device, cutoff, variant,
+                remainder)
     return plan, decomps
 
 

@@ -49,8 +49,9 @@ class CalibratedCostModel:
         got = plan_schemes(records[0], self.store, self._schemes) if records else None
         if model is None or got is None:
             return math.nan
-        decomps, cutoff, variant = got
-        return model.predict_s(decomps, cutoff, (int(row["m"]), int(row["k"]), int(row["n"])), variant) * 1e3
+        decomps, cutoff, variant, remainder = got
+        return model.predict_s(decomps, cutoff, (int(row["m"]), int(row["k"]), int(row["n"])), variant,
+                               remainder) * 1e3
 
 
 def fitted_cost_model(store: Store, device: str, machine: str) -> CostModel | None:

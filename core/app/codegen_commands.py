@@ -14,6 +14,8 @@ from fmmforge.plugins.hookspecs import hookimpl
 
 VARIANT_HELP = ("lowmem (small workspaces), batched (torch: levels flattened, all leaf products in one bmm) "
                 "or fused (torch on the CPU: compiled element-wise passes, one per side and level)")
+REMAINDER_HELP = ("sizes that do not divide: peel (fix-up gemms for the remainder) or pad (torch lowmem/fused: "
+                  "operands copied into zero-bordered buffers of the next multiple)")
 
 
 @hookimpl
@@ -43,6 +45,7 @@ def codegen_cmd(
     size: Annotated[Optional[int], typer.Option(help="square size N for the workspace figure (default 4096)")] = None,
     emit_only: Annotated[bool, typer.Option("--emit-only", help="write the source without running or validating it (e.g. CUDA code on a machine without a GPU); never cached")] = False,
     variant: Annotated[str, typer.Option(help=VARIANT_HELP)] = "lowmem",
+    remainder: Annotated[str, typer.Option(help=REMAINDER_HELP)] = "peel",
 ) -> None:
     """Generate a validated kernel; print the plan, additions, workspace size and the module's path."""
     from fmmforge.codegen.generate import generate, gpu_offline_reason
@@ -64,7 +67,7 @@ def codegen_cmd(
     if not emit_only and offline is None:
         get_device(device)
     plan, decomps = make_plan(name, levels, backend=backend, dtype=dtype, device=device, cutoff=cutoff,
-                              variant=variant)
+                              variant=variant, remainder=remainder)
     note = None
     if offline is not None:  # a GPU kernel from a machine without one: written, compiled, marked unvalidated
         note = _offline_note(offline, generate(plan, decomps, backend=codegen_backend, validate=False, use_cache=False))
@@ -166,16 +169,18 @@ def bench_cmd(
     memory: Annotated[bool, typer.Option("--memory", help="also measure each kernel's peak extra memory")] = False,
     min_sample_ms: Annotated[float, typer.Option(help="each timed sample repeats the call for at least this long")] = 50.0,
     variant: Annotated[str, typer.Option(help=VARIANT_HELP)] = "lowmem",
+    remainder: Annotated[str, typer.Option(help=REMAINDER_HELP)] = "peel",
     ignore_memory: Annotated[bool, typer.Option("--ignore-memory", help="run even when the largest size needs more memory than the device has available")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as one JSON document on standard output (progress goes to standard error)")] = False,
 ) -> None:
     """Measure kernels against the vendor matmul in the same run; record every row; print the table."""
     from fmmforge.codegen.bench import parse_algos, parse_levels, parse_sizes, run_bench
-    from fmmforge.codegen.plan import check_variant
+    from fmmforge.codegen.plan import check_remainder, check_variant
     from fmmforge.core.app.console import console, err_console
     from fmmforge.plugins import get_backend
 
     check_variant(variant, backend)
+    check_remainder(remainder, variant, backend)
     size_list = parse_sizes(sizes)
     algo_list = parse_algos(algos)
     level_list = parse_levels(levels)
@@ -193,7 +198,8 @@ def bench_cmd(
 
     rows = run_bench(algo_list, level_list, size_list, device=device, backend=codegen_backend, dtype=dtype,
                      cutoff=cutoff, threads=threads, pairs=pairs, measure_memory=memory, on_row=on_row, on_error=problems.append,
-                     min_sample_s=min_sample_ms / 1e3, variant=variant, memory_check=not ignore_memory)
+                     min_sample_s=min_sample_ms / 1e3, variant=variant, memory_check=not ignore_memory,
+                     remainder=remainder)
     if as_json:
         _print_json(rows, problems)
         if problems:

@@ -109,11 +109,22 @@ class TuneRequest:
                     raise FmmforgeError(f"format {f!r} cannot be tuned: give n,m,p from 1 to 6, not all 1")
 
 
-def identity(decomps: Iterable[Decomposition], variant: str) -> tuple[str, ...]:
-    """What a measurement is of: the levels' fingerprints, and the layout when it is not the
-    low-memory one (the identities of low-memory plans are those earlier tunes recorded)."""
+def identity(decomps: Iterable[Decomposition], variant: str, remainder: str = "peel") -> tuple[str, ...]:
+    """What a measurement is of: the levels' fingerprints, and the layout and remainder strategy
+    where they are not the defaults (the identities of low-memory peeling plans are those earlier
+    tunes recorded)."""
     fps = tuple(d.fingerprint for d in decomps)
-    return fps if variant == "lowmem" else fps + (variant,)
+    return fps + ((variant,) if variant != "lowmem" else ()) + (("pad",) if remainder == "pad" else ())
+
+
+def layouts(decomps: Sequence[Decomposition], shape: Shape, variants: Sequence[str],
+            spec: bool = False) -> list[tuple[str, str]]:
+    """(variant, remainder) pairs a plan is a candidate in at ``shape``: every layout, and where
+    the shape does not divide by the plan's levels both peeling and padding (codegen.runtime_pad;
+    not on a spec-only chip, whose model has neither)."""
+    divides = all(s % math.prod(d.format[i] for d in decomps) == 0 for i, s in enumerate(shape))  # type: ignore[index]
+    remainders = ("peel",) if divides or spec else ("peel", "pad")
+    return [(v, r) for v in variants for r in remainders]
 
 
 @dataclass(frozen=True)
@@ -125,15 +136,16 @@ class Candidate:
     predicted_s: float
     predicted_speedup: float
     variant: str = "lowmem"  # the kernel layout (codegen.plan.VARIANTS)
+    remainder: str = "peel"  # a size that does not divide: peeled or padded (codegen.plan.REMAINDERS)
 
     @property
     def label(self) -> str:
-        layout = "" if self.variant == "lowmem" else f", {self.variant}"
+        layout = ("" if self.variant == "lowmem" else f", {self.variant}") + (", padded" if self.remainder == "pad" else "")
         return "/".join(self.names) + f" ({len(self.names)} level{'s' if len(self.names) > 1 else ''}{layout})"
 
     @property
     def identity(self) -> tuple[str, ...]:
-        return identity(self.decomps, self.variant)
+        return identity(self.decomps, self.variant, self.remainder)
 
 
 @dataclass(frozen=True)
@@ -352,14 +364,15 @@ class Ranker:
                  chip: object | None = None) -> None:
         self.device, self.dtype, self.cutoff, self.model, self.chip = device, dtype, cutoff, model, chip
 
-    def seconds(self, decomps: Sequence[Decomposition], shape: Shape, variant: str = "lowmem") -> float:
+    def seconds(self, decomps: Sequence[Decomposition], shape: Shape, variant: str = "lowmem",
+                remainder: str = "peel") -> float:
         if self.chip is not None:
             from fmmforge.plugins.tpu_model import predict_plan, standard_matmul
 
             if not decomps:
                 return standard_matmul(shape, self.chip, self.dtype).seconds  # type: ignore[arg-type]
             return predict_plan(list(decomps), self.chip, shape, self.dtype).algorithm_s  # type: ignore[arg-type]
-        return self.model.predict_s(list(decomps), self.cutoff, shape, variant)  # type: ignore[union-attr]
+        return self.model.predict_s(list(decomps), self.cutoff, shape, variant, remainder)  # type: ignore[union-attr]
 
     @property
     def name(self) -> str:
@@ -368,14 +381,14 @@ class Ranker:
 
 def rank_candidates(structures: Sequence[tuple[tuple[str, Decomposition], ...]], ranker: Ranker,
                     shape: Shape, variants: Sequence[str] = ("lowmem",)) -> tuple[list[Candidate], float]:
-    """Every structure in every one of ``variants``, best predicted first; and the vendor's time."""
+    """Every structure in each of its :func:`layouts`, best predicted first; and the vendor's time."""
     vendor = ranker.seconds([], shape)
     out = []
     for levels in structures:
         decomps = tuple(d for _, d in levels)
-        for variant in variants:
-            t = ranker.seconds(decomps, shape, variant)
-            out.append(Candidate(decomps, tuple(n for n, _ in levels), t, vendor / t, variant))
+        for variant, remainder in layouts(decomps, shape, variants, ranker.chip is not None):
+            t = ranker.seconds(decomps, shape, variant, remainder)
+            out.append(Candidate(decomps, tuple(n for n, _ in levels), t, vendor / t, variant, remainder))
     out.sort(key=lambda c: (c.predicted_s, c.names))
     return out, vendor
 
@@ -399,7 +412,7 @@ def _plan(c: Candidate, request: TuneRequest, store: Store):  # -> (Plan, names)
 
     names = tuple(plan_name(n, d, store) for n, d in zip(c.names, c.decomps))
     return Plan(names, tuple(d.fingerprint for d in c.decomps), "torch", request.dtype, request.device, request.cutoff,
-                c.variant)
+                c.variant, c.remainder)
 
 
 def _measure(cands: Sequence[Candidate], request: TuneRequest, store: Store, notes: list[str],
@@ -426,7 +439,7 @@ def _ensure_gemm_points(key: object, candidates: Sequence[Candidate], shape: Sha
     size rests on measured leaves rather than on extrapolation."""
     from fmmforge.codegen.calibrate import measure_tables, needed_shapes
 
-    needed = needed_shapes((c.decomps, request.cutoff, shape, c.variant) for c in candidates)
+    needed = needed_shapes((c.decomps, request.cutoff, shape, c.variant, c.remainder) for c in candidates)
     needed["contiguous"] = {shape}  # the vendor gemm here; no corners around it
     return measure_tables(key, needed, store, deadline)  # type: ignore[arg-type]
 
@@ -549,8 +562,9 @@ def _measure_rounds(request: TuneRequest, result: TuneResult, structures: list, 
     model = _with_table(model, key, store)
     while time.monotonic() < deadline and _fits(result, deadline, 1):
         say("rank", 0, 1, f"ranking {len(structures)} plans")
-        fresh = [s for s in structures
-                 if any(identity((d for _, d in s), v) not in measured_ids for v in request.variants)]
+        fresh = [s for s in structures if any(
+            identity([d for _, d in s], v, r) not in measured_ids
+            for v, r in layouts([d for _, d in s], request.shape, request.variants or ("lowmem",)))]
         if not fresh:
             break
         keep = PROXY_KEEP * request.top_k
@@ -691,11 +705,11 @@ def _confirm_s(result: TuneResult, more: int = 0) -> float:
 def family(c: Candidate) -> tuple:
     """The formats of a plan's levels and its layout: plans of one family share how the shape
     divides and peels, and what their element-wise passes are like."""
-    return family_of((d.format for d in c.decomps), c.variant)  # type: ignore[misc]
+    return family_of((d.format for d in c.decomps), c.variant, c.remainder)  # type: ignore[misc]
 
 
-def family_of(formats: Iterable[Format], variant: str) -> tuple:
-    return (*formats, variant)
+def family_of(formats: Iterable[Format], variant: str, remainder: str = "peel") -> tuple:
+    return (*formats, variant) + (("pad",) if remainder == "pad" else ())
 
 
 def correction(measured: Sequence[Measured], model: object, request: TuneRequest) -> Callable[[tuple], float]:
@@ -708,7 +722,8 @@ def correction(measured: Sequence[Measured], model: object, request: TuneRequest
     vendor = ranker.seconds([], request.shape)
     ratios: dict[tuple, list[float]] = {}
     for m in measured:
-        predicted = vendor / ranker.seconds(m.candidate.decomps, request.shape, m.candidate.variant)
+        predicted = vendor / ranker.seconds(m.candidate.decomps, request.shape, m.candidate.variant,
+                                            m.candidate.remainder)
         ratios.setdefault(family(m.candidate), []).append(predicted / m.speedup)
     if not ratios:
         return lambda fam: 1.0
@@ -800,12 +815,14 @@ def _already_measured(request: TuneRequest, threads: int, structures: list, stor
         except (FmmforgeError, ValueError):
             continue
         if (not plan.algorithms or r.threads != threads or plan.backend != "torch"
-                or plan.variant not in (request.variants or (DEFAULT_VARIANT,)) or plan.cutoff != request.cutoff):
+                or plan.variant not in (request.variants or (DEFAULT_VARIANT,)) or plan.cutoff != request.cutoff
+                or plan.remainder not in ("peel", "pad")):
             continue
         levels = by_identity.get(plan.fingerprints) or _resolved(plan, store)
         if levels is None:
             continue
-        c = Candidate(tuple(d for _, d in levels), tuple(n for n, _ in levels), math.nan, math.nan, plan.variant)
+        c = Candidate(tuple(d for _, d in levels), tuple(n for n, _ in levels), math.nan, math.nan, plan.variant,
+                      plan.remainder)
         latest[c.identity] = Measured(c, r.speedup, r.median_s, r.baseline_median_s, plan, r.id)
     return list(latest.values())
 
