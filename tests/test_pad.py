@@ -48,7 +48,8 @@ def test_pad_sizes_are_the_next_multiples_of_the_levels_that_split():
     w = [resolve("strassen-winograd").format] * 2
     assert pad_sizes(4095, 4095, 4095, w, 64) == (4096, 4096, 4096)
     assert pad_sizes(4096, 4096, 4096, w, 64) == (4096, 4096, 4096)
-    assert pad_sizes(4095, 4095, 100, w, 64) == (4096, 4096, 100)  # N too small to split: not padded
+    assert pad_sizes(4095, 4095, 100, w, 64) == (4095, 4095, 100)  # N too small for any level: nothing splits
+    assert pad_sizes(4095, 4095, 200, w, 64) == (4096, 4096, 200)  # one level splits there: multiples of 2
     assert pad_sizes(255, 255, 255, w, 64) == (256, 256, 256)  # padding lets the second level split
     assert pad_sizes(4095, 4095, 4095, [(3, 3, 3)], 64) == (4095, 4095, 4095)  # 3 divides 4095
     assert pad_bytes(4095, 4095, 4095, w, 64, 4) == 3 * 4096 * 4096 * 4
