@@ -19,7 +19,7 @@ from fmmforge.codegen.costmodel import (
     LEAF_LAYOUT, VARIANTS, CalibratedModel, Features, GemmTable, ModelKey, Shape, cache_bytes, features, fit, leaf_shapes,
     load_gemm_points, save_gemm_point, save_model, union_corners,
 )
-from fmmforge.codegen.plan import DEFAULT_VARIANT, make_plan
+from fmmforge.codegen.plan import DEFAULT_VARIANT, REMAINDERS, make_plan
 from fmmforge.codegen.records import Record, query_records
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
@@ -96,7 +96,7 @@ def plan_schemes(record: Record, store: Store, cache: dict) -> tuple[tuple[Decom
     except (ValueError, TypeError, KeyError):
         return None
     variant, remainder = plan.get("variant", DEFAULT_VARIANT), plan.get("remainder", "peel")
-    if variant not in VARIANTS or remainder not in ("peel", "pad") or record.backend != "torch" or len(names) != len(fps):
+    if variant not in VARIANTS or remainder not in REMAINDERS or record.backend != "torch" or len(names) != len(fps):
         return None
     out = []
     for name, fp in zip(names, fps):
@@ -159,8 +159,8 @@ def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend
     by_size: dict[Shape, list] = {}
     for size in CALIBRATION_SIZES:
         for name, levels, variant in CALIBRATION_PLANS:
-            if variant != DEFAULT_VARIANT and (levels == 0 or key.device != "cpu"):
-                continue  # the fused kernels are CPU torch kernels of at least one level
+            if variant != DEFAULT_VARIANT and key.device != "cpu":
+                continue  # the fused kernels are CPU torch kernels
             plan, decomps = make_plan(name, levels, backend="torch", dtype=key.dtype, device=key.device,
                                       variant=variant)
             if (plan.key(), size) not in done_keys:
@@ -305,14 +305,13 @@ def fit_best(key: ModelKey, usable: Sequence[Usable], table: GemmTable, leaf: Ge
     return min(models, key=held_out)
 
 
-def needed_shapes(plans: Iterable[tuple]) -> dict[str, set[Shape]]:
-    """The gemm shapes each table needs for ``plans`` ((decompositions, cutoff, shape[, variant[, remainder]])): the grid
+def needed_shapes(plans: Iterable[tuple[Sequence[Decomposition], int, Shape, str, str]]) -> dict[str, set[Shape]]:
+    """The gemm shapes each table needs for ``plans`` (decompositions, cutoff, shape, variant, remainder): the grid
     corners around every gemm the calls run, and those gemms' own shapes too (off the grid, e.g.
     341³, MKL runs slower than the corners suggest); the kernels' leaves in the leaf layout, the
     gemm of a plan that does not split contiguous."""
     out: dict[str, set[Shape]] = {"contiguous": set(), "leaf": set()}
-    for decomps, cutoff, shape, *rest in plans:
-        variant, remainder = (rest + ["lowmem", "peel"][len(rest):])[:2]
+    for decomps, cutoff, shape, variant, remainder in plans:
         for layout, inside in (("contiguous", False), ("leaf", True)):
             out[layout] |= leaf_shapes(decomps, cutoff, shape, inside=inside, variant=variant, remainder=remainder)
     return {layout: union_corners(shapes) | shapes for layout, shapes in out.items()}

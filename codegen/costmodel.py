@@ -40,6 +40,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from fmmforge.codegen.plan import REMAINDERS
 from fmmforge.codegen.schedule import Add2, Axpy, Product, Scale, schedule_level
 from fmmforge.core.contracts import RewardContext, RewardResult
 from fmmforge.core.decomposition import Decomposition
@@ -236,17 +237,13 @@ def level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int, cache
     """The passes of one level of ``d``'s schedule in ``mode`` at block size ``block`` = (bm, bk,
     bn), products excluded: a pass whose bytes (its blocks read and written) are at most
     ``cache`` counts as cached, a larger one as streamed."""
-    cached = streamed = passes = 0
-    for op in schedule_level(d, mode).ops:
-        if isinstance(op, Product):
-            continue
-        passes += 1
-        moved = pass_blocks(op) * _block_elements(op.dst.kind, *block) * itemsize
-        if moved <= cache:
-            cached += moved
-        else:
-            streamed += moved
-    return Features(cached_bytes=cached, streamed_bytes=streamed, passes=passes)
+    return sum((element_pass(pass_blocks(op) * _block_elements(op.dst.kind, *block) * itemsize, cache)
+                for op in schedule_level(d, mode).ops if not isinstance(op, Product)), Features())
+
+
+def element_pass(moved: int, cache: int) -> Features:
+    """One torch element-wise pass moving ``moved`` bytes: cached when they fit in ``cache``, else streamed."""
+    return Features(cached_bytes=moved, passes=1) if moved <= cache else Features(streamed_bytes=moved, passes=1)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -296,8 +293,8 @@ class _Walker:
                  remainder: str = "peel") -> None:
         if variant not in VARIANTS:
             raise FmmforgeError(f"the cost model describes the {' and '.join(VARIANTS)} kernels, not {variant!r}")
-        if remainder not in ("peel", "pad"):
-            raise FmmforgeError(f"the cost model knows remainders peel and pad, not {remainder!r}")
+        if remainder not in REMAINDERS:
+            raise FmmforgeError(f"the cost model knows remainders {' and '.join(REMAINDERS)}, not {remainder!r}")
         self.decomps, self.cutoff, self.itemsize, self.gemm, self.cache = decomps, cutoff, itemsize, gemm, cache
         self.variant, self.remainder = variant, remainder
         self.leaf_table = leaf if leaf is not None and leaf.points else gemm
@@ -314,15 +311,7 @@ class _Walker:
         (M, K, N), (Mp, Kp, Np) = shape, padded
         moved = [M * K + Mp * Kp if (Mp, Kp) != (M, K) else 0, K * N + Kp * Np if (Kp, Np) != (K, N) else 0,
                  2 * M * N if (Mp, Np) != (M, N) else 0]
-        cached = streamed = passes = 0
-        for elements in moved:
-            if elements:
-                passes += 1
-                if elements * self.itemsize <= self.cache:
-                    cached += elements * self.itemsize
-                else:
-                    streamed += elements * self.itemsize
-        return Features(cached_bytes=cached, streamed_bytes=streamed, passes=passes)
+        return sum((element_pass(e * self.itemsize, self.cache) for e in moved if e), Features())
 
     def multiples(self, shape: Shape, level: int) -> Shape:
         M, K, N = shape

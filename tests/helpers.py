@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import json
+import threading
+from typing import Callable, Iterable
 
 from fmmforge.codegen.records import Record
 
 SYNTHETIC_MACHINE = "Synthetic CPU 9000|4|2.13.0|mkl"
+
+
+def run_threads(target: Callable[..., None], args: Iterable[tuple]) -> None:
+    """Run ``target(*a)`` for each ``a`` of ``args`` on its own thread, all at once, and wait for them."""
+    threads = [threading.Thread(target=target, args=a) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def one_error(err: str, *words: str) -> str:

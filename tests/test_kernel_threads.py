@@ -11,6 +11,7 @@ from fmmforge.codegen.generate import generate
 from fmmforge.codegen.plan import make_plan
 from fmmforge.codegen.validate import error_bound, random_inputs
 from fmmforge.plugins import get_backend
+from tests.helpers import run_threads
 
 THREADS = 4
 ITERATIONS = 40
@@ -55,11 +56,7 @@ def _hammer(matmul, backend, dtype, shapes, decomps, seed):
             barrier.abort()
             failures[slot].append(exc)
 
-    threads = [threading.Thread(target=work, args=(i, s)) for i, s in enumerate(shapes)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work, list(enumerate(shapes)))
     return failures
 
 

@@ -22,6 +22,7 @@ from fmmforge.core.app.matmul import Matmul
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import Store
 from fmmforge.hardware.devices import machine_key
+from tests.helpers import run_threads
 
 CLASS = (256, 256, 256)
 ODD_SHAPES = [(256, 256, 256), (300, 257, 511), (511, 300, 260)]  # all in CLASS
@@ -276,11 +277,7 @@ def test_four_threads_at_once_on_different_shapes(tuned):
         except BaseException as exc:  # noqa: BLE001 - reported below, in the test's thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work, [(i,) for i in range(4)])
     assert errors == []
     for i, (A, B) in enumerate(inputs):
         for got in results[i]:

@@ -3,8 +3,6 @@ the reference at sizes that divide and that do not, in the low-memory and fused 
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
@@ -18,7 +16,7 @@ from fmmforge.core.app.tuning import layouts
 from fmmforge.core.catalogue import resolve
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.plugins import get_backend
-from tests.helpers import one_error
+from tests.helpers import one_error, run_threads
 from tests.test_fused import SCHEMES, SHAPES
 
 
@@ -75,11 +73,7 @@ def test_a_padded_kernel_writes_only_cs_elements_and_keeps_its_buffers_per_threa
             if float((kernel.matmul(a, b) - a @ b).abs().max()) > 1e-10:
                 errors.append((M, K, N))
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work, [(s,) for s in range(4)])
     assert errors == []
 
 

@@ -123,7 +123,9 @@ def layouts(decomps: Sequence[Decomposition], shape: Shape, variants: Sequence[s
     the shape does not divide by the plan's levels both peeling and padding (codegen.runtime_pad;
     not on a spec-only chip, whose model has neither)."""
     divides = all(s % math.prod(d.format[i] for d in decomps) == 0 for i, s in enumerate(shape))  # type: ignore[index]
-    remainders = ("peel",) if divides or spec else ("peel", "pad")
+    from fmmforge.codegen.plan import DEFAULT_REMAINDER, REMAINDERS
+
+    remainders = (DEFAULT_REMAINDER,) if divides or spec else REMAINDERS
     return [(v, r) for v in variants for r in remainders]
 
 
@@ -815,8 +817,7 @@ def _already_measured(request: TuneRequest, threads: int, structures: list, stor
         except (FmmforgeError, ValueError):
             continue
         if (not plan.algorithms or r.threads != threads or plan.backend != "torch"
-                or plan.variant not in (request.variants or (DEFAULT_VARIANT,)) or plan.cutoff != request.cutoff
-                or plan.remainder not in ("peel", "pad")):
+                or plan.variant not in (request.variants or (DEFAULT_VARIANT,)) or plan.cutoff != request.cutoff):
             continue
         levels = by_identity.get(plan.fingerprints) or _resolved(plan, store)
         if levels is None:
