@@ -71,11 +71,16 @@ CASES = {
         # the fused variant (compiled element-wise passes, numba)
         ("4096 winograd L1 fused", "4096", SW, 1, (4096,) * 3, "float32", "fused"),
         ("4096 winograd L2 fused", "4096", SW, 2, (4096,) * 3, "float32", "fused"),
+        # the parallel variant (level 0's products on single-threaded workers, codegen.runtime_parallel)
+        ("4096 winograd L1 parallel", "4096", SW, 1, (4096,) * 3, "float32", "parallel"),
+        ("4096 winograd L2 parallel", "4096", SW, 2, (4096,) * 3, "float32", "parallel"),
         ("8192 strassen L3", "8192", "strassen", 3, (8192,) * 3, "float32"),
         ("8192 winograd L2", "8192", SW, 2, (8192,) * 3, "float32"),
         ("8192 winograd L3", "8192", SW, 3, (8192,) * 3, "float32"),
         ("8192 winograd L2 fused", "8192", SW, 2, (8192,) * 3, "float32", "fused"),
         ("8192 winograd L3 fused", "8192", SW, 3, (8192,) * 3, "float32", "fused"),
+        ("8192 winograd L2 parallel", "8192", SW, 2, (8192,) * 3, "float32", "parallel"),
+        ("8192 winograd L3 parallel", "8192", SW, 3, (8192,) * 3, "float32", "parallel"),
         # 16384^2 float32 is 1 GiB a matrix: checked against MemAvailable before anything is allocated
         ("16384 winograd L3", "16384", SW, 3, (16384,) * 3, "float32"),
         ("16384 winograd L4", "16384", SW, 4, (16384,) * 3, "float32"),
@@ -146,7 +151,7 @@ TARGETS = (
 )
 # peak extra memory of one call / size of C, per variant (the batched one trades memory for fewer calls);
 # padding adds its buffers: up to one A, B and C of the padded size
-MEMORY_LIMITS = {"lowmem": 1.0, "fused": 2.0}
+MEMORY_LIMITS = {"lowmem": 1.0, "fused": 2.0, "parallel": 2.0}
 PAD_MEMORY = 3.0
 
 

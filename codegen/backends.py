@@ -73,7 +73,7 @@ class TorchBackend(CodegenBackend):
     description = ("readable Python for torch (CPU, CUDA): views, preallocated workspaces, in-place "
                    "accumulation into C, coefficients folded into addmm's alpha, torch.mm at the leaves")
     devices = ("cpu", "cuda")
-    variants = ("lowmem", "batched", "fused")
+    variants = ("lowmem", "batched", "fused", "parallel")
 
     def emit(self, plan: Plan, schemes: list[Decomposition]) -> Kernel:
         if plan.variant == "batched":  # levels flattened, all leaf products in one torch.bmm
@@ -84,7 +84,7 @@ class TorchBackend(CodegenBackend):
             from fmmforge.codegen.fused import emit_fused
 
             source, facts = emit_fused(plan, schemes)
-        else:
+        else:  # lowmem, and parallel (lowmem with level 0's products on workers)
             from fmmforge.codegen.emit_python import emit_python
 
             source, facts = emit_python(plan, schemes)

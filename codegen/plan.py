@@ -18,16 +18,18 @@ LEVEL_SEPARATOR = "/"
 # code layouts: "lowmem" (per-level straight-line code, small workspaces; every backend) and
 # "batched" (levels flattened into one Kronecker level, all R leaf products in one torch.bmm) and
 # "fused" (per level: all A-side sums in one compiled pass, all B-side sums in one, C in one; torch CPU)
-VARIANTS = ("lowmem", "batched", "fused")
+# and "parallel" (the low-memory layout with level 0's products run at once on single-threaded
+# workers, codegen.runtime_parallel; torch CPU)
+VARIANTS = ("lowmem", "batched", "fused", "parallel")
 DEFAULT_VARIANT = "lowmem"
-VARIANT_BACKENDS = {"batched": ("torch",), "fused": ("torch",)}
-VARIANT_DEVICES = {"fused": ("cpu",)}
+VARIANT_BACKENDS = {"batched": ("torch",), "fused": ("torch",), "parallel": ("torch",)}
+VARIANT_DEVICES = {"fused": ("cpu",), "parallel": ("cpu",)}
 # sizes that do not divide: "peel" (the fast algorithm on the largest core that divides, fix-up
 # gemms for the rest) or "pad" (operands copied into zero-bordered buffers of the next multiples,
 # the fast algorithm on those, the result copied out; torch kernels of the lowmem and fused layouts)
 REMAINDERS = ("peel", "pad")
 DEFAULT_REMAINDER = "peel"
-REMAINDER_VARIANTS = {"pad": ("lowmem", "fused")}
+REMAINDER_VARIANTS = {"pad": ("lowmem", "fused", "parallel")}
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class Plan:
     def describe(self) -> str:
         algos = LEVEL_SEPARATOR.join(self.algorithms) if self.algorithms else "vendor gemm"
         layout = {DEFAULT_VARIANT: "", "batched": " (batched: all leaf products in one bmm)",
-                  "fused": " (fused: compiled element-wise passes)"}.get(self.variant, f" ({self.variant})")
+                  "fused": " (fused: compiled element-wise passes)",
+                  "parallel": " (parallel: level 0's products on single-threaded workers)"}.get(self.variant, f" ({self.variant})")
         pad = ", padded" if self.remainder == "pad" else ""
         return (f"{algos}, {self.levels} level{'s' if self.levels != 1 else ''}, cutoff {self.cutoff}{pad}, "
                 f"backend {self.backend}{layout}, {self.dtype} on {self.device}")

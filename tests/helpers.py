@@ -12,12 +12,23 @@ SYNTHETIC_MACHINE = "Synthetic CPU 9000|4|2.13.0|mkl"
 
 
 def run_threads(target: Callable[..., None], args: Iterable[tuple]) -> None:
-    """Run ``target(*a)`` for each ``a`` of ``args`` on its own thread, all at once, and wait for them."""
-    threads = [threading.Thread(target=target, args=a) for a in args]
+    """Run ``target(*a)`` for each ``a`` of ``args`` on its own thread, all at once, wait for them,
+    and raise the first error any of them raised (a thread's exception would otherwise only be printed)."""
+    errors: list[BaseException] = []
+
+    def guarded(*a) -> None:
+        try:
+            target(*a)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=a) for a in args]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        raise errors[0]
 
 
 def one_error(err: str, *words: str) -> str:
