@@ -20,7 +20,8 @@ other thread's, are never changed. Where torch has no such controls (no MKL, no 
 thread, or at sizes where level 0 does not split, the kernel runs the low-memory layout instead.
 
 Workspace: per worker one S, T and P of level 0's block size plus the deeper levels' low-memory
-workspaces (cached per thread, :mod:`.runtime_caches`).
+workspaces (cached per thread, :mod:`.runtime_caches`); the kernel's ``clear_workspaces`` and
+``workspace_bytes`` cover the calling thread's and every worker's.
 
 Expects beside it (in the kernel): ``torch``, ``threading``, ``CUTOFF``, ``FORMATS``, ``LEVELS``,
 ``_level``, ``_multiples``, ``_peel`` (:mod:`.runtime_lowmem`), ``_ws`` (:mod:`.runtime_caches`), the
@@ -39,6 +40,7 @@ import torch
 _POOLS = {}  # worker count -> this kernel's ThreadPoolExecutor
 _POOLS_LOCK = threading.Lock()
 _CONTROLS = []  # [(omp_set_num_threads, MKL_Set_Num_Threads_Local) or None], filled on first use
+_WORKER_CACHES = []  # each worker's per-thread caches (runtime_caches._LOCAL's dict on that thread)
 
 
 def _thread_controls():
@@ -67,6 +69,30 @@ def _pin_worker():
     omp, mkl = _thread_controls()
     omp(1)
     mkl(1)
+    with _POOLS_LOCK:
+        _WORKER_CACHES.append(vars(_LOCAL))  # noqa: F821 - runtime_caches: this thread's caches
+
+
+def _all_caches():
+    """The calling thread's caches and every worker's (a worker's workspaces are the kernel's too)."""
+    with _POOLS_LOCK:
+        return [vars(_LOCAL)] + list(_WORKER_CACHES)  # noqa: F821
+
+
+def _clear_parallel():
+    """Free the workspaces (and coefficient tensors) of this thread and of the kernel's workers."""
+    for found in _all_caches():
+        for name in ("workspaces", "coefficients"):
+            found.get(name, {}).clear()
+
+
+def _workspace_bytes_parallel():
+    """Bytes held by the workspaces of this thread and of the kernel's workers."""
+    held = []
+    for found in _all_caches():
+        held += list(found.get("workspaces", {}).values())
+        held += [t for ts in found.get("coefficients", {}).values() for t in ts]
+    return sum(t.nbytes for t in held)
 
 
 def _pool(workers):
@@ -180,10 +206,11 @@ def source() -> str:
             "_top_serial = _top  # the low-memory top level: where the workers cannot run\n\n"
             "_POOLS = {}  # worker count -> this kernel's ThreadPoolExecutor\n"
             "_POOLS_LOCK = threading.Lock()\n"
-            "_CONTROLS = []  # [(omp_set_num_threads, MKL_Set_Num_Threads_Local) or None]\n\n\n"
-            + inline(_thread_controls, _pin_worker, _pool, _side, _product, _wide, _wait, _parallel_level,
+            "_CONTROLS = []  # [(omp_set_num_threads, MKL_Set_Num_Threads_Local) or None]\n"
+            "_WORKER_CACHES = []  # each worker's per-thread caches\n\n\n"
+            + inline(_thread_controls, _pin_worker, _all_caches, _clear_parallel, _workspace_bytes_parallel, _pool, _side, _product, _wide, _wait, _parallel_level,
                      _top_parallel)
-            + "\n\n_top = _top_parallel\n")
+            + "\n\n_top = _top_parallel\nclear_workspaces = _clear_parallel\nworkspace_bytes = _workspace_bytes_parallel\n")
 
 
 def products_table(d) -> str:

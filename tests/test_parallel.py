@@ -153,6 +153,22 @@ def test_workspace_per_worker_is_reported_and_stays_within_two_c_on_two_workers(
     assert kernel.facts["workspace_fraction_square"] == pytest.approx(per * kernel.facts["workers"])
 
 
+@needs_controls
+def test_the_workers_workspaces_are_counted_and_cleared():
+    kernel, _ = _parallel("strassen-winograd", 2, "float32", cutoff=8)
+    mod = kernel.module()
+    if torch.get_num_threads() < 2:
+        pytest.skip("one thread: the kernel runs the low-memory layout")
+    mod.clear_workspaces()
+    n = 64
+    mod.matmul(torch.rand(n, n), torch.rand(n, n))
+    per = kernel.facts["workspace_per_worker"] * n * n * 4
+    held = mod.workspace_bytes()  # every worker's (which products, so which sums, a worker takes varies)
+    assert per < held <= per * torch.get_num_threads()
+    mod.clear_workspaces()
+    assert mod.workspace_bytes() == 0
+
+
 def test_a_generated_parallel_kernel_runs_standalone(tmp_path):
     kernel, _ = _parallel("strassen-winograd", 1, "float64", cutoff=8)
     path = tmp_path / "kernel.py"
