@@ -32,6 +32,21 @@ def _num(c: Fraction) -> str:
     return repr(float(c))
 
 
+def parallel_products_table(d: Decomposition) -> str:
+    """``PARALLEL_PRODUCTS`` for level 0's decomposition ``d``: per product ((A terms), (B terms),
+    (C terms)), each term (block, coefficient) with blocks row-major, coefficients as Python numbers.
+    A product with an empty side is zero and reaches no C block: it is left out."""
+    rows = []
+    for r in range(d.rank):
+        sides = [[(i, Fraction(mat[i, r])) for i in range(mat.shape[0]) if mat[i, r] != 0] for mat in d.factors()]
+        if not all(sides):
+            continue
+        text = ", ".join("(" + "".join(f"({i}, {_num(c)}), " for i, c in terms).rstrip(" ") + ")" for terms in sides)
+        rows.append(f"    ({text}),")
+    return ("PARALLEL_PRODUCTS = (  # level 0, per product: (A terms, B terms, C terms), each (block, coefficient)\n"
+            + "\n".join(rows) + "\n)")
+
+
 def block_name(kind: str, index: int, cols: int, rows: int) -> str:
     i, j = divmod(index, cols)
     if max(rows, cols) <= 9:
@@ -322,7 +337,7 @@ def emit_python(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
               inline(lowmem._level, lowmem._top, lowmem._multiples, lowmem._peel).rstrip()]
     parallel = plan.variant == "parallel" and bool(decomps)
     if parallel:
-        lines += ["", "", runtime_parallel.products_table(decomps[0]), "", "", runtime_parallel.source().rstrip()]
+        lines += ["", "", parallel_products_table(decomps[0]), "", "", runtime_parallel.source().rstrip()]
     if plan.remainder == "pad":
         lines += ["", "", runtime_pad.source().rstrip()]
     lines += level_functions(plan, decomps, stems, lambda stem, label, d, mode, comments: _algorithm_function(

@@ -211,21 +211,3 @@ def source() -> str:
             + inline(_thread_controls, _pin_worker, _all_caches, _clear_parallel, _workspace_bytes_parallel, _pool, _side, _product, _wide, _wait, _parallel_level,
                      _top_parallel)
             + "\n\n_top = _top_parallel\nclear_workspaces = _clear_parallel\nworkspace_bytes = _workspace_bytes_parallel\n")
-
-
-def products_table(d) -> str:
-    """``PARALLEL_PRODUCTS`` for level 0's decomposition ``d``: per product ((A terms), (B terms),
-    (C terms)), each term (block, coefficient) with blocks row-major, coefficients as Python numbers.
-    A product with an empty side is zero and reaches no C block: it is left out."""
-    from fmmforge.codegen.emit_python import _num
-    from fmmforge.codegen.fused import _column
-
-    rows = []
-    for r in range(d.rank):
-        sides = [_column(mat, r) for mat in d.factors()]
-        if not all(sides):
-            continue
-        text = ", ".join("(" + "".join(f"({i}, {_num(c)}), " for i, c in terms).rstrip(" ") + ")" for terms in sides)
-        rows.append(f"    ({text}),")
-    return ("PARALLEL_PRODUCTS = (  # level 0, per product: (A terms, B terms, C terms), each (block, coefficient)\n"
-            + "\n".join(rows) + "\n)")
