@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 from fmmforge.codegen.backends import CodegenBackend
 from fmmforge.codegen.costmodel import (
-    LEAF_LAYOUT, VARIANTS, CalibratedModel, Features, GemmTable, ModelKey, Shape, cache_bytes, features, fit, leaf_shapes,
+    FITTED_VARIANTS, LEAF_LAYOUT, CalibratedModel, Features, GemmTable, ModelKey, Shape, cache_bytes, features, fit, leaf_shapes,
     load_gemm_points, save_gemm_point, save_model, union_corners,
 )
 from fmmforge.codegen.plan import DEFAULT_VARIANT, REMAINDERS, make_plan
@@ -86,7 +86,7 @@ class Calibration:
 def plan_schemes(record: Record, store: Store, cache: dict) -> tuple[tuple[Decomposition, ...], int, str, str] | None:
     """(the plan's schemes, cutoff, variant, remainder), each scheme resolved by name (or fingerprint prefix)
     and matching the recorded fingerprint; None when the record is not of a torch plan in a
-    variant this model describes (codegen.costmodel.VARIANTS)."""
+    variant the model is fitted to (codegen.costmodel.FITTED_VARIANTS)."""
     from fmmforge.core.catalogue import resolve
 
     try:
@@ -96,7 +96,7 @@ def plan_schemes(record: Record, store: Store, cache: dict) -> tuple[tuple[Decom
     except (ValueError, TypeError, KeyError):
         return None
     variant, remainder = plan.get("variant", DEFAULT_VARIANT), plan.get("remainder", "peel")
-    if variant not in VARIANTS or remainder not in REMAINDERS or record.backend != "torch" or len(names) != len(fps):
+    if variant not in FITTED_VARIANTS or remainder not in REMAINDERS or record.backend != "torch" or len(names) != len(fps):
         return None
     out = []
     for name, fp in zip(names, fps):

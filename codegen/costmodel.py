@@ -53,7 +53,12 @@ ITEMSIZE = {"float32": 4, "float64": 8}
 Shape = tuple[int, int, int]
 FEATURES = ("gemm_s", "cached_bytes", "streamed_bytes", "fused_bytes", "passes", "calls")
 PARAMETERS = ("gemm_scale", "s_per_cached_byte", "s_per_streamed_byte", "s_per_fused_byte", "s_per_pass", "s_per_call")
-VARIANTS = ("lowmem", "fused")  # the kernel layouts the model describes (codegen.plan.VARIANTS)
+VARIANTS = ("lowmem", "fused", "parallel")  # the kernel layouts the model describes (codegen.plan.VARIANTS)
+# the layouts whose records the fit uses: the parallel one runs level 0's products on single-threaded
+# workers, whose leaves and passes overlap in a way these parameters do not price; it is predicted
+# as its walk (level 0's per-product passes, the low-memory levels below) and the tuner's measured
+# per-family correction (core.app.tuning.correction) scales it
+FITTED_VARIANTS = ("lowmem", "fused")
 DEFAULT_L2_BYTES = 1 << 20  # per core, when the machine does not say (sysfs)
 
 
@@ -275,6 +280,30 @@ def fused_level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int)
     return Features(fused_bytes=elements * itemsize, passes=lv.passes()), counts  # type: ignore[attr-defined]
 
 
+def parallel_level_passes(d: Decomposition, block: Shape, itemsize: int, cache: int) -> tuple[Features, int]:
+    """The torch passes of level 0 of a *parallel* kernel (codegen.runtime_parallel) at ``block`` and
+    its product count: per product, a sum of k blocks is k - 1 passes (dst = x + c·y, then
+    dst += c·x), and each C block it reaches one pass (the first writer dst = c·P, the later ones
+    dst += c·P); a C block no product reaches is zeroed."""
+    from fmmforge.codegen.fused import _column
+
+    bm, bk, bn = block
+    out, products, reached = Features(), 0, set()
+    U, V, W = d.factors()
+    for r in range(d.rank):
+        sides = [_column(mat, r) for mat in (U, V, W)]
+        if not all(sides):
+            continue
+        products += 1
+        for terms, size in ((sides[0], bm * bk), (sides[1], bk * bn)):
+            out = out + element_pass(3 * size * itemsize, cache).times(len(terms) - 1)
+        for c, _ in sides[2]:
+            out = out + element_pass((3 if c in reached else 2) * bm * bn * itemsize, cache)
+            reached.add(c)
+    n, m, p = d.format
+    return out + element_pass(bm * bn * itemsize, cache).times(n * p - len(reached)), products
+
+
 def level_pass_bytes(d: Decomposition, mode: str, block: Shape, itemsize: int) -> tuple[int, int]:
     """(bytes read and written, passes) of one level of ``d``'s schedule in ``mode`` at ``block``."""
     f = level_passes(d, mode, block, itemsize, 0)
@@ -285,8 +314,9 @@ class _Walker:
     """Follows the kernel's recursion (codegen.runtime_lowmem and the emitted level functions):
     leaf when a block would be under the cut-off, peel to the multiples of the levels that split,
     else one level's passes (the low-memory schedule's, or the fused one's for ``variant``
-    "fused": codegen.fused, whose recursion and peeling are the same) and its products one level
-    deeper. Memoised per (level, mode, shape)."""
+    "fused": codegen.fused, whose recursion and peeling are the same; for "parallel", level 0's
+    per-product passes, :func:`parallel_level_passes`) and its products one level deeper.
+    Memoised per (level, mode, shape)."""
 
     def __init__(self, decomps: Sequence[Decomposition], cutoff: int, itemsize: int, gemm: GemmTable,
                  cache: int = 0, leaf: GemmTable | None = None, variant: str = "lowmem",
@@ -354,6 +384,9 @@ class _Walker:
         block = (M // n, K // m, N // p)
         if self.variant == "fused":
             out, counts = fused_level_passes(d, mode, block, self.itemsize)
+        elif self.variant == "parallel" and level == 0:  # below level 0 it is the low-memory code
+            out, products = parallel_level_passes(d, block, self.itemsize, self.cache)
+            counts = {"set": products}
         else:
             out = level_passes(d, mode, block, self.itemsize, self.cache)
             counts = {}

@@ -450,3 +450,22 @@ def test_an_unknown_layout_is_refused():
     with pytest.raises(FmmforgeError, match="batched"):
         cm.features([resolve("strassen")], 64, (512,) * 3, "float32", cm.GemmTable({(1, 1, 1): 1.0}),
                     variant="batched")
+
+
+# ---------------------------------------------------------------------- the parallel layout
+def test_a_parallel_plan_is_costed_with_level_zeros_per_product_passes():
+    d = resolve("strassen")
+    size = (1024,) * 3
+    table = cm.GemmTable({s: gemm_truth(s) for s in cm.union_corners({(256, 256, 256), size})})
+    low = cm.features([d, d], 64, size, "float32", table, 0)
+    par = cm.features([d, d], 64, size, "float32", table, 0, variant="parallel")
+    assert par.gemm_s == pytest.approx(low.gemm_s)  # the same 49 leaves
+    # Strassen's level 0 one product at a time: 5 A-side and 5 B-side additions, and 12 C updates
+    # (4 first writes c = w·P reading one block, 8 adds reading two), each over a 512² block
+    deeper = dataclasses.replace(cm.features([d], 64, (512,) * 3, "float32", table, 0), calls=0).times(7)
+    top = cm.Features(streamed_bytes=(10 * 3 + 4 * 2 + 8 * 3) * 512 * 512 * 4, passes=22, calls=1)
+    assert par.astuple() == pytest.approx((top + deeper).astuple())
+
+
+def test_records_of_the_parallel_layout_do_not_feed_the_fit():
+    assert "parallel" in cm.VARIANTS and "parallel" not in cm.FITTED_VARIANTS

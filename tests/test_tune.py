@@ -384,8 +384,8 @@ def test_a_tune_of_the_fused_layout_measures_and_records_fused_kernels():
         assert choice is not None and choice.to_plan().variant == "fused"
 
 
-def test_the_default_layouts_are_both_on_a_cpu_and_one_on_a_spec_chip():
-    assert TuneRequest().variants_for("cpu") == ("lowmem", "fused")
+def test_the_default_layouts_are_all_three_on_a_cpu_and_one_on_a_spec_chip():
+    assert TuneRequest().variants_for("cpu") == ("lowmem", "fused", "parallel")
     assert TuneRequest().variants_for("spec") == ("lowmem",)
     assert TuneRequest(variants=("fused", "fused")).variants_for("cpu") == ("fused",)
     with pytest.raises(FmmforgeError, match="fused"):

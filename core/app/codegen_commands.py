@@ -13,8 +13,9 @@ from fmmforge.plugins.extensions import Command
 from fmmforge.plugins.hookspecs import hookimpl
 
 VARIANT_HELP = ("lowmem (small workspaces), batched (torch: levels flattened, all leaf products in one bmm) "
-                "or fused (torch on the CPU: compiled element-wise passes, one per side and level)")
-REMAINDER_HELP = ("sizes that do not divide: peel (fix-up gemms for the remainder) or pad (torch lowmem/fused: "
+                "fused (torch on the CPU: compiled element-wise passes, one per side and level) or parallel (torch on "
+                "the CPU: the top level's products at once on single-threaded workers)")
+REMAINDER_HELP = ("sizes that do not divide: peel (fix-up gemms for the remainder) or pad (torch lowmem/fused/parallel: "
                   "operands copied into zero-bordered buffers of the next multiple)")
 
 

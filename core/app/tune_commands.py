@@ -106,7 +106,7 @@ def tune_cmd(
     seed: Annotated[int, typer.Option(help="seed of the search")] = 0,
     for_model: Annotated[str, typer.Option(help="module:callable giving a torch model: tune its Linear layers' shapes (the budget is shared)")] = "",
     rows: Annotated[int, typer.Option(help="with --for-model: input rows per call (batch x tokens)")] = 0,
-    variants: Annotated[str, typer.Option(help="kernel layouts to try, e.g. lowmem,fused (default: every one the device has; cpu: both)")] = "",
+    variants: Annotated[str, typer.Option(help="kernel layouts to try, e.g. lowmem,fused (default: every one the device has; cpu: lowmem, fused, parallel)")] = "",
 ) -> None:
     """Tune the device's kernel for a shape: the engine collects schemes, the cost model ranks every
     plan, the best are generated, validated and measured, the model is refitted, and the fastest

@@ -9,7 +9,8 @@
    rank (``SearchRequest.collect``), which differ in their additions and so in their cost.
 2. **Candidates.** Plans of one to ``max_levels`` levels: any scheme at the top level, and below it
    the same scheme or one of the inner schemes (Strassen–Winograd, Strassen), each in every kernel
-   layout (``variants``: on a CPU the low-memory and the fused one, codegen.fused). Each is ranked by the
+   layout (``variants``: on a CPU the low-memory, the fused (codegen.fused) and the parallel one
+   (codegen.runtime_parallel)). Each is ranked by the
    calibrated cost model of the device (codegen.costmodel; on a spec-only chip such as ``tpu-v4``,
    by the analytic TPU model, and nothing is measured).
 3. **Rounds.** The ``top_k`` best-predicted candidates not yet measured at this size are generated,
@@ -47,6 +48,8 @@ Format = tuple[int, int, int]
 
 INNER_SCHEMES = ("strassen-winograd", "strassen")
 DEFAULT_DIMS = (2, 3, 4)  # format sides tried by default (each n, m, p)
+# the kernel layouts a CPU tune tries: which one wins depends on the shape (docs/tuning.md)
+CPU_VARIANTS = ("lowmem", "fused", "parallel")
 PER_FORMAT = 24  # schemes per format that become plans (lowest rank, then fewest additions)
 CONFIRM = 3  # finalists measured again before the choice
 
@@ -77,13 +80,14 @@ class TuneRequest:
 
     def variants_for(self, device_kind: str) -> tuple[str, ...]:
         """The kernel layouts candidates take on a device of ``device_kind`` (cpu, cuda, spec): the
-        fused kernels are CPU torch kernels; a spec-only chip's analytic model has no layouts."""
-        default = ("lowmem", "fused") if device_kind == "cpu" else ("lowmem",)
+        fused and parallel kernels are CPU torch kernels (a CPU tries all three unless told); a
+        spec-only chip's analytic model has no layouts."""
+        allowed = CPU_VARIANTS if device_kind == "cpu" else ("lowmem",)
         if self.variants is None:
-            return default
-        wrong = [v for v in self.variants if v not in default]
+            return allowed
+        wrong = [v for v in self.variants if v not in allowed]
         if wrong:
-            raise FmmforgeError(f"variant {wrong[0]!r} cannot be tuned on this device; use {' or '.join(default)}")
+            raise FmmforgeError(f"variant {wrong[0]!r} cannot be tuned on this device; use {', '.join(allowed)}")
         return tuple(dict.fromkeys(self.variants))
 
     def __post_init__(self) -> None:
@@ -102,7 +106,8 @@ class TuneRequest:
         if not (math.isfinite(self.min_speedup) and self.min_speedup >= 1):
             raise FmmforgeError(f"min_speedup must be at least 1, not {self.min_speedup!r}")
         if self.variants is not None and (not self.variants or not all(isinstance(v, str) for v in self.variants)):
-            raise FmmforgeError(f"variants must name at least one kernel layout (lowmem, fused), not {self.variants!r}")
+            raise FmmforgeError(f"variants must name at least one kernel layout ({', '.join(CPU_VARIANTS)}), "
+                                f"not {self.variants!r}")
         if self.formats is not None:
             for f in self.formats:
                 if len(f) != 3 or min(f) < 1 or max(f) > 6 or math.prod(f) < 2:
