@@ -41,7 +41,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from fmmforge.codegen.plan import REMAINDERS
-from fmmforge.codegen.schedule import Add2, Axpy, Product, Scale, schedule_level
+from fmmforge.codegen.schedule import Add2, Axpy, Product, Scale, columns, schedule_level
 from fmmforge.core.contracts import RewardContext, RewardResult
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
@@ -285,19 +285,15 @@ def parallel_level_passes(d: Decomposition, block: Shape, itemsize: int, cache: 
     its product count: per product, a sum of k blocks is k - 1 passes (dst = x + c·y, then
     dst += c·x), and each C block it reaches one pass (the first writer dst = c·P, the later ones
     dst += c·P); a C block no product reaches is zeroed."""
-    from fmmforge.codegen.fused import _column
-
     bm, bk, bn = block
     out, products, reached = Features(), 0, set()
-    U, V, W = d.factors()
-    for r in range(d.rank):
-        sides = [_column(mat, r) for mat in (U, V, W)]
+    for sides in zip(*columns(d)):
         if not all(sides):
             continue
         products += 1
         for terms, size in ((sides[0], bm * bk), (sides[1], bk * bn)):
             out = out + element_pass(3 * size * itemsize, cache).times(len(terms) - 1)
-        for c, _ in sides[2]:
+        for c in sides[2]:
             out = out + element_pass((3 if c in reached else 2) * bm * bn * itemsize, cache)
             reached.add(c)
     n, m, p = d.format

@@ -22,7 +22,7 @@ from fmmforge.codegen.plan import Plan
 from fmmforge.codegen import (runtime_caches as caches, runtime_lowmem as lowmem, runtime_numpy, runtime_pad,
                               runtime_parallel, runtime_torch)
 from fmmforge.codegen.runtime import inline
-from fmmforge.codegen.schedule import Add2, Axpy, LevelSchedule, Operand, Product, Scale, schedule_level
+from fmmforge.codegen.schedule import Add2, Axpy, LevelSchedule, Operand, Product, Scale, columns, schedule_level
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.version import __version__
@@ -37,11 +37,10 @@ def parallel_products_table(d: Decomposition) -> str:
     (C terms)), each term (block, coefficient) with blocks row-major, coefficients as Python numbers.
     A product with an empty side is zero and reaches no C block: it is left out."""
     rows = []
-    for r in range(d.rank):
-        sides = [[(i, Fraction(mat[i, r])) for i in range(mat.shape[0]) if mat[i, r] != 0] for mat in d.factors()]
+    for sides in zip(*columns(d)):
         if not all(sides):
             continue
-        text = ", ".join("(" + "".join(f"({i}, {_num(c)}), " for i, c in terms).rstrip(" ") + ")" for terms in sides)
+        text = ", ".join("(" + "".join(f"({i}, {_num(c)}), " for i, c in terms.items()).rstrip(" ") + ")" for terms in sides)
         rows.append(f"    ({text}),")
     return ("PARALLEL_PRODUCTS = (  # level 0, per product: (A terms, B terms, C terms), each (block, coefficient)\n"
             + "\n".join(rows) + "\n)")

@@ -135,7 +135,9 @@ def _ratio(a: Coef, b: Coef) -> Coef:
     return _exact(Fraction(a) / b)
 
 
-def _columns(d: Decomposition) -> tuple[list[dict[int, Coef]], list[dict[int, Coef]], list[dict[int, Fraction]]]:
+def columns(d: Decomposition) -> tuple[list[dict[int, Coef]], list[dict[int, Coef]], list[dict[int, Fraction]]]:
+    """Per product r of ``d``: its nonzero A-side, B-side and C-side coefficients, {block: coefficient}
+    in block order (used by the schedules, the parallel layout's products table and its cost walk)."""
     U, V, W = d.factors()
     R = d.rank
     us = [{a: _exact(U[a, r]) for a in range(U.shape[0]) if U[a, r] != 0} for r in range(R)]
@@ -284,7 +286,7 @@ def estimate_side_passes(d: Decomposition, mode: Mode = "set") -> tuple[int, int
     if d.format is None or d.field != "Z":
         raise FmmforgeError("codegen needs a matrix-multiplication scheme over Z (rationals)")
     n, _, p = d.format
-    ops, _ = _emit(_columns(d), list(range(d.rank)), n * p, mode)
+    ops, _ = _emit(columns(d), list(range(d.rank)), n * p, mode)
     return side_passes(ops)
 
 
@@ -305,7 +307,7 @@ def _schedule_level(d: Decomposition, mode: Mode, search_steps: int, seed: int) 
     if d.format is None or d.field != "Z":
         raise FmmforgeError("codegen needs a matrix-multiplication scheme over Z (rationals)")
     n, m, p = d.format
-    cols = _columns(d)
+    cols = columns(d)
     n_c = n * p
     order = _greedy_order(cols, n_c, mode) if d.rank <= 64 else list(range(d.rank))
     ops, uses_p = _emit(cols, order, n_c, mode)

@@ -467,5 +467,10 @@ def test_a_parallel_plan_is_costed_with_level_zeros_per_product_passes():
     assert par.astuple() == pytest.approx((top + deeper).astuple())
 
 
-def test_records_of_the_parallel_layout_do_not_feed_the_fit():
+def test_records_of_the_parallel_layout_do_not_feed_the_fit(key):
     assert "parallel" in cm.VARIANTS and "parallel" not in cm.FITTED_VARIANTS
+    store = Store()
+    for variant in ("lowmem", "parallel"):
+        plan, _ = make_plan("strassen", 1, backend="torch", dtype="float32", variant=variant)
+        got = cal.plan_schemes(synthetic_record(key, plan, (512,) * 3, 1e-3, 1e-3), store, {})
+        assert (got is None) == (variant == "parallel")
