@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     rho = "-" if q.spearman is None else f"{q.spearman:.3f}"
     print(f"held-out median |error| {q.median_ape:.2f} % (target <= {TARGET_ERROR_PCT:g}); rank correlation "
           f"{rho} over {q.sizes_ranked} sizes (target >= {TARGET_RANK:g})")
+    print(q.repeat_line() or "no plan measured twice: how far records repeat is unknown")
     return 0
 
 

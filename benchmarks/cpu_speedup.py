@@ -86,6 +86,8 @@ CASES = {
         ("16384 winograd L4", "16384", SW, 4, (16384,) * 3, "float32"),
         ("16384 winograd L3 fused", "16384", SW, 3, (16384,) * 3, "float32", "fused"),
         ("16384 winograd L4 fused", "16384", SW, 4, (16384,) * 3, "float32", "fused"),
+        ("16384 winograd L3 parallel", "16384", SW, 3, (16384,) * 3, "float32", "parallel"),
+        ("16384 winograd L4 parallel", "16384", SW, 4, (16384,) * 3, "float32", "parallel"),
         ("rect 8192x4096x8192 winograd L2", "8192x4096x8192", SW, 2, (8192, 4096, 8192), "float32"),
         ("rect 8192x4096x8192 winograd L2 fused", "8192x4096x8192", SW, 2, (8192, 4096, 8192), "float32", "fused"),
         ("rect 4096x8192x2048 winograd L1", "4096x8192x2048", SW, 1, (4096, 8192, 2048), "float32"),

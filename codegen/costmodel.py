@@ -480,12 +480,23 @@ def fit_parameters(rows: Sequence[Features], seconds: Sequence[float]) -> np.nda
 @dataclass(frozen=True)
 class Quality:
     """Held-out error of a fit: leave-one-out median |error| (%) and the median over sizes of
-    Spearman's rank correlation between predicted and measured times across plans at a size."""
+    Spearman's rank correlation between predicted and measured times across plans at a size;
+    beside them, when some plan was measured twice, how far its readings disagree (median %,
+    codegen.calibrate.repeatability): the error no model can go below on those records."""
 
     median_ape: float
     spearman: float | None
     records: int
     sizes_ranked: int
+    repeat_pct: float | None = None
+    repeat_pairs: int = 0
+
+    def repeat_line(self) -> str | None:
+        """One line on how far records repeat, or None when no plan was measured twice."""
+        if self.repeat_pct is None:
+            return None
+        return (f"two readings of one plan differ by a median {self.repeat_pct:.2f} % ({self.repeat_pairs} pair{'s' if self.repeat_pairs != 1 else ''}): "
+                "the floor under any model's error on this machine now")
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:

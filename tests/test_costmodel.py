@@ -236,30 +236,39 @@ def test_a_gemm_timing_is_the_median_pair_ratio_times_the_references_seconds(key
     assert cal.measure_gemm(key, (2, 2, 2), ((4, 4, 4), 0.5)) == pytest.approx(3 * 0.5)  # ratios 2, 4, 3
 
 
-def test_a_record_whose_samples_spread_is_measured_once_more(key, monkeypatch):
+def fake_runs(key, monkeypatch, reading) -> list:
+    """codegen.bench.measure_many replaced by one that stores ``reading(plan, size, n)`` (n: the
+    readings taken so far, this one included) for each plan, and the calibration cut to two
+    plans at 256³; the (size, levels) of every reading go into the list returned."""
     import fmmforge.codegen.bench as bench
 
-    taken = []
+    taken: list = []
 
     def fake_measure_many(items, size, *, store=None, **kwargs):
         out = []
         for plan, _ in items:
-            taken.append(plan.levels)
-            record = synthetic_record(key, plan, size, 1e-3, 1e-3)
-            if len(taken) == 1:  # the first measurement was taken while the CPUs were busy
-                record = dataclasses.replace(record, iqr_s=0.5e-3)
-            add_record(record, store)
-            out.append(record)
+            taken.append((size, plan.levels))
+            out.append(reading(plan, size, len(taken)))
+            add_record(out[-1], store)
         return out
 
     monkeypatch.setattr(bench, "measure_many", fake_measure_many)
     monkeypatch.setattr(cal, "CALIBRATION_PLANS", (("strassen", 0, "lowmem"), ("strassen", 1, "lowmem")))
     monkeypatch.setattr(cal, "CALIBRATION_SIZES", ((256, 256, 256),))
+    return taken
+
+
+def test_a_record_whose_samples_spread_is_measured_once_more(key, monkeypatch):
+    def reading(plan, size, n):
+        record = synthetic_record(key, plan, size, 1e-3, 1e-3)
+        return dataclasses.replace(record, iqr_s=0.5e-3) if n == 1 else record  # the first taken while the CPUs were busy
+
+    taken = fake_runs(key, monkeypatch, reading)
     assert cal._measure_records(key, [], float("inf"), _NoBackend(), Store(), None) == 3
-    assert taken == [0, 1, 0]  # both plans of the size in one run, then the noisy one again
+    assert [levels for _, levels in taken] == [0, 1, 0]  # both plans of the size in one run, then the noisy one again
     usable, _ = cal.usable_records(key, Store())
-    steady = cal.steadiest(usable)
-    assert len(usable) == 3 and len(steady) == 2  # one per plan and size: the steadier of the two
+    steady = cal.combined(usable)
+    assert len(usable) == 3 and len(steady) == 2  # one per plan and size: the noisy reading left out
     assert all(cal.spread(u.record) <= cal.NOISY_SPREAD for u in steady)
 
 
@@ -283,7 +292,7 @@ def test_gemm_table_interpolates_in_log_space_and_scales_missing_corners_by_flop
 def test_storage_round_trips_and_refuses_another_machine_or_format(key):
     store = Store()
     model = cm.CalibratedModel(key, TRUE, cm.GemmTable({(64, 64, 64): 1e-4}),
-                               cm.Quality(2.5, 0.95, 20, 4), fitted_on=20, cache=3 << 20)
+                               cm.Quality(2.5, 0.95, 20, 4, 1.5, 10), fitted_on=20, cache=3 << 20)
     cm.save_model(model, store)
     assert cm.load_model(key, store) == model  # parameters, gemm table, quality and cache size
     other = cm.ModelKey(key.device, "Other CPU|64|2.13.0|openblas", key.threads, key.dtype)
@@ -474,3 +483,50 @@ def test_records_of_the_parallel_layout_do_not_feed_the_fit(key):
         plan, _ = make_plan("strassen", 1, backend="torch", dtype="float32", variant=variant)
         got = cal.plan_schemes(synthetic_record(key, plan, (512,) * 3, 1e-3, 1e-3), store, {})
         assert (got is None) == (variant == "parallel")
+
+
+def test_calibrate_measures_the_repeat_size_twice_and_reports_how_far_records_repeat(key, monkeypatch):
+    speedups = iter([1.00, 1.20, 1.05, 1.14])  # the second run reads +5 % and -5 %
+    taken = fake_runs(key, monkeypatch, lambda plan, size, n: synthetic_record(key, plan, size, 1e-3, next(speedups) * 1e-3))
+    monkeypatch.setattr(cal, "REPEAT_SIZE", (256, 256, 256))
+    assert cal._measure_records(key, [], float("inf"), _NoBackend(), Store(), None) == 4
+    assert taken == [((256,) * 3, 0), ((256,) * 3, 1)] * 2  # the size, then all its plans once more
+    usable, _ = cal.usable_records(key, Store())
+    floor, pairs = cal.repeatability(usable)
+    assert pairs == 2 and floor == pytest.approx((1.05 / 1.00 - 1 + 1.20 / 1.14 - 1) / 2 * 100)  # larger over smaller
+    assert cal.repeatability(cal.combined(usable)) == (None, 0)
+    speedups = sorted(u.record.speedup for u in cal.combined(usable))  # two steady readings each: geometric mean
+    assert speedups == pytest.approx(sorted([(1.00 * 1.05) ** 0.5, (1.20 * 1.14) ** 0.5]))
+    q = cm.Quality(3.0, 0.9, 4, 1, floor, pairs)
+    assert "5.13 %" in q.repeat_line() and "2 pairs" in q.repeat_line()
+    assert cm.Quality(3.0, 0.9, 4, 1).repeat_line() is None
+
+
+def test_no_repeat_run_when_calibrate_did_not_measure_the_repeat_size(key, monkeypatch):
+    import fmmforge.codegen.bench as bench
+
+    sizes = []
+    monkeypatch.setattr(bench, "measure_many", lambda items, size, **kw: sizes.append(size) or [None] * len(items))
+    monkeypatch.setattr(cal, "CALIBRATION_PLANS", (("strassen", 0, "lowmem"),))
+    monkeypatch.setattr(cal, "CALIBRATION_SIZES", ((256, 256, 256), (128, 128, 128)))
+    monkeypatch.setattr(cal, "REPEAT_SIZE", (512, 512, 512))
+    cal._measure_records(key, [], float("inf"), _NoBackend(), Store(), None)
+    assert sizes == [(256,) * 3, (128,) * 3]
+
+
+def test_calibrate_prints_how_far_records_repeat_when_a_plan_was_measured_twice(cli, key):
+    store, _ = synthetic_store(key)
+    first = query_records(store, device=key.device)[0]
+    add_record(dataclasses.replace(first, speedup=first.speedup * 1.03, iqr_s=first.median_s), store)  # noisier: not fitted
+    code, out, err = cli("calibrate", "--budget", "0")
+    assert code == 0, err
+    assert "two readings of one plan differ by a median 3.00 % (1 pair)" in out
+    assert cm.load_model(key, store).quality.repeat_pairs == 1
+
+
+def test_the_commands_default_budget_is_calibrates():
+    import inspect
+
+    from fmmforge.core.app.tune_commands import calibrate_cmd
+
+    assert inspect.signature(calibrate_cmd).parameters["budget"].default == cal.DEFAULT_BUDGET_S

@@ -124,6 +124,8 @@ def _calibrate(console: Console) -> None:
     if q is not None:
         rho = "-" if q.spearman is None else f"{q.spearman:.2f}"
         console.print(f"   held-out median |error| {q.median_ape:.1f} %, rank correlation across plans {rho}", highlight=False)
+        if q.repeat_line():
+            console.print(f"   {q.repeat_line()}", highlight=False)
 
 
 def _tune(console: Console) -> object:

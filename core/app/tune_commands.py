@@ -22,7 +22,7 @@ def register_commands(register: Callable[[Command], None]) -> None:
 def calibrate_cmd(
     device: Annotated[str, typer.Option(help="cpu or cuda:N")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32 or float64")] = "float32",
-    budget: Annotated[float, typer.Option(help="seconds it may spend measuring what the store lacks (0: measure nothing)")] = 180.0,
+    budget: Annotated[float, typer.Option(help="seconds it may spend measuring what the store lacks (0: measure nothing)")] = 240.0,
     threads: Annotated[int, typer.Option(help="threads the model is for (default: torch's current count)")] = 0,
 ) -> None:
     """Fit the cost model of a device from its benchmark records (measuring what is missing within
@@ -75,6 +75,8 @@ def calibrate_cmd(
         rho = f"{q.spearman:.3f} (median over {q.sizes_ranked} sizes)" if q.spearman is not None else "- (no size has 3 plans)"
         console.print(f"held-out (leave-one-out) median |error| {q.median_ape:.2f} %; "
                       f"rank correlation across plans at a size {rho}", highlight=False, soft_wrap=True)
+        if q.repeat_line():
+            console.print(q.repeat_line(), highlight=False, soft_wrap=True)
 
 
 def parse_formats(text: str) -> tuple[tuple[int, int, int], ...]:
