@@ -10,7 +10,7 @@
    as one <4,4,4;49> level, the same backend, in the low-memory and in the fused layout: the
    tuned <4,4,4> is compared with the one of its own layout); the
    tuned <4,4,4> (8192); the tuned choice; and the hand-picked plans of benchmarks/cpu_speedup.py
-   at that size. It prints per-round speed-ups over torch.mm (median, min–max) and the two
+   at that size (every layout: low-memory, fused, parallel). It prints per-round speed-ups over torch.mm (median, min–max) and the two
    comparisons the issue asks for.
 
     flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/tune.py --home /tmp/tune-home
@@ -32,10 +32,17 @@ from pathlib import Path
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-HAND_PICKED = {  # the float32 low-memory plans of benchmarks/cpu_speedup.py at each size
-    4096: [("strassen", 2), ("strassen-winograd", 1), ("strassen-winograd", 2), ("strassen-winograd", 3)],
-    8192: [("strassen-winograd", 2), ("strassen", 3), ("strassen-winograd", 3)],
-}
+def hand_picked(n: int) -> list[tuple[str, int, str]]:
+    """(algorithm, levels, layout) of every float32 n³ plan of benchmarks/cpu_speedup.py that peels
+    (low-memory, fused and parallel alike): the hand-picked plans the tuned choice must match."""
+    from cpu_speedup import CASES
+
+    out = []
+    for _label, _group, algorithm, levels, size, dtype, *rest in CASES["full"]:
+        variant, remainder = (rest + ["lowmem", "peel"][len(rest):])[:2]
+        if size == (n,) * 3 and dtype == "float32" and remainder == "peel" and (algorithm, levels, variant) not in out:
+            out.append((algorithm, levels, variant))
+    return out
 
 
 def tune_step(label: str, request, started: float):  # -> TuneResult
@@ -187,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                 plan, [catalogue.resolve(a) for a in plan.algorithms])
         else:
             print(f"{n}: the tuned choice is the vendor matmul (nothing stored for the class)", flush=True)
-        for name, levels in HAND_PICKED[n]:
-            plan, decomps = make_plan(name, levels, dtype="float32", device="cpu")
-            entries[f"hand-picked: {name} L{levels}"] = (plan, decomps)
+        for name, levels, variant in hand_picked(n):
+            plan, decomps = make_plan(name, levels, dtype="float32", device="cpu", variant=variant)
+            entries[f"hand-picked: {name} L{levels} {variant}"] = (plan, decomps)
         if n == 8192:
             for variant in ("lowmem", "fused"):  # the tuned <4,4,4> is compared in its own layout
                 plan, decomps = make_plan("strassen*strassen", 1, dtype="float32", device="cpu", variant=variant)
