@@ -33,16 +33,13 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def hand_picked(n: int) -> list[tuple[str, int, str]]:
-    """(algorithm, levels, layout) of every float32 n³ plan of benchmarks/cpu_speedup.py that peels
-    (low-memory, fused and parallel alike): the hand-picked plans the tuned choice must match."""
+    """(algorithm, levels, layout) of the plans of benchmarks/cpu_speedup.py's n³ target group
+    (float32, low-memory, fused and parallel alike; not its comparison-only rows): the
+    hand-picked plans the tuned choice must match."""
     from cpu_speedup import CASES
 
-    out = []
-    for _label, _group, algorithm, levels, size, dtype, *rest in CASES["full"]:
-        variant, remainder = (rest + ["lowmem", "peel"][len(rest):])[:2]
-        if size == (n,) * 3 and dtype == "float32" and remainder == "peel" and (algorithm, levels, variant) not in out:
-            out.append((algorithm, levels, variant))
-    return out
+    return [(algorithm, levels, (rest or ["lowmem"])[0])
+            for _label, group, algorithm, levels, _size, _dtype, *rest in CASES["full"] if group == str(n)]
 
 
 def tune_step(label: str, request, started: float):  # -> TuneResult

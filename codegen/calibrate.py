@@ -42,7 +42,7 @@ CALIBRATION_SIZES: tuple[Shape, ...] = ((512, 512, 512), (768, 768, 768), (1024,
                                         (1536, 1536, 1536), (2048, 1024, 1536), (2048, 2048, 2048))
 # A record whose samples spread (interquartile range, kernel or baseline) over more than this
 # share of their median was taken while other work held the CPUs: calibrate measures it once
-# more, and the fit uses the steadier of the measurements of one plan at one size.
+# more, and the fit combines the steady measurements of one plan at one size (:func:`combined`).
 NOISY_SPREAD = 0.2
 # Rounds of a size's run: its plans share one vendor run, whose median's own noise moves every
 # record of the size alike, so it needs more samples than one comparison would. (On a busy host,
@@ -145,17 +145,22 @@ def spread(record: Record) -> float:
     return max(record.iqr_s / record.median_s, record.baseline_iqr_s / record.baseline_median_s)
 
 
+def _readings(usable: Sequence[Usable]) -> list[list[Usable]]:
+    """The records grouped by (plan, size), each group in the order taken."""
+    groups: dict[tuple[str, Shape], list[Usable]] = {}
+    for u in usable:
+        groups.setdefault((u.record.plan_key, u.shape), []).append(u)
+    return list(groups.values())
+
+
 def combined(usable: Sequence[Usable]) -> list[Usable]:
     """One record per (plan, size): of its readings, those whose :func:`spread` is at most
     :data:`NOISY_SPREAD` (or, when none is, the one with the smallest spread), their speed-ups
     combined by the geometric mean (first reading's other fields). Two steady readings of a
     plan are a better estimate of its time than either (on 2026-12-03's busy host the same 70
     records fitted to 6.10 % held-out error combined, 7.16 % taking the steadier reading)."""
-    readings: dict[tuple[str, Shape], list[Usable]] = {}
-    for u in usable:
-        readings.setdefault((u.record.plan_key, u.shape), []).append(u)
     out = []
-    for group in readings.values():
+    for group in _readings(usable):
         steady = [u for u in group if spread(u.record) <= NOISY_SPREAD] or [min(group, key=lambda u: spread(u.record))]
         speedup = float(np.exp(np.mean([np.log(u.record.speedup) for u in steady])))
         out.append(replace(steady[0], record=replace(steady[0].record, speedup=speedup)))
@@ -167,10 +172,8 @@ def repeatability(usable: Sequence[Usable]) -> tuple[float | None, int]:
     how far apart two successive readings' speed-ups are (the larger over the smaller - 1), in
     percent (None when nothing was measured twice); and how many such pairs there are. (Retakes
     of noisy records count too, so on a busy machine the floor reads a little high.)"""
-    readings: dict[tuple[str, Shape], list[float]] = {}
-    for u in usable:
-        readings.setdefault((u.record.plan_key, u.shape), []).append(u.record.speedup)
-    diffs = [(max(a, b) / min(a, b) - 1) * 100 for seq in readings.values() for a, b in zip(seq, seq[1:])]
+    diffs = [(max(a.record.speedup, b.record.speedup) / min(a.record.speedup, b.record.speedup) - 1) * 100
+             for group in _readings(usable) for a, b in zip(group, group[1:])]
     return (float(np.median(diffs)) if diffs else None), len(diffs)
 
 
@@ -199,8 +202,8 @@ def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend
         runs.append((REPEAT_SIZE, by_size[REPEAT_SIZE], True))
     taken = 0
     for i, (size, items, repeat) in enumerate(runs):
-        for again in (False, True):
-            if not items or time.monotonic() >= deadline or (repeat and again):
+        for again in (False,) if repeat else (False, True):
+            if not items or time.monotonic() >= deadline:
                 break
             if progress:
                 why = " again (to see how far records repeat)" if repeat else " again (their samples spread)" if again else ""
@@ -380,7 +383,7 @@ def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAU
         raise FmmforgeError(
             f"calibrate needs at least {MIN_RECORDS} benchmark records of low-memory or fused torch kernels on "
             f"{key.describe()}, the store has {len(usable)}" + (f" (and {skipped} it cannot use)" if skipped else "")
-            + f"; give it time to measure them (--budget 180) or run `fmmforge bench --device {key.device}` first")
+            + f"; give it time to measure them (--budget {DEFAULT_BUDGET_S:g}) or run `fmmforge bench --device {key.device}` first")
     needed = needed_shapes((u.decomps, u.cutoff, u.shape, u.variant, u.remainder) for u in usable)
     gemms = measure_tables(key, needed, store, start + budget_s, progress) if budget_s > 0 else 0
     model = fit_best(key, combined(usable), gemm_table(key, usable, store), leaf_table(key, store))
