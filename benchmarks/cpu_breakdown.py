@@ -59,10 +59,22 @@ _PASS_LINE = re.compile(r"^(\s+)(torch\.(add|sub|mul)\(.*\bout=\w+\)|\w+\.(add_|
                         r"|_fused_(sums|combine)\(.*\))\s*(#.*)?$")
 
 
+# The kernels' workspace allocation (codegen.runtime_torch._allocate). With the passes gone, nothing
+# ever writes the sums the leaves read, so a workspace must not be left as torch.empty gives it: on
+# memory a freed float64 array held (the error check's), a float32 view is full of denormals, which
+# Intel cores multiply dozens of times slower (2026-12-03, Intel Xeon: one "leaves-only" Strassen
+# L2 at 4096 ran 8x slower than the whole kernel). The leaves-only module fills it with rand instead.
+_ALLOCATE = "return torch.empty(shape, dtype=like.dtype, device=like.device)"
+_ALLOCATE_FILLED = "return torch.rand(shape, dtype=like.dtype, device=like.device)  # leaves-only: no denormals"
+
+
 def strip_passes(source: str) -> tuple[str, int]:
-    """The module source with every element-wise pass replaced by ``pass``; and how many there were."""
+    """The module source with every element-wise pass replaced by ``pass``, and its workspaces
+    filled with random numbers when allocated (:data:`_ALLOCATE`); and how many passes there were."""
+    if _ALLOCATE not in source:
+        raise ValueError("the kernel source has no torch workspace allocation to fill: strip_passes needs a torch kernel")
     out, n = [], 0
-    for line in source.splitlines():
+    for line in source.replace(_ALLOCATE, _ALLOCATE_FILLED).splitlines():
         m = _PASS_LINE.match(line)
         if m:
             out.append(f"{m.group(1)}pass  # removed: {m.group(2)}")

@@ -361,7 +361,7 @@ def plan_bounds(plan, decomps, size, threads: int, pairs: int, bandwidth: float)
     M, K, N = size
     dt = getattr(torch, plan.dtype)
     A, B = torch.rand(M, K, dtype=dt), torch.rand(K, N, dtype=dt)
-    C, C_base = torch.empty(M, N, dtype=dt), torch.empty(M, N, dtype=dt)
+    C, C_base = torch.rand(M, N, dtype=dt), torch.empty(M, N, dtype=dt)  # C: read by accumulating leaves, no denormals
     r = compare(lambda: leaves_mod.matmul(A, B, out=C), lambda: torch.mm(A, B, out=C_base), threads=threads,
                 pairs=pairs)
     moved = traffic_bytes(decomps, size, A.element_size(), plan.cutoff) / bandwidth

@@ -66,6 +66,17 @@ def test_breakdown_removes_every_pass_and_keeps_every_leaf(name, levels):
     assert calls_full == calls_leaves and len(calls_full) > 1  # same gemms, same operand shapes, same order
     assert torch.allclose(C_full, A @ B)
     assert not torch.allclose(C_leaves, A @ B)  # the passes really are gone
+    # nothing writes the leaves-only workspaces: they are filled when allocated (never garbage or
+    # denormals, which Intel cores multiply far slower), the real kernel's are not
+    ws = leaves._allocate((64, 64), A)
+    assert ws.dtype == A.dtype and 0 < float(ws.max()) < 1 and float(ws.min()) >= 0 and ws.unique().numel() > 100
+    assert "torch.rand" not in kernel.source.split("def _allocate", 1)[1].split("\n", 2)[1]
+
+
+def test_breakdown_refuses_a_source_without_a_torch_workspace():
+    bd = _script("cpu_breakdown")
+    with pytest.raises(ValueError, match="needs a torch kernel"):
+        bd.strip_passes("def matmul(A, B):\n    return A @ B\n")
 
 
 def test_breakdown_bad_case_is_one_clear_line():
