@@ -221,7 +221,7 @@ def test_the_classical_schemes_start_plans_even_when_the_shortlist_is_full_of_ot
 
 
 def test_anchors_are_the_best_classical_depths_and_the_best_plan_that_divides_the_shape():
-    request = TuneRequest(shape=(4096,) * 3, max_levels=3, min_leaf=256)
+    request = TuneRequest(shape=(4096,) * 3, max_levels=3, min_leaf=256, variants=("lowmem",))
     w = ("strassen-winograd", catalogue.resolve("strassen-winograd"))
     s = ("strassen", catalogue.resolve("strassen"))
     t = ("strassen-2x2x3@3x2x3", orient(catalogue.resolve("strassen-2x2x3"), (3, 2, 3)) or
@@ -233,6 +233,31 @@ def test_anchors_are_the_best_classical_depths_and_the_best_plan_that_divides_th
     others = [c for c in got if c not in classical]
     assert len(others) == 1 and set(others[0].names) != {"strassen-winograd"}
     assert all(4096 % math.prod(d.format[i] for d in others[0].decomps) == 0 for i in range(3))  # no 3 in it
+
+
+def test_the_classical_anchors_are_measured_in_every_layout_the_other_in_one():
+    request = TuneRequest(shape=(4096,) * 3, max_levels=3, min_leaf=256, variants=("lowmem", "fused", "parallel"))
+    w = ("strassen-winograd", catalogue.resolve("strassen-winograd"))
+    t = ("alphatensor:4,4,4", catalogue.resolve("alphatensor:4,4,4"))
+    structures = tuning.level_structures([w, t], [w], request.shape, request)
+    got = tuning.anchors(structures, _FlopModel(), request)
+    classical = [c for c in got if set(c.names) == {"strassen-winograd"}]
+    assert sorted((len(c.names), c.variant) for c in classical) == sorted(
+        (depth, v) for depth in (2, 3) for v in request.variants)
+    others = [c for c in got if c not in classical]
+    assert len(others) == 1 and len({c.identity for c in got}) == len(got)
+
+
+def test_records_of_an_earlier_run_get_the_models_prediction():
+    w = catalogue.resolve("strassen-winograd")
+    request = TuneRequest(shape=(4096,) * 3)
+    earlier = tuning.Candidate((w, w), ("strassen-winograd",) * 2, math.nan, math.nan, "fused")
+    ranked = tuning.Candidate((w,), ("strassen-winograd",), 1.0, 2.0)
+    got = tuning.predicted([tuning.Measured(earlier, 1.2, 1.0, 1.2, None, 7),
+                            tuning.Measured(ranked, 1.1, 1.0, 1.1, None, 8)], _FlopModel(), request)
+    assert got[0].candidate.predicted_speedup == pytest.approx(64 / 49)  # two levels: 49 leaves of an 8th the flops
+    assert got[0].speedup == 1.2 and got[0].record_id == 7 and got[0].candidate.variant == "fused"
+    assert got[1] == tuning.Measured(ranked, 1.1, 1.0, 1.1, None, 8)  # a prediction it has is kept
 
 
 # ---------------------------------------------------------------------- a spec-only chip
