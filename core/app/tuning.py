@@ -381,6 +381,12 @@ class Ranker:
             return predict_plan(list(decomps), self.chip, shape, self.dtype).algorithm_s  # type: ignore[arg-type]
         return self.model.predict_s(list(decomps), self.cutoff, shape, variant, remainder)  # type: ignore[union-attr]
 
+    def candidate(self, decomps: tuple[Decomposition, ...], names: tuple[str, ...], shape: Shape, vendor_s: float,
+                  variant: str = "lowmem", remainder: str = "peel") -> "Candidate":
+        """The plan as a :class:`Candidate` with this ranker's prediction (``vendor_s``: the vendor's time)."""
+        t = self.seconds(decomps, shape, variant, remainder)
+        return Candidate(decomps, names, t, vendor_s / t, variant, remainder)
+
     @property
     def name(self) -> str:
         return f"analytic TPU model of {self.chip.name}" if self.chip is not None else self.model.name  # type: ignore[union-attr]
@@ -394,8 +400,7 @@ def rank_candidates(structures: Sequence[tuple[tuple[str, Decomposition], ...]],
     for levels in structures:
         decomps = tuple(d for _, d in levels)
         for variant, remainder in layouts(decomps, shape, variants, ranker.chip is not None):
-            t = ranker.seconds(decomps, shape, variant, remainder)
-            out.append(Candidate(decomps, tuple(n for n, _ in levels), t, vendor / t, variant, remainder))
+            out.append(ranker.candidate(decomps, tuple(n for n, _ in levels), shape, vendor, variant, remainder))
     out.sort(key=lambda c: (c.predicted_s, c.names))
     return out, vendor
 
@@ -633,7 +638,9 @@ def anchors(structures: Sequence[tuple[tuple[str, Decomposition], ...]], model: 
     out = []
     for group, count, every_layout in ((classical, 2, True), (dividing, 1, False)):
         taken: dict[tuple[str, ...], set[str]] = {}  # distinct plans, best first -> the layouts taken
-        for c in _rank(group, model, request, PROXY_KEEP, factor)[0] if group else []:
+        if not group:
+            continue
+        for c in _rank(group, model, request, PROXY_KEEP, factor)[0]:
             plan = identity(c.decomps, "lowmem")
             if plan not in taken and len(taken) < count:
                 taken[plan] = set()
@@ -852,8 +859,7 @@ def predicted(measured: Sequence[Measured], model: object, request: TuneRequest)
     for m in measured:
         c = m.candidate
         if math.isnan(c.predicted_s):
-            t = ranker.seconds(c.decomps, request.shape, c.variant, c.remainder)
-            m = replace(m, candidate=replace(c, predicted_s=t, predicted_speedup=vendor / t))
+            m = replace(m, candidate=ranker.candidate(c.decomps, c.names, request.shape, vendor, c.variant, c.remainder))
         out.append(m)
     return out
 
