@@ -19,6 +19,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -281,12 +282,28 @@ class Store:
                 f"knows (up to {len(MIGRATIONS)}); upgrade fmmforge, or set FMMFORGE_HOME to another directory"
             )
 
+    @staticmethod
+    def _use_wal(conn: sqlite3.Connection, wait_s: float = 60.0) -> None:
+        """Switch a new store to WAL journaling. The switch needs the database to itself and SQLite
+        does not wait for it as busy_timeout waits for a transaction: a second process creating the
+        store at the same moment got "database is locked" at once (tests/test_store.py's two
+        writers, 2 runs in 5 on 2026-12-03). So a locked switch is retried for ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
+
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version >= len(MIGRATIONS):
             return
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._use_wal(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]  # another writer may have won
