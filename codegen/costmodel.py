@@ -261,15 +261,14 @@ def _fused_level(d: Decomposition, mode: str) -> object:
 def fused_level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int) -> tuple[Features, dict[str, int]]:
     """The compiled passes of one level of ``d``'s fused schedule (codegen.fused.fused_level) in
     ``mode`` at ``block`` = (bm, bk, bn), and its products' modes (mode -> count): per group one
-    pass per side reading each input block its sums use once and writing each sum once, then the
+    pass per side moving the blocks :meth:`codegen.fused.Group.moved` counts, then the
     C update reading each product it combines (homed in C or in a workspace) once and writing each
     C block it reaches once (reading it too in ``acc`` mode)."""
     lv = _fused_level(d, mode)
     bm, bk, bn = block
     elements = 0
     for g in lv.groups:  # type: ignore[attr-defined]
-        for sums, size in ((g.a_sums, bm * bk), (g.b_sums, bk * bn)):
-            elements += (len({i for s in sums for i, _ in s}) + len(sums)) * size
+        elements += g.moved("A") * bm * bk + g.moved("B") * bk * bn
     outputs = [t for t in lv.combine if t is not None]  # type: ignore[attr-defined]
     sources = {src for t in outputs for src, _ in t}
     elements += (len(sources) + len(outputs) * (2 if mode == "acc" else 1)) * bm * bn

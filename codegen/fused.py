@@ -7,7 +7,10 @@ For any decomposition (written from its factor matrices U, V, W, nothing hand-sc
   (:func:`slot_budget` blocks per side, so S and T together hold at most one C of the level); per group ONE numba pass forms all its A-side sums from A's blocks (tile by tile, so
   every row segment of the input blocks is read once from memory and stays in L1 while all sums
   that use it are formed) and ONE forms all its B-side sums; a one-block side is a view and its
-  coefficient, like the first coefficient of every sum, is folded into the product's alpha;
+  coefficient, like the first coefficient of every sum, is folded into the product's alpha; the
+  workspace slots keep their sums across the groups of a call, so a sum still held is not formed
+  again and a new one may extend a held one (S4 = A12 - S2 of Winograd, reading two blocks, not
+  four), and a sum may extend one formed earlier in the same pass (from L1: fewer operations);
 * ``set`` (C = ...): a product with several outputs is computed straight into one of its C blocks
   that nobody else claimed (its *home*; no workspace) or else into a workspace slot of P; then ONE
   numba pass over the products writes every C block (the homed products are read, tile by tile,
@@ -45,12 +48,25 @@ Terms = tuple[tuple[int, Fraction], ...]
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a product: a block view (``slot`` None) or sum ``slot`` of the group's workspace;
+    """One side of a product: a block view (``slot`` None) or ``slot`` of the side's workspace;
     ``scale`` is folded into the product's alpha."""
 
     block: int
     slot: int | None
     scale: Fraction
+
+
+Source = tuple[str, int]  # ("X", block of the operand) or ("W", slot of the workspace, as it is then)
+
+
+@dataclass(frozen=True)
+class Formed:
+    """A sum written into workspace ``slot``: Σ coef · source, the sources read as they are when the
+    sum is formed (a slot written earlier in the same pass holds its new value); a term reading
+    ``slot`` itself comes first (the pass writes the slot over it, element by element)."""
+
+    slot: int
+    terms: tuple[tuple[Source, Fraction], ...]
 
 
 @dataclass(frozen=True)
@@ -67,11 +83,24 @@ class Gemm:
 
 @dataclass(frozen=True)
 class Group:
-    """Sums formed in one pass per side (normalised: first coefficient 1), then the gemms."""
+    """Sums formed in one pass per side (their values normalised: first coefficient 1; a sum that a
+    slot still holds from an earlier group of the call is not formed again), then the gemms."""
 
-    a_sums: tuple[Terms, ...]
-    b_sums: tuple[Terms, ...]
+    a_sums: tuple[Formed, ...]
+    b_sums: tuple[Formed, ...]
     gemms: tuple[Gemm, ...]
+
+    def moved(self, side: str) -> int:
+        """Blocks the side's pass reads from memory and writes: each operand block and each slot
+        value from before the pass that it reads once (a row segment stays in L1 while every sum
+        of the pass that uses it is formed), each sum once."""
+        formed = self.a_sums if side == "A" else self.b_sums
+        written: set[int] = set()
+        read: set[Source] = set()
+        for f in formed:
+            read |= {src for src, _ in f.terms if src[0] == "X" or src[1] not in written}
+            written.add(f.slot)
+        return len(read) + len(formed) if formed else 0
 
 
 @dataclass(frozen=True)
@@ -91,7 +120,7 @@ class FusedLevel:
         return self.before + self.after
 
     def slots(self, side: str) -> int:
-        return max((len(g.a_sums if side == "A" else g.b_sums) for g in self.groups), default=0)
+        return 1 + max((f.slot for g in self.groups for f in (g.a_sums if side == "A" else g.b_sums)), default=-1)
 
     def passes(self) -> int:
         """Compiled element-wise passes of the level (each over several blocks at once)."""
@@ -174,36 +203,121 @@ def fused_level(d: Decomposition, mode: str) -> FusedLevel:
         ((c, w),) = outs[r]
         return Gemm(r, a, b, ("C", c), w, "acc")
 
-    def groups(products: list[int]) -> tuple[Group, ...]:
-        found: list[Group] = []
-        a_sums: list[Terms] = []
-        b_sums: list[Terms] = []
-        gemms: list[Gemm] = []
+    keys = {r: [_side_key(_column(mat, r)) for mat in (U, V)] for r in range(R)}
+
+    def partition(products: list[int]) -> list[list[int]]:
+        """Products in order, cut into groups whose distinct sums per side fit ``budget``."""
+        found: list[list[int]] = []
+        sums: tuple[set, set] = (set(), set())
         for r in products:
-            keys = [_side_key(_column(mat, r)) for mat in (U, V)]
-            need_a = not isinstance(keys[0][0], int) and keys[0][0] not in a_sums
-            need_b = not isinstance(keys[1][0], int) and keys[1][0] not in b_sums
-            if gemms and (len(a_sums) + need_a > budget or len(b_sums) + need_b > budget):
-                found.append(Group(tuple(a_sums), tuple(b_sums), tuple(gemms)))
-                a_sums, b_sums, gemms = [], [], []
-            made = []
-            for (key, lead), sums in zip(keys, (a_sums, b_sums)):
-                if isinstance(key, int):
-                    made.append(Side(key, None, lead))
-                    continue
-                if key not in sums:
-                    sums.append(key)
-                made.append(Side(-1, sums.index(key), lead))
-            gemms.append(gemm(r, made[0], made[1]))
-        if gemms:
-            found.append(Group(tuple(a_sums), tuple(b_sums), tuple(gemms)))
-        return tuple(found)
+            need = [k for k, _ in keys[r]]
+            grown = [len(have | ({k} if not isinstance(k, int) else set())) for k, have in zip(need, sums)]
+            if found and found[-1] and max(grown) > budget:
+                found.append([])
+                sums = (set(), set())
+            if not found:
+                found.append([])
+            found[-1].append(r)
+            for k, have in zip(need, sums):
+                if not isinstance(k, int):
+                    have.add(k)
+        return found
 
     first = [r for r in range(R) if r in combined]
     rest = [r for r in range(R) if r not in combined and outs[r]]
+    parts = partition(first + rest) if mode == "acc" else partition(first) + partition(rest)
+    sides = [_slot_plan([[keys[r][s][0] for r in part] for part in parts]) for s in (0, 1)]
+    built = []
+    for g, part in enumerate(parts):
+        gemms = []
+        for r in part:
+            made = []
+            for s in (0, 1):
+                key, lead = keys[r][s]
+                made.append(Side(key, None, lead) if isinstance(key, int) else Side(-1, sides[s][g][1][key], lead))
+            gemms.append(gemm(r, made[0], made[1]))
+        built.append(Group(sides[0][g][0], sides[1][g][0], tuple(gemms)))
     if mode == "acc":  # no homes: everything may run before the combine pass
-        return FusedLevel(mode, groups(first + rest), tuple(combine), (), (), len(in_p))
-    return FusedLevel(mode, groups(first), tuple(combine), groups(rest), tuple(sorted(homes)), len(in_p))
+        return FusedLevel(mode, tuple(built), tuple(combine), (), (), len(in_p))
+    cut = len(partition(first))
+    return FusedLevel(mode, tuple(built[:cut]), tuple(combine), tuple(built[cut:]), tuple(sorted(homes)), len(in_p))
+
+
+def _expression(want: Terms, values: list[Terms | None], fresh: set[int], read: set[Source]
+                ) -> tuple[tuple[tuple[Source, Fraction], ...], int]:
+    """The cheapest way to form the sum ``want`` (terms over blocks) in a pass that has already read
+    ``read``: from blocks alone, or c·(a slot's value) plus blocks. Cost: (new sources read from
+    memory, terms); a slot in ``fresh`` was written earlier in this pass (its value is in L1)."""
+    target = dict(want)
+    best = (tuple((("X", i), c) for i, c in want), None)
+
+    def cost(terms) -> tuple[int, int]:
+        new = {src for src, _ in terms if src not in read and not (src[0] == "W" and src[1] in fresh)}
+        return len(new), len(terms)
+
+    best_cost = cost(best[0])
+    for k, value in enumerate(values):
+        if value is None:
+            continue
+        held = dict(value)
+        for i in held.keys() & target.keys():
+            c = target[i] / held[i]
+            rest = {j: target.get(j, 0) - c * held.get(j, 0) for j in target.keys() | held.keys()}
+            terms = ((("W", k), c),) + tuple((("X", j), v) for j, v in sorted(rest.items()) if v != 0)
+            if cost(terms) < best_cost:
+                best, best_cost = (terms, k), cost(terms)
+    return best[0], best_cost[0]
+
+
+def _slot_plan(groups: list[list[int | Terms]]) -> list[tuple[tuple[Formed, ...], dict[Terms, int]]]:
+    """For one side of a level, per group (the side keys of its products in order: a block index or
+    a normalised sum): the sums its pass forms and the slot each sum of the group is read from.
+
+    The workspace keeps as many slots as the largest group needs; a slot keeps its value across the
+    groups of a call, so a sum still held is not formed again, and a new sum may be formed from a
+    held one (c·S + blocks) where that reads fewer blocks from memory (as the low-memory schedule's
+    chained sums do, here inside one pass). A slot about to be overwritten is, where there is a
+    choice, the one whose value the later groups can use least."""
+    wanted = [list(dict.fromkeys(k for k in keys if not isinstance(k, int))) for keys in groups]
+    cap = max((len(w) for w in wanted), default=0)
+    values: list[Terms | None] = [None] * cap
+    plan = []
+
+    def future_use(value: Terms, after: int) -> int:
+        """Blocks the later groups' sums would save by being formed from ``value``."""
+        saved = 0
+        for later in wanted[after:]:
+            if value in later:
+                return 1 << 20  # needed as it is: worth keeping above all
+            for s in later:
+                direct = len(s)
+                via = len(_expression(s, [value], set(), set())[0])
+                saved += max(0, direct - via)
+        return saved
+
+    for g, sums in enumerate(wanted):
+        slot_of = {s: k for k, s in enumerate(values) if s in sums}
+        free = [k for k in range(cap) if values[k] not in sums]
+        formed: list[Formed] = []
+        fresh: set[int] = set()
+        read: set[Source] = set()
+        for s in sums:
+            if s in slot_of:
+                continue
+            terms, _ = _expression(s, values, fresh, read)
+            own = [k for k in free if terms[0][0] == ("W", k)]  # in place over the value it extends
+            others_needed = {src[1] for src, _ in terms if src[0] == "W"}
+            choice = own or sorted((k for k in free if k not in others_needed),
+                                   key=lambda k: (values[k] is not None, future_use(values[k], g + 1) if values[k] else 0, k))
+            k = choice[0]
+            free.remove(k)
+            formed.append(Formed(k, terms))
+            read |= {src for src, _ in terms}
+            values[k] = s
+            fresh.add(k)
+            slot_of[s] = k
+        plan.append((tuple(formed), slot_of))
+    return plan
 
 
 def _csr(sums: tuple[Terms, ...]) -> str:
@@ -215,6 +329,13 @@ def _csr(sums: tuple[Terms, ...]) -> str:
             coef.append(_num(c))
         indptr.append(len(idx))
     return f"({tuple(indptr)!r}, {tuple(idx)!r}, ({', '.join(coef)}{',' if len(coef) == 1 else ''}))"
+
+
+def _sums_table(sums: tuple[Formed, ...], n_blocks: int) -> str:
+    """(slots, (indptr, idx, coef)) of a pass's sums, as text: sum o is written into slot slots[o];
+    a source below ``n_blocks`` is that block of the operand, ``n_blocks + k`` is slot k as it is then."""
+    csr = _csr(tuple(tuple((src[1] if src[0] == "X" else n_blocks + src[1], c) for src, c in f.terms) for f in sums))
+    return f"({tuple(f.slot for f in sums)!r}, {csr})"
 
 
 def _grid(rows: int, cols: int) -> str:
@@ -266,8 +387,9 @@ def _level_function(stem: str, label: str, d: Decomposition, lv: FusedLevel, com
                                         (g.b_sums, "B", "T", "bk, bn", _grid(m, p))):
             if sums:
                 tname = f"{name.upper()}_{where}{k}_{X}"
-                tables.append(f"{tname} = ({grid}, {_csr(sums)})  # {len(sums)} sums of {X}'s blocks")
-                L.append(f"    _fused_sums({X}, {dims}, {ws}, {tname})  # all {len(sums)} {X}-side sums, one pass")
+                tables.append(f"{tname} = ({grid}, {_sums_table(sums, n * m if X == 'A' else m * p)})  "
+                              f"# {len(sums)} sums of {X}'s blocks")
+                L.append(f"    _fused_sums({X}, {dims}, {ws}, {tname})  # {len(sums)} {X}-side sums, one pass")
         for gm in g.gemms:
             L.append(f"    # {comments[gm.term]}")
             coef = gm.coef * gm.a.scale * gm.b.scale

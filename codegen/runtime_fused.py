@@ -26,21 +26,28 @@ import torch
 TILE = 512  # columns of a row segment formed at once (TILE elements of every input block in L1)
 
 
-def _sums_py(X, ld, rows, cols, br, bc, indptr, idx, coef, out):
-    """out[o, i, j] = Σ_t coef[t] · X[(br[idx[t]]·rows + i)·ld + bc[idx[t]]·cols + j] (``out``: slots × rows × cols).
+def _sums_py(X, ld, rows, cols, br, bc, slots, indptr, idx, coef, out):
+    """out[slots[o], i, j] = Σ_t coef[t] · source idx[t] at (i, j) for each sum o in order, where a
+    source a below ``len(br)`` is X's block (br[a], bc[a]) — element X[(br[a]·rows + i)·ld +
+    bc[a]·cols + j] — and a source ``len(br) + k`` is out[k] as it is when sum o is formed (a slot
+    written by an earlier sum of the pass holds its new value; a sum reading its own slot reads it
+    as its first term). ``out``: the workspace, slots × rows × cols.
 
     Every inner loop runs over a slice from index 0 (no negative-index wraparound to test), which is
     what lets LLVM vectorise the accumulating loops too."""
-    n_out = out.shape[0]
+    n_blk = br.shape[0]
     for i in numba.prange(rows):
         for j0 in range(0, cols, TILE):
             w = min(TILE, cols - j0)
-            for o in range(n_out):
-                dst = out[o, i, j0:j0 + w]
+            for o in range(slots.shape[0]):
+                dst = out[slots[o], i, j0:j0 + w]
                 for t in range(indptr[o], indptr[o + 1]):
                     a = idx[t]
-                    base = (br[a] * rows + i) * ld + bc[a] * cols + j0
-                    x = X[base:base + w]
+                    if a < n_blk:
+                        base = (br[a] * rows + i) * ld + bc[a] * cols + j0
+                        x = X[base:base + w]
+                    else:
+                        x = out[a - n_blk, i, j0:j0 + w]
                     c = coef[t]
                     if t == indptr[o]:
                         for j in range(w):
@@ -131,13 +138,13 @@ def _sleeping_pool():
 
 
 def _fused_sums(X, rows, cols, out, table):
-    """out[:k] = the k sums of X's rows×cols blocks that ``table`` names (((block rows), (block
-    columns)), (indptr, idx, coef))), in one compiled pass."""
-    (br, bc), (indptr, idx, coef) = table
+    """Sums of X's rows×cols blocks into slots of the workspace ``out``, as ``table`` names them
+    (((block rows), (block columns)), (slots, (indptr, idx, coef)))), in one compiled pass."""
+    (br, bc), (slots, (indptr, idx, coef)) = table
     flat, ld = _flat(X)
     sums = _passes()[0]
-    sums(flat, ld, rows, cols, np.array(br, np.int64), np.array(bc, np.int64), np.array(indptr, np.int64),
-         np.array(idx, np.int64), np.array(coef, flat.dtype), out[: len(indptr) - 1].numpy())
+    sums(flat, ld, rows, cols, np.array(br, np.int64), np.array(bc, np.int64), np.array(slots, np.int64),
+         np.array(indptr, np.int64), np.array(idx, np.int64), np.array(coef, flat.dtype), out.numpy())
 
 
 def _fused_combine(C, rows, cols, P, table, accumulate):

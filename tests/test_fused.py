@@ -130,13 +130,83 @@ def test_compiled_sums_pass_forms_every_sum_of_the_blocks():
     sums, _ = runtime_fused._compile()
     A = torch.arange(64.0).reshape(8, 8)
     flat, ld = runtime_fused._flat(A)
-    out = np.empty((2, 4, 4))
-    # out0 = A11 - A22, out1 = A12 + 0.5·A21
-    sums(flat, ld, 4, 4, np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]), np.array([0, 2, 4]),
-         np.array([0, 3, 1, 2]), np.array([1.0, -1.0, 1.0, 0.5]), out)
+    out = np.full((3, 4, 4), 7.0, dtype=np.float32)
+    # slot 2 = A11 - A22, slot 0 = A12 + 0.5·A21; slot 1 is not written
+    sums(flat, ld, 4, 4, np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]), np.array([2, 0]), np.array([0, 2, 4]),
+         np.array([0, 3, 1, 2]), np.array([1.0, -1.0, 1.0, 0.5], np.float32), out)
     blocks = [A[i * 4:(i + 1) * 4, j * 4:(j + 1) * 4].numpy() for i in range(2) for j in range(2)]
-    np.testing.assert_array_equal(out[0], blocks[0] - blocks[3])
-    np.testing.assert_array_equal(out[1], blocks[1] + 0.5 * blocks[2])
+    np.testing.assert_array_equal(out[2], blocks[0] - blocks[3])
+    np.testing.assert_array_equal(out[0], blocks[1] + 0.5 * blocks[2])
+    np.testing.assert_array_equal(out[1], np.full((4, 4), 7.0))
+
+
+def test_compiled_sums_pass_reads_slots_as_they_are_then():
+    # a sum may read a slot written earlier in the same pass (its new value) or extend its own slot
+    # in place (read as the first term): the pass runs tile by tile, so every tile sees that order
+    sums, _ = runtime_fused._compile()
+    A = torch.rand(6, 2 * runtime_fused.TILE + 6, dtype=torch.float64)
+    flat, ld = runtime_fused._flat(A)
+    cols = A.shape[1] // 2
+    X = [A[:3, :cols].numpy(), A[:3, cols:].numpy(), A[3:, :cols].numpy(), A[3:, cols:].numpy()]
+    old = np.random.default_rng(0).random((2, 3, cols))
+    out = old.copy()
+    # slot 0 = X1 + X2 (was old0); slot 1 = 2·slot1 (old) - X3; slot 0 = slot0 (new) - slot1 (new) + X0
+    sums(flat, ld, 3, cols, np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]), np.array([0, 1, 0]),
+         np.array([0, 2, 4, 7]), np.array([1, 2, 5, 3, 4, 5, 0]), np.array([1.0, 1.0, 2.0, -1.0, 1.0, -1.0, 1.0]), out)
+    s0 = X[1] + X[2]
+    s1 = 2 * old[1] - X[3]
+    np.testing.assert_allclose(out[1], s1, rtol=1e-15)
+    np.testing.assert_allclose(out[0], s0 - s1 + X[0], rtol=1e-14)
+
+
+def _replay(lv, side: str, n_blocks: int) -> None:
+    """Replays the slot plan of ``lv``'s side symbolically: every product's side is the sum it needs."""
+    from fractions import Fraction
+
+    d_of = {}  # slot -> {block: coefficient}
+    for g in lv.groups:
+        formed = g.a_sums if side == "A" else g.b_sums
+        for f in formed:
+            value: dict = {}
+            for (kind, i), c in f.terms:
+                for j, v in ({i: Fraction(1)} if kind == "X" else d_of[i]).items():
+                    value[j] = value.get(j, 0) + c * v
+            d_of[f.slot] = {j: v for j, v in value.items() if v != 0}
+            assert all(i < n_blocks for (kind, i), _ in f.terms if kind == "X")
+        for gm in g.gemms:
+            s = gm.a if side == "A" else gm.b
+            if s.slot is not None:
+                yield gm.term, d_of[s.slot]
+
+
+@pytest.mark.parametrize("name", ["strassen-winograd", "strassen", "laderman", "strassen*strassen",
+                                  "alphatensor:3,4,5", "alphatensor:4,4,4", "strassen-winograd*strassen"])
+@pytest.mark.parametrize("mode", ["set", "acc"])
+def test_slot_plan_gives_every_product_its_sum(name, mode):
+    from fmmforge.codegen.fused import _column, _normalised
+
+    from fmmforge.core.catalogue import resolve
+
+    d = resolve(name)
+    n, m, p = d.format
+    U, V, W = d.factors()
+    lv = fused_level(d, mode)
+    for side, mat, blocks in (("A", U, n * m), ("B", V, m * p)):
+        seen = set()
+        for r, value in _replay(lv, side, blocks):
+            assert tuple(sorted(value.items())) == _normalised(_column(mat, r))[0]
+            seen.add(r)
+        assert seen == {r for r in range(d.rank) if len(_column(mat, r)) > 1 and _column(W, r)}
+
+
+def test_winograd_sums_are_chained_inside_a_pass_and_kept_across_groups():
+    # set: S1 = A21 + A22 and S2 = A11 - S1 in one pass (5 blocks moved), S3 in its own pass
+    # (3), S4 = A12 - S2 from the slot S2 still holds after the combine (3): 11 block passes per
+    # side, against 13 when every group formed its sums from the blocks
+    lv = fused_level(make_plan("strassen-winograd", 1)[1][0], "set")
+    assert [g.moved("A") for g in lv.groups] == [5, 3, 3]
+    assert [g.moved("B") for g in lv.groups] == [5, 3, 3]
+    assert lv.slots("A") == lv.slots("B") == 2
 
 
 def test_fused_variant_is_refused_off_the_cpu_and_for_numpy():
