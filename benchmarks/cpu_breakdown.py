@@ -68,14 +68,27 @@ _ALLOCATE = "return torch.empty(shape, dtype=like.dtype, device=like.device)"
 _ALLOCATE_FILLED = "return torch.rand(shape, dtype=like.dtype, device=like.device)  # leaves-only: no denormals"
 
 
+# helpers whose call lines are passes (clocked or removed as one): the lines in their bodies are not
+_PASS_HELPERS = re.compile(r"^def _fused_(sums|combine)\(")
+
+
+def pass_lines(source: str) -> list[tuple[str, re.Match | None]]:
+    """Each line of ``source`` with its :data:`_PASS_LINE` match, None inside a pass helper's body."""
+    out, inside = [], False
+    for line in source.splitlines():
+        if line.startswith("def "):
+            inside = bool(_PASS_HELPERS.match(line))
+        out.append((line, None if inside else _PASS_LINE.match(line)))
+    return out
+
+
 def strip_passes(source: str) -> tuple[str, int]:
     """The module source with every element-wise pass replaced by ``pass``, and its workspaces
     filled with random numbers when allocated (:data:`_ALLOCATE`); and how many passes there were."""
     if _ALLOCATE not in source:
         raise ValueError("the kernel source has no torch workspace allocation to fill: strip_passes needs a torch kernel")
     out, n = [], 0
-    for line in source.replace(_ALLOCATE, _ALLOCATE_FILLED).splitlines():
-        m = _PASS_LINE.match(line)
+    for line, m in pass_lines(source.replace(_ALLOCATE, _ALLOCATE_FILLED)):
         if m:
             out.append(f"{m.group(1)}pass  # removed: {m.group(2)}")
             n += 1
@@ -104,8 +117,7 @@ def instrument(source: str, name: str) -> tuple[types.ModuleType, dict[str, floa
     dict the clocks add their seconds to (phases ``leaves``, ``A``, ``B``, ``C``; zero it between
     calls). The module still computes C = A·B."""
     out = []
-    for line in source.splitlines():
-        m = _PASS_LINE.match(line)
+    for line, m in pass_lines(source):
         if m:
             phase = _pass_phase(m.group(2))
             line = f"{m.group(1)}_t0 = _clock(); {m.group(2)}; _spent[{phase!r}] += _clock() - _t0"
@@ -198,6 +210,8 @@ def phases_main(cases: list[tuple[str, int, int]], variants: list[str], rounds: 
                                              f"phases_{variant}")
             if serial == "serial" and base_variant == "fused":  # experiment: the passes on one core, no pool
                 mod._passes = serial_passes
+            if serial == "numba" and base_variant == "fused":  # experiment: the sums in the compiled pass
+                mod.SUMS_PASS = "numba"
             C = outs[variant] = torch.empty(n, n)
             err = float((mod.matmul(A, B, out=C).double() - exact).abs().max())
             if not err < 1e-2:
@@ -317,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=5, help="interleaved samples per comparison")
     ap.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     ap.add_argument("--variant", default="", help="comma-separated plan variants (lowmem, fused; fused-serial: the fused "
-                                                   "passes without numba's pool): print the phase "
+                                                   "passes without numba's pool; fused-numba: the fused sums in "
+                                                   "one compiled pass, not torch's): print the phase "
                                                    "split of each, timed interleaved, instead of the bound table")
     ap.add_argument("--task-parallel", default="", metavar="N,N",
                     help="instead: 7 leaf gemms of N^3 one after another vs on single-threaded workers, interleaved")

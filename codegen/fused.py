@@ -10,7 +10,13 @@ For any decomposition (written from its factor matrices U, V, W, nothing hand-sc
   coefficient, like the first coefficient of every sum, is folded into the product's alpha; the
   workspace slots keep their sums across the groups of a call, so a sum still held is not formed
   again and a new one may extend a held one (S4 = A12 - S2 of Winograd, reading two blocks, not
-  four), and a sum may extend one formed earlier in the same pass (from L1: fewer operations);
+  four), and a sum may extend one formed earlier in the same pass. The sums are formed by torch,
+  one pass per term after the first two, unless the kernel's ``SUMS_PASS`` is "numba" (all sums of
+  a group in one compiled pass, tile by tile): on the project's Intel Xeon (2 cores) the compiled
+  pass, at the bandwidth of torch's passes when timed alone, ran ~1.3x slower per block inside a
+  kernel (between MKL gemms), so torch's passes won: W L2 at 8192 1.181x against 1.157x, W L3 at
+  8192 1.150x against 1.104x, W L2 at 4096 1.036x against 1.020x (benchmarks/cpu_breakdown.py
+  --variant lowmem,fused,fused-numba, 2026-12-03);
 * ``set`` (C = ...): a product with several outputs is computed straight into one of its C blocks
   that nobody else claimed (its *home*; no workspace) or else into a workspace slot of P; then ONE
   numba pass over the products writes every C block (the homed products are read, tile by tile,
@@ -488,6 +494,7 @@ def emit_fused(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
               f"CUTOFF = {plan.cutoff}  # blocks smaller than this go to the vendor gemm",
               f"FORMATS = {[tuple(x.format) for x in decomps]!r}  # <n,m,p> block counts of each level",
               f"TILE = {runtime_fused.TILE}  # columns of a row segment formed at once",
+              f"SUMS_PASS = {runtime_fused.SUMS_PASS!r}  # the sums: torch passes, or 'numba' (one compiled pass)",
               "", "# The compiled passes: their source, compiled once per process and shared by every kernel with it.",
               f"_FUSED_NAME = 'fmmforge_fused_{digest}'", f"_FUSED_SOURCE = {fused_source!r}",
               "", "", thread_caches(False).rstrip(), "", "", backend_runtime(runtime_torch).rstrip(), "", "",

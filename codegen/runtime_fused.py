@@ -24,6 +24,9 @@ import numpy as np
 import torch
 
 TILE = 512  # columns of a row segment formed at once (TILE elements of every input block in L1)
+# How a fused kernel forms its sums: "torch" (a torch pass per term; measured faster inside a kernel on
+# the project's CPU, see codegen/fused.py) or "numba" (all sums of a group in one compiled pass).
+SUMS_PASS = "torch"
 
 
 def _sums_py(X, ld, rows, cols, br, bc, slots, indptr, idx, coef, out):
@@ -139,12 +142,34 @@ def _sleeping_pool():
 
 def _fused_sums(X, rows, cols, out, table):
     """Sums of X's rows×cols blocks into slots of the workspace ``out``, as ``table`` names them
-    (((block rows), (block columns)), (slots, (indptr, idx, coef)))), in one compiled pass."""
+    (((block rows), (block columns)), (slots, (indptr, idx, coef)))): by torch, one element-wise
+    pass per term after the first two (what measures faster on the project's CPU inside a kernel:
+    codegen/fused.py), or, with ``SUMS_PASS = "numba"``, all in one compiled pass."""
     (br, bc), (slots, (indptr, idx, coef)) = table
-    flat, ld = _flat(X)
-    sums = _passes()[0]
-    sums(flat, ld, rows, cols, np.array(br, np.int64), np.array(bc, np.int64), np.array(slots, np.int64),
-         np.array(indptr, np.int64), np.array(idx, np.int64), np.array(coef, flat.dtype), out.numpy())
+    if SUMS_PASS == "numba":  # noqa: F821 - the kernel's, beside it
+        flat, ld = _flat(X)
+        _passes()[0](flat, ld, rows, cols, np.array(br, np.int64), np.array(bc, np.int64), np.array(slots, np.int64),
+                     np.array(indptr, np.int64), np.array(idx, np.int64), np.array(coef, flat.dtype), out.numpy())
+        return
+    n_blk = len(br)
+    for o, k in enumerate(slots):
+        terms = [(X[br[a] * rows:(br[a] + 1) * rows, bc[a] * cols:(bc[a] + 1) * cols] if a < n_blk else out[a - n_blk],
+                  coef[t]) for t, a in zip(range(indptr[o], indptr[o + 1]), idx[indptr[o]:indptr[o + 1]])]
+        dst = out[k]  # a term reading slot k itself is the first: every pass below reads it before writing
+        (x0, c0), rest = terms[0], terms[1:]
+        if not rest:
+            torch.mul(x0, c0, out=dst)
+            continue
+        (x1, c1), rest = rest[0], rest[1:]
+        if c0 == 1:
+            torch.add(x0, x1, alpha=c1, out=dst)
+        elif c1 == 1:
+            torch.add(x1, x0, alpha=c0, out=dst)
+        else:
+            torch.mul(x0, c0, out=dst)
+            dst.add_(x1, alpha=c1)
+        for x, c in rest:
+            dst.add_(x, alpha=c)
 
 
 def _fused_combine(C, rows, cols, P, table, accumulate):

@@ -242,3 +242,12 @@ def test_tune_compares_with_every_hand_picked_plan_of_cpu_speedup_in_every_layou
     expected = {("strassen", 2, "lowmem"), *((SW, 1, v) for v in ("lowmem", "fused", "parallel")),
                 *((SW, 2, v) for v in ("lowmem", "fused", "parallel")), (SW, 3, "lowmem")}
     assert set(tune.hand_picked(4096)) == expected and len(tune.hand_picked(4096)) == len(expected)
+
+
+def test_tune_margin_pairs_the_rounds():
+    # a is 2 % faster than b in every round although the rounds drift by 10 %: the paired margin
+    # says +2.0 % in 3 of 3 rounds, whatever the spread of the medians
+    tune = _script("tune")
+    a_times, b_times = [1.0, 1.1, 0.95], [1.02, 1.122, 0.969]
+    line = tune.versus("x", (1.1, 1.0, 1.2, a_times), (1.08, 1.0, 1.2, b_times))
+    assert "margin per round +2.0 % (+2.0 to +2.0 %, 3 of 3 rounds faster)" in line

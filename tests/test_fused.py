@@ -47,6 +47,29 @@ def test_fused_kernels_equal_the_reference_within_the_error_bound(name, levels, 
         assert err <= error_bound(K, decomps, dtype), (M, K, N, err)
 
 
+@pytest.mark.parametrize("name,levels", SCHEMES)
+def test_fused_kernels_with_the_compiled_sums_pass_equal_the_reference(name, levels):
+    # the sums in one numba pass per group (SUMS_PASS = "numba", the kernel's other way) compute
+    # the same product as the torch passes, on every shape
+    kernel, decomps = _fused(name, levels, "float64")
+    mod = kernel.module()
+    assert mod.SUMS_PASS == "torch"
+    rng = np.random.default_rng(5)
+    try:
+        for M, K, N in SHAPES:
+            A = torch.from_numpy(rng.uniform(-1, 1, (M, K)))
+            B = torch.from_numpy(rng.uniform(-1, 1, (K, N)))
+            mod.SUMS_PASS = "torch"
+            by_torch = mod.matmul(A, B)
+            mod.SUMS_PASS = "numba"
+            by_numba = mod.matmul(A, B)
+            exact = A @ B
+            for C in (by_torch, by_numba):
+                assert float((C - exact).abs().max()) <= error_bound(K, decomps, "float64"), (M, K, N)
+    finally:
+        mod.SUMS_PASS = "torch"
+
+
 def test_fused_kernel_takes_strided_inputs_and_outputs():
     kernel, _ = _fused("strassen-winograd", 2, "float64")
     rng = np.random.default_rng(4)

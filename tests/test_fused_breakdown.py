@@ -69,3 +69,17 @@ def test_phase_rounds_attribute_the_unclocked_rest_to_overhead():
         assert split["leaves"] == 0.5 and split["A"] == 0.25  # zeroed between calls
         assert split["overhead"] == pytest.approx(split["total"] - 0.75)
     assert calls[:4] == ["k", "mm", "mm", "k"]  # the order rotates from round to round
+
+
+def test_passes_inside_the_fused_helpers_are_not_clocked_twice():
+    # _fused_sums forms its sums with torch passes; its call line is clocked as one A or B pass, so
+    # the lines in its body must not be clocked again (they were, as C: negative overhead)
+    bd = _breakdown()
+    plan, decomps = make_plan("strassen-winograd", 1, backend="torch", dtype="float64", device="cpu", variant="fused")
+    source = generate(plan, decomps, backend=get_backend("torch")).source
+    lines = bd.pass_lines(source)
+    body = source[source.index("def _fused_sums("):].split("\ndef ", 1)[0]
+    assert "torch.add(" in body  # the torch sums are there ...
+    matched = [line for line, m in lines if m]
+    assert matched and not [line for line in matched if line in body.splitlines()]  # ... and not matched
+    assert any("_fused_sums(A" in line for line in matched)
