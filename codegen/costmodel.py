@@ -47,8 +47,9 @@ from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import OwnedTables, Store
 
-MODEL_FORMAT = 4  # 2: two bandwidths (cached and streamed passes) and the cache size; 3: a leaf-layout gemm table;
-# 4: the fused variant's passes (their bytes at their own cost)
+MODEL_FORMAT = 5  # 2: two bandwidths (cached and streamed passes) and the cache size; 3: a leaf-layout gemm table;
+# 4: the fused variant's passes (their bytes at their own cost); 5: a fused level's sums are torch
+# passes (cached or streamed bytes), only its C update is fused bytes
 ITEMSIZE = {"float32": 4, "float64": 8}
 Shape = tuple[int, int, int]
 FEATURES = ("gemm_s", "cached_bytes", "streamed_bytes", "fused_bytes", "passes", "calls")
@@ -258,25 +259,35 @@ def _fused_level(d: Decomposition, mode: str) -> object:
     return fused_level(d, mode)
 
 
-def fused_level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int) -> tuple[Features, dict[str, int]]:
-    """The compiled passes of one level of ``d``'s fused schedule (codegen.fused.fused_level) in
-    ``mode`` at ``block`` = (bm, bk, bn), and its products' modes (mode -> count): per group one
-    pass per side moving the blocks :meth:`codegen.fused.Group.moved` counts, then the
-    C update reading each product it combines (homed in C or in a workspace) once and writing each
-    C block it reaches once (reading it too in ``acc`` mode)."""
+def fused_level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int, cache: int
+                       ) -> tuple[Features, dict[str, int]]:
+    """The element-wise passes of one level of ``d``'s fused schedule (codegen.fused.fused_level) in
+    ``mode`` at ``block`` = (bm, bk, bn), and its products' modes (mode -> count). The sums are torch
+    passes (the fused kernels' default, ``SUMS_PASS = "torch"``): a sum of one term is one pass
+    moving two blocks, of t ≥ 2 terms t - 1 passes of three, each cached or streamed as a low-memory
+    pass is. The C update is one compiled pass reading each product it combines (homed in C or in a
+    workspace) once and writing each C block it reaches once (reading it too in ``acc`` mode): its
+    bytes are ``fused_bytes``, at their own cost."""
     lv = _fused_level(d, mode)
     bm, bk, bn = block
-    elements = 0
+    out = Features()
     for g in lv.groups:  # type: ignore[attr-defined]
-        elements += g.moved("A") * bm * bk + g.moved("B") * bk * bn
+        for formed, size in ((g.a_sums, bm * bk), (g.b_sums, bk * bn)):
+            for f in formed:
+                if len(f.terms) == 1:
+                    out = out + element_pass(2 * size * itemsize, cache)
+                else:
+                    out = out + element_pass(3 * size * itemsize, cache).times(len(f.terms) - 1)
     outputs = [t for t in lv.combine if t is not None]  # type: ignore[attr-defined]
-    sources = {src for t in outputs for src, _ in t}
-    elements += (len(sources) + len(outputs) * (2 if mode == "acc" else 1)) * bm * bn
+    if outputs:
+        sources = {src for t in outputs for src, _ in t}
+        elements = (len(sources) + len(outputs) * (2 if mode == "acc" else 1)) * bm * bn
+        out = out + Features(fused_bytes=elements * itemsize, passes=1)
     counts: dict[str, int] = {}
     for g in lv.groups:  # type: ignore[attr-defined]
         for gemm in g.gemms:
             counts[gemm.mode] = counts.get(gemm.mode, 0) + 1
-    return Features(fused_bytes=elements * itemsize, passes=lv.passes()), counts  # type: ignore[attr-defined]
+    return out, counts
 
 
 def parallel_level_passes(d: Decomposition, block: Shape, itemsize: int, cache: int) -> tuple[Features, int]:
@@ -378,7 +389,7 @@ class _Walker:
             return out
         block = (M // n, K // m, N // p)
         if self.variant == "fused":
-            out, counts = fused_level_passes(d, mode, block, self.itemsize)
+            out, counts = fused_level_passes(d, mode, block, self.itemsize, self.cache)
         elif self.variant == "parallel" and level == 0:  # below level 0 it is the low-memory code
             out, products = parallel_level_passes(d, block, self.itemsize, self.cache)
             counts = {"set": products}
