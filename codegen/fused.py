@@ -37,7 +37,8 @@ import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
 
-from fmmforge.codegen import runtime_caches as caches, runtime_fused, runtime_lowmem as lowmem, runtime_pad, runtime_torch
+from fmmforge.codegen import (runtime_caches as caches, runtime_fused, runtime_lowmem as lowmem, runtime_pad,
+                              runtime_parallel, runtime_torch)
 from fmmforge.codegen.emit_python import (_alpha, _num, backend_runtime, block_name, function_names,
                                           level_functions, level_prologue, product_comments, thread_caches)
 from fmmforge.codegen.plan import Plan
@@ -213,25 +214,22 @@ def fused_level(d: Decomposition, mode: str) -> FusedLevel:
 
     def partition(products: list[int]) -> list[list[int]]:
         """Products in order, cut into groups whose distinct sums per side fit ``budget``."""
-        found: list[list[int]] = []
+        found: list[list[int]] = [[]]
         sums: tuple[set, set] = (set(), set())
         for r in products:
-            need = [k for k, _ in keys[r]]
-            grown = [len(have | ({k} if not isinstance(k, int) else set())) for k, have in zip(need, sums)]
-            if found and found[-1] and max(grown) > budget:
+            need = [{k} if not isinstance(k, int) else set() for k, _ in keys[r]]
+            if found[-1] and max(len(have | k) for k, have in zip(need, sums)) > budget:
                 found.append([])
                 sums = (set(), set())
-            if not found:
-                found.append([])
             found[-1].append(r)
             for k, have in zip(need, sums):
-                if not isinstance(k, int):
-                    have.add(k)
-        return found
+                have |= k
+        return found if found[-1] else []
 
     first = [r for r in range(R) if r in combined]
     rest = [r for r in range(R) if r not in combined and outs[r]]
-    parts = partition(first + rest) if mode == "acc" else partition(first) + partition(rest)
+    before = partition(first)
+    parts = partition(first + rest) if mode == "acc" else before + partition(rest)
     sides = [_slot_plan([[keys[r][s][0] for r in part] for part in parts]) for s in (0, 1)]
     built = []
     for g, part in enumerate(parts):
@@ -245,23 +243,23 @@ def fused_level(d: Decomposition, mode: str) -> FusedLevel:
         built.append(Group(sides[0][g][0], sides[1][g][0], tuple(gemms)))
     if mode == "acc":  # no homes: everything may run before the combine pass
         return FusedLevel(mode, tuple(built), tuple(combine), (), (), len(in_p))
-    cut = len(partition(first))
+    cut = len(before)
     return FusedLevel(mode, tuple(built[:cut]), tuple(combine), tuple(built[cut:]), tuple(sorted(homes)), len(in_p))
 
 
 def _expression(want: Terms, values: list[Terms | None], fresh: set[int], read: set[Source]
-                ) -> tuple[tuple[tuple[Source, Fraction], ...], int]:
+                ) -> tuple[tuple[Source, Fraction], ...]:
     """The cheapest way to form the sum ``want`` (terms over blocks) in a pass that has already read
     ``read``: from blocks alone, or c·(a slot's value) plus blocks. Cost: (new sources read from
     memory, terms); a slot in ``fresh`` was written earlier in this pass (its value is in L1)."""
     target = dict(want)
-    best = (tuple((("X", i), c) for i, c in want), None)
+    best = tuple((("X", i), c) for i, c in want)
 
     def cost(terms) -> tuple[int, int]:
         new = {src for src, _ in terms if src not in read and not (src[0] == "W" and src[1] in fresh)}
         return len(new), len(terms)
 
-    best_cost = cost(best[0])
+    best_cost = cost(best)
     for k, value in enumerate(values):
         if value is None:
             continue
@@ -271,8 +269,8 @@ def _expression(want: Terms, values: list[Terms | None], fresh: set[int], read: 
             rest = {j: target.get(j, 0) - c * held.get(j, 0) for j in target.keys() | held.keys()}
             terms = ((("W", k), c),) + tuple((("X", j), v) for j, v in sorted(rest.items()) if v != 0)
             if cost(terms) < best_cost:
-                best, best_cost = (terms, k), cost(terms)
-    return best[0], best_cost[0]
+                best, best_cost = terms, cost(terms)
+    return best
 
 
 def _slot_plan(groups: list[list[int | Terms]]) -> list[tuple[tuple[Formed, ...], dict[Terms, int]]]:
@@ -297,7 +295,7 @@ def _slot_plan(groups: list[list[int | Terms]]) -> list[tuple[tuple[Formed, ...]
                 return 1 << 20  # needed as it is: worth keeping above all
             for s in later:
                 direct = len(s)
-                via = len(_expression(s, [value], set(), set())[0])
+                via = len(_expression(s, [value], set(), set()))
                 saved += max(0, direct - via)
         return saved
 
@@ -310,7 +308,7 @@ def _slot_plan(groups: list[list[int | Terms]]) -> list[tuple[tuple[Formed, ...]
         for s in sums:
             if s in slot_of:
                 continue
-            terms, _ = _expression(s, values, fresh, read)
+            terms = _expression(s, values, fresh, read)
             own = [k for k in free if terms[0][0] == ("W", k)]  # in place over the value it extends
             others_needed = {src[1] for src, _ in terms if src[0] == "W"}
             choice = own or sorted((k for k in free if k not in others_needed),
@@ -500,7 +498,8 @@ def emit_fused(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
               "", "", thread_caches(False).rstrip(), "", "", backend_runtime(runtime_torch).rstrip(), "", "",
               inline(lowmem._level, lowmem._multiples, lowmem._peel, runtime_fused._flat, runtime_fused._passes,
                      runtime_fused._sleeping_pool, runtime_fused._rows_contiguous,
-                     runtime_fused._fused_sums, runtime_fused._fused_combine, runtime_fused._top).rstrip()]
+                     runtime_parallel._combination, runtime_fused._fused_sums, runtime_fused._fused_combine,
+                     runtime_fused._top).rstrip()]
     if plan.remainder == "pad":
         lines += ["", "", runtime_pad.source().rstrip()]
     lines += level_functions(plan, decomps, stems, lambda stem, label, d, mode, comments: _level_function(

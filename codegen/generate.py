@@ -44,8 +44,8 @@ def kernels_dir() -> Path:
 # copied from codegen.runtime, one function pair per distinct algorithm; 6: the fused variant;
 # 7: the fused passes loop from index 0, so they vectorise, and numba's pool sleeps after a pass;
 # 8: the fused sums pass writes named slots and reads held ones, chained sums; 9: the fused sums by torch
-# passes unless SUMS_PASS = "numba").
-EMITTER_REVISION = 9
+# passes unless SUMS_PASS = "numba"; 10: fused and parallel kernels form a torch sum by one _combination).
+EMITTER_REVISION = 10
 # Bumped when the layout of a cache entry changes (2: validation.json records each file's sha256).
 CACHE_FORMAT = 2
 

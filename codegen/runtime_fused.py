@@ -152,24 +152,10 @@ def _fused_sums(X, rows, cols, out, table):
                      np.array(indptr, np.int64), np.array(idx, np.int64), np.array(coef, flat.dtype), out.numpy())
         return
     n_blk = len(br)
-    for o, k in enumerate(slots):
-        terms = [(X[br[a] * rows:(br[a] + 1) * rows, bc[a] * cols:(bc[a] + 1) * cols] if a < n_blk else out[a - n_blk],
-                  coef[t]) for t, a in zip(range(indptr[o], indptr[o + 1]), idx[indptr[o]:indptr[o + 1]])]
-        dst = out[k]  # a term reading slot k itself is the first: every pass below reads it before writing
-        (x0, c0), rest = terms[0], terms[1:]
-        if not rest:
-            torch.mul(x0, c0, out=dst)
-            continue
-        (x1, c1), rest = rest[0], rest[1:]
-        if c0 == 1:
-            torch.add(x0, x1, alpha=c1, out=dst)
-        elif c1 == 1:
-            torch.add(x1, x0, alpha=c0, out=dst)
-        else:
-            torch.mul(x0, c0, out=dst)
-            dst.add_(x1, alpha=c1)
-        for x, c in rest:
-            dst.add_(x, alpha=c)
+    for o, k in enumerate(slots):  # a term reading slot k itself is the first (the slot plan's rule)
+        _combination(out[k], [(X[br[a] * rows:(br[a] + 1) * rows, bc[a] * cols:(bc[a] + 1) * cols] if a < n_blk
+                               else out[a - n_blk], coef[t]) for t, a in enumerate(idx[indptr[o]:indptr[o + 1]],
+                                                                                  indptr[o])])  # noqa: F821
 
 
 def _fused_combine(C, rows, cols, P, table, accumulate):

@@ -112,11 +112,28 @@ def _side(blocks, terms, key, shape):
     if not rest:
         return blocks[first], lead
     X = _ws(key, shape, blocks[first])  # noqa: F821 - runtime_caches, beside it
-    (second, c2), rest = rest[0], rest[1:]
-    torch.add(blocks[first], blocks[second], alpha=c2 / lead, out=X)
-    for i, c in rest:
-        X.add_(blocks[i], alpha=c / lead)
+    _combination(X, [(blocks[i], c / lead) for i, c in terms])
     return X, lead
+
+
+def _combination(dst, terms):
+    """dst = Σ c·x over ``terms`` ((tensor, coefficient), ...) by torch element-wise passes: one for
+    the first two terms, one more for each further term. A term that is ``dst`` itself must come
+    first (every pass reads an element before it writes it)."""
+    (x0, c0), rest = terms[0], terms[1:]
+    if not rest:
+        torch.mul(x0, c0, out=dst)
+        return
+    (x1, c1), rest = rest[0], rest[1:]
+    if c0 == 1:
+        torch.add(x0, x1, alpha=c1, out=dst)
+    elif c1 == 1:
+        torch.add(x1, x0, alpha=c0, out=dst)
+    else:
+        torch.mul(x0, c0, out=dst)
+        dst.add_(x1, alpha=c1)
+    for x, c in rest:
+        dst.add_(x, alpha=c)
 
 
 def _product(r, Ab, Bb, Cb, alpha, written, lock):
@@ -208,6 +225,6 @@ def source() -> str:
             "_POOLS_LOCK = threading.Lock()\n"
             "_CONTROLS = []  # [(omp_set_num_threads, MKL_Set_Num_Threads_Local) or None]\n"
             "_WORKER_CACHES = []  # each worker's per-thread caches\n\n\n"
-            + inline(_thread_controls, _pin_worker, _all_caches, _clear_parallel, _workspace_bytes_parallel, _pool, _side, _product, _wide, _wait, _parallel_level,
+            + inline(_thread_controls, _pin_worker, _all_caches, _clear_parallel, _workspace_bytes_parallel, _pool, _side, _combination, _product, _wide, _wait, _parallel_level,
                      _top_parallel)
             + "\n\n_top = _top_parallel\nclear_workspaces = _clear_parallel\nworkspace_bytes = _workspace_bytes_parallel\n")

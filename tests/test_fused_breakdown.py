@@ -78,7 +78,8 @@ def test_passes_inside_the_fused_helpers_are_not_clocked_twice():
     plan, decomps = make_plan("strassen-winograd", 1, backend="torch", dtype="float64", device="cpu", variant="fused")
     source = generate(plan, decomps, backend=get_backend("torch")).source
     lines = bd.pass_lines(source)
-    body = source[source.index("def _fused_sums("):].split("\ndef ", 1)[0]
+    body = "\n".join(source[source.index(f"def {helper}("):].split("\ndef ", 1)[0]
+                     for helper in ("_fused_sums", "_combination"))  # _fused_sums forms them by _combination
     assert "torch.add(" in body  # the torch sums are there ...
     matched = [line for line, m in lines if m]
     assert matched and not [line for line in matched if line in body.splitlines()]  # ... and not matched
