@@ -56,7 +56,7 @@ DEFAULT_CASES = "strassen-winograd:2:4096,strassen-winograd:3:4096,strassen-wino
 TARGETS = {4096: 1.10, 8192: 1.18, 16384: 1.25}  # issue 14's best-plan targets (benchmarks/cpu_speedup.py)
 # the element-wise passes an emitted torch kernel performs (codegen/emit_python.py writes them so)
 _PASS_LINE = re.compile(r"^(\s+)(torch\.(add|sub|mul)\(.*\bout=\w+\)|\w+\.(add_|sub_|copy_|zero_)\(.*\)"
-                        r"|_fused_(sums|combine)\(.*\)|_combination\(.*\))\s*(#.*)?$")
+                        r"|_fused_(sums|combine)\(.*\)|_combination\(.*\)|_xcomb\(.*\))\s*(#.*)?$")
 
 
 # The kernels' workspace allocation (codegen.runtime_torch._allocate). With the passes gone, nothing
@@ -69,7 +69,8 @@ _ALLOCATE_FILLED = "return torch.rand(shape, dtype=like.dtype, device=like.devic
 
 
 # helpers whose call lines are passes (clocked or removed as one): the lines in their bodies are not
-_PASS_HELPERS = re.compile(r"^def (_fused_sums|_fused_combine|_combination)\(")
+# (_xprod, codegen.runtime_split: a product whose body zeroes the thin strips of uneven blocks)
+_PASS_HELPERS = re.compile(r"^def (_fused_sums|_fused_combine|_combination|_xcomb|_xprod)\(")
 
 
 def pass_lines(source: str) -> list[tuple[str, re.Match | None]]:
@@ -107,6 +108,9 @@ def _pass_phase(call: str) -> str:
     fused = re.match(r"_fused_(sums|combine)\((\w+)", call)
     if fused:
         return {"A": "A", "B": "B"}.get(fused.group(2), "C") if fused.group(1) == "sums" else "C"
+    split = re.match(r"_xcomb\((\w+)", call)  # uneven blocks (codegen.runtime_split): the destination first
+    if split:
+        return {"S": "A", "T": "B"}.get(split.group(1), "C")
     out = re.search(r"\bout=(\w+)", call)
     dst = out.group(1) if out else call.split(".", 1)[0]
     return {"S": "A", "T": "B"}.get(dst.rstrip("0123456789").split("[", 1)[0], "C")

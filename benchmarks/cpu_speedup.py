@@ -101,6 +101,8 @@ CASES = {
         # padding instead: A, B, C copied into zero-bordered 4096 buffers (codegen.runtime_pad)
         ("4095 winograd L2 padded", "4095", SW, 2, (4095,) * 3, "float32", "lowmem", "pad"),
         ("4095 winograd L2 fused padded", "4095", SW, 2, (4095,) * 3, "float32", "fused", "pad"),
+        # uneven blocks: 2048 and 2047, then 1024 and 1023, treated as zero-bordered (codegen.runtime_split)
+        ("4095 winograd L2 split", "4095", SW, 2, (4095,) * 3, "float32", "lowmem", "split"),
         ("8192 winograd L2 float64", "float64", SW, 2, (8192,) * 3, "float64"),
         ("8192 winograd L3 float64", "float64", SW, 3, (8192,) * 3, "float64"),
         ("8192 winograd L2 float64 fused", "float64", SW, 2, (8192,) * 3, "float64", "fused"),
@@ -182,7 +184,7 @@ def case_plan(case: tuple) -> tuple[str, int, str, str]:
 
 
 def case_remainder(case: tuple) -> str:
-    """What a case's size gets where it does not divide: "peel" (the default) or "pad"."""
+    """What a case's size gets where it does not divide: "peel" (the default), "pad" or "split"."""
     return case[7] if len(case) > 7 else "peel"
 
 

@@ -339,7 +339,7 @@ def run_bench(algos: list[str], levels: list[int], sizes: list[Size], *, backend
               variant: str = "lowmem", memory_check: bool = True, remainder: str = "peel") -> list[BenchRow]:
     """Measure every (algorithm, levels) plan at every size; ``variant`` is the code layout
     (``"lowmem"``, ``"batched"`` or ``"fused"``) and ``remainder`` what a size that does not divide
-    gets (``"peel"`` or ``"pad"``), see :func:`fmmforge.codegen.plan.make_plan`.
+    gets (``"peel"``, ``"pad"`` or ``"split"``), see :func:`fmmforge.codegen.plan.make_plan`.
 
     The largest size is checked against the device's available memory before anything runs
     (each measurement checks its own size again with its kernel's workspace)."""

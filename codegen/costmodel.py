@@ -239,12 +239,15 @@ def _block_elements(kind: str, bm: int, bk: int, bn: int) -> int:
     return {"A": bm * bk, "S": bm * bk, "B": bk * bn, "T": bk * bn, "C": bm * bn, "P": bm * bn}[kind]
 
 
-def level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int, cache: int) -> Features:
+def level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int, cache: int,
+                 split: bool = False) -> Features:
     """The passes of one level of ``d``'s schedule in ``mode`` at block size ``block`` = (bm, bk,
     bn), products excluded: a pass whose bytes (its blocks read and written) are at most
-    ``cache`` counts as cached, a larger one as streamed."""
+    ``cache`` counts as cached, a larger one as streamed. ``split``: the schedule for uneven
+    blocks (codegen.runtime_split), priced at the full block size (its strips are a row or a
+    column)."""
     return sum((element_pass(pass_blocks(op) * _block_elements(op.dst.kind, *block) * itemsize, cache)
-                for op in schedule_level(d, mode).ops if not isinstance(op, Product)), Features())
+                for op in schedule_level(d, mode, split=split).ops if not isinstance(op, Product)), Features())
 
 
 def element_pass(moved: int, cache: int) -> Features:
@@ -380,6 +383,9 @@ class _Walker:
             if padded != shape:
                 return self.pad_copies(shape, padded) + self.run(0, "set", padded)
         dm, dk, dn = self.multiples(shape, level)
+        if self.remainder == "split":  # uneven blocks: the rounded-up block size, no fix-ups
+            dm = dk = dn = 1
+            M, K, N = -(-M // n) * n, -(-K // m) * m, -(-N // p) * p
         if M % dm or K % dk or N % dn:
             Mc, Kc, Nc = M - M % dm, K - K % dk, N - N % dn
             out = self.run(level, mode, (Mc, Kc, Nc))
@@ -394,9 +400,10 @@ class _Walker:
             out, products = parallel_level_passes(d, block, self.itemsize, self.cache)
             counts = {"set": products}
         else:
-            out = level_passes(d, mode, block, self.itemsize, self.cache)
+            split = self.remainder == "split"
+            out = level_passes(d, mode, block, self.itemsize, self.cache, split)
             counts = {}
-            for op in schedule_level(d, mode).ops:
+            for op in schedule_level(d, mode, split=split).ops:
                 if isinstance(op, Product):
                     counts[op.mode] = counts.get(op.mode, 0) + 1
         for sub_mode, count in sorted(counts.items()):

@@ -20,7 +20,7 @@ from typing import Callable
 
 from fmmforge.codegen.plan import Plan
 from fmmforge.codegen import (runtime_caches as caches, runtime_lowmem as lowmem, runtime_numpy, runtime_pad,
-                              runtime_parallel, runtime_torch)
+                              runtime_parallel, runtime_split, runtime_torch)
 from fmmforge.codegen.runtime import inline
 from fmmforge.codegen.schedule import Add2, Axpy, LevelSchedule, Operand, Product, Scale, columns, schedule_level
 from fmmforge.core.decomposition import Decomposition
@@ -120,6 +120,10 @@ class PythonDialect:
     def scale(self, dst: str, c: Fraction, x: str) -> list[str]:
         raise NotImplementedError
 
+    def product(self, mode: str, a: str, b: str, dst: str, alpha: str) -> str:
+        """A product of the schedule, by the next level's ``sub_set``/``sub_acc`` (or the leaves)."""
+        return f"sub_{mode}({a}, {b}, {dst}, {alpha}, deeper)"
+
 
 class TorchDialect(PythonDialect):
     def __init__(self) -> None:
@@ -179,15 +183,36 @@ class NumpyDialect(PythonDialect):
         return [f"np.multiply({x}, {_num(c)}, out={dst})"]
 
 
+class SplitTorchDialect(TorchDialect):
+    """torch on uneven, zero-bordered blocks (remainder "split", codegen.runtime_split): every sum
+    and product goes through ``_xcomb``/``_xprod``, which take torch's own path when the blocks are even."""
+
+    def add2(self, dst: str, x: str, c: Fraction, y: str) -> list[str]:
+        return [f"_xcomb({dst}, False, (1.0, {x}), ({_num(c)}, {y}))"]
+
+    def axpy(self, dst: str, c: Fraction, x: str) -> list[str]:
+        return [f"_xcomb({dst}, True, ({_num(c)}, {x}))"]
+
+    def scale(self, dst: str, c: Fraction, x: str) -> list[str]:
+        return [f"_xcomb({dst}, False, ({_num(c)}, {x}))"]
+
+    def product(self, mode: str, a: str, b: str, dst: str, alpha: str) -> str:
+        return f"_xprod(sub_{mode}, {a}, {b}, {dst}, {alpha}, deeper, {mode == 'set'})"
+
+
 DIALECTS = {"torch": TorchDialect(), "numpy": NumpyDialect()}
 
 
-def dialect_for(backend: str) -> PythonDialect:
+def dialect_for(backend: str, remainder: str = "peel") -> PythonDialect:
     """The dialect of ``backend``; a backend this emitter cannot write is one clear error."""
     found = DIALECTS.get(backend)
     if found is None:
         raise FmmforgeError(f"the Python emitter writes kernels for {', '.join(DIALECTS)}, not backend "
                             f"{backend!r}; give the backend its own emit()")
+    if remainder == "split":
+        if backend != "torch":
+            raise FmmforgeError(f"--remainder split is for torch kernels, not backend {backend}; use --remainder peel")
+        return SplitTorchDialect()
     return found
 
 
@@ -218,7 +243,8 @@ def _algorithm_function(stem: str, label: str, d: Decomposition, sched: LevelSch
     computed by the next level's pair (or the leaves)."""
     n, m, p = d.format
     used = {(op_.kind, op_.index) for op in sched.ops for op_ in _operands(op)}
-    L = level_prologue(f"{stem}_{sched.mode}", sched.mode, label, d, used)
+    L = level_prologue(f"{stem}_{sched.mode}", sched.mode, label, d, used,
+                       split=isinstance(dialect, SplitTorchDialect))
     for ws, shape in (("S", "bm, bk"), ("T", "bk, bn"), ("P", "bm, bn")):
         if (ws, -1) in used:
             L.append(f"    {ws} = _ws((level, {ws!r}), ({shape}), A)")
@@ -232,7 +258,7 @@ def _algorithm_function(stem: str, label: str, d: Decomposition, sched: LevelSch
     for op in sched.ops:
         if isinstance(op, Product):
             L.append(f"    # {comments[op.term]}")
-            L.append(f"    sub_{op.mode}({nm(op.a)}, {nm(op.b)}, {nm(op.dst)}, {_alpha(op.coef)}, deeper)")
+            L.append("    " + dialect.product(op.mode, nm(op.a), nm(op.b), nm(op.dst), _alpha(op.coef)))
         elif isinstance(op, Add2):
             L += ["    " + s for s in dialect.add2(nm(op.dst), nm(op.x), op.coef, nm(op.y))]
         elif isinstance(op, Axpy):
@@ -242,9 +268,11 @@ def _algorithm_function(stem: str, label: str, d: Decomposition, sched: LevelSch
     return L
 
 
-def level_prologue(name: str, mode: str, label: str, d: Decomposition, used: set[tuple[str, int]]) -> list[str]:
+def level_prologue(name: str, mode: str, label: str, d: Decomposition, used: set[tuple[str, int]],
+                   split: bool = False) -> list[str]:
     """The start of a level function ``name(A, B, C, alpha, level)``: the leaf below the cut-off,
-    peeling, the next level's pair, the block sizes and a view per block in ``used`` ((kind, index))."""
+    peeling, the next level's pair, the block sizes and a view per block in ``used`` ((kind, index)).
+    ``split``: no peeling; blocks of the rounded-up size, the last ones shorter (codegen.runtime_split)."""
     n, m, p = d.format
     what = "C = alpha·A·B" if mode == "set" else "C += alpha·A·B"
     L = [
@@ -254,13 +282,15 @@ def level_prologue(name: str, mode: str, label: str, d: Decomposition, used: set
         "    N = B.shape[1]",
         f"    if M < {n} * CUTOFF or K < {m} * CUTOFF or N < {p} * CUTOFF:",
         f"        return _leaf_{mode}(A, B, C, alpha)",
-        "    dm, dk, dn = _multiples(M, K, N, level)",
-        "    if M % dm or K % dk or N % dn:",
-        f"        return _peel({name}, _leaf_{mode}, A, B, C, alpha, dm, dk, dn, level)",
-        "    sub_set, sub_acc = _level(level + 1)",
-        "    deeper = level + 1",
-        f"    bm, bk, bn = M // {n}, K // {m}, N // {p}",
     ]
+    if not split:
+        L += ["    dm, dk, dn = _multiples(M, K, N, level)",
+              "    if M % dm or K % dk or N % dn:",
+              f"        return _peel({name}, _leaf_{mode}, A, B, C, alpha, dm, dk, dn, level)"]
+    L += ["    sub_set, sub_acc = _level(level + 1)",
+          "    deeper = level + 1",
+          f"    bm, bk, bn = -(-M // {n}), -(-K // {m}), -(-N // {p})  # the last blocks may be shorter" if split
+          else f"    bm, bk, bn = M // {n}, K // {m}, N // {p}"]
     for kind, rows, cols, rs, cs in (("A", n, m, "bm", "bk"), ("B", m, p, "bk", "bn"), ("C", n, p, "bm", "bn")):
         for idx in range(rows * cols):
             if (kind, idx) not in used:
@@ -305,7 +335,8 @@ def _operands(op) -> list[Operand]:
 
 def emit_python(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
     """(module source, facts: passes per level, workspace elements per C element)."""
-    dialect = dialect_for(plan.backend)
+    dialect = dialect_for(plan.backend, plan.remainder)
+    split = plan.remainder == "split"
     lines = ['"""fmmforge kernel: C = A·B with ' + plan.describe() + ".", ""]
     extra = "threading, ctypes, os, concurrent.futures" if plan.variant == "parallel" else "threading"
     lines.append(f"Generated by fmmforge {__version__}. Standalone: imports only {dialect.library} "
@@ -314,7 +345,7 @@ def emit_python(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
     lines.append("")
     facts: dict = {"levels": []}
     for level, d in enumerate(decomps):
-        s_set, s_acc = schedule_level(d, "set"), schedule_level(d, "acc")
+        s_set, s_acc = schedule_level(d, "set", split=split), schedule_level(d, "acc", split=split)
         n, m, p = d.format
         lines.append(f"Level {level}: {plan.algorithms[level]} <{n},{m},{p}> rank {d.rank}; "
                      f"{s_set.passes} block passes (set), {s_acc.passes} (accumulate); "
@@ -339,8 +370,10 @@ def emit_python(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
         lines += ["", "", parallel_products_table(decomps[0]), "", "", runtime_parallel.source().rstrip()]
     if plan.remainder == "pad":
         lines += ["", "", runtime_pad.source().rstrip()]
+    if plan.remainder == "split":
+        lines += ["", "", runtime_split.source().rstrip()]
     lines += level_functions(plan, decomps, stems, lambda stem, label, d, mode, comments: _algorithm_function(
-        stem, label, d, schedule_level(d, mode), dialect, comments))
+        stem, label, d, schedule_level(d, mode, split=split), dialect, comments))
     # workspace: per level S (bm×bk), T (bk×bn), P (bm×bn) relative to the C at that level
     ws = 0.0
     scale_m = scale_k = scale_n = 1.0

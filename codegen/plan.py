@@ -26,10 +26,13 @@ VARIANT_BACKENDS = {"batched": ("torch",), "fused": ("torch",), "parallel": ("to
 VARIANT_DEVICES = {"fused": ("cpu",), "parallel": ("cpu",)}
 # sizes that do not divide: "peel" (the fast algorithm on the largest core that divides, fix-up
 # gemms for the rest) or "pad" (operands copied into zero-bordered buffers of the next multiples,
-# the fast algorithm on those, the result copied out; torch kernels of the lowmem and fused layouts)
-REMAINDERS = ("peel", "pad")
+# the fast algorithm on those, the result copied out; torch kernels of the lowmem, fused and parallel
+# layouts) or "split" (uneven blocks, the last ones shorter and treated as zero-bordered, without
+# copies or fix-ups: codegen.runtime_split; torch kernels of the lowmem layout)
+REMAINDERS = ("peel", "pad", "split")
 DEFAULT_REMAINDER = "peel"
-REMAINDER_VARIANTS = {"pad": ("lowmem", "fused", "parallel")}
+REMAINDER_VARIANTS = {"pad": ("lowmem", "fused", "parallel"), "split": ("lowmem",)}
+REMAINDER_WORDS = {"pad": ", padded", "split": ", uneven blocks"}  # in a plan's description
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class Plan:
     ``variant`` picks the code layout: ``"lowmem"`` (the default) or ``"batched"`` (torch only).
     It is part of the plan's identity only when it is not the default, so low-memory plans keep
     their keys (and their cached kernels and records). ``remainder`` says what a size that does
-    not divide gets (:data:`REMAINDERS`): peeling (the default, as above) or padding; likewise in
+    not divide gets (:data:`REMAINDERS`): peeling (the default, as above), padding or uneven blocks; likewise in
     the identity only when it is not the default.
     """
 
@@ -67,7 +70,7 @@ class Plan:
         layout = {DEFAULT_VARIANT: "", "batched": " (batched: all leaf products in one bmm)",
                   "fused": " (fused: compiled element-wise passes)",
                   "parallel": " (parallel: level 0's products on single-threaded workers)"}.get(self.variant, f" ({self.variant})")
-        pad = ", padded" if self.remainder == "pad" else ""
+        pad = REMAINDER_WORDS.get(self.remainder, "")
         return (f"{algos}, {self.levels} level{'s' if self.levels != 1 else ''}, cutoff {self.cutoff}{pad}, "
                 f"backend {self.backend}{layout}, {self.dtype} on {self.device}")
 

@@ -184,8 +184,9 @@ def _side(state: dict[int, Coef] | None, terms: dict[int, Coef], kind: str, ws: 
 class _Emitter:
     """Writes the ops product by product; its state (workspace contents, filled C blocks) is small."""
 
-    def __init__(self, cols, n_c: int, mode: Mode) -> None:
+    def __init__(self, cols, n_c: int, mode: Mode, split_p: int = 0) -> None:
         self.cols = cols
+        self.split_p = split_p  # uneven blocks (codegen.runtime_split): C's block columns, else 0
         self.ops: list[Op] = []
         self.s_state: dict[int, Coef] | None = None
         self.t_state: dict[int, Coef] | None = None
@@ -195,7 +196,7 @@ class _Emitter:
     def copy(self, with_ops: bool = True) -> "_Emitter":
         """A copy to try a step on; ``with_ops=False`` starts it with no ops (only its new ones)."""
         other = _Emitter.__new__(_Emitter)
-        other.cols, other.ops = self.cols, list(self.ops) if with_ops else []
+        other.cols, other.ops, other.split_p = self.cols, list(self.ops) if with_ops else [], self.split_p
         other.s_state, other.t_state = self.s_state, self.t_state
         other.filled, other.uses_p = list(self.filled), self.uses_p
         return other
@@ -214,7 +215,7 @@ class _Emitter:
             ops.append(Product(Operand("C", c), a_op, b_op, w, "acc" if filled[c] else "set", r))
             filled[c] = True
             return
-        empty = [(c, w) for c, w in outs if not filled[c]]
+        empty = [(c, w) for c, w in outs if not filled[c] and self._holds(c, outs)]
         if empty:
             c0, w0 = empty[0]
             ops.append(Product(Operand("C", c0), a_op, b_op, w0, "set", r))
@@ -230,8 +231,18 @@ class _Emitter:
         else:
             self.uses_p = True
             ops.append(Product(Operand("P"), a_op, b_op, Fraction(1), "set", r))
-            for c, w in outs:
-                ops.append(Axpy(Operand("C", c), w, Operand("P")))
+            for c, w in outs:  # (an output still empty only with uneven blocks: no empty one could hold it)
+                ops.append((Axpy if filled[c] else Scale)(Operand("C", c), w, Operand("P")))
+                filled[c] = True
+
+    def _holds(self, c0: int, outs) -> bool:
+        """Whether C block ``c0`` can hold a product for its other outputs: always with even blocks;
+        with uneven ones (the last row and column of blocks may be shorter) only when no other
+        output lies above or left of it, so that its extent covers theirs."""
+        if not self.split_p:
+            return True
+        i0, j0 = divmod(c0, self.split_p)
+        return all(divmod(c, self.split_p)[0] >= i0 and divmod(c, self.split_p)[1] >= j0 for c, _ in outs)
 
     def finish(self) -> None:
         for c, done in enumerate(self.filled):
@@ -240,20 +251,20 @@ class _Emitter:
                 self.filled[c] = True
 
 
-def _emit(cols, order: list[int], n_c: int, mode: Mode) -> tuple[list[Op], bool]:
-    e = _Emitter(cols, n_c, mode)
+def _emit(cols, order: list[int], n_c: int, mode: Mode, split_p: int = 0) -> tuple[list[Op], bool]:
+    e = _Emitter(cols, n_c, mode, split_p)
     for r in order:
         e.step(r)
     e.finish()
     return e.ops, e.uses_p
 
 
-def _greedy_order(cols, n_c: int, mode: Mode) -> list[int]:
+def _greedy_order(cols, n_c: int, mode: Mode, split_p: int = 0) -> list[int]:
     """Multi-output products first (they can claim empty C blocks), then by shared sides."""
     us, vs, ws = cols
     remaining = list(range(len(us)))
     order: list[int] = []
-    state = _Emitter(cols, n_c, mode)
+    state = _Emitter(cols, n_c, mode, split_p)
     while remaining:
         best = None
         for r in remaining:
@@ -293,24 +304,28 @@ def estimate_side_passes(d: Decomposition, mode: Mode = "set") -> tuple[int, int
 _CACHE: dict[tuple[str, str, int, int], "LevelSchedule"] = {}
 
 
-def schedule_level(d: Decomposition, mode: Mode, search_steps: int = 400, seed: int = 0) -> LevelSchedule:
-    """The straight-line program for one level of ``d`` (see the module docstring); memoised."""
+def schedule_level(d: Decomposition, mode: Mode, search_steps: int = 400, seed: int = 0,
+                   split: bool = False) -> LevelSchedule:
+    """The straight-line program for one level of ``d`` (see the module docstring); memoised.
+    ``split``: for uneven blocks (codegen.runtime_split), where a C block holds a product for
+    other C blocks only if it is at least as large as each of them."""
     exact = hashlib.sha256(repr((d.target.describe(), d.denominators(),
                                  [(x.shape, x.tobytes()) for x in d.numerators()])).encode()).hexdigest()
-    key = (exact, mode, search_steps, seed)
+    key = (exact, mode, search_steps, seed, split)
     if key not in _CACHE:
-        _CACHE[key] = _schedule_level(d, mode, search_steps, seed)
+        _CACHE[key] = _schedule_level(d, mode, search_steps, seed, split)
     return _CACHE[key]
 
 
-def _schedule_level(d: Decomposition, mode: Mode, search_steps: int, seed: int) -> LevelSchedule:
+def _schedule_level(d: Decomposition, mode: Mode, search_steps: int, seed: int, split: bool = False) -> LevelSchedule:
     if d.format is None or d.field != "Z":
         raise FmmforgeError("codegen needs a matrix-multiplication scheme over Z (rationals)")
     n, m, p = d.format
     cols = columns(d)
     n_c = n * p
-    order = _greedy_order(cols, n_c, mode) if d.rank <= 64 else list(range(d.rank))
-    ops, uses_p = _emit(cols, order, n_c, mode)
+    split_p = p if split else 0
+    order = _greedy_order(cols, n_c, mode, split_p) if d.rank <= 64 else list(range(d.rank))
+    ops, uses_p = _emit(cols, order, n_c, mode, split_p)
     best = (_ops_cost(ops) + (1 if uses_p else 0), order, ops, uses_p)
     rng = random.Random(seed)
     R = d.rank
@@ -324,7 +339,7 @@ def _schedule_level(d: Decomposition, mode: Mode, search_steps: int, seed: int) 
                 cand[i], cand[j] = cand[j], cand[i]
             else:
                 cand.insert(j, cand.pop(i))
-            ops, uses_p = _emit(cols, cand, n_c, mode)
+            ops, uses_p = _emit(cols, cand, n_c, mode, split_p)
             cost = _ops_cost(ops) + (1 if uses_p else 0)
             if cost < best[0]:
                 best = (cost, cand, ops, uses_p)

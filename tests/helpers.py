@@ -31,6 +31,27 @@ def run_threads(target: Callable[..., None], args: Iterable[tuple]) -> None:
         raise errors[0]
 
 
+def wrong_products_from_threads(matmul: Callable, threads: int = 4, calls: int = 5, low: int = 5,
+                                high: int = 40, tol: float = 1e-10) -> list[tuple[int, int, int]]:
+    """Call ``matmul`` on random float64 operands (sizes from ``low`` to ``high``) from ``threads``
+    threads at once, ``calls`` times each; the shapes where it differed from torch by more than ``tol``."""
+    import numpy as np
+    import torch
+
+    wrong: list[tuple[int, int, int]] = []
+
+    def work(seed: int) -> None:
+        g = np.random.default_rng(seed)
+        for _ in range(calls):
+            M, K, N = (int(x) for x in g.integers(low, high, 3))
+            a, b = torch.from_numpy(g.uniform(-1, 1, (M, K))), torch.from_numpy(g.uniform(-1, 1, (K, N)))
+            if float((matmul(a, b) - a @ b).abs().max()) > tol:
+                wrong.append((M, K, N))
+
+    run_threads(work, [(s,) for s in range(threads)])
+    return wrong
+
+
 def one_error(err: str, *words: str) -> str:
     """The single "error: " line of stderr, which must mention each of ``words``."""
     lines = [line for line in err.splitlines() if line.strip()]

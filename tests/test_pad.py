@@ -16,7 +16,7 @@ from fmmforge.core.app.tuning import layouts
 from fmmforge.core.catalogue import resolve
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.plugins import get_backend
-from tests.helpers import one_error, run_threads
+from tests.helpers import one_error, wrong_products_from_threads
 from tests.test_fused import SCHEMES, SHAPES
 
 
@@ -63,18 +63,7 @@ def test_a_padded_kernel_writes_only_cs_elements_and_keeps_its_buffers_per_threa
     kernel.matmul(A, B, out=big[:29, 2:37])
     np.testing.assert_allclose(big[:29, 2:37].numpy(), (A @ B).numpy(), atol=1e-12)
     assert big[29:].abs().max() == 0 and big[:, :2].abs().max() == 0 and big[:, 37:].abs().max() == 0
-    errors: list = []
-
-    def work(seed: int) -> None:
-        g = np.random.default_rng(seed)
-        for _ in range(5):
-            M, K, N = (int(x) for x in g.integers(5, 40, 3))
-            a, b = torch.from_numpy(g.uniform(-1, 1, (M, K))), torch.from_numpy(g.uniform(-1, 1, (K, N)))
-            if float((kernel.matmul(a, b) - a @ b).abs().max()) > 1e-10:
-                errors.append((M, K, N))
-
-    run_threads(work, [(s,) for s in range(4)])
-    assert errors == []
+    assert wrong_products_from_threads(kernel.matmul) == []
 
 
 def test_the_plan_keeps_its_key_when_peeling_and_names_padding():
@@ -83,15 +72,21 @@ def test_the_plan_keeps_its_key_when_peeling_and_names_padding():
     assert "remainder" not in peel.as_dict() and pad.as_dict()["remainder"] == "pad"
     assert peel.key() != pad.key() and plan_from_dict(pad.as_dict()) == pad
     assert "padded" in pad.describe() and "padded" not in peel.describe()
+    split, _ = make_plan("strassen", 1, remainder="split")
+    assert split.as_dict()["remainder"] == "split" and plan_from_dict(split.as_dict()) == split
+    assert "uneven blocks" in split.describe() and split.key() not in (peel.key(), pad.key())
     for kwargs, words in (({"remainder": "trim"}, ["trim", "peel"]), ({"remainder": "pad", "variant": "batched"},
                                                                       ["pad", "batched"]),
-                          ({"remainder": "pad", "backend": "numpy"}, ["pad", "numpy"])):
+                          ({"remainder": "pad", "backend": "numpy"}, ["pad", "numpy"]),
+                          ({"remainder": "split", "variant": "fused"}, ["split", "fused"]),
+                          ({"remainder": "split", "variant": "parallel"}, ["split", "parallel"]),
+                          ({"remainder": "split", "backend": "numpy"}, ["split", "numpy"])):
         with pytest.raises(FmmforgeError) as exc:
             make_plan("strassen", 1, **kwargs)
         assert all(w in str(exc.value) for w in words)
 
 
-def test_the_cost_model_pads_as_the_kernel_does():
+def test_the_cost_model_pads_and_splits_as_the_kernel_does():
     d = resolve("strassen-winograd")
     table = cm.GemmTable({(1, 1, 1): 1e-9})
     padded = cm.features([d, d], 64, (4095,) * 3, "float32", table, remainder="pad")
@@ -101,13 +96,18 @@ def test_the_cost_model_pads_as_the_kernel_does():
     assert padded.streamed_bytes == at_4096.streamed_bytes + copies * 4
     assert padded.passes == at_4096.passes + 3
     assert cm.leaf_shapes([d, d], 64, (4095,) * 3, remainder="pad") == {(1024, 1024, 1024)}
+    # uneven blocks (codegen.runtime_split): the rounded-up blocks, neither copies nor fix-ups
+    split = cm.features([d, d], 64, (4095,) * 3, "float32", table, remainder="split")
+    assert split.gemm_s == pytest.approx(at_4096.gemm_s)
+    assert split.passes == at_4096.passes and split.streamed_bytes == at_4096.streamed_bytes
+    assert cm.leaf_shapes([d, d], 64, (4095,) * 3, remainder="split") == {(1024, 1024, 1024)}
 
 
 def test_the_tuner_pads_only_where_the_shape_does_not_divide():
     d = resolve("strassen-winograd")
     assert layouts([d, d], (4096,) * 3, ("lowmem",)) == [("lowmem", "peel")]
     assert layouts([d, d], (4095,) * 3, ("lowmem", "fused")) == [
-        ("lowmem", "peel"), ("lowmem", "pad"), ("fused", "peel"), ("fused", "pad")]
+        ("lowmem", "peel"), ("lowmem", "pad"), ("lowmem", "split"), ("fused", "peel"), ("fused", "pad")]
     assert layouts([d], (4095,) * 3, ("lowmem",), spec=True) == [("lowmem", "peel")]
 
 

@@ -15,8 +15,9 @@ from fmmforge.plugins.hookspecs import hookimpl
 VARIANT_HELP = ("lowmem (small workspaces), batched (torch: levels flattened, all leaf products in one bmm) "
                 "fused (torch on the CPU: compiled element-wise passes, one per side and level) or parallel (torch on "
                 "the CPU: the top level's products at once on single-threaded workers)")
-REMAINDER_HELP = ("sizes that do not divide: peel (fix-up gemms for the remainder) or pad (torch lowmem/fused/parallel: "
-                  "operands copied into zero-bordered buffers of the next multiple)")
+REMAINDER_HELP = ("sizes that do not divide: peel (fix-up gemms for the remainder), pad (torch lowmem/fused/parallel: "
+                  "operands copied into zero-bordered buffers of the next multiple) or split (torch lowmem: uneven "
+                  "blocks, the last ones shorter, no copies)")
 
 
 @hookimpl

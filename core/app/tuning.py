@@ -119,19 +119,20 @@ def identity(decomps: Iterable[Decomposition], variant: str, remainder: str = "p
     where they are not the defaults (the identities of low-memory peeling plans are those earlier
     tunes recorded)."""
     fps = tuple(d.fingerprint for d in decomps)
-    return fps + ((variant,) if variant != "lowmem" else ()) + (("pad",) if remainder == "pad" else ())
+    return fps + ((variant,) if variant != "lowmem" else ()) + ((remainder,) if remainder != "peel" else ())
 
 
 def layouts(decomps: Sequence[Decomposition], shape: Shape, variants: Sequence[str],
             spec: bool = False) -> list[tuple[str, str]]:
     """(variant, remainder) pairs a plan is a candidate in at ``shape``: every layout, and where
-    the shape does not divide by the plan's levels both peeling and padding (codegen.runtime_pad;
-    not on a spec-only chip, whose model has neither)."""
+    the shape does not divide by the plan's levels every remainder strategy the layout has
+    (peeling; padding, codegen.runtime_pad; uneven blocks, codegen.runtime_split; not on a
+    spec-only chip, whose model peels)."""
     divides = all(s % math.prod(d.format[i] for d in decomps) == 0 for i, s in enumerate(shape))  # type: ignore[index]
-    from fmmforge.codegen.plan import DEFAULT_REMAINDER, REMAINDERS
+    from fmmforge.codegen.plan import DEFAULT_REMAINDER, REMAINDER_VARIANTS, REMAINDERS
 
     remainders = (DEFAULT_REMAINDER,) if divides or spec else REMAINDERS
-    return [(v, r) for v in variants for r in remainders]
+    return [(v, r) for v in variants for r in remainders if v in REMAINDER_VARIANTS.get(r, (v,))]
 
 
 @dataclass(frozen=True)
@@ -143,11 +144,13 @@ class Candidate:
     predicted_s: float
     predicted_speedup: float
     variant: str = "lowmem"  # the kernel layout (codegen.plan.VARIANTS)
-    remainder: str = "peel"  # a size that does not divide: peeled or padded (codegen.plan.REMAINDERS)
+    remainder: str = "peel"  # a size that does not divide: peeled, padded or split (codegen.plan.REMAINDERS)
 
     @property
     def label(self) -> str:
-        layout = ("" if self.variant == "lowmem" else f", {self.variant}") + (", padded" if self.remainder == "pad" else "")
+        from fmmforge.codegen.plan import REMAINDER_WORDS
+
+        layout = ("" if self.variant == "lowmem" else f", {self.variant}") + REMAINDER_WORDS.get(self.remainder, "")
         return "/".join(self.names) + f" ({len(self.names)} level{'s' if len(self.names) > 1 else ''}{layout})"
 
     @property
@@ -733,7 +736,7 @@ def family(c: Candidate) -> tuple:
 
 
 def family_of(formats: Iterable[Format], variant: str, remainder: str = "peel") -> tuple:
-    return (*formats, variant) + (("pad",) if remainder == "pad" else ())
+    return (*formats, variant) + ((remainder,) if remainder != "peel" else ())
 
 
 def correction(measured: Sequence[Measured], model: object, request: TuneRequest) -> Callable[[tuple], float]:
