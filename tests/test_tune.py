@@ -209,15 +209,30 @@ class _FlopModel:
         return products * math.prod(blocks) * 1e-11 if decomps else math.prod(shape) * 1e-11
 
 
-def test_the_classical_schemes_start_plans_even_when_the_shortlist_is_full_of_others():
+def test_the_classical_schemes_start_plans_even_when_the_shortlist_is_full_of_others(monkeypatch):
+    monkeypatch.setattr(tuning, "FUSED_PER_FORMAT", 0)  # the fused ranking would keep Winograd itself
     s, w = catalogue.resolve("strassen"), catalogue.resolve("strassen-winograd")
     many = [(f"strassen~{i}", transforms.flip_signs(s, [1] * 7, [(-1) ** (i >> j & 1) for j in range(7)]))
             for i in range(tuning.PER_FORMAT + 6)] + [("strassen-winograd", w)]
-    assert "strassen-winograd" not in [n for n, _ in tuning._shortlist(many, tuning.PER_FORMAT)]
+    assert "strassen-winograd" not in [n for n, _ in tuning._shortlist(many, tuning.PER_FORMAT, 0)]
     inner = [(n, catalogue.resolve(n)) for n in tuning.INNER_SCHEMES]
     names = [n for n, _ in tuning.top_schemes(many, inner, [(2, 2, 2)])]
     assert names.count("strassen-winograd") == 1
     assert "strassen-winograd" not in [n for n, _ in tuning.top_schemes(many, inner, [(4, 4, 4)])]
+
+
+def test_the_shortlist_keeps_the_schemes_the_fused_layout_moves_fewest_blocks_for():
+    # Strassen–Winograd: more low-memory passes than Strassen's sign flips (6, 6, 10 against
+    # 5, 5, 7), fewer fused blocks (8, 8, 8 against 9, 9, 9).
+    s, w = catalogue.resolve("strassen"), catalogue.resolve("strassen-winograd")
+    many = [(f"strassen~{i}", transforms.flip_signs(s, [1] * 7, [(-1) ** (i >> j & 1) for j in range(7)]))
+            for i in range(tuning.PER_FORMAT + 6)] + [("strassen-winograd", w)]
+    assert sum(tuning.fused_units(w)) < sum(tuning.fused_units(s))
+    assert sum(tuning.side_passes(w)) > sum(tuning.side_passes(s))
+    got = [n for n, _ in tuning._shortlist(many, tuning.PER_FORMAT, 1)]
+    assert len(got) == tuning.PER_FORMAT + 1 and got[-1] == "strassen-winograd"
+    assert len(tuning._shortlist(many, tuning.PER_FORMAT)) == min(len(many), tuning.PER_FORMAT
+                                                                  + tuning.FUSED_PER_FORMAT)
 
 
 def test_anchors_are_the_best_classical_depths_and_the_best_plan_that_divides_the_shape():

@@ -51,6 +51,7 @@ DEFAULT_DIMS = (2, 3, 4)  # format sides tried by default (each n, m, p)
 # the kernel layouts a CPU tune tries: which one wins depends on the shape (docs/tuning.md)
 CPU_VARIANTS = ("lowmem", "fused", "parallel")
 PER_FORMAT = 24  # schemes per format that become plans (lowest rank, then fewest additions)
+FUSED_PER_FORMAT = 8  # and beside them, those of fewest blocks moved by the fused schedule
 CONFIRM = 3  # finalists measured again before the choice
 
 
@@ -327,16 +328,25 @@ def collect_schemes(request: TuneRequest, formats: Sequence[Format], store: Stor
 
 
 # ---------------------------------------------------------------------- candidates
-def _shortlist(schemes: Iterable[tuple[str, Decomposition]], per_format: int) -> list[tuple[str, Decomposition]]:
+def _shortlist(schemes: Iterable[tuple[str, Decomposition]], per_format: int,
+               fused_per_format: int | None = None) -> list[tuple[str, Decomposition]]:
     """Per format, the ``per_format`` schemes of the lowest rank, then fewest element-wise passes
-    of the low-memory schedule the kernels use (:func:`side_passes`)."""
+    of the low-memory schedule the kernels use (:func:`side_passes`), and beside them the
+    ``fused_per_format`` (default :data:`FUSED_PER_FORMAT`) of the lowest rank, then fewest blocks
+    moved by the fused schedule (:func:`fused_units`): the two layouts cost a scheme's additions
+    differently, and the fused one is the faster at 8192 on the Intel Xeon (docs/costmodel.md)."""
+    fused_per_format = FUSED_PER_FORMAT if fused_per_format is None else fused_per_format
     by_format: dict[Format, list[tuple[str, Decomposition]]] = {}
     for name, d in schemes:
         by_format.setdefault(d.format, []).append((name, d))  # type: ignore[arg-type]
     out = []
     for fmt in sorted(by_format):
         group = sorted(by_format[fmt], key=lambda x: (x[1].rank, sum(side_passes(x[1])), x[0]))
-        out += group[:per_format]
+        kept = group[:per_format]
+        have = {name for name, _ in kept}
+        fused = sorted(by_format[fmt], key=lambda x: (x[1].rank, sum(fused_units(x[1])), x[0]))
+        kept += [x for x in fused if x[0] not in have][:fused_per_format]
+        out += kept
     return out
 
 
