@@ -18,7 +18,7 @@ import numpy as np
 from fmmforge.codegen.backends import CodegenBackend
 from fmmforge.codegen.generate import generate
 from fmmforge.codegen.plan import Plan, ceiling, make_plan
-from fmmforge.codegen.records import Record, add_record, query_records
+from fmmforge.codegen.records import Record, add_record, current_records
 from fmmforge.codegen.validate import KernelValidationError, error_bound
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
@@ -100,8 +100,8 @@ def machine_for(device: str) -> str:
 
 def cached_record(plan: Plan, size: Size, store=None) -> Record | None:
     """The latest measurement of this plan at this size on this device and machine, if any."""
-    rows = query_records(store, plan_key=plan.key(), device=plan.device, machine=machine_for(plan.device),
-                         m=size[0], k=size[1], n=size[2], dtype=plan.dtype, fmmforge_version=__version__)
+    rows = current_records(store, plan_key=plan.key(), device=plan.device, machine=machine_for(plan.device),
+                           m=size[0], k=size[1], n=size[2], dtype=plan.dtype, fmmforge_version=__version__)
     return rows[-1] if rows else None
 
 

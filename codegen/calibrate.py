@@ -21,6 +21,7 @@ from fmmforge.codegen.costmodel import (
     FITTED_VARIANTS, LEAF_LAYOUT, CalibratedModel, Features, GemmTable, ModelKey, Shape, cache_bytes, features, fit, leaf_shapes,
     load_gemm_points, save_gemm_point, save_model, union_corners,
 )
+from fmmforge.codegen.generate import EMITTER_REVISION
 from fmmforge.codegen.plan import DEFAULT_VARIANT, REMAINDERS, make_plan
 from fmmforge.codegen.records import Record, query_records
 from fmmforge.core.decomposition import Decomposition
@@ -126,13 +127,13 @@ def plan_schemes(record: Record, store: Store, cache: dict) -> tuple[tuple[Decom
 
 
 def usable_records(key: ModelKey, store: Store) -> tuple[list[Usable], int]:
-    """Records of ``key``'s device, machine, threads and dtype that describe a plan the model knows;
-    and how many of that device's records were left out."""
+    """Records of ``key``'s device, machine, threads and dtype that describe a plan the model knows,
+    of kernels the current emitter writes; and how many of that device's records were left out."""
     rows = query_records(store, device=key.device, machine=key.machine, dtype=key.dtype)
     cache: dict = {}
     out, skipped = [], 0
     for r in rows:
-        got = plan_schemes(r, store, cache) if r.threads == key.threads else None
+        got = plan_schemes(r, store, cache) if r.threads == key.threads and r.emitter == EMITTER_REVISION else None
         if got is None:
             skipped += 1
             continue

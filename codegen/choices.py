@@ -5,6 +5,11 @@ the plan that measured faster than the vendor matmul for that class. ``fmmforge 
 table (:func:`store_choice`); ``fmmforge.matmul`` reads it (:func:`lookup_choice`). One row per key:
 storing a choice again replaces the earlier one (the latest tuning wins).
 
+A choice names the emitter revision (codegen.generate.EMITTER_REVISION) of the kernels it was
+measured with. When the emitter changes, the same plan becomes other code, which may run at
+another speed: a choice of another revision (or of a store from before the column) is not used,
+and :func:`lookup_choice` says once to tune again.
+
 The shape class of an M×K×N product is each dimension rounded down to its power of two
 (:func:`shape_class`), so 256..511 are all class 256. Products with a dimension below
 :data:`MIN_DIMENSION` have no class: they always go to the vendor matmul.
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from fmmforge.codegen.generate import EMITTER_REVISION
 from fmmforge.codegen.plan import Plan, plan_from_dict
 from fmmforge.core.errors import FmmforgeError, print_warning
 from fmmforge.core.store import OwnedTables, Store
@@ -45,6 +51,8 @@ TABLES = OwnedTables("codegen.choices", (
         """,
     # version 2: the model's predicted speed-up beside the measured one
     "ALTER TABLE choices ADD COLUMN predicted_speedup REAL",
+    # version 3: the emitter revision of the kernels the choice was measured with (NULL: before it)
+    "ALTER TABLE choices ADD COLUMN emitter INTEGER",
 ))
 
 
@@ -73,6 +81,7 @@ class Choice:
     created_at: str = ""
     fmmforge_version: str = __version__
     predicted_speedup: float | None = None  # what the cost model predicted for it before measuring
+    emitter: int | None = EMITTER_REVISION  # codegen.generate's revision when it was measured
 
     @property
     def fingerprints(self) -> tuple[str, ...]:
@@ -122,11 +131,11 @@ def store_choice(plan: Plan, *, machine: str, shape: ShapeClass, speedup: float,
     with store.writing(TABLES) as conn:
         conn.execute(
             "INSERT OR REPLACE INTO choices (device, machine, dtype, m_class, k_class, n_class, plan, speedup, "
-            "baseline_median_s, created_at, fmmforge_version, predicted_speedup) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "baseline_median_s, created_at, fmmforge_version, predicted_speedup, emitter) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (choice.device, choice.machine, choice.dtype, *choice.shape_class, json.dumps(choice.plan, sort_keys=True),
              choice.speedup, choice.baseline_median_s, choice.created_at, choice.fmmforge_version,
-             choice.predicted_speedup))
+             choice.predicted_speedup, choice.emitter))
     return choice
 
 
@@ -143,21 +152,28 @@ def clear_choice(device: str, machine: str, dtype: str, shape: ShapeClass, store
 def lookup_choice(device: str, machine: str, dtype: str, shape: ShapeClass, store: Store | None = None,
                   warn: Callable[[str], None] = print_warning) -> Choice | None:
     """The choice for this key, or None. A row that cannot be read as a usable choice (a damaged
-    store) is skipped with one ``warn`` line: it reads as no choice."""
+    store) or that was measured with another emitter revision's kernels is skipped with one
+    ``warn`` line: it reads as no choice."""
     store = store if store is not None else Store()
     with store.reading(TABLES) as conn:
         if conn is None:
             return None
         row = conn.execute(
-            "SELECT plan, speedup, baseline_median_s, created_at, fmmforge_version, predicted_speedup FROM choices "
+            "SELECT plan, speedup, baseline_median_s, created_at, fmmforge_version, predicted_speedup, emitter "
+            "FROM choices "
             "WHERE device = ? "
             "AND machine = ? AND dtype = ? AND m_class = ? AND k_class = ? AND n_class = ?",
             (device, machine, dtype, *shape)).fetchone()
     if row is None:
         return None
     try:
+        if row[6] != EMITTER_REVISION:
+            measured = "kernels from before emitter revisions were kept" if row[6] is None else \
+                f"kernels of emitter revision {row[6]}"
+            raise FmmforgeError(f"measured with {measured}; this fmmforge emits revision {EMITTER_REVISION}, "
+                                "whose kernels may run at another speed")
         choice = Choice(device, machine, dtype, tuple(shape), json.loads(row[0]), row[1], row[2],  # type: ignore[arg-type]
-                        str(row[3]), str(row[4]), None if row[5] is None else float(row[5]))
+                        str(row[3]), str(row[4]), None if row[5] is None else float(row[5]), int(row[6]))
         return check_choice(choice)
     except (FmmforgeError, ValueError, TypeError) as exc:
         warn(f"skipped the tuned choice for {dtype} {'x'.join(map(str, shape))} on {device} in {store.path} "

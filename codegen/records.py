@@ -2,7 +2,11 @@
 
 One row per measurement: device (and the machine it was on), algorithm and fingerprint(s), the
 plan, size M×K×N, dtype, median and IQR of the kernel and of the vendor baseline measured in the
-same run, speed-up, max error against float64 and its bound, fmmforge version.
+same run, speed-up, max error against float64 and its bound, fmmforge version, and the emitter
+revision of the kernel (codegen.generate.EMITTER_REVISION; NULL in rows from before the column).
+A kernel's time describes the code its emitter wrote: the consumers that reuse a measurement
+(the bench cache, the tuner, the cost model's fit) take only the current revision's records
+(:func:`current_records`); reports show every record.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
 
+from fmmforge.codegen.generate import EMITTER_REVISION
 from fmmforge.core.store import OwnedTables, Store
 from fmmforge.core.version import __version__
 
@@ -41,6 +46,7 @@ class Record:
     workspace_bytes: int | None = None  # bytes held by the kernel's workspaces (exact)
     created_at: str = ""
     fmmforge_version: str = __version__
+    emitter: int | None = EMITTER_REVISION  # the emitter revision of the kernel measured
     id: int | None = None
 
     @property
@@ -80,6 +86,8 @@ TABLES = OwnedTables("codegen.records", (
         );
         CREATE INDEX IF NOT EXISTS records_lookup ON records(plan_key, device, machine, m, k, n, dtype);
         """,
+    # version 2: the emitter revision of the kernel measured (NULL: taken before the column)
+    "ALTER TABLE records ADD COLUMN emitter INTEGER",
 ))
 
 
@@ -112,3 +120,8 @@ def query_records(store: Store | None = None, **where: Any) -> list[Record]:
             list(where.values()),
         ).fetchall()
     return [Record(**dict(zip(_COLUMNS, r[1:])), id=r[0]) for r in rows]
+
+
+def current_records(store: Store | None = None, **where: Any) -> list[Record]:
+    """:func:`query_records` of the kernels this fmmforge emits (the current emitter revision)."""
+    return query_records(store, **where, emitter=EMITTER_REVISION)

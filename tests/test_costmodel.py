@@ -322,6 +322,30 @@ def test_records_of_another_machine_or_thread_count_never_feed_the_model(key):
     assert all(u.record.median_s < 1.0 for u in usable)
 
 
+def test_records_of_other_kernels_are_kept_but_never_reused(key):
+    """A record of another emitter revision (or from before the column: NULL) describes code this
+    fmmforge no longer writes: kept for reports, left out of the fit, the bench cache and the tuner."""
+    from fmmforge.codegen import records
+    from fmmforge.codegen.bench import cached_record
+    from fmmforge.codegen.generate import EMITTER_REVISION
+
+    store, _ = synthetic_store(key, plans=PLANS[:2], sizes=SIZES[:2])
+    plan, _ = make_plan("strassen", 1, backend="torch", dtype=key.dtype)
+    current = synthetic_record(key, plan, (320,) * 3, 2.0, 1.0)
+    assert current.emitter == EMITTER_REVISION
+    add_record(current, store)
+    assert cached_record(plan, (320,) * 3, store).median_s == 2.0
+    add_record(dataclasses.replace(current, median_s=1.0, emitter=EMITTER_REVISION - 1), store)
+    assert cached_record(plan, (320,) * 3, store).median_s == 2.0  # the newer row is of other kernels
+    with store.writing(records.TABLES) as conn:
+        conn.execute("UPDATE records SET emitter = NULL WHERE median_s = 2.0")
+    assert cached_record(plan, (320,) * 3, store) is None
+    assert [r.emitter for r in query_records(store)][-2:] == [None, EMITTER_REVISION - 1]
+    assert len(records.current_records(store)) == len(query_records(store)) - 2
+    usable, skipped = cal.usable_records(key, store)
+    assert len(usable) == 4 and skipped == 2
+
+
 # ---------------------------------------------------------------------- the reward
 def test_reward_scores_and_ranks_two_plans_as_the_model_says(key):
     from fmmforge.plugins import get_reward

@@ -16,6 +16,7 @@ from torch import nn
 import fmmforge
 from fmmforge.codegen.choices import (MIN_DIMENSION, Choice, TABLES, check_choice, lookup_choice, shape_class,
                                       store_choice)
+from fmmforge.codegen.generate import EMITTER_REVISION
 from fmmforge.codegen.plan import make_plan
 from fmmforge.codegen.validate import error_bound
 from fmmforge.core.app.matmul import Matmul
@@ -104,6 +105,23 @@ def test_a_damaged_choice_row_reads_as_no_choice_with_one_warning():
     lines: list[str] = []
     assert lookup_choice("cpu", machine_key(), "float64", CLASS, warn=lines.append) is None
     assert len(lines) == 1 and "fmmforge tune" in lines[0]
+
+
+@pytest.mark.parametrize("emitter,said", [(EMITTER_REVISION - 1, f"emitter revision {EMITTER_REVISION - 1}"),
+                                          (None, "before emitter revisions")])
+def test_a_choice_measured_with_other_kernels_is_not_used(emitter, said):
+    assert tune().emitter == EMITTER_REVISION
+    with Store().writing(TABLES) as conn:
+        conn.execute("UPDATE choices SET emitter = ?", (emitter,))
+    lines: list[str] = []
+    assert lookup_choice("cpu", machine_key(), "float64", CLASS, warn=lines.append) is None
+    assert len(lines) == 1 and said in lines[0] and "fmmforge tune" in lines[0]
+    dispatch = Matmul(warn=lines.append)
+    A, B = rand(256, 256), rand(256, 256)
+    assert dispatch.decide(A, B) is None and torch.equal(dispatch(A, B), torch.matmul(A, B))
+    assert len(lines) == 2  # said once for the class, not per call
+    tune()  # tuning again replaces it
+    assert lookup_choice("cpu", machine_key(), "float64", CLASS).emitter == EMITTER_REVISION
 
 
 # ------------------------------------------------------------ dispatch

@@ -840,13 +840,13 @@ def _already_measured(request: TuneRequest, threads: int, structures: list, stor
 
     from fmmforge.codegen.bench import machine_for
     from fmmforge.codegen.plan import DEFAULT_VARIANT, plan_from_dict
-    from fmmforge.codegen.records import query_records
+    from fmmforge.codegen.records import current_records
 
     M, K, N = request.shape
     by_identity = {tuple(d.fingerprint for _, d in s): s for s in structures}
     latest: dict[tuple[str, ...], Measured] = {}
-    for r in query_records(store, device=request.device, machine=machine_for(request.device), m=M, k=K, n=N,
-                           dtype=request.dtype):
+    for r in current_records(store, device=request.device, machine=machine_for(request.device), m=M, k=K, n=N,
+                             dtype=request.dtype):
         try:
             plan = plan_from_dict(json.loads(r.plan))
         except (FmmforgeError, ValueError):
