@@ -93,6 +93,16 @@ CASES = {
         ("rect 4096x8192x2048 winograd L1", "4096x8192x2048", SW, 1, (4096, 8192, 2048), "float32"),
         ("rect 4096x8192x2048 winograd L2", "4096x8192x2048", SW, 2, (4096, 8192, 2048), "float32"),
         ("rect 4096x8192x2048 winograd L2 fused", "4096x8192x2048", SW, 2, (4096, 8192, 2048), "float32", "fused"),
+        # K in strips first (a classical <1,s,1> level: C = sum of A_k·B_k, no additions), so that a block of A
+        # is no larger than C and the sums' workspace fits the memory bound
+        ("rect 4096x8192x2048 K/2 winograd L1", "4096x8192x2048", "naive:1,2,1/" + SW, 2, (4096, 8192, 2048),
+         "float32"),
+        ("rect 4096x8192x2048 K/4 winograd L1", "4096x8192x2048", "naive:1,4,1/" + SW, 2, (4096, 8192, 2048),
+         "float32"),
+        ("rect 4096x8192x2048 K/4 winograd L2", "4096x8192x2048", "naive:1,4,1/" + SW, 3, (4096, 8192, 2048),
+         "float32"),
+        ("rect 4096x8192x2048 K/2 winograd L1 fused", "4096x8192x2048", "naive:1,2,1/" + SW, 2, (4096, 8192, 2048),
+         "float32", "fused"),
         ("4608 laderman L1", "laderman", "laderman", 1, (4608,) * 3, "float32"),
         ("4608 laderman L1 fused", "laderman", "laderman", 1, (4608,) * 3, "float32", "fused"),
         # sizes that do not divide: one peel at the top (fix-up gemms for 3 rows/columns)
