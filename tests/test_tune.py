@@ -209,11 +209,17 @@ class _FlopModel:
         return products * math.prod(blocks) * 1e-11 if decomps else math.prod(shape) * 1e-11
 
 
-def test_the_classical_schemes_start_plans_even_when_the_shortlist_is_full_of_others(monkeypatch):
-    monkeypatch.setattr(tuning, "FUSED_PER_FORMAT", 0)  # the fused ranking would keep Winograd itself
+def _flips_and_winograd() -> tuple[list, object, object]:
+    """PER_FORMAT + 6 sign flips of Strassen and Strassen–Winograd after them; and the two schemes."""
     s, w = catalogue.resolve("strassen"), catalogue.resolve("strassen-winograd")
     many = [(f"strassen~{i}", transforms.flip_signs(s, [1] * 7, [(-1) ** (i >> j & 1) for j in range(7)]))
             for i in range(tuning.PER_FORMAT + 6)] + [("strassen-winograd", w)]
+    return many, s, w
+
+
+def test_the_classical_schemes_start_plans_even_when_the_shortlist_is_full_of_others(monkeypatch):
+    monkeypatch.setattr(tuning, "FUSED_PER_FORMAT", 0)  # the fused ranking would keep Winograd itself
+    many, _, _ = _flips_and_winograd()
     assert "strassen-winograd" not in [n for n, _ in tuning._shortlist(many, tuning.PER_FORMAT, 0)]
     inner = [(n, catalogue.resolve(n)) for n in tuning.INNER_SCHEMES]
     names = [n for n, _ in tuning.top_schemes(many, inner, [(2, 2, 2)])]
@@ -224,9 +230,7 @@ def test_the_classical_schemes_start_plans_even_when_the_shortlist_is_full_of_ot
 def test_the_shortlist_keeps_the_schemes_the_fused_layout_moves_fewest_blocks_for():
     # Strassen–Winograd: more low-memory passes than Strassen's sign flips (6, 6, 10 against
     # 5, 5, 7), fewer fused blocks (8, 8, 8 against 9, 9, 9).
-    s, w = catalogue.resolve("strassen"), catalogue.resolve("strassen-winograd")
-    many = [(f"strassen~{i}", transforms.flip_signs(s, [1] * 7, [(-1) ** (i >> j & 1) for j in range(7)]))
-            for i in range(tuning.PER_FORMAT + 6)] + [("strassen-winograd", w)]
+    many, s, w = _flips_and_winograd()
     assert sum(tuning.fused_units(w)) < sum(tuning.fused_units(s))
     assert sum(tuning.side_passes(w)) > sum(tuning.side_passes(s))
     got = [n for n, _ in tuning._shortlist(many, tuning.PER_FORMAT, 1)]
