@@ -281,11 +281,12 @@ def fused_level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int,
                     out = out + element_pass(2 * size * itemsize, cache)
                 else:
                     out = out + element_pass(3 * size * itemsize, cache).times(len(f.terms) - 1)
-    outputs = [t for t in lv.combine if t is not None]  # type: ignore[attr-defined]
-    if outputs:
-        sources = {src for t in outputs for src, _ in t}
-        elements = (len(sources) + len(outputs) * (2 if mode == "acc" else 1)) * bm * bn
-        out = out + Features(fused_bytes=elements * itemsize, passes=1)
+    for phase in lv.phases:  # type: ignore[attr-defined]
+        outputs = [t for t in phase.combine if t is not None]
+        if outputs:
+            sources = {src for t in outputs for src, _ in t}
+            elements = (len(sources) + len(outputs) * (2 if phase.accumulate else 1)) * bm * bn
+            out = out + Features(fused_bytes=elements * itemsize, passes=1)
     counts: dict[str, int] = {}
     for g in lv.groups:  # type: ignore[attr-defined]
         for gemm in g.gemms:

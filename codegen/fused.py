@@ -24,6 +24,10 @@ For any decomposition (written from its factor matrices U, V, W, nothing hand-sc
   added by the gemm itself afterwards (``addmm`` with beta 1 and the coefficient in alpha: no pass);
 * ``acc`` (C += ...): the products with several outputs go to P, ONE pass adds them to C, and the
   one-output products are accumulated by the gemm.
+* P is bounded (:func:`product_budget`: half a C of the level in ``set``, one in ``acc``): where more
+  products than that need it (Strassen⊗Strassen as one <4,4,4> level: 29 in ``set``, which held
+  2.8 C), they are taken in phases of that many, each followed by its own C update (C += the
+  phase's products), so a level never holds more than S, T and that P.
 
 The leaves are torch.mm/addmm on views; the recursion, peeling and workspaces are the low-memory
 kernel's (:mod:`.runtime_lowmem`, :mod:`.runtime_caches`). :func:`traffic_bytes` is the bytes a
@@ -49,6 +53,14 @@ from fmmforge.core.version import __version__
 # Sum blocks per side and group: n·p/2, so S and T together hold at most one C of the level (square).
 def slot_budget(n: int, p: int) -> int:
     return max(1, n * p // 2)
+
+
+def product_budget(n: int, p: int, mode: str) -> int:
+    """Workspace slots of P (products with several outputs that wait for a C update): n·p/2 in
+    ``set`` (half a C of the level: at the top, beside S and T, the level holds at most 1.5 C) and
+    n·p in ``acc`` (below the top, where the blocks are a quarter of C's or smaller). More such
+    products than that are combined in several phases, each a C update of its own."""
+    return max(1, n * p // 2 if mode == "set" else n * p)
 
 Terms = tuple[tuple[int, Fraction], ...]
 
@@ -111,20 +123,35 @@ class Group:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """Groups of products, then one C update: ``combine`` per C block is None (left as it is) or its
+    terms ((source, coefficient), ...), a source being ("C", home block) or ("P", slot); ``homes``:
+    the C blocks holding a product when the update starts; ``accumulate``: C += the terms (every
+    phase but a ``set`` level's first)."""
+
+    groups: tuple[Group, ...]
+    combine: tuple[tuple[tuple[tuple[str, int], Fraction], ...] | None, ...]
+    homes: tuple[int, ...]
+    accumulate: bool
+
+    @property
+    def updates(self) -> bool:
+        return any(c is not None for c in self.combine)
+
+
+@dataclass(frozen=True)
 class FusedLevel:
-    """A level's fused schedule; ``combine`` per C block: None (left as it is) or its terms
-    ((source, coefficient), ...) where a source is ("C", home block) or ("P", slot)."""
+    """A level's fused schedule: its phases (products, then a C update each), then ``after``: the
+    one-output products accumulated by the gemm once every C block has its first value."""
 
     mode: str
-    before: tuple[Group, ...]  # products that the combine pass reads
-    combine: tuple[tuple[tuple[tuple[str, int], Fraction], ...] | None, ...]
-    after: tuple[Group, ...]  # one-output products accumulated by the gemm after the combine pass
-    homes: tuple[int, ...]  # C blocks holding a product when the combine pass starts
+    phases: tuple[Phase, ...]
+    after: tuple[Group, ...]
     p_slots: int
 
     @property
     def groups(self) -> tuple[Group, ...]:
-        return self.before + self.after
+        return tuple(g for ph in self.phases for g in ph.groups) + self.after
 
     def slots(self, side: str) -> int:
         return 1 + max((f.slot for g in self.groups for f in (g.a_sums if side == "A" else g.b_sums)), default=-1)
@@ -132,7 +159,7 @@ class FusedLevel:
     def passes(self) -> int:
         """Compiled element-wise passes of the level (each over several blocks at once)."""
         sums = sum(bool(g.a_sums) + bool(g.b_sums) for g in self.groups)
-        return sums + any(c is not None for c in self.combine)
+        return sums + sum(ph.updates for ph in self.phases)
 
 
 def _column(mat, r: int) -> Terms:
@@ -188,18 +215,24 @@ def fused_level(d: Decomposition, mode: str) -> FusedLevel:
                     homes[c] = first
     home_of = {r: c for c, r in homes.items()}
     in_p = [r for r in stored if r not in home_of]
-    slot_of = {r: k for k, r in enumerate(in_p)}
-    combined = set(stored) | set(home_of)
-    combine: list = []
-    for c in range(n * p):
-        terms = tuple((("C", home_of[r]) if r in home_of else ("P", slot_of[r]), w)
-                      for r in sorted(combined) for o, w in outs[r] if o == c)
-        if mode == "set" and terms == ((("C", c), Fraction(1)),):
-            combine.append(None)  # already holds its value
-        elif mode == "acc" and not terms:
-            combine.append(None)
-        else:
-            combine.append(terms)
+    # P holds at most product_budget products: the rest wait for a later phase (C += its products)
+    chunk = product_budget(n, p, mode)
+    chunks = [in_p[i:i + chunk] for i in range(0, len(in_p), chunk)] or [[]]
+    slot_of = {r: k % chunk for k, r in enumerate(in_p)}
+
+    def combine_of(products: set[int], first: bool) -> tuple:
+        combine: list = []
+        for c in range(n * p):
+            terms = tuple((("C", home_of[r]) if r in home_of else ("P", slot_of[r]), w)
+                          for r in sorted(products) for o, w in outs[r] if o == c)
+            if first and mode == "set" and terms == ((("C", c), Fraction(1)),):
+                combine.append(None)  # already holds its value
+            elif (not first or mode == "acc") and not terms:
+                combine.append(None)
+            else:
+                combine.append(terms)
+        return tuple(combine)
+
     budget = slot_budget(n, p)
 
     def gemm(r: int, a: Side, b: Side) -> Gemm:
@@ -226,10 +259,13 @@ def fused_level(d: Decomposition, mode: str) -> FusedLevel:
                 have |= k
         return found if found[-1] else []
 
-    first = [r for r in range(R) if r in combined]
-    rest = [r for r in range(R) if r not in combined and outs[r]]
-    before = partition(first)
-    parts = partition(first + rest) if mode == "acc" else before + partition(rest)
+    rest = [r for r in range(R) if r not in home_of and r not in slot_of and outs[r]]
+    phase_products = [sorted(set(home_of) | set(chunks[0]))] + chunks[1:]
+    if mode == "acc":  # no homes: the one-output products may run in the last phase
+        phase_products[-1] = phase_products[-1] + rest
+    phase_parts = [partition(products) for products in phase_products]
+    after = partition(rest) if mode == "set" else []
+    parts = [part for ps in phase_parts for part in ps] + after
     sides = [_slot_plan([[keys[r][s][0] for r in part] for part in parts]) for s in (0, 1)]
     built = []
     for g, part in enumerate(parts):
@@ -241,10 +277,14 @@ def fused_level(d: Decomposition, mode: str) -> FusedLevel:
                 made.append(Side(key, None, lead) if isinstance(key, int) else Side(-1, sides[s][g][1][key], lead))
             gemms.append(gemm(r, made[0], made[1]))
         built.append(Group(sides[0][g][0], sides[1][g][0], tuple(gemms)))
-    if mode == "acc":  # no homes: everything may run before the combine pass
-        return FusedLevel(mode, tuple(built), tuple(combine), (), (), len(in_p))
-    cut = len(before)
-    return FusedLevel(mode, tuple(built[:cut]), tuple(combine), tuple(built[cut:]), tuple(sorted(homes)), len(in_p))
+    phases, at = [], 0
+    for k, (products, ps) in enumerate(zip(phase_products, phase_parts)):
+        first = k == 0
+        combined = {r for r in products if r in home_of or r in slot_of}
+        phases.append(Phase(tuple(built[at:at + len(ps)]), combine_of(combined, first),
+                            tuple(sorted(homes)) if first and mode == "set" else (), not first or mode == "acc"))
+        at += len(ps)
+    return FusedLevel(mode, tuple(phases), tuple(built[at:]), min(chunk, len(in_p)))
 
 
 def _expression(want: Terms, values: list[Terms | None], fresh: set[int], read: set[Source]
@@ -348,13 +388,13 @@ def _grid(rows: int, cols: int) -> str:
     return f"({br!r}, {bc!r})"
 
 
-def _combine_table(lv: FusedLevel) -> str:
-    """(outputs, homes, (indptr, src, coef)) of the level's combine pass, as text."""
-    outputs = [c for c, t in enumerate(lv.combine) if t is not None]
-    home_index = {c: h for h, c in enumerate(lv.homes)}
-    terms = tuple(tuple((home_index[i] if kind == "C" else len(lv.homes) + i, w) for (kind, i), w in lv.combine[c])
+def _combine_table(ph: Phase) -> str:
+    """(outputs, homes, (indptr, src, coef)) of a phase's C update, as text."""
+    outputs = [c for c, t in enumerate(ph.combine) if t is not None]
+    home_index = {c: h for h, c in enumerate(ph.homes)}
+    terms = tuple(tuple((home_index[i] if kind == "C" else len(ph.homes) + i, w) for (kind, i), w in ph.combine[c])
                   for c in outputs)
-    return f"({tuple(outputs)!r}, {tuple(lv.homes)!r}, {_csr(terms)})"
+    return f"({tuple(outputs)!r}, {tuple(ph.homes)!r}, {_csr(terms)})"
 
 
 def workspace_slots(d: Decomposition) -> tuple[int, int, int]:
@@ -400,16 +440,31 @@ def _level_function(stem: str, label: str, d: Decomposition, lv: FusedLevel, com
             L.append(f"    sub_{gm.mode}({side(gm.a, 'A', 'S', n, m)}, {side(gm.b, 'B', 'T', m, p)}, {dst(gm.dst)}, "
                      f"{_alpha(coef)}, deeper)")
 
-    for k, g in enumerate(lv.before):
-        group_lines(g, k, "G")
-    if any(c is not None for c in lv.combine):
-        tname = f"{name.upper()}_C"
-        tables.append(f"{tname} = ({_grid(n, p)}, {_combine_table(lv)})  # the C update")
-        L.append(f"    _fused_combine(C, bm, bn, {'P' if lv.p_slots else 'None'}, {tname}, "
-                 f"{lv.mode == 'acc'})  # every C block from the products, one pass")
+    k = 0
+    for i, ph in enumerate(lv.phases):
+        for g in ph.groups:
+            group_lines(g, k, "G")
+            k += 1
+        if ph.updates:
+            tname = f"{name.upper()}_C" + (str(i) if len(lv.phases) > 1 else "")
+            what = "the C update" if len(lv.phases) == 1 else f"C update {i + 1} of {len(lv.phases)}"
+            tables.append(f"{tname} = ({_grid(n, p)}, {_combine_table(ph)})  # {what}")
+            L.append(f"    _fused_combine(C, bm, bn, {'P' if lv.p_slots else 'None'}, {tname}, "
+                     f"{ph.accumulate})  # {'every C block' if i == 0 else 'their C blocks'} from the products, one pass")
     for k, g in enumerate(lv.after):
         group_lines(g, k, "AFTER")
     return tables + ["", ""] + L
+
+
+# The workspaces a fused kernel holds at most, × the size of C: a call whose shape would make them
+# larger (K much longer than M and N) runs in strips of K (codegen.runtime_fused._k_width).
+WORKSPACE_BOUND = 2.0
+
+
+def level_slots(d: Decomposition) -> tuple[int, int, int, int]:
+    """(S, T, P of the set function at the top, P below the top) slots a level of ``d`` allocates."""
+    s_slots, t_slots, p_slots = workspace_slots(d)
+    return s_slots, t_slots, fused_level(d, "set").p_slots, p_slots
 
 
 def fused_workspace_fraction(decomps: list[Decomposition]) -> float:
@@ -493,13 +548,15 @@ def emit_fused(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
               f"FORMATS = {[tuple(x.format) for x in decomps]!r}  # <n,m,p> block counts of each level",
               f"TILE = {runtime_fused.TILE}  # columns of a row segment formed at once",
               f"SUMS_PASS = {runtime_fused.SUMS_PASS!r}  # the sums: torch passes, or 'numba' (one compiled pass)",
+              f"SLOTS = {tuple(level_slots(d) for d in decomps)!r}  # (S, T, P at the top, P below) slots of each level",
+              f"WORKSPACE_BOUND = {WORKSPACE_BOUND!r}  # workspaces held at most, × the size of C (strips of K else)",
               "", "# The compiled passes: their source, compiled once per process and shared by every kernel with it.",
               f"_FUSED_NAME = 'fmmforge_fused_{digest}'", f"_FUSED_SOURCE = {fused_source!r}",
               "", "", thread_caches(False).rstrip(), "", "", backend_runtime(runtime_torch).rstrip(), "", "",
               inline(lowmem._level, lowmem._multiples, lowmem._peel, runtime_fused._flat, runtime_fused._passes,
                      runtime_fused._sleeping_pool, runtime_fused._rows_contiguous,
                      runtime_parallel._combination, runtime_fused._fused_sums, runtime_fused._fused_combine,
-                     runtime_fused._top).rstrip()]
+                     runtime_fused._workspace, runtime_fused._k_width, runtime_fused._top).rstrip()]
     if plan.remainder == "pad":
         lines += ["", "", runtime_pad.source().rstrip()]
     lines += level_functions(plan, decomps, stems, lambda stem, label, d, mode, comments: _level_function(

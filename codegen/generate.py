@@ -44,8 +44,10 @@ def kernels_dir() -> Path:
 # copied from codegen.runtime, one function pair per distinct algorithm; 6: the fused variant;
 # 7: the fused passes loop from index 0, so they vectorise, and numba's pool sleeps after a pass;
 # 8: the fused sums pass writes named slots and reads held ones, chained sums; 9: the fused sums by torch
-# passes unless SUMS_PASS = "numba"; 10: fused and parallel kernels form a torch sum by one _combination).
-EMITTER_REVISION = 10
+# passes unless SUMS_PASS = "numba"; 10: fused and parallel kernels form a torch sum by one _combination;
+# 11: a fused level holds at most product_budget products for its C update (more run in phases), and a
+# fused call whose workspaces would pass 2 C runs in strips of K).
+EMITTER_REVISION = 11
 # Bumped when the layout of a cache entry changes (2: validation.json records each file's sha256).
 CACHE_FORMAT = 2
 

@@ -175,16 +175,56 @@ def _rows_contiguous(X):
     return X.shape[1] <= 1 or (X.stride(1) == 1 and (X.shape[0] <= 1 or X.stride(0) >= X.shape[1]))
 
 
+def _workspace(M, K, N, top_acc):
+    """Elements of the workspaces a call on M×K and K×N operands holds: per level that splits, its
+    S, T and P (``SLOTS``: the level functions' slot counts; at the top P as the set function
+    allocates it, unless ``top_acc``: the acc function runs there too) at that level's block sizes,
+    after the peeling to the levels' multiples that the recursion does."""
+    total = 0
+    for level, (n, m, p) in enumerate(FORMATS):  # noqa: F821 - the kernel's, beside it
+        if M < n * CUTOFF or K < m * CUTOFF or N < p * CUTOFF:  # noqa: F821
+            break
+        dm, dk, dn = _multiples(M, K, N, level)  # noqa: F821 - runtime_lowmem, beside it
+        M, K, N = (M - M % dm) // n, (K - K % dk) // m, (N - N % dn) // p
+        s, t, p_top, p_slots = SLOTS[level]  # noqa: F821
+        total += s * M * K + t * K * N + (p_top if level == 0 and not top_acc else p_slots) * M * N
+    return total
+
+
+def _k_width(M, K, N):
+    """The width of the strips of K a call runs in (C = A[:, strip 1]·B[strip 1, :] + ...): K where
+    the workspaces fit in WORKSPACE_BOUND × the size of C, else that of the fewest strips that make
+    them fit (a K much longer than M and N makes the blocks of A and B, and so every sum, larger
+    than C's), preferring strips of one width, a multiple of the levels' K multiple, so that the
+    workspaces are the same for every strip."""
+    bound = WORKSPACE_BOUND * M * N  # noqa: F821 - the kernel's, beside it
+    if _workspace(M, K, N, False) <= bound:
+        return K
+    _, dk, _ = _multiples(M, K, N, 0)  # noqa: F821 - runtime_lowmem, beside it
+    fitting = None
+    for ks in range(2, max(2, K // dk) + 1):
+        width = -(-(-(-K // ks)) // dk) * dk
+        if _workspace(M, width, N, True) <= bound:
+            if K % width == 0:
+                return width
+            fitting = fitting or width
+    return fitting or dk
+
+
 def _top(A, B, C):
     """C = A·B by level 0, on operands with contiguous rows (copied when not), with numba's thread
-    count set to torch's for the call and restored after it."""
+    count set to torch's for the call and restored after it; in strips of K where the workspaces
+    would not fit their bound otherwise (the first strip sets C, the others accumulate)."""
     A = A if _rows_contiguous(A) else A.contiguous()
     B = B if _rows_contiguous(B) else B.contiguous()
     out = C if _rows_contiguous(C) else torch.empty(C.shape, dtype=C.dtype)
     before = numba.get_num_threads()
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     try:
-        _level(0)[0](A, B, out, 1.0, 0)  # noqa: F821 - runtime_lowmem, beside it in the kernel
+        K = A.shape[1]
+        width = _k_width(A.shape[0], K, B.shape[1])
+        for j, k0 in enumerate(range(0, K, width)):
+            _level(0)[0 if j == 0 else 1](A[:, k0:k0 + width], B[k0:k0 + width], out, 1.0, 0)  # noqa: F821
     finally:
         numba.set_num_threads(before)
     if out is not C:

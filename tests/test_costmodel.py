@@ -468,10 +468,14 @@ def test_a_fused_plan_is_costed_from_its_compiled_passes(name):
     sums = [f for g in lv.groups for f in g.a_sums + g.b_sums]
     assert fused.cached_bytes + fused.streamed_bytes == sum(2 if len(f.terms) == 1 else 3 * (len(f.terms) - 1)
                                                             for f in sums) * block
-    assert fused.passes == sum(max(1, len(f.terms) - 1) for f in sums) + any(c is not None for c in lv.combine)
-    # the C update: each product it combines read once, each C block it reaches written once
-    outputs = [t for t in lv.combine if t is not None]
-    assert fused.fused_bytes == (len({s for t in outputs for s, _ in t}) + len(outputs)) * block
+    assert fused.passes == sum(max(1, len(f.terms) - 1) for f in sums) + sum(ph.updates for ph in lv.phases)
+    # each C update: each product it combines read once, each C block it reaches written once (and
+    # read too in an update that accumulates: the phases after the first)
+    elements = 0
+    for ph in lv.phases:
+        outputs = [t for t in ph.combine if t is not None]
+        elements += len({s for t in outputs for s, _ in t}) + len(outputs) * (2 if ph.accumulate else 1)
+    assert fused.fused_bytes == elements * block
     least = traffic_bytes([d], size, 4, 64)
     assert fused.bytes >= least  # never below what the additions must move
     _, counts = cm.fused_level_passes(d, "acc", (256, 256, 256), 4, CACHE)

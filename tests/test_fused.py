@@ -119,16 +119,91 @@ def test_winograd_level_reads_each_block_for_few_passes_and_homes_its_products()
     # combine pass; the one-output products go through addmm with beta 1
     d = make_plan("strassen-winograd", 1)[1][0]
     lv = fused_level(d, "set")
-    assert lv.p_slots == 0 and len(lv.homes) == 4
-    assert sum(c is not None for c in lv.combine) >= 1
+    assert len(lv.phases) == 1
+    assert lv.p_slots == 0 and len(lv.phases[0].homes) == 4
+    assert sum(c is not None for c in lv.phases[0].combine) >= 1
     assert all(g.mode == "acc" for group in lv.after for g in group.gemms)
     assert lv.passes() <= 7  # 3 groups × 2 sum passes + 1 combine, against 15 one-block passes of lowmem
 
 
-@pytest.mark.parametrize("name,levels", [("strassen-winograd", 3), ("strassen", 2), ("laderman", 2)])
+@pytest.mark.parametrize("name,levels", [("strassen-winograd", 3), ("strassen", 2), ("laderman", 2),
+                                         ("strassen*strassen", 1), ("strassen-winograd*strassen-winograd", 1),
+                                         ("alphatensor:4,4,4", 1), ("alphatensor:3,4,5", 2)])
 def test_fused_workspace_stays_within_twice_c(name, levels):
     decomps = make_plan(name, levels, variant="fused")[1]
     assert fused_workspace_fraction(decomps) <= 2.0
+
+
+def test_a_level_with_more_waiting_products_than_p_holds_updates_c_in_phases():
+    # Strassen⊗Strassen as one <4,4,4> level: 29 products with several outputs find no home in
+    # the set function; P holds 8 (half a C), so they wait in 4 phases, each with its own C
+    # update (the later ones accumulate); the acc function holds 16 (one C) in 3 phases
+    from fmmforge.codegen.fused import product_budget
+
+    d = make_plan("strassen*strassen", 1)[1][0]
+    lv = fused_level(d, "set")
+    assert product_budget(4, 4, "set") == lv.p_slots == 8
+    assert len(lv.phases) == 4 and [ph.accumulate for ph in lv.phases] == [False, True, True, True]
+    assert lv.phases[0].homes and not any(ph.homes for ph in lv.phases[1:])
+    acc = fused_level(d, "acc")
+    assert acc.p_slots == 16 and len(acc.phases) == 3 and all(ph.accumulate for ph in acc.phases)
+    # every product with several outputs reaches each of its C blocks exactly once, with its
+    # coefficient, over the phases (read from the slot or the home block its gemm wrote)
+    from fractions import Fraction
+
+    U, V, W = d.factors()
+    several = {r for r in range(d.rank) if (W[:, r] != 0).sum() > 1}
+    for level in (lv, acc):
+        got = []
+        for ph in level.phases:
+            held = {gm.dst: gm.term for g in ph.groups for gm in g.gemms if gm.mode == "set"}
+            for c, terms in enumerate(ph.combine):
+                got += [(held[src], c, w) for src, w in terms or () if held.get(src) in several]
+        assert sorted(got) == sorted((r, c, Fraction(W[c, r])) for r in several for c in range(16) if W[c, r] != 0)
+    kernel, decomps = _fused("strassen*strassen", 1, "float64")
+    rng = np.random.default_rng(7)
+    for M, K, N in ((16, 16, 16), (20, 36, 44), (33, 17, 9)):
+        A = torch.from_numpy(rng.uniform(-1, 1, (M, K)))
+        B = torch.from_numpy(rng.uniform(-1, 1, (K, N)))
+        err = float((kernel.matmul(A, B) - A @ B).abs().max())
+        assert err <= error_bound(K, decomps, "float64"), (M, K, N, err)
+
+
+@pytest.mark.parametrize("name,levels,shape", [("strassen-winograd", 1, (64, 1024, 32)),
+                                               ("strassen-winograd", 2, (64, 512, 64)),
+                                               ("laderman", 1, (27, 729, 27)),
+                                               ("strassen*strassen", 1, (64, 640, 64))])
+def test_a_long_k_runs_in_strips_so_the_workspaces_stay_within_twice_c(name, levels, shape):
+    # K much longer than M and N: every sum of A's (or B's) blocks is larger than C; held whole,
+    # the workspaces would be several C; the kernel runs the call in strips of K instead
+    kernel, decomps = _fused(name, levels, "float64", cutoff=4)
+    mod = kernel.module()
+    M, K, N = shape
+    assert mod._workspace(M, K, N, False) > 2 * M * N  # it would not fit whole
+    width = mod._k_width(M, K, N)
+    assert width < K and mod._workspace(M, width, N, True) <= 2 * M * N
+    rng = np.random.default_rng(11)
+    A = torch.from_numpy(rng.uniform(-1, 1, (M, K)))
+    B = torch.from_numpy(rng.uniform(-1, 1, (K, N)))
+    mod.clear_workspaces()
+    C = mod.matmul(A, B)
+    assert float((C - A @ B).abs().max()) <= error_bound(K, decomps, "float64")
+    assert mod.workspace_bytes() <= 2 * M * N * 8  # what it held after the call
+    # a square call of the same kernel is not cut
+    assert mod._k_width(64, 64, 64) == 64
+
+
+def test_strips_of_an_uneven_k_still_give_the_product():
+    kernel, decomps = _fused("strassen-winograd", 1, "float64", cutoff=4)
+    mod = kernel.module()
+    rng = np.random.default_rng(12)
+    M, K, N = 16, 1001, 16
+    A = torch.from_numpy(rng.uniform(-1, 1, (M, K)))
+    B = torch.from_numpy(rng.uniform(-1, 1, (K, N)))
+    assert mod._k_width(M, K, N) < K
+    out = torch.full((M, N), 5.0, dtype=torch.float64)
+    mod.matmul(A, B, out=out)  # the first strip sets C: nothing of out's old values stays
+    assert float((out - A @ B).abs().max()) <= error_bound(K, decomps, "float64")
 
 
 def test_fused_workspace_reported_matches_what_the_kernel_holds():
