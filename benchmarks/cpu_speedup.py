@@ -92,6 +92,7 @@ CASES = {
         ("rect 8192x4096x8192 winograd L2 fused", "8192x4096x8192", SW, 2, (8192, 4096, 8192), "float32", "fused"),
         ("rect 4096x8192x2048 winograd L1", "4096x8192x2048", SW, 1, (4096, 8192, 2048), "float32"),
         ("rect 4096x8192x2048 winograd L2", "4096x8192x2048", SW, 2, (4096, 8192, 2048), "float32"),
+        ("rect 4096x8192x2048 winograd L1 fused", "4096x8192x2048", SW, 1, (4096, 8192, 2048), "float32", "fused"),
         ("rect 4096x8192x2048 winograd L2 fused", "4096x8192x2048", SW, 2, (4096, 8192, 2048), "float32", "fused"),
         # K in strips first (a classical <1,s,1> level: C = sum of A_k·B_k, no additions), so that a block of A
         # is no larger than C and the sums' workspace fits the memory bound

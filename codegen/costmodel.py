@@ -363,6 +363,24 @@ class _Walker:
             dm, dk, dn = dm * n, dk * m, dn * p
         return dm, dk, dn
 
+    def top(self, shape: Shape) -> Features:
+        """A call of the kernel: a fused one in strips of K where its workspaces would pass their
+        bound (codegen.fused.k_width: the first strip sets C, the others accumulate)."""
+        M, K, N = shape
+        if self.variant == "fused" and self.decomps and not (self.remainder == "pad" and self._pads(shape)):
+            from fmmforge.codegen.fused import k_width  # numba and torch: only when a fused plan is costed
+
+            width = k_width(list(self.decomps), self.cutoff, shape)
+            if width < K:
+                return sum((self.run(0, "acc" if k0 else "set", (M, min(width, K - k0), N))
+                            for k0 in range(0, K, width)), Features())
+        return self.run(0, "set", shape)
+
+    def _pads(self, shape: Shape) -> bool:
+        from fmmforge.codegen.runtime_pad import pad_sizes
+
+        return pad_sizes(*shape, [x.format for x in self.decomps], self.cutoff) != tuple(shape)
+
     def run(self, level: int, mode: str, shape: Shape) -> Features:
         key = (level, mode, shape)
         if key not in self.memo:
@@ -382,7 +400,7 @@ class _Walker:
 
             padded = pad_sizes(M, K, N, [x.format for x in self.decomps], self.cutoff)
             if padded != shape:
-                return self.pad_copies(shape, padded) + self.run(0, "set", padded)
+                return self.pad_copies(shape, padded) + self.top(padded)
         dm, dk, dn = self.multiples(shape, level)
         if self.remainder == "split":  # uneven blocks: the rounded-up block size, no fix-ups
             dm = dk = dn = 1
@@ -430,7 +448,7 @@ def leaf_shapes(decomps: Sequence[Decomposition], cutoff: int, shape: Shape, *,
             return 0.0
 
     _Walker(decomps, cutoff, 4, _Collect(False), leaf=_Collect(True), variant=variant,
-            remainder=remainder).run(0, "set", shape)
+            remainder=remainder).top(tuple(shape))
     return seen[inside] if inside is not None else seen[True] | seen[False]
 
 
@@ -445,7 +463,7 @@ def features(decomps: Sequence[Decomposition], cutoff: int, shape: Shape, dtype:
     if dtype not in ITEMSIZE:
         raise FmmforgeError(f"the cost model knows dtypes {', '.join(ITEMSIZE)}, not {dtype!r}")
     walker = _Walker(decomps, cutoff, ITEMSIZE[dtype], gemm, cache, leaf, variant, remainder)
-    return walker.run(0, "set", tuple(int(x) for x in shape)) + Features(calls=1)
+    return walker.top(tuple(int(x) for x in shape)) + Features(calls=1)
 
 
 # ---------------------------------------------------------------------- fitting

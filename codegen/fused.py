@@ -467,6 +467,18 @@ def level_slots(d: Decomposition) -> tuple[int, int, int, int]:
     return s_slots, t_slots, fused_level(d, "set").p_slots, p_slots
 
 
+def k_width(decomps: list[Decomposition], cutoff: int, shape: tuple[int, int, int]) -> int:
+    """The strip width of K a fused kernel of ``decomps`` and ``cutoff`` runs a call at ``shape`` in
+    (:func:`codegen.runtime_fused._k_width`, the kernel's own rule; K when it is not cut)."""
+    from fmmforge.codegen.runtime_pad import _rebind
+
+    scope = {"FORMATS": [d.format for d in decomps], "CUTOFF": cutoff, "WORKSPACE_BOUND": WORKSPACE_BOUND,
+             "SLOTS": tuple(level_slots(d) for d in decomps)}
+    for fn in (lowmem._multiples, runtime_fused._workspace, runtime_fused._k_width):
+        scope[fn.__name__] = _rebind(fn, scope)
+    return scope["_k_width"](*shape)
+
+
 def fused_workspace_fraction(decomps: list[Decomposition]) -> float:
     """Workspace elements / (M·N) for M = K = N: per depth the S, T and P of :func:`workspace_slots`
     (at the top only the set function's P)."""

@@ -565,3 +565,25 @@ def test_the_commands_default_budget_is_calibrates():
     from fmmforge.core.app.tune_commands import calibrate_cmd
 
     assert inspect.signature(calibrate_cmd).parameters["budget"].default == cal.DEFAULT_BUDGET_S
+
+
+def test_a_fused_call_with_a_long_k_is_costed_in_the_strips_the_kernel_runs():
+    # the kernel cuts K where its workspaces would pass 2 C (codegen.runtime_fused._k_width): the
+    # model walks the same strips, so its leaves are the strips' blocks, and the first strip sets
+    # C while the others accumulate
+    from fmmforge.codegen.fused import k_width
+
+    decomps = make_plan("strassen-winograd", 1, variant="fused")[1]
+    shape = (64, 1024, 32)
+    width = k_width(decomps, 4, shape)
+    assert width < 1024 and 1024 % width == 0
+    assert cm.leaf_shapes(decomps, 4, shape, variant="fused") == {(32, width // 2, 16)}
+    assert cm.leaf_shapes(decomps, 4, shape) == {(32, 512, 16)}  # the low-memory kernel does not cut
+    table = cm.GemmTable({s: gemm_truth(s) for s in cm.union_corners({(32, width // 2, 16), (32, 512, 16)})})
+    whole = cm.features(decomps, 4, shape, "float32", table, CACHE, variant="fused")
+    strips = [cm.features(decomps, 4, (64, width, 32), "float32", table, CACHE, variant="fused")]
+    walker = cm._Walker(decomps, 4, 4, table, CACHE, variant="fused")
+    acc = walker.run(0, "acc", (64, width, 32))
+    strips += [acc] * (1024 // width - 1)
+    assert whole.gemm_s == pytest.approx(sum(f.gemm_s for f in strips))
+    assert whole.fused_bytes == sum(f.fused_bytes for f in strips)
