@@ -123,17 +123,25 @@ def identity(decomps: Iterable[Decomposition], variant: str, remainder: str = "p
     return fps + ((variant,) if variant != "lowmem" else ()) + ((remainder,) if remainder != "peel" else ())
 
 
+# The layouts the tuner offers padded: the fused and parallel kernels hold up to 2×C of workspace
+# (issue 14's bound, kept by codegen/fused.py), and padded copies of A, B and C add up to 3×C more
+# (4.51×C measured for a fused Strassen-Winograd L2 at 4095), so a tune never picks them padded;
+# `--remainder pad` still makes such a kernel by hand.
+PADDED_LAYOUTS = ("lowmem",)
+
+
 def layouts(decomps: Sequence[Decomposition], shape: Shape, variants: Sequence[str],
             spec: bool = False) -> list[tuple[str, str]]:
     """(variant, remainder) pairs a plan is a candidate in at ``shape``: every layout, and where
     the shape does not divide by the plan's levels every remainder strategy the layout has
-    (peeling; padding, codegen.runtime_pad; uneven blocks, codegen.runtime_split; not on a
-    spec-only chip, whose model peels)."""
+    (peeling; padding, codegen.runtime_pad, for :data:`PADDED_LAYOUTS`; uneven blocks,
+    codegen.runtime_split; not on a spec-only chip, whose model peels)."""
     divides = all(s % math.prod(d.format[i] for d in decomps) == 0 for i, s in enumerate(shape))  # type: ignore[index]
     from fmmforge.codegen.plan import DEFAULT_REMAINDER, REMAINDER_VARIANTS, REMAINDERS
 
     remainders = (DEFAULT_REMAINDER,) if divides or spec else REMAINDERS
-    return [(v, r) for v in variants for r in remainders if v in REMAINDER_VARIANTS.get(r, (v,))]
+    return [(v, r) for v in variants for r in remainders
+            if v in REMAINDER_VARIANTS.get(r, (v,)) and (r != "pad" or v in PADDED_LAYOUTS)]
 
 
 @dataclass(frozen=True)
