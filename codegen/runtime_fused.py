@@ -195,20 +195,32 @@ def _k_width(M, K, N):
     """The width of the strips of K a call runs in (C = A[:, strip 1]·B[strip 1, :] + ...): K where
     the workspaces fit in WORKSPACE_BOUND × the size of C, else that of the fewest strips that make
     them fit (a K much longer than M and N makes the blocks of A and B, and so every sum, larger
-    than C's), preferring strips of one width, a multiple of the levels' K multiple, so that the
-    workspaces are the same for every strip."""
+    than C's; found by doubling, then halving the interval), or of a few more strips where those
+    have one width, a multiple of the levels' K multiple, so that the workspaces are the same for
+    every strip. A few dozen checks at most, whatever K is."""
     bound = WORKSPACE_BOUND * M * N  # noqa: F821 - the kernel's, beside it
     if _workspace(M, K, N, False) <= bound:
         return K
     _, dk, _ = _multiples(M, K, N, 0)  # noqa: F821 - runtime_lowmem, beside it
-    fitting = None
-    for ks in range(2, max(2, K // dk) + 1):
-        width = -(-(-(-K // ks)) // dk) * dk
-        if _workspace(M, width, N, True) <= bound:
-            if K % width == 0:
-                return width
-            fitting = fitting or width
-    return fitting or dk
+    most = max(2, K // dk)
+
+    def width(ks):
+        return -(-(-(-K // ks)) // dk) * dk
+
+    def fits(ks):
+        return _workspace(M, width(ks), N, True) <= bound
+
+    high = 2
+    while high < most and not fits(high):
+        high = min(2 * high, most)
+    low = high // 2 + 1 if high > 2 else 2  # fits(high); the fewest strips that fit lie in [low, high]
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if fits(mid) else (mid + 1, high)
+    for ks in range(high, min(most, high + 8) + 1):  # one width for every strip, where a few more strips give it
+        if K % width(ks) == 0 and fits(ks):
+            return width(ks)
+    return width(high)
 
 
 def _top(A, B, C):

@@ -204,6 +204,16 @@ def test_strips_of_an_uneven_k_still_give_the_product():
     out = torch.full((M, N), 5.0, dtype=torch.float64)
     mod.matmul(A, B, out=out)  # the first strip sets C: nothing of out's old values stays
     assert float((out - A @ B).abs().max()) <= error_bound(K, decomps, "float64")
+    # every call runs the rule: for a K of a million (odd), a few dozen checks find the fewest strips
+    workspace, calls = mod._workspace, []
+    mod._workspace = lambda *a: calls.append(a) or workspace(*a)
+    try:
+        K = 1_000_001
+        width = mod._k_width(M, K, N)
+    finally:
+        mod._workspace = workspace
+    assert len(calls) <= 48
+    assert workspace(M, width, N, True) <= 2 * M * N < workspace(M, width + 2 * 4, N, True)
 
 
 def test_fused_workspace_reported_matches_what_the_kernel_holds():
