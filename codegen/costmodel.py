@@ -364,10 +364,17 @@ class _Walker:
         return dm, dk, dn
 
     def top(self, shape: Shape) -> Features:
-        """A call of the kernel: a fused one in strips of K where its workspaces would pass their
-        bound (codegen.fused.k_width: the first strip sets C, the others accumulate)."""
+        """A call of the kernel: a padded plan's copies, then the call at the padded size; a fused
+        one in strips of K where its workspaces would pass their bound (codegen.fused.k_width: the
+        first strip sets C, the others accumulate)."""
         M, K, N = shape
-        if self.variant == "fused" and self.decomps and not (self.remainder == "pad" and self._pads(shape)):
+        if self.remainder == "pad" and self.decomps:  # the kernel pads first (codegen.runtime_pad), then cuts
+            from fmmforge.codegen.runtime_pad import pad_sizes
+
+            padded = pad_sizes(M, K, N, [x.format for x in self.decomps], self.cutoff)
+            if padded != shape:
+                return self.pad_copies(shape, padded) + self.top(padded)
+        if self.variant == "fused" and self.decomps:
             from fmmforge.codegen.fused import k_width  # numba and torch: only when a fused plan is costed
 
             width = k_width(list(self.decomps), self.cutoff, shape)
@@ -375,11 +382,6 @@ class _Walker:
                 return sum((self.run(0, "acc" if k0 else "set", (M, min(width, K - k0), N))
                             for k0 in range(0, K, width)), Features())
         return self.run(0, "set", shape)
-
-    def _pads(self, shape: Shape) -> bool:
-        from fmmforge.codegen.runtime_pad import pad_sizes
-
-        return pad_sizes(*shape, [x.format for x in self.decomps], self.cutoff) != tuple(shape)
 
     def run(self, level: int, mode: str, shape: Shape) -> Features:
         key = (level, mode, shape)
@@ -395,12 +397,6 @@ class _Walker:
         n, m, p = d.format
         if M < n * self.cutoff or K < m * self.cutoff or N < p * self.cutoff:
             return self.leaf(shape, inside=level > 0)
-        if level == 0 and mode == "set" and self.remainder == "pad":
-            from fmmforge.codegen.runtime_pad import pad_sizes
-
-            padded = pad_sizes(M, K, N, [x.format for x in self.decomps], self.cutoff)
-            if padded != shape:
-                return self.pad_copies(shape, padded) + self.top(padded)
         dm, dk, dn = self.multiples(shape, level)
         if self.remainder == "split":  # uneven blocks: the rounded-up block size, no fix-ups
             dm = dk = dn = 1

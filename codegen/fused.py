@@ -37,6 +37,7 @@ each product with several outputs read once and each C block it reaches written 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
@@ -397,11 +398,21 @@ def _combine_table(ph: Phase) -> str:
     return f"({tuple(outputs)!r}, {tuple(ph.homes)!r}, {_csr(terms)})"
 
 
-def workspace_slots(d: Decomposition) -> tuple[int, int, int]:
-    """Slots of S, T and P that a level's set and acc functions allocate below the top: the same for
-    both, so that the workspaces they share at a depth are never reallocated between them."""
+@functools.lru_cache(maxsize=256)
+def level_slots(d: Decomposition) -> tuple[int, int, int, int]:
+    """(S, T, P of the set function at the top, P below the top) slots a level of ``d`` allocates:
+    below the top the same for its set and acc functions, so that the workspaces they share at a
+    depth are never reallocated between them. Cached: the emitter, the workspace figures and the
+    cost model's strip rule all ask for it, and a level's schedule takes a while at rank 49."""
     lvs = [fused_level(d, mode) for mode in ("set", "acc")]
-    return (max(lv.slots("A") for lv in lvs), max(lv.slots("B") for lv in lvs), max(lv.p_slots for lv in lvs))
+    return (max(lv.slots("A") for lv in lvs), max(lv.slots("B") for lv in lvs), lvs[0].p_slots,
+            max(lv.p_slots for lv in lvs))
+
+
+def workspace_slots(d: Decomposition) -> tuple[int, int, int]:
+    """Slots of S, T and P that a level's set and acc functions allocate below the top."""
+    s_slots, t_slots, _, p_slots = level_slots(d)
+    return s_slots, t_slots, p_slots
 
 
 def _level_function(stem: str, label: str, d: Decomposition, lv: FusedLevel, comments: list[str]) -> list[str]:
@@ -461,22 +472,23 @@ def _level_function(stem: str, label: str, d: Decomposition, lv: FusedLevel, com
 WORKSPACE_BOUND = 2.0
 
 
-def level_slots(d: Decomposition) -> tuple[int, int, int, int]:
-    """(S, T, P of the set function at the top, P below the top) slots a level of ``d`` allocates."""
-    s_slots, t_slots, p_slots = workspace_slots(d)
-    return s_slots, t_slots, fused_level(d, "set").p_slots, p_slots
-
-
 def k_width(decomps: list[Decomposition], cutoff: int, shape: tuple[int, int, int]) -> int:
     """The strip width of K a fused kernel of ``decomps`` and ``cutoff`` runs a call at ``shape`` in
     (:func:`codegen.runtime_fused._k_width`, the kernel's own rule; K when it is not cut)."""
+    return _strip_rule(tuple(decomps), cutoff)(*shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _strip_rule(decomps: tuple[Decomposition, ...], cutoff: int):
+    """The kernel's ``_k_width`` bound to a plan's constants, made once per plan (the cost model asks
+    for it at every shape of every fused candidate it ranks)."""
     from fmmforge.codegen.runtime_pad import _rebind
 
     scope = {"FORMATS": [d.format for d in decomps], "CUTOFF": cutoff, "WORKSPACE_BOUND": WORKSPACE_BOUND,
              "SLOTS": tuple(level_slots(d) for d in decomps)}
     for fn in (lowmem._multiples, runtime_fused._workspace, runtime_fused._k_width):
         scope[fn.__name__] = _rebind(fn, scope)
-    return scope["_k_width"](*shape)
+    return scope["_k_width"]
 
 
 def fused_workspace_fraction(decomps: list[Decomposition]) -> float:
@@ -487,9 +499,9 @@ def fused_workspace_fraction(decomps: list[Decomposition]) -> float:
     for level, d in enumerate(decomps):
         n, m, p = d.format
         sm, sk, sn = sm / n, sk / m, sn / p
-        s_slots, t_slots, p_slots = workspace_slots(d)
+        s_slots, t_slots, p_top, p_slots = level_slots(d)
         if level == 0:  # the top level runs only its set function
-            p_slots = fused_level(d, "set").p_slots
+            p_slots = p_top
         ws += s_slots * sm * sk + t_slots * sk * sn + p_slots * sm * sn
     return ws
 
