@@ -214,8 +214,8 @@ def phases_main(cases: list[tuple[str, int, int]], variants: list[str], rounds: 
                                              f"phases_{variant}")
             if serial == "serial" and base_variant == "fused":  # experiment: the passes on one core, no pool
                 mod._passes = serial_passes
-            if serial == "numba" and base_variant == "fused":  # experiment: the sums in the compiled pass
-                mod.SUMS_PASS = "numba"
+            if serial in ("numba", "torch") and base_variant == "fused":  # experiment: every group's sums one way
+                mod.SUMS_PASS = serial
             C = outs[variant] = torch.empty(n, n)
             err = float((mod.matmul(A, B, out=C).double() - exact).abs().max())
             if not err < 1e-2:
@@ -335,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=5, help="interleaved samples per comparison")
     ap.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     ap.add_argument("--variant", default="", help="comma-separated plan variants (lowmem, fused; fused-serial: the fused "
-                                                   "passes without numba's pool; fused-numba: the fused sums in "
-                                                   "one compiled pass, not torch's): print the phase "
+                                                   "passes without numba's pool; fused-numba / fused-torch: every "
+                                                   "group's sums in the compiled pass / by torch passes, not as "
+                                                   "the emitter chose): print the phase "
                                                    "split of each, timed interleaved, instead of the bound table")
     ap.add_argument("--task-parallel", default="", metavar="N,N",
                     help="instead: 7 leaf gemms of N^3 one after another vs on single-threaded workers, interleaved")

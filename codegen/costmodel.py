@@ -16,9 +16,10 @@ predicted from what the time is made of (docs/costmodel.md).
   fit in the cores' L2 caches together (:func:`cache_bytes`) runs from cache, a larger one
   streams from L3/memory; plus a per-pass overhead;
 * **fused passes** -- for a plan of the *fused* variant (codegen.fused), the bytes each compiled pass
-  of the level's fused schedule moves (a group's A-side sums formed in one pass reading each input
-  block once, the same for B, and the one C update over the products), at their own cost per byte:
-  a tiled numba pass over many blocks does not stream like one torch addition;
+  of the level's fused schedule moves (a group's A-side sums, where the kernel forms them in one
+  pass, reading each input block once, the same for B, and the C update over the products), at
+  their own cost per byte: a tiled numba pass over many blocks does not stream like one torch
+  addition; sums the kernel forms by torch passes are priced as element-wise passes;
 * **per-call overhead** -- a constant.
 
 ``t = a·gemm_s + cached_bytes·c_cached + streamed_bytes·c_streamed + fused_bytes·c_fused + c_pass·passes
@@ -47,9 +48,10 @@ from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import OwnedTables, Store
 
-MODEL_FORMAT = 5  # 2: two bandwidths (cached and streamed passes) and the cache size; 3: a leaf-layout gemm table;
+MODEL_FORMAT = 6  # 2: two bandwidths (cached and streamed passes) and the cache size; 3: a leaf-layout gemm table;
 # 4: the fused variant's passes (their bytes at their own cost); 5: a fused level's sums are torch
-# passes (cached or streamed bytes), only its C update is fused bytes
+# passes (cached or streamed bytes), only its C update is fused bytes; 6: a group's sums by the
+# compiled pass (fused bytes) or torch passes, as the kernel forms them
 ITEMSIZE = {"float32": 4, "float64": 8}
 Shape = tuple[int, int, int]
 FEATURES = ("gemm_s", "cached_bytes", "streamed_bytes", "fused_bytes", "passes", "calls")
@@ -265,17 +267,21 @@ def _fused_level(d: Decomposition, mode: str) -> object:
 def fused_level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int, cache: int
                        ) -> tuple[Features, dict[str, int]]:
     """The element-wise passes of one level of ``d``'s fused schedule (codegen.fused.fused_level) in
-    ``mode`` at ``block`` = (bm, bk, bn), and its products' modes (mode -> count). The sums are torch
-    passes (the fused kernels' default, ``SUMS_PASS = "torch"``): a sum of one term is one pass
-    moving two blocks, of t ≥ 2 terms t - 1 passes of three, each cached or streamed as a low-memory
-    pass is. The C update is one compiled pass reading each product it combines (homed in C or in a
-    workspace) once and writing each C block it reaches once (reading it too in ``acc`` mode): its
-    bytes are ``fused_bytes``, at their own cost."""
+    ``mode`` at ``block`` = (bm, bk, bn), and its products' modes (mode -> count). A group's sums are
+    formed as the kernel forms them (codegen.fused.Group.sums_pass): by the compiled pass, which
+    reads each input block once and writes each sum once (``fused_bytes``), or by torch passes: a
+    sum of one term is one pass moving two blocks, of t ≥ 2 terms t - 1 passes of three, each cached
+    or streamed as a low-memory pass is. The C update is one compiled pass reading each product it
+    combines (homed in C or in a workspace) once and writing each C block it reaches once (reading
+    it too in ``acc`` mode): its bytes are ``fused_bytes``, at their own cost."""
     lv = _fused_level(d, mode)
     bm, bk, bn = block
     out = Features()
     for g in lv.groups:  # type: ignore[attr-defined]
-        for formed, size in ((g.a_sums, bm * bk), (g.b_sums, bk * bn)):
+        for side, formed, size in (("A", g.a_sums, bm * bk), ("B", g.b_sums, bk * bn)):
+            if formed and g.sums_pass(side) == "numba":
+                out = out + Features(fused_bytes=g.moved(side) * size * itemsize, passes=1)
+                continue
             for f in formed:
                 if len(f.terms) == 1:
                     out = out + element_pass(2 * size * itemsize, cache)

@@ -4,19 +4,22 @@ For any decomposition (written from its factor matrices U, V, W, nothing hand-sc
 ``C (+)= alpha·A·B`` runs as:
 
 * the products are split into a few groups so that one group's sums fit the workspace budget
-  (:func:`slot_budget` blocks per side, so S and T together hold at most one C of the level); per group ONE numba pass forms all its A-side sums from A's blocks (tile by tile, so
-  every row segment of the input blocks is read once from memory and stays in L1 while all sums
-  that use it are formed) and ONE forms all its B-side sums; a one-block side is a view and its
+  (:func:`slot_budget` blocks per side, so S and T together hold at most one C of the level); per
+  group one pass set per side forms all its sums (the compiled one tile by tile, so every row
+  segment of the input blocks is read once from memory and stays in L1 while all sums that use it
+  are formed); a one-block side is a view and its
   coefficient, like the first coefficient of every sum, is folded into the product's alpha; the
   workspace slots keep their sums across the groups of a call, so a sum still held is not formed
   again and a new one may extend a held one (S4 = A12 - S2 of Winograd, reading two blocks, not
-  four), and a sum may extend one formed earlier in the same pass. The sums are formed by torch,
-  one pass per term after the first two, unless the kernel's ``SUMS_PASS`` is "numba" (all sums of
-  a group in one compiled pass, tile by tile): on the project's Intel Xeon (2 cores) the compiled
-  pass, at the bandwidth of torch's passes when timed alone, ran ~1.3x slower per block inside a
-  kernel (between MKL gemms), so torch's passes won: W L2 at 8192 1.181x against 1.157x, W L3 at
-  8192 1.150x against 1.104x, W L2 at 4096 1.036x against 1.020x (benchmarks/cpu_breakdown.py
-  --variant lowmem,fused,fused-numba, 2026-12-03);
+  four), and a sum may extend one formed earlier in the same pass. A group's sums are formed by
+  whichever moves less (:meth:`Group.sums_pass`): the compiled pass (all its sums, tile by tile,
+  each input block read once) or torch, one pass per term after the first two. On the project's
+  Intel Xeon (2 cores) the compiled pass ran ~1.3x slower per block than torch's inside a kernel
+  (between MKL gemms), so for Strassen-Winograd's 2x2 levels, whose sums have two terms, torch's
+  passes win (W L2 at 8192 1.181x against 1.157x, W L3 at 8192 1.150x against 1.104x, W L2 at 4096
+  1.036x against 1.020x; benchmarks/cpu_breakdown.py --variant lowmem,fused,fused-numba,
+  2026-12-03), and for a <4,4,4;49> level, whose sums have four terms over few blocks, the compiled
+  pass does (:data:`NUMBA_BLOCK_COST`); the kernel's ``SUMS_PASS`` can force either;
 * ``set`` (C = ...): a product with several outputs is computed straight into one of its C blocks
   that nobody else claimed (its *home*; no workspace) or else into a workspace slot of P; then ONE
   numba pass over the products writes every C block (the homed products are read, tile by tile,
@@ -52,6 +55,16 @@ from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.version import __version__
 
 # Sum blocks per side and group: n·p/2, so S and T together hold at most one C of the level (square).
+# The compiled sums pass moves a block ~1.3x slower than torch's element-wise passes inside a kernel
+# (between MKL gemms) on the project's Intel Xeon: Strassen-Winograd⊗itself at 4096, one level, its A
+# side 101 blocks of 4 MiB in 22.7 ms by numba against 244 in 40.5 ms by torch (17.8 against 24.1
+# GB/s; benchmarks/cpu_breakdown.py --cases strassen-winograd*strassen-winograd:1:4096 --variant
+# fused,fused-numba, 2026-12-07). A group's sums take the compiled pass where its blocks, at that
+# cost, are fewer than torch's: the <4,4,4;49> and <3,3,3;23> levels, whose sums have many terms
+# over few blocks; not Strassen-Winograd's 2x2 levels (11 blocks against 12).
+NUMBA_BLOCK_COST = 1.3
+
+
 def slot_budget(n: int, p: int) -> int:
     return max(1, n * p // 2)
 
@@ -121,6 +134,18 @@ class Group:
             read |= {src for src, _ in f.terms if src[0] == "X" or src[1] not in written}
             written.add(f.slot)
         return len(read) + len(formed) if formed else 0
+
+    def torch_moved(self, side: str) -> int:
+        """Blocks the side's sums move as torch passes (``_combination``): a sum of one term is one
+        pass reading a block and writing one, of t ≥ 2 terms t - 1 passes reading two and writing one."""
+        formed = self.a_sums if side == "A" else self.b_sums
+        return sum(2 if len(f.terms) == 1 else 3 * (len(f.terms) - 1) for f in formed)
+
+    def sums_pass(self, side: str) -> str:
+        """How the kernel forms the side's sums: "numba" (one compiled pass over the group, each input
+        block read once) where that moves fewer blocks by more than its measured cost per block, else
+        "torch" (:data:`NUMBA_BLOCK_COST`)."""
+        return "numba" if self.moved(side) * NUMBA_BLOCK_COST < self.torch_moved(side) else "torch"
 
 
 @dataclass(frozen=True)
@@ -442,9 +467,11 @@ def _level_function(stem: str, label: str, d: Decomposition, lv: FusedLevel, com
                                         (g.b_sums, "B", "T", "bk, bn", _grid(m, p))):
             if sums:
                 tname = f"{name.upper()}_{where}{k}_{X}"
-                tables.append(f"{tname} = ({grid}, {_sums_table(sums, n * m if X == 'A' else m * p)})  "
+                how = g.sums_pass(X)
+                tables.append(f"{tname} = ({grid}, {_sums_table(sums, n * m if X == 'A' else m * p)}, {how!r})  "
                               f"# {len(sums)} sums of {X}'s blocks")
-                L.append(f"    _fused_sums({X}, {dims}, {ws}, {tname})  # {len(sums)} {X}-side sums, one pass")
+                L.append(f"    _fused_sums({X}, {dims}, {ws}, {tname})  # {len(sums)} {X}-side sums, "
+                         + ("one compiled pass" if how == "numba" else "torch passes"))
         for gm in g.gemms:
             L.append(f"    # {comments[gm.term]}")
             coef = gm.coef * gm.a.scale * gm.b.scale
@@ -571,7 +598,8 @@ def emit_fused(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
               f"CUTOFF = {plan.cutoff}  # blocks smaller than this go to the vendor gemm",
               f"FORMATS = {[tuple(x.format) for x in decomps]!r}  # <n,m,p> block counts of each level",
               f"TILE = {runtime_fused.TILE}  # columns of a row segment formed at once",
-              f"SUMS_PASS = {runtime_fused.SUMS_PASS!r}  # the sums: torch passes, or 'numba' (one compiled pass)",
+              f"SUMS_PASS = {runtime_fused.SUMS_PASS!r}  # the sums: as each group's table says ('auto'), or all 'torch'"
+              " passes, or all 'numba' (one compiled pass per group)",
               f"SLOTS = {tuple(level_slots(d) for d in decomps)!r}  # (S, T, P at the top, P below) slots of each level",
               f"WORKSPACE_BOUND = {WORKSPACE_BOUND!r}  # workspaces held at most, × the size of C (strips of K else)",
               "", "# The compiled passes: their source, compiled once per process and shared by every kernel with it.",

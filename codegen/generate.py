@@ -46,8 +46,9 @@ def kernels_dir() -> Path:
 # 8: the fused sums pass writes named slots and reads held ones, chained sums; 9: the fused sums by torch
 # passes unless SUMS_PASS = "numba"; 10: fused and parallel kernels form a torch sum by one _combination;
 # 11: a fused level holds at most product_budget products for its C update (more run in phases), and a
-# fused call whose workspaces would pass 2 C runs in strips of K).
-EMITTER_REVISION = 11
+# fused call whose workspaces would pass 2 C runs in strips of K; 12: each group's fused sums by the
+# compiled pass or torch's, whichever moves less).
+EMITTER_REVISION = 12
 # Bumped when the layout of a cache entry changes (2: validation.json records each file's sha256).
 CACHE_FORMAT = 2
 

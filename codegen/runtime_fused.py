@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 TILE = 512  # columns of a row segment formed at once (TILE elements of every input block in L1)
-# How a fused kernel forms its sums: "torch" (a torch pass per term; measured faster inside a kernel on
-# the project's CPU, see codegen/fused.py) or "numba" (all sums of a group in one compiled pass).
-SUMS_PASS = "torch"
+# How a fused kernel forms its sums: "auto" (each group as its table says: codegen.fused.Group.sums_pass
+# chose the compiled pass or torch's by the blocks each moves), or all "torch" (a torch pass per term)
+# or all "numba" (all sums of a group in one compiled pass): experiments and tests force one way.
+SUMS_PASS = "auto"
 
 
 def _sums_py(X, ld, rows, cols, br, bc, slots, indptr, idx, coef, out):
@@ -142,11 +143,12 @@ def _sleeping_pool():
 
 def _fused_sums(X, rows, cols, out, table):
     """Sums of X's rows×cols blocks into slots of the workspace ``out``, as ``table`` names them
-    (((block rows), (block columns)), (slots, (indptr, idx, coef)))): by torch, one element-wise
-    pass per term after the first two (what measures faster on the project's CPU inside a kernel:
-    codegen/fused.py), or, with ``SUMS_PASS = "numba"``, all in one compiled pass."""
-    (br, bc), (slots, (indptr, idx, coef)) = table
-    if SUMS_PASS == "numba":  # noqa: F821 - the kernel's, beside it
+    (((block rows), (block columns)), (slots, (indptr, idx, coef)), how)): ``how`` "numba", all in
+    one compiled pass, or "torch", one element-wise pass per term after the first two (the emitter
+    chose the one that moves less: codegen.fused.Group.sums_pass); the kernel's ``SUMS_PASS`` other
+    than "auto" forces one for every group."""
+    (br, bc), (slots, (indptr, idx, coef)), how = table
+    if (how if SUMS_PASS == "auto" else SUMS_PASS) == "numba":  # noqa: F821 - the kernel's, beside it
         flat, ld = _flat(X)
         _passes()[0](flat, ld, rows, cols, np.array(br, np.int64), np.array(bc, np.int64), np.array(slots, np.int64),
                      np.array(indptr, np.int64), np.array(idx, np.int64), np.array(coef, flat.dtype), out.numpy())

@@ -464,14 +464,19 @@ def test_a_fused_plan_is_costed_from_its_compiled_passes(name):
     assert low.fused_bytes == 0
     lv = fused_level(d, "set")
     block = 256 * 256 * 4
-    # the sums: torch passes, a sum of t terms t - 1 passes of three blocks (one of two for t = 1)
-    sums = [f for g in lv.groups for f in g.a_sums + g.b_sums]
+    # a group's sums as the kernel forms them: by torch passes, a sum of t terms t - 1 passes of
+    # three blocks (one of two for t = 1); by the compiled pass, its blocks (codegen.fused.Group.moved)
+    sides = [(g, side, g.a_sums if side == "A" else g.b_sums) for g in lv.groups for side in "AB"]
+    by_torch = [f for g, side, sums in sides if g.sums_pass(side) == "torch" for f in sums]
+    by_numba = [(g, side) for g, side, sums in sides if sums and g.sums_pass(side) == "numba"]
+    assert bool(by_numba) == (name in ("laderman", "strassen*strassen"))
     assert fused.cached_bytes + fused.streamed_bytes == sum(2 if len(f.terms) == 1 else 3 * (len(f.terms) - 1)
-                                                            for f in sums) * block
-    assert fused.passes == sum(max(1, len(f.terms) - 1) for f in sums) + sum(ph.updates for ph in lv.phases)
+                                                            for f in by_torch) * block
+    assert fused.passes == (sum(max(1, len(f.terms) - 1) for f in by_torch) + len(by_numba)
+                            + sum(ph.updates for ph in lv.phases))
     # each C update: each product it combines read once, each C block it reaches written once (and
     # read too in an update that accumulates: the phases after the first)
-    elements = 0
+    elements = sum(g.moved(side) for g, side in by_numba)
     for ph in lv.phases:
         outputs = [t for t in ph.combine if t is not None]
         elements += len({s for t in outputs for s, _ in t}) + len(outputs) * (2 if ph.accumulate else 1)

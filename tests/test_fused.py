@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from fmmforge.codegen import runtime_fused
-from fmmforge.codegen.fused import fused_level, fused_workspace_fraction, traffic_bytes
+from fmmforge.codegen.fused import NUMBA_BLOCK_COST, fused_level, fused_workspace_fraction, traffic_bytes
 from fmmforge.codegen.generate import generate
 from fmmforge.codegen.plan import make_plan
 from fmmforge.codegen.validate import error_bound
+from fmmforge.core.catalogue import resolve
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.plugins import get_backend
 
@@ -48,26 +49,45 @@ def test_fused_kernels_equal_the_reference_within_the_error_bound(name, levels, 
 
 
 @pytest.mark.parametrize("name,levels", SCHEMES)
-def test_fused_kernels_with_the_compiled_sums_pass_equal_the_reference(name, levels):
-    # the sums in one numba pass per group (SUMS_PASS = "numba", the kernel's other way) compute
-    # the same product as the torch passes, on every shape
+def test_fused_kernels_with_either_sums_pass_equal_the_reference(name, levels):
+    # each group's sums by the pass the emitter chose (SUMS_PASS = "auto"), or all forced into the
+    # compiled pass or torch's: the same product within the bound, on every shape
     kernel, decomps = _fused(name, levels, "float64")
     mod = kernel.module()
-    assert mod.SUMS_PASS == "torch"
+    assert mod.SUMS_PASS == "auto"
     rng = np.random.default_rng(5)
     try:
         for M, K, N in SHAPES:
             A = torch.from_numpy(rng.uniform(-1, 1, (M, K)))
             B = torch.from_numpy(rng.uniform(-1, 1, (K, N)))
-            mod.SUMS_PASS = "torch"
-            by_torch = mod.matmul(A, B)
-            mod.SUMS_PASS = "numba"
-            by_numba = mod.matmul(A, B)
             exact = A @ B
-            for C in (by_torch, by_numba):
-                assert float((C - exact).abs().max()) <= error_bound(K, decomps, "float64"), (M, K, N)
+            for how in ("auto", "torch", "numba"):
+                mod.SUMS_PASS = how
+                C = mod.matmul(A, B)
+                assert float((C - exact).abs().max()) <= error_bound(K, decomps, "float64"), (M, K, N, how)
     finally:
-        mod.SUMS_PASS = "torch"
+        mod.SUMS_PASS = "auto"
+
+
+def test_each_group_takes_the_sums_pass_that_moves_less():
+    # Strassen-Winograd's 2x2 sums (two terms) stay torch passes; a <4,4,4;49> level's (four terms
+    # over a few blocks) take the compiled pass; the emitted tables say which, and the choice is
+    # the block count rule of Group.sums_pass
+    def choices(name):
+        lv = fused_level(resolve(name), "set")
+        for g in lv.groups:
+            for side in "AB":
+                if g.a_sums if side == "A" else g.b_sums:
+                    how = g.sums_pass(side)
+                    assert (how == "numba") == (g.moved(side) * NUMBA_BLOCK_COST < g.torch_moved(side))
+                    yield how
+
+    assert set(choices("strassen-winograd")) == {"torch"}
+    assert set(choices("strassen-winograd*strassen-winograd")) == {"numba"}
+    assert list(choices("strassen*strassen")).count("numba") >= 12  # of 14 (one group of short sums stays torch)
+    source = _fused("strassen*strassen", 1, "float32")[0].source
+    assert "'numba')  # " in source and "one compiled pass" in source
+    assert "'numba')" not in _fused("strassen-winograd", 1, "float32")[0].source
 
 
 def test_fused_kernel_takes_strided_inputs_and_outputs():
