@@ -47,8 +47,8 @@ def kernels_dir() -> Path:
 # passes unless SUMS_PASS = "numba"; 10: fused and parallel kernels form a torch sum by one _combination;
 # 11: a fused level holds at most product_budget products for its C update (more run in phases), and a
 # fused call whose workspaces would pass 2 C runs in strips of K; 12: each group's fused sums by the
-# compiled pass or torch's, whichever moves less).
-EMITTER_REVISION = 12
+# compiled pass or torch's, whichever moves less; 13: the compiled passes' row segments of 256, not 512).
+EMITTER_REVISION = 13
 # Bumped when the layout of a cache entry changes (2: validation.json records each file's sha256).
 CACHE_FORMAT = 2
 

@@ -99,10 +99,30 @@ def split_names(name: str) -> list[str]:
     return parts
 
 
+# What a command's ``--variant auto`` (its default) resolves to: the fused layout for torch kernels on
+# the CPU, which measured faster than the low-memory one at the same plan in every row of issue 14's
+# benchmarks/cpu_speedup.py runs on the project's Intel Xeon (4096 W L1 1.092x against 1.073x, 8192
+# W L2 1.192x against 1.142x, 8192x4096x8192 1.133x against 1.100x, Laderman 4608 1.047x against
+# 1.026x, float64 8192 1.142x against 1.141x; 2026-12-07), at up to 2 C of workspace instead of 1;
+# the low-memory layout for everything else (and for uneven blocks, which only it has).
+AUTO_VARIANT = "auto"
+
+
+def resolve_variant(variant: str, backend: str, device: str = "cpu", remainder: str = DEFAULT_REMAINDER) -> str:
+    """``variant`` itself, or for :data:`AUTO_VARIANT` the layout that measures fastest where it can
+    be emitted: "fused" for backend torch on the CPU (unless ``remainder`` needs another layout),
+    else "lowmem"."""
+    if variant != AUTO_VARIANT:
+        return variant
+    fused_ok = (backend in VARIANT_BACKENDS["fused"] and str(device).split(":")[0] in VARIANT_DEVICES["fused"]
+                and "fused" in REMAINDER_VARIANTS.get(remainder, ("fused",)))
+    return "fused" if fused_ok else DEFAULT_VARIANT
+
+
 def check_variant(variant: str, backend: str | None = None) -> None:
     """An unknown variant, or one the backend cannot emit, is a one-line FmmforgeError."""
     if not isinstance(variant, str) or variant not in VARIANTS:
-        raise FmmforgeError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+        raise FmmforgeError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)} (or auto in a command)")
     allowed = VARIANT_BACKENDS.get(variant)
     if backend is not None and allowed is not None and backend not in allowed:
         raise FmmforgeError(f"variant {variant} is only for backend {', '.join(allowed)}, not {backend}; "

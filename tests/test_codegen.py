@@ -389,6 +389,41 @@ def test_cli_codegen_batched_prints_its_workspace(cli, tmp_path):
     assert "torch.bmm(S, T, out=P)" in (tmp_path / "kernel.py").read_text()
 
 
+def test_auto_variant_is_fused_for_torch_on_the_cpu_else_lowmem():
+    from fmmforge.codegen.plan import resolve_variant
+
+    assert resolve_variant("auto", "torch", "cpu") == "fused"
+    assert resolve_variant("auto", "torch", "cpu", "pad") == "fused"
+    assert resolve_variant("auto", "torch", "cpu", "split") == "lowmem"  # uneven blocks: low-memory only
+    assert resolve_variant("auto", "numpy", "cpu") == "lowmem"
+    assert resolve_variant("auto", "torch", "cuda:0") == "lowmem"
+    assert resolve_variant("auto", "cupy", "cuda:0") == "lowmem"
+    assert resolve_variant("batched", "torch", "cpu") == "batched"  # an explicit layout stays
+
+
+@pytest.mark.parametrize("args,variant", [([], "fused"), (["--backend", "numpy"], "lowmem"),
+                                          (["--remainder", "split"], "lowmem"), (["--variant", "lowmem"], "lowmem")])
+def test_cli_codegen_default_layout(cli, tmp_path, args, variant):
+    code, stdout, err = cli("codegen", "strassen", "--levels", "1", "--dtype", "float64", "--cutoff", "4",
+                            "--size", "64", "-o", tmp_path, *args)
+    assert code == 0, err
+    source = (tmp_path / "kernel.py").read_text()
+    assert ("_fused_sums(" in source) == (variant == "fused")
+
+
+def test_cli_bench_default_layout_is_fused_on_the_cpu(cli):
+    import json
+
+    from fmmforge.codegen.records import query_records
+
+    code, out, err = cli("bench", "--sizes", "12", "--algos", "strassen", "--levels", "1", "--dtype", "float64",
+                         "--cutoff", "2", "--pairs", "1", "--min-sample-ms", "1")
+    assert code == 0, err
+    assert "variant fused" in out
+    (row,) = query_records()
+    assert json.loads(row.plan)["variant"] == "fused"
+
+
 @pytest.mark.parametrize("args,message", [
     (["codegen", "strassen", "--variant", "fast"], "unknown variant 'fast'; use one of lowmem, batched"),
     (["codegen", "strassen", "--backend", "numpy", "--variant", "batched"], "only for backend torch"),

@@ -55,7 +55,7 @@ def test_cli_codegen_never_reports_an_edited_cached_kernel_as_validated(cli, tmp
     _, _, first = _cached()
     (first.path / "kernel.py").write_text(first.source + HALVE)
     out = tmp_path / "k"
-    code, stdout, err = cli("codegen", "strassen", "--dtype", "float64", "--cutoff", "2", "-o", out)
+    code, stdout, err = cli("codegen", "strassen", "--dtype", "float64", "--cutoff", "2", "--variant", "lowmem", "-o", out)
     assert code == 0, err
     assert err.count("\n") == 1 and err.startswith("warning: discarded the cached kernel")
     assert "validated on" in stdout
@@ -74,7 +74,7 @@ def test_cache_file_names_never_leave_the_kernel_folder(cli, tmp_path):
     victim = tmp_path / "victim.py"
     victim.write_text("precious\n")
     out = tmp_path / "k5"
-    code, stdout, err = cli("codegen", "strassen", "--dtype", "float64", "--cutoff", "2", "-o", out)
+    code, stdout, err = cli("codegen", "strassen", "--dtype", "float64", "--cutoff", "2", "--variant", "lowmem", "-o", out)
     assert code == 0, err
     assert "not a plain file name" in err and err.count("\n") == 1
     assert victim.read_text() == "precious\n"

@@ -12,7 +12,8 @@ from fmmforge.core.errors import FmmforgeError
 from fmmforge.plugins.extensions import Command
 from fmmforge.plugins.hookspecs import hookimpl
 
-VARIANT_HELP = ("lowmem (small workspaces), batched (torch: levels flattened, all leaf products in one bmm) "
+VARIANT_HELP = ("auto (fused for torch on the CPU, where it measures faster; else lowmem), "
+                "lowmem (small workspaces), batched (torch: levels flattened, all leaf products in one bmm) "
                 "fused (torch on the CPU: compiled element-wise passes, one per side and level) or parallel (torch on "
                 "the CPU: the top level's products at once on single-threaded workers)")
 REMAINDER_HELP = ("sizes that do not divide: peel (fix-up gemms for the remainder), pad (torch lowmem/fused/parallel: "
@@ -46,18 +47,19 @@ def codegen_cmd(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="directory to write the kernel to")] = None,
     size: Annotated[Optional[int], typer.Option(help="square size N for the workspace figure (default 4096)")] = None,
     emit_only: Annotated[bool, typer.Option("--emit-only", help="write the source without running or validating it (e.g. CUDA code on a machine without a GPU); never cached")] = False,
-    variant: Annotated[str, typer.Option(help=VARIANT_HELP)] = "lowmem",
+    variant: Annotated[str, typer.Option(help=VARIANT_HELP)] = "auto",
     remainder: Annotated[str, typer.Option(help=REMAINDER_HELP)] = "peel",
 ) -> None:
     """Generate a validated kernel; print the plan, additions, workspace size and the module's path."""
     from fmmforge.codegen.generate import generate, gpu_offline_reason
-    from fmmforge.codegen.plan import ceiling, check_variant, make_plan, stability
+    from fmmforge.codegen.plan import ceiling, check_variant, make_plan, resolve_variant, stability
     from fmmforge.core.additions import eliminate
     from fmmforge.core.app.console import console
     from fmmforge.hardware.devices import get_device
     from fmmforge.hardware.limits import MAX_LEVELS, check_int
     from fmmforge.plugins import get_backend
 
+    variant = resolve_variant(variant, backend, device, remainder)
     check_variant(variant, backend)
     codegen_backend = get_backend(backend)
     check_int(levels, "--levels", minimum=0, maximum=MAX_LEVELS)
@@ -170,17 +172,18 @@ def bench_cmd(
     pairs: Annotated[int, typer.Option(help="interleaved kernel/baseline samples per row")] = 5,
     memory: Annotated[bool, typer.Option("--memory", help="also measure each kernel's peak extra memory")] = False,
     min_sample_ms: Annotated[float, typer.Option(help="each timed sample repeats the call for at least this long")] = 50.0,
-    variant: Annotated[str, typer.Option(help=VARIANT_HELP)] = "lowmem",
+    variant: Annotated[str, typer.Option(help=VARIANT_HELP)] = "auto",
     remainder: Annotated[str, typer.Option(help=REMAINDER_HELP)] = "peel",
     ignore_memory: Annotated[bool, typer.Option("--ignore-memory", help="run even when the largest size needs more memory than the device has available")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as one JSON document on standard output (progress goes to standard error)")] = False,
 ) -> None:
     """Measure kernels against the vendor matmul in the same run; record every row; print the table."""
     from fmmforge.codegen.bench import parse_algos, parse_levels, parse_sizes, run_bench
-    from fmmforge.codegen.plan import check_remainder, check_variant
+    from fmmforge.codegen.plan import check_remainder, check_variant, resolve_variant
     from fmmforge.core.app.console import console, err_console
     from fmmforge.plugins import get_backend
 
+    variant = resolve_variant(variant, backend, device, remainder)
     check_variant(variant, backend)
     check_remainder(remainder, variant, backend)
     size_list = parse_sizes(sizes)
