@@ -79,6 +79,8 @@ CASES = {
         ("8192 winograd L3", "8192", SW, 3, (8192,) * 3, "float32"),
         ("8192 winograd L2 fused", "8192", SW, 2, (8192,) * 3, "float32", "fused"),
         ("8192 winograd L3 fused", "8192", SW, 3, (8192,) * 3, "float32", "fused"),
+        # the same 49 products as one <4,4,4> level (Strassen-Winograd⊗itself: 16x16 blocks, one set of passes)
+        ("8192 winograd*winograd L1 fused", "8192", f"{SW}*{SW}", 1, (8192,) * 3, "float32", "fused"),
         ("8192 winograd L2 parallel", "8192", SW, 2, (8192,) * 3, "float32", "parallel"),
         ("8192 winograd L3 parallel", "8192", SW, 3, (8192,) * 3, "float32", "parallel"),
         # 16384^2 float32 is 1 GiB a matrix: checked against MemAvailable before anything is allocated
