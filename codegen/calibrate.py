@@ -29,6 +29,11 @@ from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import Store
 
 MIN_RECORDS = 10  # fewer records than this cannot both fit 4 parameters and check them held-out
+# Records at fewer sizes than this cannot separate the gemm time from the passes and the per-call
+# cost (they grow differently with the size): a store holding only a tune's 14 records at 8192 fitted
+# gemm_scale 0 and 1.94 s per call, which "predicted" its own held-out records within 0.73 %
+# (benchmarks/calibrate.py on a tune's home, 2026-12-07). Calibrate then measures its own plans.
+MIN_SIZES = 3
 DEFAULT_BUDGET_S = 240.0
 # The plans calibrate measures when the store has too few records: the vendor gemm and the
 # built-in schemes at one and two levels, a <3,3,3> (which peels where 3 does not divide) and a
@@ -367,6 +372,10 @@ def measure_tables(key: ModelKey, needed: dict[str, set[Shape]], store: Store, d
                                   points[REFERENCE_GEMM], GemmTable(points))
 
 
+def _enough(usable: Sequence[Usable]) -> bool:
+    return len(usable) >= MIN_RECORDS and len({u.shape for u in usable}) >= MIN_SIZES
+
+
 def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAULT_BUDGET_S,
               store: Store | None = None, progress: Progress | None = None) -> Calibration:
     """Fit, evaluate (leave-one-out) and store the model for ``key``, measuring what is missing
@@ -377,13 +386,15 @@ def calibrate(key: ModelKey, *, backend: CodegenBackend, budget_s: float = DEFAU
     start = time.monotonic()
     usable, skipped = usable_records(key, store)
     measured = 0
-    if len(usable) < MIN_RECORDS and budget_s > 0:
+    if not _enough(usable) and budget_s > 0:
         measured = _measure_records(key, usable, start + budget_s * (1 - GEMM_SHARE), backend, store, progress)
         usable, skipped = usable_records(key, store)
-    if len(usable) < MIN_RECORDS:
+    if not _enough(usable):
+        sizes = len({u.shape for u in usable})
         raise FmmforgeError(
-            f"calibrate needs at least {MIN_RECORDS} benchmark records of low-memory or fused torch kernels on "
-            f"{key.describe()}, the store has {len(usable)}" + (f" (and {skipped} it cannot use)" if skipped else "")
+            f"calibrate needs at least {MIN_RECORDS} benchmark records of low-memory or fused torch kernels at "
+            f"{MIN_SIZES} sizes or more on {key.describe()}, the store has {len(usable)} at {sizes} size(s)"
+            + (f" (and {skipped} it cannot use)" if skipped else "")
             + f"; give it time to measure them (--budget {DEFAULT_BUDGET_S:g}) or run `fmmforge bench --device {key.device}` first")
     needed = needed_shapes((u.decomps, u.cutoff, u.shape, u.variant, u.remainder) for u in usable)
     gemms = measure_tables(key, needed, store, start + budget_s, progress) if budget_s > 0 else 0

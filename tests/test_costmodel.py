@@ -398,6 +398,16 @@ def test_calibrate_on_an_empty_store_without_budget_says_what_is_missing(cli):
     assert cm.find_model(cm.current_key("cpu", "float32"), Store()) is None
 
 
+def test_calibrate_will_not_fit_records_of_one_or_two_sizes(cli, key):
+    # 14 records at two sizes cannot tell the gemm time from the passes and the per-call cost: with
+    # no budget to measure more, one line saying so, and nothing stored
+    synthetic_store(key, sizes=SIZES[:2])  # 7 plans at 2 sizes
+    code, out, err = cli("calibrate", "--budget", "0")
+    assert code == 2
+    one_error(err, "at 3 sizes or more", "has 14 at 2 size(s)", "--budget")
+    assert cm.find_model(key, Store()) is None
+
+
 @pytest.mark.parametrize("args, words", [
     (("--budget", "-1"), ("--budget",)),
     (("--budget", "nan"), ("--budget",)),
