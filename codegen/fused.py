@@ -54,7 +54,6 @@ from fmmforge.codegen.runtime import inline
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.version import __version__
 
-# Sum blocks per side and group: n·p/2, so S and T together hold at most one C of the level (square).
 # The compiled sums pass moves a block ~1.2x slower than torch's element-wise passes inside a kernel
 # (between MKL gemms) on the project's Intel Xeon, with row segments of TILE = 256 (1.3-1.4x with
 # 512): at 4096, Strassen⊗Strassen as one level, its A side 114 blocks of 4 MiB in 21.7 ms by the
@@ -67,6 +66,7 @@ from fmmforge.core.version import __version__
 NUMBA_BLOCK_COST = 1.2
 
 
+# Sum blocks per side and group: n·p/2, so S and T together hold at most one C of the level (square).
 def slot_budget(n: int, p: int) -> int:
     return max(1, n * p // 2)
 
