@@ -283,10 +283,8 @@ def fused_level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int,
                 out = out + Features(fused_bytes=g.moved(side) * size * itemsize, passes=1)
                 continue
             for f in formed:
-                if len(f.terms) == 1:
-                    out = out + element_pass(2 * size * itemsize, cache)
-                else:
-                    out = out + element_pass(3 * size * itemsize, cache).times(len(f.terms) - 1)
+                count, blocks = f.torch_passes
+                out = out + element_pass(blocks * size * itemsize, cache).times(count)
     for phase in lv.phases:  # type: ignore[attr-defined]
         outputs = [t for t in phase.combine if t is not None]
         if outputs:

@@ -103,6 +103,13 @@ class Formed:
     slot: int
     terms: tuple[tuple[Source, Fraction], ...]
 
+    @property
+    def torch_passes(self) -> tuple[int, int]:
+        """(passes, blocks each reads and writes) when torch forms the sum (``_combination``): one
+        term is one pass reading a block and writing one, t ≥ 2 terms t - 1 passes reading two and
+        writing one."""
+        return (1, 2) if len(self.terms) == 1 else (len(self.terms) - 1, 3)
+
 
 @dataclass(frozen=True)
 class Gemm:
@@ -138,10 +145,9 @@ class Group:
         return len(read) + len(formed) if formed else 0
 
     def torch_moved(self, side: str) -> int:
-        """Blocks the side's sums move as torch passes (``_combination``): a sum of one term is one
-        pass reading a block and writing one, of t ≥ 2 terms t - 1 passes reading two and writing one."""
+        """Blocks the side's sums move as torch passes (:attr:`Formed.torch_passes`)."""
         formed = self.a_sums if side == "A" else self.b_sums
-        return sum(2 if len(f.terms) == 1 else 3 * (len(f.terms) - 1) for f in formed)
+        return sum(count * blocks for count, blocks in (f.torch_passes for f in formed))
 
     def sums_pass(self, side: str) -> str:
         """How the kernel forms the side's sums: "numba" (one compiled pass over the group, each input

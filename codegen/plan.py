@@ -114,9 +114,21 @@ def resolve_variant(variant: str, backend: str, device: str = "cpu", remainder: 
     else "lowmem"."""
     if variant != AUTO_VARIANT:
         return variant
-    fused_ok = (backend in VARIANT_BACKENDS["fused"] and str(device).split(":")[0] in VARIANT_DEVICES["fused"]
-                and "fused" in REMAINDER_VARIANTS.get(remainder, ("fused",)))
-    return "fused" if fused_ok else DEFAULT_VARIANT
+    try:
+        check_layout("fused", backend, device, remainder)
+    except FmmforgeError:
+        return DEFAULT_VARIANT
+    return "fused"
+
+
+def check_layout(variant: str, backend: str, device: str, remainder: str) -> None:
+    """A layout the backend, device or remainder strategy cannot have is one FmmforgeError line."""
+    check_variant(variant, backend)
+    check_remainder(remainder, variant, backend)
+    devices = VARIANT_DEVICES.get(variant)
+    if devices is not None and str(device).split(":")[0] not in devices:
+        raise FmmforgeError(f"variant {variant} runs on {', '.join(devices)} only, not {device}; "
+                            f"use --variant {DEFAULT_VARIANT} on {device}")
 
 
 def check_variant(variant: str, backend: str | None = None) -> None:
@@ -172,12 +184,7 @@ def make_plan(name: str, levels: int, *, backend: str = "torch", dtype: str = "f
         raise FmmforgeError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     if isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 1:
         raise FmmforgeError(f"cutoff must be a whole number >= 1, not {cutoff!r}")
-    check_variant(variant, backend)
-    check_remainder(remainder, variant, backend)
-    devices = VARIANT_DEVICES.get(variant)
-    if devices is not None and device.split(":")[0] not in devices:
-        raise FmmforgeError(f"variant {variant} runs on {', '.join(devices)} only, not {device}; "
-                            f"use --variant {DEFAULT_VARIANT} on {device}")
+    check_layout(variant, backend, device, remainder)
     if resolve is None:
         from fmmforge.core.catalogue import resolve
     names = split_names(name)
