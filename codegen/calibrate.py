@@ -37,13 +37,15 @@ MIN_SIZES = 3
 DEFAULT_BUDGET_S = 240.0
 # The plans calibrate measures when the store has too few records: the vendor gemm and the
 # built-in schemes at one and two levels, a <3,3,3> (which peels where 3 does not divide) and a
-# <4,4,4;49> level (49 leaves, 303 passes), low-memory, and three of them fused (codegen.fused:
-# their compiled passes have their own cost per byte), at square and non-square sizes (small ones
+# <4,4,4;49> level (49 leaves, 303 passes), low-memory, and four of them fused (codegen.fused:
+# their compiled passes have their own cost per byte; the <4,4,4> level, the Strassen-square of
+# issue 12, forms its sums by the compiled pass, Strassen-Winograd's by torch passes, whose cost
+# inside a fused kernel is its own too), at square and non-square sizes (small ones
 # first): plans of the kinds the tuner ranks, whose times at one size differ enough to be ranked.
 CALIBRATION_PLANS = (("strassen", 0, "lowmem"), ("strassen", 1, "lowmem"), ("strassen-winograd", 1, "lowmem"),
                      ("strassen", 2, "lowmem"), ("strassen-winograd", 2, "lowmem"), ("laderman", 1, "lowmem"),
                      ("strassen*strassen", 1, "lowmem"), ("strassen-winograd", 1, "fused"),
-                     ("strassen-winograd", 2, "fused"), ("laderman", 1, "fused"))
+                     ("strassen-winograd", 2, "fused"), ("laderman", 1, "fused"), ("strassen*strassen", 1, "fused"))
 CALIBRATION_SIZES: tuple[Shape, ...] = ((512, 512, 512), (768, 768, 768), (1024, 1024, 1024), (1024, 2048, 768),
                                         (1536, 1536, 1536), (2048, 1024, 1536), (2048, 2048, 2048))
 # A record whose samples spread (interquartile range, kernel or baseline) over more than this

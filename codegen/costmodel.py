@@ -48,14 +48,16 @@ from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import OwnedTables, Store
 
-MODEL_FORMAT = 6  # 2: two bandwidths (cached and streamed passes) and the cache size; 3: a leaf-layout gemm table;
+MODEL_FORMAT = 7  # 2: two bandwidths (cached and streamed passes) and the cache size; 3: a leaf-layout gemm table;
 # 4: the fused variant's passes (their bytes at their own cost); 5: a fused level's sums are torch
 # passes (cached or streamed bytes), only its C update is fused bytes; 6: a group's sums by the
-# compiled pass (fused bytes) or torch passes, as the kernel forms them
+# compiled pass (fused bytes) or torch passes, as the kernel forms them; 7: the torch passes of a
+# fused kernel's sums have an extra cost per pass of their own
 ITEMSIZE = {"float32": 4, "float64": 8}
 Shape = tuple[int, int, int]
-FEATURES = ("gemm_s", "cached_bytes", "streamed_bytes", "fused_bytes", "passes", "calls")
-PARAMETERS = ("gemm_scale", "s_per_cached_byte", "s_per_streamed_byte", "s_per_fused_byte", "s_per_pass", "s_per_call")
+FEATURES = ("gemm_s", "cached_bytes", "streamed_bytes", "fused_bytes", "passes", "fused_torch_passes", "calls")
+PARAMETERS = ("gemm_scale", "s_per_cached_byte", "s_per_streamed_byte", "s_per_fused_byte", "s_per_pass",
+              "s_per_fused_torch_pass", "s_per_call")
 VARIANTS = ("lowmem", "fused", "parallel")  # the kernel layouts the model describes (codegen.plan.VARIANTS)
 # the layouts whose records the fit uses: the parallel one runs level 0's products on single-threaded
 # workers, whose leaves and passes overlap in a way these parameters do not price; it is predicted
@@ -201,13 +203,16 @@ def cache_bytes(threads: int, cpu_dir: str = "/sys/devices/system/cpu/cpu0/cache
 class Features:
     """What one call is made of: leaf-gemm seconds (from the table), bytes the element-wise passes
     move (those whose blocks fit in cache and those that stream; the fused variant's compiled
-    passes apart), the number of passes, and the number of calls (1)."""
+    passes apart), the number of passes, how many of them are torch passes forming a fused
+    kernel's sums (counted in ``passes`` too: they cost the same plus an extra of their own), and
+    the number of calls (1)."""
 
     gemm_s: float = 0.0
     cached_bytes: float = 0.0
     streamed_bytes: float = 0.0
     fused_bytes: float = 0.0
     passes: int = 0
+    fused_torch_passes: int = 0
     calls: int = 0
 
     @property
@@ -221,7 +226,8 @@ class Features:
         return Features(*(a * k for a in self.astuple()))
 
     def astuple(self) -> tuple:
-        return self.gemm_s, self.cached_bytes, self.streamed_bytes, self.fused_bytes, self.passes, self.calls
+        return (self.gemm_s, self.cached_bytes, self.streamed_bytes, self.fused_bytes, self.passes,
+                self.fused_torch_passes, self.calls)
 
     def vector(self) -> np.ndarray:
         return np.array(self.astuple(), dtype=float)
@@ -271,9 +277,11 @@ def fused_level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int,
     formed as the kernel forms them (codegen.fused.Group.sums_pass): by the compiled pass, which
     reads each input block once and writes each sum once (``fused_bytes``), or by torch passes: a
     sum of one term is one pass moving two blocks, of t ≥ 2 terms t - 1 passes of three, each cached
-    or streamed as a low-memory pass is. The C update is one compiled pass reading each product it
-    combines (homed in C or in a workspace) once and writing each C block it reaches once (reading
-    it too in ``acc`` mode): its bytes are ``fused_bytes``, at their own cost."""
+    or streamed as a low-memory pass is, and each counted in ``fused_torch_passes`` too (inside a
+    fused kernel a torch pass measured slower than the low-memory kernel's same pass: model format
+    7). The C update is one compiled pass reading each product it combines (homed in C or in a
+    workspace) once and writing each C block it reaches once (reading it too in ``acc`` mode): its
+    bytes are ``fused_bytes``, at their own cost."""
     lv = _fused_level(d, mode)
     bm, bk, bn = block
     out = Features()
@@ -284,7 +292,8 @@ def fused_level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int,
                 continue
             for f in formed:
                 count, blocks = f.torch_passes
-                out = out + element_pass(blocks * size * itemsize, cache).times(count)
+                torch_pass = element_pass(blocks * size * itemsize, cache) + Features(fused_torch_passes=1)
+                out = out + torch_pass.times(count)
     for phase in lv.phases:  # type: ignore[attr-defined]
         outputs = [t for t in phase.combine if t is not None]
         if outputs:
@@ -577,6 +586,11 @@ class CalibratedModel:
     cache: int = 0  # bytes: passes up to this size count as cached (features)
     leaf: GemmTable = field(default_factory=GemmTable)  # gemms timed as a kernel's leaves (LEAF_LAYOUT)
     format: int = MODEL_FORMAT
+
+    def __post_init__(self) -> None:
+        if len(self.parameters) != len(PARAMETERS):  # a caller's bug, not the user's input
+            raise ValueError(f"a cost model has {len(PARAMETERS)} parameters ({', '.join(PARAMETERS)}), "
+                             f"not {len(self.parameters)}")
 
     @property
     def name(self) -> str:

@@ -77,8 +77,8 @@ def test_plans_keep_their_leaves_at_least_min_leaf():
 def test_the_proxy_ranks_fewer_passes_first_at_equal_rank():
     from fmmforge.codegen.costmodel import CalibratedModel, GemmTable, current_key
 
-    model = CalibratedModel(current_key("cpu", "float32"), (1.0, 1e-11, 1e-10, 0.0, 0.0), GemmTable({(1024,) * 3: 1e-2}),
-                            cache=1 << 20)
+    model = CalibratedModel(current_key("cpu", "float32"), (1.0, 1e-11, 1e-10, 0.0, 0.0, 0.0, 0.0),
+                            GemmTable({(1024,) * 3: 1e-2}), cache=1 << 20)
     ss, ww = catalogue.resolve("strassen*strassen"), catalogue.resolve("strassen-winograd*strassen-winograd")
     assert sum(tuning.side_passes(ss)) < sum(tuning.side_passes(ww))
     assert tuning.proxy_seconds([ss], (8192,) * 3, model, 4) < tuning.proxy_seconds([ww], (8192,) * 3, model, 4)
@@ -400,7 +400,7 @@ def test_measurements_correct_their_family_and_a_round_explores_several_families
 def test_the_correction_factor_is_measured_over_predicted_per_family():
     from fmmforge.codegen.costmodel import CalibratedModel, GemmTable, current_key
 
-    model = CalibratedModel(current_key("cpu", "float32"), (1.0, 1e-11, 1e-10, 1e-10, 0.0, 0.0),
+    model = CalibratedModel(current_key("cpu", "float32"), (1.0, 1e-11, 1e-10, 1e-10, 0.0, 0.0, 0.0),
                             GemmTable({(512,) * 3: 1e-3, (1024,) * 3: 8e-3}), cache=1 << 20)
     request = TuneRequest(shape=(1024,) * 3)
     predicted = model.predict_s([], 64, (1024,) * 3) / model.predict_s([catalogue.resolve("strassen")], 64, (1024,) * 3)
