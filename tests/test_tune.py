@@ -3,8 +3,10 @@ the best measured for real, the choice stored (or cleared), Ctrl-C, spec-only ch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import time
 
 import pytest
 
@@ -119,6 +121,37 @@ def test_the_fastest_measured_is_stored_with_its_prediction():
     got = lookup_choice("cpu", machine_key(), "float32", shape_class(1024, 1024, 1024))
     assert got is not None and got.algorithms == ("strassen-winograd",)
     assert got.speedup == pytest.approx(1.08) and got.predicted_speedup == pytest.approx(1.25)
+
+
+def test_the_finalists_are_one_per_family_and_the_choice_follows_their_run_together(monkeypatch):
+    # strassen and strassen-winograd at one level are one family (<2,2,2>, low-memory): only the
+    # faster is a finalist, and the fourth family (<2,2,2> fused) is left out
+    fused = dataclasses.replace(_measured("strassen-winograd", 1.02), candidate=dataclasses.replace(
+        _measured("strassen-winograd", 1.02).candidate, variant="fused"))
+    measured = [_measured("strassen", 1.10), _measured("strassen-winograd", 1.09), _measured("laderman", 1.05),
+                _measured("strassen*strassen", 1.07), fused]
+    final = tuning.finalists_of(measured)
+    assert [m.candidate.names for m in final] == [("strassen",), ("strassen*strassen",), ("laderman",)]
+    # plans of fewer families than finalists (a tune of one format): the next fastest fill the rest
+    few = tuning.finalists_of(measured[:2] + [fused])
+    assert len(few) == 3 and few[0] is measured[0] and few[1] is fused and few[2] is measured[1]
+    # measured again together: laderman first there. The choice is that run's (its first reading,
+    # 1.05, was lower than strassen*strassen's 1.07, and strassen's 1.10 was a lucky one)
+    again = {"strassen": 1.01, "strassen*strassen": 1.06, "laderman": 1.08}
+    seen = []
+
+    def remeasure(cands, request, store, notes, say=None):
+        seen.append([c.names for c in cands])
+        return [_measured(c.names[0], again[c.names[0]]) for c in cands]
+
+    monkeypatch.setattr(tuning, "_measure", remeasure)
+    result = TuneResult(TuneRequest(shape=(1024, 1024, 1024)), measured=measured, measure_seconds=[1.0])
+    result = tuning._finish_measured(result, Store(), time.monotonic() + 60, lambda *a: None, [None])
+    assert seen == [[m.candidate.names for m in final]]  # one run, the three finalists
+    assert result.best is not None and result.best.candidate.names == ("laderman",)
+    assert result.best.speedup == pytest.approx(1.08)  # the confirming run's reading is what is stored
+    got = lookup_choice("cpu", machine_key(), "float32", shape_class(1024, 1024, 1024))
+    assert got is not None and got.algorithms == ("laderman",) and got.speedup == pytest.approx(1.08)
 
 
 def test_when_nothing_beats_the_vendor_matmul_the_choice_is_removed():

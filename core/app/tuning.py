@@ -18,8 +18,10 @@
    against a float64 product, timed interleaved, recorded in the store at once); the model is
    refitted on all records (the new ones included) and the candidates ranked again, until the
    budget ends or no candidate is left.
-4. **Choice.** The fastest few measured are measured again (winner's curse: the best of many noisy
-   medians is biased up); the best confirmed speed-up, when it beats the vendor matmul by more than
+4. **Choice.** The fastest plan of each of the few fastest families (:func:`finalists`) is measured
+   again, all of them in one run, and the choice is made on that run alone (winner's curse: the
+   best of many noisy medians is biased up, and plans measured in different runs meet different
+   machine states); the best confirmed speed-up, when it beats the vendor matmul by more than
    ``min_speedup``, is stored as the device's choice for the shape class (codegen.choices), with the
    model's prediction beside it. Otherwise the choice is the vendor matmul, said plainly, and any
    earlier choice for that class is removed.
@@ -52,7 +54,7 @@ DEFAULT_DIMS = (2, 3, 4)  # format sides tried by default (each n, m, p)
 CPU_VARIANTS = ("lowmem", "fused", "parallel")
 PER_FORMAT = 24  # schemes per format that become plans (lowest rank, then fewest additions)
 FUSED_PER_FORMAT = 8  # and beside them, those of fewest blocks moved by the fused schedule
-CONFIRM = 3  # finalists measured again before the choice
+CONFIRM = 3  # finalists measured again before the choice: the fastest plan of each of the 3 fastest families
 
 
 @dataclass(frozen=True)
@@ -896,13 +898,27 @@ def _resolved(plan: object, store: Store) -> tuple[tuple[str, Decomposition], ..
     return levels if same else None
 
 
+def finalists_of(measured: Sequence[Measured], k: int = CONFIRM) -> list[Measured]:
+    """``k`` plans to measure again: the fastest measured plan of each of the ``k`` fastest families
+    (:func:`family`), fastest first; where fewer families were measured, the next fastest plans
+    fill the rest. Plans of one family (e.g. rank-49 <4,4,4> levels that differ in a few terms)
+    measure within the noise of one another; measuring three of them again would compare
+    near-copies and leave a plan of another family, read once in a slow moment, out of the choice."""
+    ordered = sorted(measured, key=lambda m: -m.speedup)
+    best: dict[tuple, Measured] = {}
+    for m in ordered:
+        best.setdefault(family(m.candidate), m)
+    chosen = list(best.values())[:k]
+    return chosen + [m for m in ordered if all(m is not c for c in chosen)][:k - len(chosen)]
+
+
 def _finish_measured(result: TuneResult, store: Store, deadline: float, say: Callable, best: list) -> TuneResult:
     """Confirm the finalists, choose, store the choice (or clear it: the vendor matmul)."""
     from fmmforge.codegen.bench import machine_for
     from fmmforge.codegen.choices import clear_choice, shape_class, store_choice
 
     request = result.request
-    finalists = sorted(result.measured, key=lambda m: -m.speedup)[:CONFIRM]
+    finalists = finalists_of(result.measured)
     confirmed = []
     if not result.interrupted and finalists:
         per = result.typical_measure_s()
@@ -916,9 +932,9 @@ def _finish_measured(result: TuneResult, store: Store, deadline: float, say: Cal
                 again = {m.candidate.identity: m
                          for m in _measure([m.candidate for m in finalists], request, store, result.notes)}
                 result.confirmed += again.values()
-                # each median is interleaved with its own vendor run: keep the less favourable of the two
-                confirmed = [min(m, again[m.candidate.identity], key=lambda x: x.speedup)
-                             for m in finalists if m.candidate.identity in again]
+                # the finalists were chosen for their first readings (biased up) in different runs:
+                # the choice is made on the run that measured them together
+                confirmed = [again[m.candidate.identity] for m in finalists if m.candidate.identity in again]
         except KeyboardInterrupt:
             result.interrupted = True
     pool = confirmed or finalists
