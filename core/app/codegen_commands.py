@@ -52,7 +52,7 @@ def codegen_cmd(
 ) -> None:
     """Generate a validated kernel; print the plan, additions, workspace size and the module's path."""
     from fmmforge.codegen.generate import generate, gpu_offline_reason
-    from fmmforge.codegen.plan import ceiling, check_variant, make_plan, resolve_variant, stability
+    from fmmforge.codegen.plan import ceiling, check_layout, make_plan, resolve_variant, stability
     from fmmforge.core.additions import eliminate
     from fmmforge.core.app.console import console
     from fmmforge.hardware.devices import get_device
@@ -60,7 +60,7 @@ def codegen_cmd(
     from fmmforge.plugins import get_backend
 
     variant = resolve_variant(variant, backend, device, remainder)
-    check_variant(variant, backend)
+    check_layout(variant, backend, device, remainder)
     codegen_backend = get_backend(backend)
     check_int(levels, "--levels", minimum=0, maximum=MAX_LEVELS)
     check_int(cutoff, "--cutoff")
@@ -179,13 +179,12 @@ def bench_cmd(
 ) -> None:
     """Measure kernels against the vendor matmul in the same run; record every row; print the table."""
     from fmmforge.codegen.bench import parse_algos, parse_levels, parse_sizes, run_bench
-    from fmmforge.codegen.plan import check_remainder, check_variant, resolve_variant
+    from fmmforge.codegen.plan import check_layout, resolve_variant
     from fmmforge.core.app.console import console, err_console
     from fmmforge.plugins import get_backend
 
     variant = resolve_variant(variant, backend, device, remainder)
-    check_variant(variant, backend)
-    check_remainder(remainder, variant, backend)
+    check_layout(variant, backend, device, remainder)
     size_list = parse_sizes(sizes)
     algo_list = parse_algos(algos)
     level_list = parse_levels(levels)

@@ -18,7 +18,7 @@
    against a float64 product, timed interleaved, recorded in the store at once); the model is
    refitted on all records (the new ones included) and the candidates ranked again, until the
    budget ends or no candidate is left.
-4. **Choice.** The fastest plan of each of the few fastest families (:func:`finalists`) is measured
+4. **Choice.** The fastest plan of each of the few fastest families (:func:`finalists_of`) is measured
    again, all of them in one run, and the choice is made on that run alone (winner's curse: the
    best of many noisy medians is biased up, and plans measured in different runs meet different
    machine states); the best confirmed speed-up, when it beats the vendor matmul by more than
@@ -929,12 +929,10 @@ def _finish_measured(result: TuneResult, store: Store, deadline: float, say: Cal
         try:
             if finalists:
                 say("confirm", 0, len(finalists), f"measuring the {len(finalists)} finalist(s) again, in one run")
-                again = {m.candidate.identity: m
-                         for m in _measure([m.candidate for m in finalists], request, store, result.notes)}
-                result.confirmed += again.values()
                 # the finalists were chosen for their first readings (biased up) in different runs:
                 # the choice is made on the run that measured them together
-                confirmed = [again[m.candidate.identity] for m in finalists if m.candidate.identity in again]
+                confirmed = _measure([m.candidate for m in finalists], request, store, result.notes)
+                result.confirmed += confirmed
         except KeyboardInterrupt:
             result.interrupted = True
     pool = confirmed or finalists
