@@ -59,7 +59,7 @@ _PASS_LINE = re.compile(r"^(\s+)(torch\.(add|sub|mul)\(.*\bout=\w+\)|\w+\.(add_|
                         r"|_fused_(sums|combine)\(.*\)|_combination\(.*\)|_xcomb\(.*\))\s*(#.*)?$")
 
 
-# The kernels' workspace allocation (codegen.runtime_torch._allocate). With the passes gone, nothing
+# The kernels' workspace allocation (codegen.runtime.runtime_torch._allocate). With the passes gone, nothing
 # ever writes the sums the leaves read, so a workspace must not be left as torch.empty gives it: on
 # memory a freed float64 array held (the error check's), a float32 view is full of denormals, which
 # Intel cores multiply dozens of times slower (2026-12-03, Intel Xeon: one "leaves-only" Strassen
@@ -69,7 +69,7 @@ _ALLOCATE_FILLED = "return torch.rand(shape, dtype=like.dtype, device=like.devic
 
 
 # helpers whose call lines are passes (clocked or removed as one): the lines in their bodies are not
-# (_xprod, codegen.runtime_split: a product whose body zeroes the thin strips of uneven blocks)
+# (_xprod, codegen.runtime.runtime_split: a product whose body zeroes the thin strips of uneven blocks)
 _PASS_HELPERS = re.compile(r"^def (_fused_sums|_fused_combine|_combination|_xcomb|_xprod)\(")
 
 
@@ -108,7 +108,7 @@ def _pass_phase(call: str) -> str:
     fused = re.match(r"_fused_(sums|combine)\((\w+)", call)
     if fused:
         return {"A": "A", "B": "B"}.get(fused.group(2), "C") if fused.group(1) == "sums" else "C"
-    split = re.match(r"_xcomb\((\w+)", call)  # uneven blocks (codegen.runtime_split): the destination first
+    split = re.match(r"_xcomb\((\w+)", call)  # uneven blocks (codegen.runtime.runtime_split): the destination first
     if split:
         return {"S": "A", "T": "B"}.get(split.group(1), "C")
     out = re.search(r"\bout=(\w+)", call)
@@ -146,7 +146,7 @@ def serial_passes() -> tuple[Callable, Callable]:
     ``--variant fused-serial``: prange runs as range on the calling thread)."""
     import numba
 
-    from fmmforge.codegen import runtime_fused
+    from fmmforge.codegen.runtime import runtime_fused
 
     jit = numba.njit(parallel=False, fastmath=False, nogil=True)
     found = getattr(serial_passes, "kernels", None)

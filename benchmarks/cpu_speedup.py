@@ -71,7 +71,7 @@ CASES = {
         # the fused variant (compiled element-wise passes, numba)
         ("4096 winograd L1 fused", "4096", SW, 1, (4096,) * 3, "float32", "fused"),
         ("4096 winograd L2 fused", "4096", SW, 2, (4096,) * 3, "float32", "fused"),
-        # the parallel variant (level 0's products on single-threaded workers, codegen.runtime_parallel)
+        # the parallel variant (level 0's products on single-threaded workers, codegen.runtime.runtime_parallel)
         ("4096 winograd L1 parallel", "4096", SW, 1, (4096,) * 3, "float32", "parallel"),
         ("4096 winograd L2 parallel", "4096", SW, 2, (4096,) * 3, "float32", "parallel"),
         ("8192 strassen L3", "8192", "strassen", 3, (8192,) * 3, "float32"),
@@ -111,10 +111,10 @@ CASES = {
         # sizes that do not divide: one peel at the top (fix-up gemms for 3 rows/columns)
         ("4095 winograd L2 (peeled)", "4095", SW, 2, (4095,) * 3, "float32"),
         ("4095 winograd L2 fused", "4095", SW, 2, (4095,) * 3, "float32", "fused"),
-        # padding instead: A, B, C copied into zero-bordered 4096 buffers (codegen.runtime_pad)
+        # padding instead: A, B, C copied into zero-bordered 4096 buffers (codegen.runtime.runtime_pad)
         ("4095 winograd L2 padded", "4095", SW, 2, (4095,) * 3, "float32", "lowmem", "pad"),
         ("4095 winograd L2 fused padded", "4095", SW, 2, (4095,) * 3, "float32", "fused", "pad"),
-        # uneven blocks: 2048 and 2047, then 1024 and 1023, treated as zero-bordered (codegen.runtime_split)
+        # uneven blocks: 2048 and 2047, then 1024 and 1023, treated as zero-bordered (codegen.runtime.runtime_split)
         ("4095 winograd L2 split", "4095", SW, 2, (4095,) * 3, "float32", "lowmem", "split"),
         ("8192 winograd L2 float64", "float64", SW, 2, (8192,) * 3, "float64"),
         ("8192 winograd L3 float64", "float64", SW, 3, (8192,) * 3, "float64"),

@@ -9,8 +9,8 @@
     C = kernel.matmul(A, B)               # kernel.source is a standalone Python module
 
 Modules: plan (what to generate), schedule (one level as a low-memory straight-line program),
-emit_python (torch/numpy modules), runtime and runtime_* (the kernels' helpers as real modules,
-copied into each kernel), emit_batched (torch, ``variant="batched"``: levels flattened,
+emit_python (torch/numpy modules), runtime/ (a package: runtime_* are the kernels' helpers
+as real modules, copied into each kernel), emit_batched (torch, ``variant="batched"``: levels flattened,
 all leaf products in one bmm), emit_cupy (CUDA C + CuPy host), backends, validate,
 generate (pipeline and cache), bench and records (measurements in the store), latency (the
 ``latency`` reward), commands (``codegen``, ``bench``). Backends are looked up by name in the

@@ -252,7 +252,7 @@ def level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int, cache
     """The passes of one level of ``d``'s schedule in ``mode`` at block size ``block`` = (bm, bk,
     bn), products excluded: a pass whose bytes (its blocks read and written) are at most
     ``cache`` counts as cached, a larger one as streamed. ``split``: the schedule for uneven
-    blocks (codegen.runtime_split), priced at the full block size (its strips are a row or a
+    blocks (codegen.runtime.runtime_split), priced at the full block size (its strips are a row or a
     column)."""
     return sum((element_pass(pass_blocks(op) * _block_elements(op.dst.kind, *block) * itemsize, cache)
                 for op in schedule_level(d, mode, split=split).ops if not isinstance(op, Product)), Features())
@@ -308,7 +308,7 @@ def fused_level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int,
 
 
 def parallel_level_passes(d: Decomposition, block: Shape, itemsize: int, cache: int) -> tuple[Features, int]:
-    """The torch passes of level 0 of a *parallel* kernel (codegen.runtime_parallel) at ``block`` and
+    """The torch passes of level 0 of a *parallel* kernel (codegen.runtime.runtime_parallel) at ``block`` and
     its product count: per product, a sum of k blocks is k - 1 passes (dst = x + c·y, then
     dst += c·x), and each C block it reaches one pass (the first writer dst = c·P, the later ones
     dst += c·P); a C block no product reaches is zeroed."""
@@ -334,7 +334,7 @@ def level_pass_bytes(d: Decomposition, mode: str, block: Shape, itemsize: int) -
 
 
 class _Walker:
-    """Follows the kernel's recursion (codegen.runtime_lowmem and the emitted level functions):
+    """Follows the kernel's recursion (codegen.runtime.runtime_lowmem and the emitted level functions):
     leaf when a block would be under the cut-off, peel to the multiples of the levels that split,
     else one level's passes (the low-memory schedule's, or the fused one's for ``variant``
     "fused": codegen.fused, whose recursion and peeling are the same; for "parallel", level 0's
@@ -359,7 +359,7 @@ class _Walker:
         return Features(gemm_s=(self.leaf_table if inside else self.gemm).seconds(shape))
 
     def pad_copies(self, shape: Shape, padded: Shape) -> Features:
-        """The copies of a padded call (codegen.runtime_pad): A and B into their buffers (read,
+        """The copies of a padded call (codegen.runtime.runtime_pad): A and B into their buffers (read,
         then written with the zero border) where their sizes grow, and C's part out of its buffer."""
         (M, K, N), (Mp, Kp, Np) = shape, padded
         moved = [M * K + Mp * Kp if (Mp, Kp) != (M, K) else 0, K * N + Kp * Np if (Kp, Np) != (K, N) else 0,
@@ -381,8 +381,8 @@ class _Walker:
         one in strips of K where its workspaces would pass their bound (codegen.fused.k_width: the
         first strip sets C, the others accumulate)."""
         M, K, N = shape
-        if self.remainder == "pad" and self.decomps:  # the kernel pads first (codegen.runtime_pad), then cuts
-            from fmmforge.codegen.runtime_pad import pad_sizes
+        if self.remainder == "pad" and self.decomps:  # the kernel pads first (codegen.runtime.runtime_pad), then cuts
+            from fmmforge.codegen.runtime.runtime_pad import pad_sizes
 
             padded = pad_sizes(M, K, N, [x.format for x in self.decomps], self.cutoff)
             if padded != shape:

@@ -27,8 +27,7 @@ from fractions import Fraction
 from fmmforge.codegen.emit_cupy import flatten_levels
 from fmmforge.codegen.emit_python import _num, backend_runtime, product_comments, thread_caches
 from fmmforge.codegen.plan import Plan
-from fmmforge.codegen import runtime_batched, runtime_lowmem, runtime_torch
-from fmmforge.codegen.runtime import inline
+from fmmforge.codegen.runtime import inline, runtime_batched, runtime_lowmem, runtime_torch
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.version import __version__
 

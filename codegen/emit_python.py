@@ -19,9 +19,8 @@ from types import ModuleType
 from typing import Callable
 
 from fmmforge.codegen.plan import Plan
-from fmmforge.codegen import (runtime_caches as caches, runtime_lowmem as lowmem, runtime_numpy, runtime_pad,
-                              runtime_parallel, runtime_split, runtime_torch)
-from fmmforge.codegen.runtime import inline
+from fmmforge.codegen.runtime import (inline, runtime_caches as caches, runtime_lowmem as lowmem, runtime_numpy,
+                                      runtime_pad, runtime_parallel, runtime_split, runtime_torch)
 from fmmforge.codegen.schedule import Add2, Axpy, LevelSchedule, Operand, Product, Scale, columns, schedule_level
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
@@ -96,7 +95,7 @@ def thread_caches(cuda: bool) -> str:
 
 
 def backend_runtime(ops: ModuleType) -> str:
-    """Module text: a backend's workspace allocation, leaf gemms and ``matmul`` (codegen.runtime_torch, ...)."""
+    """Module text: a backend's workspace allocation, leaf gemms and ``matmul`` (codegen.runtime.runtime_torch, ...)."""
     return inline(ops._fits, ops._allocate, ops._leaf_set, ops._leaf_acc, ops.matmul)
 
 
@@ -184,7 +183,7 @@ class NumpyDialect(PythonDialect):
 
 
 class SplitTorchDialect(TorchDialect):
-    """torch on uneven, zero-bordered blocks (remainder "split", codegen.runtime_split): every sum
+    """torch on uneven, zero-bordered blocks (remainder "split", codegen.runtime.runtime_split): every sum
     and product goes through ``_xcomb``/``_xprod``, which take torch's own path when the blocks are even."""
 
     def add2(self, dst: str, x: str, c: Fraction, y: str) -> list[str]:
@@ -272,7 +271,7 @@ def level_prologue(name: str, mode: str, label: str, d: Decomposition, used: set
                    split: bool = False) -> list[str]:
     """The start of a level function ``name(A, B, C, alpha, level)``: the leaf below the cut-off,
     peeling, the next level's pair, the block sizes and a view per block in ``used`` ((kind, index)).
-    ``split``: no peeling; blocks of the rounded-up size, the last ones shorter (codegen.runtime_split)."""
+    ``split``: no peeling; blocks of the rounded-up size, the last ones shorter (codegen.runtime.runtime_split)."""
     n, m, p = d.format
     what = "C = alpha·A·B" if mode == "set" else "C += alpha·A·B"
     L = [
@@ -388,6 +387,6 @@ def emit_python(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
         facts["workers"] = runtime_parallel.torch.get_num_threads()  # as many as torch's threads at a call
         ws = facts["workspace_per_worker"] * facts["workers"]
     if plan.remainder == "pad":
-        ws += 3.0  # at most one padded A, B and C (codegen.runtime_pad)
+        ws += 3.0  # at most one padded A, B and C (codegen.runtime.runtime_pad)
     facts["workspace_fraction_square"] = ws  # for M=K=N: workspace elements / (M·N)
     return "\n".join(lines) + "\n", facts

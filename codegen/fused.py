@@ -45,12 +45,11 @@ import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
 
-from fmmforge.codegen import (runtime_caches as caches, runtime_fused, runtime_lowmem as lowmem, runtime_pad,
-                              runtime_parallel, runtime_torch)
+from fmmforge.codegen.runtime import (inline, runtime_caches as caches, runtime_fused, runtime_lowmem as lowmem,
+                                      runtime_pad, runtime_parallel, runtime_torch)
 from fmmforge.codegen.emit_python import (_alpha, _num, backend_runtime, block_name, function_names,
                                           level_functions, level_prologue, product_comments, thread_caches)
 from fmmforge.codegen.plan import Plan
-from fmmforge.codegen.runtime import inline
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.version import __version__
 
@@ -503,13 +502,13 @@ def _level_function(stem: str, label: str, d: Decomposition, lv: FusedLevel, com
 
 
 # The workspaces a fused kernel holds at most, × the size of C: a call whose shape would make them
-# larger (K much longer than M and N) runs in strips of K (codegen.runtime_fused._k_width).
+# larger (K much longer than M and N) runs in strips of K (codegen.runtime.runtime_fused._k_width).
 WORKSPACE_BOUND = 2.0
 
 
 def k_width(decomps: list[Decomposition], cutoff: int, shape: tuple[int, int, int]) -> int:
     """The strip width of K a fused kernel of ``decomps`` and ``cutoff`` runs a call at ``shape`` in
-    (:func:`codegen.runtime_fused._k_width`, the kernel's own rule; K when it is not cut)."""
+    (:func:`codegen.runtime.runtime_fused._k_width`, the kernel's own rule; K when it is not cut)."""
     return _strip_rule(tuple(decomps), cutoff)(*shape)
 
 
@@ -517,7 +516,7 @@ def k_width(decomps: list[Decomposition], cutoff: int, shape: tuple[int, int, in
 def _strip_rule(decomps: tuple[Decomposition, ...], cutoff: int):
     """The kernel's ``_k_width`` bound to a plan's constants, made once per plan (the cost model asks
     for it at every shape of every fused candidate it ranks)."""
-    from fmmforge.codegen.runtime_pad import _rebind
+    from fmmforge.codegen.runtime.runtime_pad import _rebind
 
     scope = {"FORMATS": [d.format for d in decomps], "CUTOFF": cutoff, "WORKSPACE_BOUND": WORKSPACE_BOUND,
              "SLOTS": tuple(level_slots(d) for d in decomps)}
@@ -593,7 +592,7 @@ def emit_fused(plan: Plan, decomps: list[Decomposition]) -> tuple[str, dict]:
              "removed again at once.",
              f"Workspace for M=K=N: {ws:.3f} × size of C (cached per thread; clear_workspaces()).", ""]
     if plan.remainder == "pad":
-        ws += 3.0  # at most one padded A, B and C (codegen.runtime_pad)
+        ws += 3.0  # at most one padded A, B and C (codegen.runtime.runtime_pad)
     facts: dict = {"variant": "fused", "levels": [], "workspace_fraction_square": ws}
     for level, d in enumerate(decomps):
         lvs = {mode: fused_level(d, mode) for mode in ("set", "acc")}

@@ -19,7 +19,7 @@ LEVEL_SEPARATOR = "/"
 # "batched" (levels flattened into one Kronecker level, all R leaf products in one torch.bmm) and
 # "fused" (per level: all A-side sums in one compiled pass, all B-side sums in one, C in one; torch CPU)
 # and "parallel" (the low-memory layout with level 0's products run at once on single-threaded
-# workers, codegen.runtime_parallel; torch CPU)
+# workers, codegen.runtime.runtime_parallel; torch CPU)
 VARIANTS = ("lowmem", "batched", "fused", "parallel")
 DEFAULT_VARIANT = "lowmem"
 VARIANT_BACKENDS = {"batched": ("torch",), "fused": ("torch",), "parallel": ("torch",)}
@@ -28,7 +28,7 @@ VARIANT_DEVICES = {"fused": ("cpu",), "parallel": ("cpu",)}
 # gemms for the rest) or "pad" (operands copied into zero-bordered buffers of the next multiples,
 # the fast algorithm on those, the result copied out; torch kernels of the lowmem, fused and parallel
 # layouts) or "split" (uneven blocks, the last ones shorter and treated as zero-bordered, without
-# copies or fix-ups: codegen.runtime_split; torch kernels of the lowmem layout)
+# copies or fix-ups: codegen.runtime.runtime_split; torch kernels of the lowmem layout)
 REMAINDERS = ("peel", "pad", "split")
 DEFAULT_REMAINDER = "peel"
 REMAINDER_VARIANTS = {"pad": ("lowmem", "fused", "parallel"), "split": ("lowmem",)}

@@ -186,7 +186,7 @@ class _Emitter:
 
     def __init__(self, cols, n_c: int, mode: Mode, split_p: int = 0) -> None:
         self.cols = cols
-        self.split_p = split_p  # uneven blocks (codegen.runtime_split): C's block columns, else 0
+        self.split_p = split_p  # uneven blocks (codegen.runtime.runtime_split): C's block columns, else 0
         self.ops: list[Op] = []
         self.s_state: dict[int, Coef] | None = None
         self.t_state: dict[int, Coef] | None = None
@@ -307,7 +307,7 @@ _CACHE: dict[tuple[str, str, int, int], "LevelSchedule"] = {}
 def schedule_level(d: Decomposition, mode: Mode, search_steps: int = 400, seed: int = 0,
                    split: bool = False) -> LevelSchedule:
     """The straight-line program for one level of ``d`` (see the module docstring); memoised.
-    ``split``: for uneven blocks (codegen.runtime_split), where a C block holds a product for
+    ``split``: for uneven blocks (codegen.runtime.runtime_split), where a C block holds a product for
     other C blocks only if it is at least as large as each of them."""
     exact = hashlib.sha256(repr((d.target.describe(), d.denominators(),
                                  [(x.shape, x.tobytes()) for x in d.numerators()])).encode()).hexdigest()

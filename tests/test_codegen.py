@@ -506,7 +506,7 @@ def test_kernels_inline_the_runtime_modules(backend):
     """The runtime is real Python (importable, testable) and copied verbatim into each kernel."""
     import inspect
 
-    from fmmforge.codegen import runtime_caches, runtime_lowmem, runtime_numpy, runtime_torch
+    from fmmforge.codegen.runtime import runtime_caches, runtime_lowmem, runtime_numpy, runtime_torch
 
     ops = runtime_torch if backend == "torch" else runtime_numpy
     plan, decomps = make_plan("strassen", 2, backend=backend, dtype="float64")
@@ -519,7 +519,7 @@ def test_kernels_inline_the_runtime_modules(backend):
 
 
 def test_runtime_multiples_stop_at_the_first_level_below_the_cutoff(monkeypatch):
-    from fmmforge.codegen import runtime_lowmem
+    from fmmforge.codegen.runtime import runtime_lowmem
 
     monkeypatch.setattr(runtime_lowmem, "FORMATS", [(2, 2, 2), (3, 3, 3)])
     monkeypatch.setattr(runtime_lowmem, "CUTOFF", 4)
@@ -530,7 +530,7 @@ def test_runtime_multiples_stop_at_the_first_level_below_the_cutoff(monkeypatch)
 
 
 def test_runtime_workspaces_are_reused_until_the_shape_changes():
-    from fmmforge.codegen import runtime_numpy
+    from fmmforge.codegen.runtime import runtime_numpy
 
     namespace = {"np": np}
     from fmmforge.codegen.emit_python import backend_runtime, thread_caches

@@ -586,7 +586,7 @@ def test_the_commands_default_budget_is_calibrates():
 
 
 def test_a_fused_call_with_a_long_k_is_costed_in_the_strips_the_kernel_runs():
-    # the kernel cuts K where its workspaces would pass 2 C (codegen.runtime_fused._k_width): the
+    # the kernel cuts K where its workspaces would pass 2 C (codegen.runtime.runtime_fused._k_width): the
     # model walks the same strips, so its leaves are the strips' blocks, and the first strip sets
     # C while the others accumulate
     from fmmforge.codegen.fused import k_width

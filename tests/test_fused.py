@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmmforge.codegen import runtime_fused
+from fmmforge.codegen.runtime import runtime_fused
 from fmmforge.codegen.fused import NUMBA_BLOCK_COST, fused_level, fused_workspace_fraction, traffic_bytes
 from fmmforge.codegen.generate import generate
 from fmmforge.codegen.plan import make_plan

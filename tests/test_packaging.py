@@ -28,7 +28,7 @@ def test_built_wheel_installs_and_runs(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = dist.glob("fmmforge-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for sub in ("core", "core/formats", "plugins", "hardware", "codegen", "reports"):
+    for sub in ("core", "core/formats", "plugins", "hardware", "codegen", "codegen/runtime", "reports"):
         assert f"fmmforge/{sub}/__init__.py" in names
     assert "fmmforge/__init__.py" in names  # the root package: fmmforge.matmul, fmmforge.nn
     subpackages = ("core", "plugins", "hardware", "codegen", "reports")

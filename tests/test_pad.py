@@ -1,4 +1,4 @@
-"""Padding instead of peeling (plan remainder "pad", codegen.runtime_pad): the same products as
+"""Padding instead of peeling (plan remainder "pad", codegen.runtime.runtime_pad): the same products as
 the reference at sizes that divide and that do not, in the low-memory and fused layouts."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from fmmforge.codegen import costmodel as cm
 from fmmforge.codegen.generate import generate
 from fmmforge.codegen.plan import make_plan, plan_from_dict
-from fmmforge.codegen.runtime_pad import pad_bytes, pad_sizes
+from fmmforge.codegen.runtime.runtime_pad import pad_bytes, pad_sizes
 from fmmforge.codegen.validate import error_bound
 from fmmforge.core.app.tuning import layouts
 from fmmforge.core.catalogue import resolve
@@ -96,7 +96,7 @@ def test_the_cost_model_pads_and_splits_as_the_kernel_does():
     assert padded.streamed_bytes == at_4096.streamed_bytes + copies * 4
     assert padded.passes == at_4096.passes + 3
     assert cm.leaf_shapes([d, d], 64, (4095,) * 3, remainder="pad") == {(1024, 1024, 1024)}
-    # uneven blocks (codegen.runtime_split): the rounded-up blocks, neither copies nor fix-ups
+    # uneven blocks (codegen.runtime.runtime_split): the rounded-up blocks, neither copies nor fix-ups
     split = cm.features([d, d], 64, (4095,) * 3, "float32", table, remainder="split")
     assert split.gemm_s == pytest.approx(at_4096.gemm_s)
     assert split.passes == at_4096.passes and split.streamed_bytes == at_4096.streamed_bytes

@@ -1,4 +1,4 @@
-"""The parallel torch CPU variant: level 0's products on single-threaded workers (codegen.runtime_parallel)."""
+"""The parallel torch CPU variant: level 0's products on single-threaded workers (codegen.runtime.runtime_parallel)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmmforge.codegen import runtime_parallel
+from fmmforge.codegen.runtime import runtime_parallel
 from fmmforge.codegen.generate import generate
 from fmmforge.codegen.plan import make_plan
 from fmmforge.codegen.validate import error_bound

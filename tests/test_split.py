@@ -1,4 +1,4 @@
-"""Uneven blocks instead of peeling or padding (plan remainder "split", codegen.runtime_split):
+"""Uneven blocks instead of peeling or padding (plan remainder "split", codegen.runtime.runtime_split):
 the same products as the reference at sizes that divide and that do not, tiny and 1-wide; the
 schedule never lets a smaller C block hold a product for a larger one; the helpers' strips; the
 tuner offers the strategy; bad options are one line (the plan's and the cost model's view of it:
@@ -12,7 +12,7 @@ import torch
 
 from fmmforge.codegen.generate import generate
 from fmmforge.codegen.plan import make_plan
-from fmmforge.codegen.runtime_split import _xcomb, _xprod
+from fmmforge.codegen.runtime.runtime_split import _xcomb, _xprod
 from fmmforge.codegen.schedule import Axpy, Product, Scale, schedule_level
 from fmmforge.codegen.validate import error_bound
 from fmmforge.core.app.tuning import layouts

@@ -10,7 +10,7 @@
 2. **Candidates.** Plans of one to ``max_levels`` levels: any scheme at the top level, and below it
    the same scheme or one of the inner schemes (Strassen–Winograd, Strassen), each in every kernel
    layout (``variants``: on a CPU the low-memory, the fused (codegen.fused) and the parallel one
-   (codegen.runtime_parallel)). Each is ranked by the
+   (codegen.runtime.runtime_parallel)). Each is ranked by the
    calibrated cost model of the device (codegen.costmodel; on a spec-only chip such as ``tpu-v4``,
    by the analytic TPU model, and nothing is measured).
 3. **Rounds.** The ``top_k`` best-predicted candidates not yet measured at this size are generated,
@@ -136,8 +136,8 @@ def layouts(decomps: Sequence[Decomposition], shape: Shape, variants: Sequence[s
             spec: bool = False) -> list[tuple[str, str]]:
     """(variant, remainder) pairs a plan is a candidate in at ``shape``: every layout, and where
     the shape does not divide by the plan's levels every remainder strategy the layout has
-    (peeling; padding, codegen.runtime_pad, for :data:`PADDED_LAYOUTS`; uneven blocks,
-    codegen.runtime_split; not on a spec-only chip, whose model peels)."""
+    (peeling; padding, codegen.runtime.runtime_pad, for :data:`PADDED_LAYOUTS`; uneven blocks,
+    codegen.runtime.runtime_split; not on a spec-only chip, whose model peels)."""
     divides = all(s % math.prod(d.format[i] for d in decomps) == 0 for i, s in enumerate(shape))  # type: ignore[index]
     from fmmforge.codegen.plan import DEFAULT_REMAINDER, REMAINDER_VARIANTS, REMAINDERS
 

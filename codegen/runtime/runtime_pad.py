@@ -64,7 +64,7 @@ def source() -> str:
 def pad_sizes(M: int, K: int, N: int, formats: list, cutoff: int) -> tuple[int, int, int]:
     """:func:`_pad_sizes` for a plan of ``formats`` and ``cutoff`` (the cost model's and the memory
     check's view of what the kernel will allocate)."""
-    from fmmforge.codegen import runtime_lowmem
+    from fmmforge.codegen.runtime import runtime_lowmem
 
     scope = {"FORMATS": list(formats), "CUTOFF": cutoff}
     scope["_multiples"] = _rebind(runtime_lowmem._multiples, scope)
