@@ -207,3 +207,45 @@ def test_an_engine_returning_junk_is_one_clear_error(cli, with_engine, answer, m
     code, out, err = cli("search", "2x2x2", "--engine", "toy", "--rank", "7", "--workers", "1")
     assert code == 2, err
     assert message in err and "toy" in err and len(err.strip().splitlines()) == 1
+
+
+def summary_row(out: str, key: str) -> str:
+    """The value of one row of search's summary table."""
+    line = next(line for line in out.splitlines() if line.startswith(f"│ {key} "))
+    return line.split("│")[2].strip()
+
+
+@pytest.mark.parametrize("fmt, rank", [("2x2x2", 7), ("3x3x3", 23)])
+def test_a_file_asked_for_over_z_holds_a_scheme_verified_over_z(cli, tmp_path, fmt, rank):
+    import json
+
+    from fmmforge.core.formats import read_file
+
+    out = tmp_path / "z.json"
+    code, stdout, err = cli("search", fmt, "--field", "Z", "--rank", rank, "--via-z2", "--flips", "20M",
+                            "--workers", "1", "--seed", "1", "-o", out)
+    assert code == 0, err
+    assert json.loads(out.read_text())["field"] == "Z"
+    ((_, d),) = read_file(out)
+    assert d.field == "Z" and d.rank == rank and d.verify().valid
+    # the summary and the store speak of the scheme in the file
+    assert summary_row(stdout, "format").startswith(f"<{fmt.replace('x', ',')}> over Z")
+    assert summary_row(stdout, "fingerprint") == d.fingerprint
+    assert summary_row(stdout, "target rank") == f"{rank} (reached)"
+    (row,) = [a for a in Store().all() if a.fingerprint == d.fingerprint]
+    assert row.field == "Z" and row.rank == rank
+    assert f"(rank {rank} over Z, store:{row.id}) to {out}" in stdout.replace("\n", "")
+
+
+def test_a_z_search_whose_mod_2_schemes_do_not_lift_says_so_and_writes_nothing(cli, tmp_path, monkeypatch):
+    from fmmforge.core.search import lift
+
+    monkeypatch.setattr(lift, "lift_to_z", lambda d, bits=40: None)
+    out = tmp_path / "z.json"
+    code, stdout, err = cli("search", "2x2x2", "--field", "Z", "--rank", "7", "--via-z2", "--flips", "100k",
+                            "--workers", "1", "--seed", "1", "-o", out)
+    assert code == 1
+    assert "no scheme over Z was found" in err and "nothing written" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    assert summary_row(stdout, "best rank") == "none over Z" and summary_row(stdout, "fingerprint") == "-"
+    assert all(a.field == "Z2" for a in Store().all())

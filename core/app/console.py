@@ -15,6 +15,11 @@ err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=Tr
 FORMAT_HELP = "file format: json (fmmforge's own), npz (DeepMind's), fastmm (Benson & Ballard's text)"
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 worker``, ``2 workers``: a count and its noun in agreement (for nouns whose plural adds an s)."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def fmt_e(e: object) -> str:
     """A stability factor for a table: ``-`` when there is none."""
     return "-" if e is None else f"{float(e):g}"  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.console import Console
 
+from fmmforge.core.app.console import counted, err_console
 from fmmforge.core.atomic import writable_target
 from fmmforge.core.contracts import (
     Budget,
@@ -213,12 +214,19 @@ def search_cmd(
         plateau=plateau, bound=bound,
     )
     result, stored = run_search(chosen, request, Store(), progress=not quiet and sys.stderr.isatty())
-    print_result(console, result, stored, fmt, field, start_name)
-    if output is not None:
+    answer = scheme_over(result, field)
+    print_result(console, result, stored, fmt, field, start_name, answer)
+    if answer is None and not result.interrupted:
+        err_console.print(f"error: no scheme over {field} was found: the best mod-2 scheme (rank {result.best.rank}) "
+                          f"did not lift to {field}{'' if output is None else f'; nothing written to {output}'}; "
+                          "try a larger --budget or another --seed", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+    if output is not None and answer is not None:
         from fmmforge.core.formats import write_file
 
-        write_file(result.best, output, out_format, name=f"{chosen.name}-{format}-rank{result.best.rank}")
-        console.print(f"wrote the best scheme (rank {result.best.rank}) to {output}", highlight=False)
+        write_file(answer, output, out_format, name=f"{chosen.name}-{format}-rank{answer.rank}")
+        console.print(f"wrote the best scheme (rank {answer.rank} over {answer.field}, "
+                      f"{where_stored(answer, stored)}) to {output}", highlight=False)
     if result.interrupted:
         again = " ".join(a for a in sys.argv[1:] if a != "--resume") or f"search {format}"
         console.print(
@@ -233,34 +241,59 @@ def register_commands(register: Callable[[Command], None]) -> None:
     register(Command.of("search", search_cmd))
 
 
+def scheme_over(result: SearchResult, field: str) -> Decomposition | None:
+    """The scheme the user asked for: over Z, a scheme verified over Z (the walk's best, or with
+    ``--via-z2`` the best one lifted from the mod-2 walk), None when there is none; mod 2, the
+    walk's best (a scheme over Z is valid mod 2 as well)."""
+    if field == "Z2" or result.best.field == field:
+        return result.best
+    lifted = result.lifted
+    return lifted if lifted is not None and lifted.field == field else None
+
+
+def where_stored(d: Decomposition, stored: list[StoredScheme]) -> str:
+    """``store:ID`` of the row that holds ``d`` (the recorder stored every scheme the engine reported)."""
+    ids = [s.id for s in stored if s.fingerprint == d.fingerprint and s.field == d.field]
+    return f"store:{ids[-1]}" if ids else "not stored"
+
+
 def print_result(console: Console, result: SearchResult, stored_all: list[StoredScheme],
-                 fmt: tuple[int, int, int], field: str, start_name: str) -> None:
+                 fmt: tuple[int, int, int], field: str, start_name: str, answer: Decomposition | None) -> None:
+    """The summary of a search, about ``answer`` (the scheme over ``field``; None: none was found),
+    with the mod-2 walk's best beside it when the two differ."""
     from rich.table import Table
 
-    best = result.best
+    walked = result.best
     t = Table("search", "result", show_header=False)
     t.columns[1].overflow = "fold"  # long paths (a resumed run's checkpoint) are wrapped, never cut
     ttb = result.history[-1][1] if result.history else 0.0
+    if answer is not None and answer is not walked:
+        ttb = result.lift_time if result.lift_time is not None else result.seconds
     stored = [s for s in stored_all if s.inserted]
-    target = "-" if result.target_rank is None else (
-        f"{result.target_rank} (reached)" if result.reached else f"{result.target_rank} (not reached)")
-    for key, value in (
-        ("format", "<{},{},{}> over {}".format(*fmt, field)),
+    reached = answer is not None and result.target_rank is not None and answer.rank <= result.target_rank
+    target = "-" if result.target_rank is None else f"{result.target_rank} ({'reached' if reached else 'not reached'})"
+    rows = [
+        ("format", "<{},{},{}> over {}".format(*fmt, field) + ("" if walked.field == field else f", walked over {walked.field}")),
         ("start", result.start_description or f"{start_name} (rank {result.start_rank})"),
-        ("best rank", str(best.rank)),
+        ("best rank", str(answer.rank) if answer is not None else f"none over {field}"),
         ("target rank", target),
         ("time to best", f"{ttb:.2f} s"),
         ("flips", f"{result.flips:,} in {result.seconds:.1f} s"),
-        ("flips/s", f"{result.flips_per_second / 1e6:.2f}M ({result.workers} workers)"),
+        ("flips/s", f"{result.flips_per_second / 1e6:.2f}M ({counted(result.workers, 'worker')})"),
         ("new in store", str(len(stored))),
-        ("fingerprint", best.fingerprint),
-    ):
+        ("fingerprint", answer.fingerprint if answer is not None else "-"),
+    ]
+    if answer is not walked:
+        rows.append((f"best over {walked.field}", f"rank {walked.rank} (fingerprint {walked.fingerprint})"))
+    for key, value in rows:
         t.add_row(key, value)
     console.print(t)
     ids = ", ".join(f"store:{s.id} (rank {s.rank} {s.field}{', ' + s.kind if s.kind != 'best' else ''})" for s in stored)
     if ids:
         console.print(f"stored: {ids}; print one with `fmmforge show store:ID`", highlight=False)
     if result.score is not None:
-        console.print(f"reward of the best scheme: {result.score:g} ({result.pool_size} distinct schemes at rank {best.rank})", highlight=False)
-    if result.lifted is not None:
+        of = "the best scheme" if answer is walked else f"the best {walked.field} scheme"
+        console.print(f"reward of {of}: {result.score:g} "
+                      f"({counted(result.pool_size, 'distinct scheme')} at rank {walked.rank})", highlight=False)
+    if result.lifted is not None and result.lifted is not answer:
         console.print(f"lifted to Z: rank {result.lifted.rank} (fingerprint {result.lifted.fingerprint})", highlight=False)
