@@ -57,3 +57,24 @@ def test_built_wheel_installs_and_runs(tmp_path):
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "M7" in run.stdout and "C22" in run.stdout
+
+
+def test_the_package_namespace_is_the_public_api_and_its_version():
+    """``fmmforge`` exposes matmul, nn, tune, TuneRequest and __version__ (lazily: importing it and
+    reading the version load no torch), and none of its own helpers (typing's Any, __future__'s
+    annotations)."""
+    code = ("import sys, fmmforge\n"
+            "from importlib.metadata import version\n"
+            "assert fmmforge.__version__ == version('fmmforge'), fmmforge.__version__\n"
+            "from fmmforge.core.version import __version__\n"
+            "assert fmmforge.__version__ == __version__\n"
+            "assert 'torch' not in sys.modules\n"
+            "print(' '.join(dir(fmmforge)))\n"
+            "for name in ('Any', 'annotations'):\n"
+            "    assert not hasattr(fmmforge, name), name\n"
+            "import fmmforge.core\n"
+            "print(' '.join(dir(fmmforge)))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT.parent, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    public = ["TuneRequest", "__version__", "matmul", "nn", "tune"]
+    assert [line.split() for line in run.stdout.splitlines()] == [public, public]

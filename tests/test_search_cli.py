@@ -33,6 +33,7 @@ def test_search_finds_stores_and_writes_the_scheme(cli, tmp_path):
     (["3x3x3", "--start", "strassen"], "not <3,3,3>"),
     (["2x2x2", "--rank", "7", "-o", "x.bin", "--format", "xyz"], "unknown file format"),
     (["2x2x2", "--rank", "7", "-o", "x.csv"], "cannot tell the format"),
+    (["2x2x2", "--field", "Z", "--rank", "7", "--via-z2", "--no-lift", "--flips", "10k"], "drop --no-lift"),
 ])
 def test_bad_options_exit_2_with_one_clear_line(cli, args, message):
     code, out, err = cli("search", *args)

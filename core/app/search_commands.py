@@ -207,6 +207,8 @@ def search_cmd(
     if via_z2:
         if field != "Z" or rank is None:
             raise FmmforgeError("--via-z2 needs --field Z and a target --rank")
+        if not lift:
+            raise FmmforgeError("--via-z2 finds its Z scheme by lifting the mod-2 ones; drop --no-lift")
         walk_field = "Z2"
     request = SearchRequest(
         d0, field=walk_field, target_rank=rank, budget=plan, workers=n_workers, seed=seed, scorer=scorer,
