@@ -14,6 +14,7 @@ fmmforge.codegen.records).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -74,7 +75,46 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE IF NOT EXISTS table_owners (owner TEXT PRIMARY KEY, version INTEGER NOT NULL);
     """,
+    # runs: one row per command invocation that recorded measurements (see measurement_run)
+    """
+    CREATE TABLE IF NOT EXISTS runs (
+        id INTEGER PRIMARY KEY,
+        command TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        fmmforge_version TEXT NOT NULL
+    );
+    """,
 ]
+
+
+@dataclass
+class OpenRun:
+    """A run being recorded: the command that opened it, when, and its id in each store that got
+    a measurement (the row is made with the run's first measurement there, so a command that
+    measured nothing leaves no run behind)."""
+
+    command: str
+    started_at: str
+    ids: dict[str, int] = field(default_factory=dict)
+
+
+_OPEN_RUN: contextvars.ContextVar[OpenRun | None] = contextvars.ContextVar("fmmforge_open_run", default=None)
+
+
+@contextlib.contextmanager
+def measurement_run(command: str) -> Iterator[OpenRun]:
+    """Everything recorded inside belongs to one run named ``command`` (e.g. "bench"). A run opened
+    inside another one is the outer one (``tune`` calling the measuring code stays one run)."""
+    outer = _OPEN_RUN.get()
+    if outer is not None:
+        yield outer
+        return
+    run = OpenRun(command, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    token = _OPEN_RUN.set(run)
+    try:
+        yield run
+    finally:
+        _OPEN_RUN.reset(token)
 
 
 @dataclass(frozen=True)
@@ -334,6 +374,34 @@ class Store:
             raise FmmforgeError(
                 f"cannot write the store {self.path} ({exc}); set FMMFORGE_HOME to a writable directory"
             ) from None
+        finally:
+            conn.close()
+
+    # ------------------------------------------------------------ runs
+    def run_id(self, conn: sqlite3.Connection) -> int | None:
+        """The id of the open run (:func:`measurement_run`) in this store, its row made now inside the
+        caller's write transaction if it has none yet; None outside a run."""
+        run = _OPEN_RUN.get()
+        if run is None:
+            return None
+        known = run.ids.get(str(self.path))
+        if known is not None and conn.execute("SELECT 1 FROM runs WHERE id = ? AND command = ? AND started_at = ?",
+                                              (known, run.command, run.started_at)).fetchone():
+            return known
+        cur = conn.execute("INSERT INTO runs (command, started_at, fmmforge_version) VALUES (?, ?, ?)",
+                           (run.command, run.started_at, __version__))
+        run.ids[str(self.path)] = int(cur.lastrowid)  # type: ignore[arg-type]
+        return run.ids[str(self.path)]
+
+    def runs(self) -> dict[int, tuple[str, str]]:
+        """Every recorded run: id -> (command, started at); empty for a store from before runs."""
+        conn = self._connect(write=False)
+        if conn is None:
+            return {}
+        try:
+            return {int(i): (str(c), str(t)) for i, c, t in conn.execute("SELECT id, command, started_at FROM runs")}
+        except sqlite3.DatabaseError:
+            return {}
         finally:
             conn.close()
 

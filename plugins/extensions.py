@@ -57,9 +57,24 @@ class Command:
         if self.group is not None:
             app.add_typer(self.group, name=self.name, help=self.description)
         elif self.callback is not None:
-            app.command(self.name)(self.callback)
+            app.command(self.name)(_one_run(self.name, self.callback))
         else:
             raise ValueError(f"command {self.name!r} has neither a callback nor a group")
+
+
+def _one_run(name: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback`` as the command line runs it: what it records is one run named ``name``
+    (fmmforge.core.store.measurement_run; a command that records nothing leaves no run)."""
+    import functools
+
+    from fmmforge.core.store import measurement_run
+
+    @functools.wraps(callback)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        with measurement_run(name):
+            return callback(*args, **kwargs)
+
+    return command
 
 
 KINDS = ("reward", "engine", "backend", "command")

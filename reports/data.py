@@ -3,12 +3,15 @@
 One row per measurement (a :class:`fmmforge.codegen.records.Record`), with the units in the
 column names: times in ms, rates in GFLOP/s, memory in MiB.
 
-Runs. Records carry no run id, so a *run* is recovered from what they do carry: records are
-read in the order they were written (by id) and a new run starts when the device, the machine
-or the fmmforge version changes, when more than :data:`RUN_GAP_S` seconds pass between two
-records, or when a plan is measured again at a size it already has in the current run (one
-`fmmforge bench` invocation measures each plan at each size once). Runs are numbered 1, 2, ...
-from the oldest.
+Runs. A *run* is one fmmforge command that recorded measurements (``bench``, ``score --reward
+latency``, ``calibrate``, ``tune``...): the command line opens it (fmmforge.core.store.measurement_run)
+and every record written while it is open carries its id, with the command's name. Records from
+before runs were kept (or written from Python outside any run) carry none; for them a run is
+recovered from what they do carry: in the order they were written (by id), a new one starts when
+the device, the machine or the fmmforge version changes, when more than :data:`RUN_GAP_S` seconds
+pass between two records, or when a plan is measured again at a size it already has in the
+current one. Runs are numbered 1, 2, ... by their first record, oldest first: the number
+``run:N`` names and ``fmmforge report --runs`` lists.
 
 Selectors (``--compare A B``, ``--select``): ``KEY:VALUE`` items joined by ``+`` (all must
 hold): ``run:N`` (``run:last``, ``run:last-1``), ``device:cpu``, ``version:0.1.0``,
@@ -37,7 +40,7 @@ ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 # Column order of the table (and of records.csv).
 COLUMNS = (
-    "record_id", "run", "created_at", "fmmforge_version", "device", "machine", "algorithm", "levels",
+    "record_id", "run", "command", "created_at", "fmmforge_version", "device", "machine", "algorithm", "levels",
     "backend", "variant", "dtype", "threads", "m", "k", "n", "size", "kernel_median_ms", "kernel_iqr_ms",
     "vendor_median_ms", "vendor_iqr_ms", "speedup", "ceiling", "kernel_gflop_per_s", "vendor_gflop_per_s",
     "max_error", "error_bound", "c_mib", "workspace_mib", "peak_extra_mib",
@@ -63,22 +66,27 @@ def _created(record: Record) -> datetime | None:
 
 def assign_runs(records: list[Record]) -> list[int]:
     """The run number of each record (records in id order); see the module docstring."""
+    numbers: dict[tuple[str, int], int] = {}
     runs: list[int] = []
-    run = 0
+    legacy = 0
     key: tuple[str, str, str] | None = None
     seen: set[tuple[Any, ...]] = set()
     last: datetime | None = None
     for r in records:
+        if r.run is not None:
+            key = None  # an unrecorded record after a recorded run starts a run of its own
+            runs.append(numbers.setdefault(("run", r.run), len(numbers) + 1))
+            continue
         when = _created(r)
         measured = (r.plan_key, r.m, r.k, r.n, r.dtype)
         gap = when is not None and last is not None and (when - last).total_seconds() > RUN_GAP_S
-        if (r.device, r.machine, r.fmmforge_version) != key or measured in seen or gap or run == 0:
-            run += 1
+        if (r.device, r.machine, r.fmmforge_version) != key or measured in seen or gap:
+            legacy += 1
             seen = set()
             key = (r.device, r.machine, r.fmmforge_version)
         seen.add(measured)
         last = when or last
-        runs.append(run)
+        runs.append(numbers.setdefault(("legacy", legacy), len(numbers) + 1))
     return runs
 
 
@@ -116,16 +124,22 @@ def _plan(record: Record) -> dict[str, Any]:
     return plan if isinstance(plan, dict) else {}
 
 
-def record_rows(records: list[Record]) -> pd.DataFrame:
-    """The table of ``records`` (in id order), one row per measurement."""
+NO_COMMAND = "-"  # the command of a record from before runs were kept
+
+
+def record_rows(records: list[Record], commands: dict[int, tuple[str, str]] | None = None) -> pd.DataFrame:
+    """The table of ``records`` (in id order), one row per measurement; ``commands`` is the store's
+    runs (id -> (command, started at), fmmforge.core.store.Store.runs)."""
     runs = assign_runs(records)
+    commands = commands or {}
     cache: dict[str, float | None] = {}
     rows = []
     for r, run in zip(records, runs):
         plan = _plan(r)
         flops = 2.0 * r.m * r.k * r.n
         rows.append({
-            "record_id": r.id, "run": run, "created_at": r.created_at, "fmmforge_version": r.fmmforge_version,
+            "record_id": r.id, "run": run,
+            "command": commands.get(r.run, (NO_COMMAND,))[0] if r.run is not None else NO_COMMAND, "created_at": r.created_at, "fmmforge_version": r.fmmforge_version,
             "device": r.device, "machine": r.machine, "algorithm": r.algorithm, "levels": r.levels,
             "backend": r.backend, "variant": plan.get("variant", "lowmem"), "dtype": r.dtype,
             "threads": r.threads, "m": r.m, "k": r.k, "n": r.n, "size": f"{r.m}x{r.k}x{r.n}",
@@ -147,7 +161,7 @@ def record_rows(records: list[Record]) -> pd.DataFrame:
 
 def load_records(store: Store) -> pd.DataFrame:
     """Every record in ``store``, one row per measurement (an empty table for an empty store)."""
-    return record_rows(query_records(store))
+    return record_rows(query_records(store), store.runs())
 
 
 # ---------------------------------------------------------------------- selectors
@@ -226,19 +240,22 @@ def select(frame: pd.DataFrame, selector: Selector | str) -> pd.DataFrame:
 
 
 def run_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: number, first and last time, device, machine, version, measurements."""
+    """One row per run: its number, the command, its first record (started) and last one, how many
+    records, the devices, machines and fmmforge versions."""
+    columns = ["run", "command", "started", "last", "records", "devices", "machine", "fmmforge_version"]
     if not len(frame):
-        return pd.DataFrame(columns=["run", "first", "last", "device", "machine", "fmmforge_version", "measurements"])
+        return pd.DataFrame(columns=columns)
     grouped = frame.groupby("run", sort=True)
+
+    def joined(column: str) -> list[str]:
+        return [", ".join(distinct(g, column)) for _, g in grouped]
+
     return pd.DataFrame({
-        "run": list(grouped.groups),
-        "first": grouped["created_at"].min().tolist(),
-        "last": grouped["created_at"].max().tolist(),
-        "device": grouped["device"].first().tolist(),
-        "machine": grouped["machine"].first().tolist(),
-        "fmmforge_version": grouped["fmmforge_version"].first().tolist(),
-        "measurements": grouped.size().tolist(),
-    })
+        "run": list(grouped.groups), "command": grouped["command"].first().tolist(),
+        "started": grouped["created_at"].min().tolist(), "last": grouped["created_at"].max().tolist(),
+        "records": grouped.size().tolist(), "devices": joined("device"), "machine": joined("machine"),
+        "fmmforge_version": joined("fmmforge_version"),
+    }, columns=columns)
 
 
 def distinct(frame: pd.DataFrame, column: str) -> list[str]:

@@ -251,3 +251,60 @@ def test_records_go_to_the_store_given_even_when_it_holds_no_algorithms(tmp_path
     assert len(other) == 0 and not other
     add_record(record(), other)
     assert len(query_records(other)) == 1 and query_records(Store()) == []
+
+
+# ---------------------------------------------------------------------- the latency reward: layout, name, measuring again
+def _quick_latency(monkeypatch):
+    from fmmforge.plugins import get_reward
+
+    reward = get_reward("latency")
+    monkeypatch.setattr(reward, "pairs", 3)
+    monkeypatch.setattr(reward, "min_sample_s", 0.001)
+    return reward
+
+
+def test_latency_reward_times_the_default_layout_names_the_scheme_and_can_measure_again(monkeypatch):
+    import json
+
+    from fmmforge.codegen.plan import AUTO_VARIANT, resolve_variant
+    from fmmforge.core.contracts import RewardContext
+    from fmmforge.plugins.reward import evaluate
+
+    reward = _quick_latency(monkeypatch)
+    ctx = RewardContext(device="cpu", size=(48, 48, 48), dtype="float64", levels=1)
+    first = evaluate(reward, resolve("strassen"), ctx)
+    default = resolve_variant(AUTO_VARIANT, "torch", "cpu")  # what `bench` and `matmul` get by default
+    assert first.parts["layout"] == default == "fused"
+    (rec,) = query_records()
+    assert json.loads(rec.plan).get("variant", "lowmem") == default
+    assert rec.algorithm == "strassen" and first.parts["algorithm"] == "strassen"  # not fp:9b9a3b3685c8
+    again = evaluate(reward.remeasuring(), resolve("strassen"), ctx)
+    assert again.parts["cached"] is False and len(query_records()) == 2  # measured and recorded anew
+    read = evaluate(reward, resolve("strassen"), ctx)
+    assert read.parts["cached"] is True and read.value == again.value  # the new reading is the one read
+
+
+def test_latency_reward_names_deepmind_and_stored_schemes(monkeypatch):
+    from fmmforge.codegen.records import scheme_name
+    from fmmforge.core.store import Provenance, Store
+    from fmmforge.core.transforms import kron
+
+    assert scheme_name(resolve("alphatensor:2,2,3")) == "alphatensor:2,2,3"
+    d = kron(resolve("strassen"), resolve("strassen"))
+    assert scheme_name(d).startswith("fp:")  # known by no name
+    Store().add(d, Provenance(source="test"), name="s2")
+    assert scheme_name(d) == "s2"
+
+
+def test_score_remeasure_measures_again_and_prints_the_layout(cli):
+    args = ("score", "strassen", "--reward", "latency", "--size", "24", "--dtype", "float64")
+    code, out, err = cli(*args)
+    assert code == 0, err
+    assert "layout" in out and "fused" in out
+    code, out, err = cli(*args)
+    assert code == 0 and len(query_records()) == 1  # read from the records
+    code, out, err = cli(*args, "--remeasure")
+    assert code == 0, err
+    assert len(query_records()) == 2 and {r.algorithm for r in query_records()} == {"strassen"}
+    code, out, err = cli("score", "strassen", "--reward", "rank", "--remeasure")
+    assert code == 2 and "--remeasure is for rewards that measure kernels" in err

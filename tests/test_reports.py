@@ -296,3 +296,48 @@ def test_the_tuned_section_shows_the_stored_choices_of_the_device(store):
     (table,) = seven.tables
     assert table.frame["shape class (M×K×N, at least)"].tolist() == ["1024x1024x1024"]  # this machine's only
     assert table.frame["speed-up"].tolist() == [1.07] and "strassen" in table.frame["plan"][0]
+
+
+# ---------------------------------------------------------------------- runs: one per measuring command
+def test_every_measuring_command_is_a_run_of_its_own(cli, monkeypatch):
+    from fmmforge.codegen.records import query_records
+    from fmmforge.reports.data import run_summary
+
+    bench = ("bench", "--sizes", "24", "--algos", "strassen", "--levels", "1", "--dtype", "float64",
+             "--pairs", "3", "--cutoff", "2", "--min-sample-ms", "1")
+    for args in (("score", "strassen", "--reward", "latency", "--size", "24", "--dtype", "float64"), bench,
+                 ("--version",), bench, ("list",)):
+        code, _, err = cli(*args)
+        assert code == 0, err
+    records = query_records()
+    assert len(records) == 3 and len({r.run for r in records}) == 3  # the same plan and size, in three runs
+    runs = run_summary(load_records(Store()))
+    assert runs["command"].tolist() == ["score", "bench", "bench"]  # list and --version recorded nothing
+    assert runs["run"].tolist() == [1, 2, 3] and runs["records"].tolist() == [1, 1, 1]
+    assert runs["devices"].tolist() == ["cpu"] * 3
+    code, out, err = cli("report", "--runs")
+    assert code == 0 and "one fmmforge command that recorded measurements" in out and "score" in out
+
+
+def test_a_store_from_before_runs_opens_and_keeps_its_records_grouped_by_time(tmp_path):
+    import sqlite3
+
+    from fmmforge.codegen.records import TABLES
+    from fmmforge.core.store import MIGRATIONS, measurement_run
+
+    home = tmp_path / "old"
+    home.mkdir()
+    with sqlite3.connect(home / "store.sqlite") as conn:  # the schema as fmmforge wrote it before runs
+        for step in MIGRATIONS[:4]:
+            conn.executescript(step)
+        conn.executescript(";".join(TABLES.migrations[:2]))
+        conn.execute("INSERT INTO table_owners VALUES ('codegen.records', 2)")
+        conn.execute("PRAGMA user_version = 4")
+    old = Store(home)
+    seed(old, [record(when="2026-12-01T10:00:00+00:00"), record(size=1024, when="2026-12-01T10:01:00+00:00")])
+    with measurement_run("bench"):
+        seed(old, [record(when="2026-12-02T10:00:00+00:00"), record(size=1024, when="2026-12-02T10:01:00+00:00")])
+    seed(old, [record(when="2026-12-03T10:00:00+00:00")])  # from Python, outside any run
+    frame = load_records(old)
+    assert frame["run"].tolist() == [1, 1, 2, 2, 3]
+    assert frame["command"].tolist() == ["-", "-", "bench", "bench", "-"]

@@ -79,6 +79,14 @@ def parse_size(text: str) -> tuple[int, int, int]:
     return parse_shape(text, "--size", MAX_DIMENSION)
 
 
+def _remeasuring(name: str):
+    """The reward ``name``, measuring again where it measures (``--remeasure``)."""
+    from fmmforge.plugins.registry import get_reward
+
+    found = get_reward(name)
+    return found.remeasuring() if hasattr(found, "remeasuring") else found
+
+
 def score_cmd(
     name: Annotated[str, typer.Argument(help="catalogue or store name, e.g. alphatensor:4,4,4")],
     reward: Annotated[list[str] | None, typer.Option(
@@ -87,6 +95,7 @@ def score_cmd(
     size: Annotated[str | None, typer.Option(help="matrix size N (square) or M,K,N")] = None,
     dtype: Annotated[str | None, typer.Option(help="element type, e.g. bfloat16 (default: the device's)")] = None,
     levels: Annotated[int, typer.Option(help="recursion levels of the scheme")] = 1,
+    remeasure: Annotated[bool, typer.Option(help="measure again (latency) instead of reading an earlier measurement")] = False,
 ) -> None:
     """Score an algorithm with one or more rewards; print each score and its parts."""
     from fmmforge.core import catalogue
@@ -96,7 +105,10 @@ def score_cmd(
     from fmmforge.hardware.limits import check_reward_levels
 
     check_reward_levels(levels)
-    mix = RewardMix.from_specs(reward or [])
+    mix = RewardMix.from_specs(reward or [], lookup=_remeasuring if remeasure else None)
+    if remeasure and not any(hasattr(r, "remeasuring") for r in mix.rewards.values()):
+        raise FmmforgeError("--remeasure is for rewards that measure kernels (latency); add --reward latency "
+                            "or drop --remeasure")
     context = RewardContext(device=device, size=parse_size(size) if size else None, dtype=dtype, levels=levels)
     d = catalogue.resolve(name)
     result = mix.score(d, context)

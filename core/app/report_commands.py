@@ -18,6 +18,10 @@ from fmmforge.plugins.extensions import Command
 from fmmforge.plugins.hookspecs import hookimpl
 
 
+RUNS_TITLE = ("runs (a run: one fmmforge command that recorded measurements, e.g. bench, score --reward latency, "
+              "calibrate, tune; command -: records from before runs were kept, grouped by time)")
+
+
 @hookimpl
 def register_commands(register: Callable[[Command], None]) -> None:
     register(Command.of("report", report_cmd))
@@ -79,7 +83,7 @@ def report_cmd(
     if runs:
         from fmmforge.reports.data import load_records, run_summary
 
-        _print_table("runs (a run: one `fmmforge bench` invocation)", run_summary(load_records(store)))
+        _print_table(RUNS_TITLE, run_summary(load_records(store)))
         return
     if compare is not None:
         _compare(store, compare[0], compare[1], output)
