@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -185,43 +185,164 @@ def repeatability(usable: Sequence[Usable]) -> tuple[float | None, int]:
     return (float(np.median(diffs)) if diffs else None), len(diffs)
 
 
+CalibrationPlan = tuple[str, int, str]  # (scheme, levels, variant): an entry of CALIBRATION_PLANS
+# What a run of measure_many costs before it starts (:func:`run_cost_s`): the kernels generated (a
+# low-memory one in about 0.2 s, a fused one compiled by numba in 2-3.5 s: this machine, 2026-12-08),
+# the inputs and the float64 reference (a fixed part and about 4 vendor times), every kernel checked
+# against it and run once into its output (2 kernel times each, a kernel's time taken as the
+# vendor's), then RECORD_ROUNDS rounds of every kernel and the vendor, each sample repeated to
+# at least MIN_SAMPLE_S. What the runs really take rescales the estimates as calibrate goes.
+GENERATE_S = {"lowmem": 0.3, "fused": 3.0}
+RUN_OVERHEAD_S = 1.0
+MIN_SAMPLE_S = 0.05
+NOMINAL_FLOPS = 50e9  # a vendor gemm's rate when no gemm timing is stored yet (a slow CPU's)
+
+
+def run_cost_s(plans: Sequence[CalibrationPlan], vendor_s: float, rounds: int = RECORD_ROUNDS) -> float:
+    """Estimated seconds of one measure_many run of ``plans`` at a size where the vendor gemm
+    takes ``vendor_s`` (the constants above say what goes into it)."""
+    if not plans:
+        return 0.0
+    generate = sum(GENERATE_S.get(variant, max(GENERATE_S.values())) for _, _, variant in plans)
+    checks = (4 + 2 * len(plans)) * vendor_s
+    return RUN_OVERHEAD_S + generate + checks + rounds * (len(plans) + 1) * max(vendor_s, MIN_SAMPLE_S)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One planned run: the plans measured together at a size, and its estimated seconds."""
+
+    size: Shape
+    plans: tuple[CalibrationPlan, ...]
+    cost_s: float
+
+
+def plan_runs(missing: Sequence[tuple[Shape, Sequence[CalibrationPlan]]], vendor_s: Callable[[Shape], float],
+              budget_s: float, have_sizes: Collection[Shape] = (), have_records: int = 0, *,
+              least: bool = False) -> list[Run]:
+    """The runs calibrate makes within ``budget_s`` (estimated by :func:`run_cost_s`): ``missing`` is
+    each size with the plans not yet recorded there, in the order of :data:`CALIBRATION_SIZES` and
+    :data:`CALIBRATION_PLANS` (cheapest first). First what the fit needs: the first plans at enough
+    new sizes that, with the ``have_sizes`` sizes and ``have_records`` records already usable, there
+    are :data:`MIN_SIZES` sizes and :data:`MIN_RECORDS` records; then, while the estimate stays
+    within the budget, each further plan at the chosen sizes, then further sizes (``least``: only
+    the first part). One run per size (its plans compared under the same load). Empty when even
+    the first part would pass the budget."""
+    chosen: dict[Shape, list[CalibrationPlan]] = {}
+    sizes_needed = max(0, MIN_SIZES - len(set(have_sizes)))
+    records_needed = max(0, MIN_RECORDS - have_records)
+    if sizes_needed or records_needed:
+        fresh = [(size, list(plans)) for size, plans in missing if plans and size not in have_sizes]
+        new_sizes = fresh[:sizes_needed] if sizes_needed else fresh[:1]
+        per = max(2, -(-records_needed // max(1, len(new_sizes))))
+        for size, plans in new_sizes:
+            chosen[size] = plans[:per]
+        if sum(len(p) for p in chosen.values()) < records_needed:  # sizes with few missing plans: more sizes
+            for size, plans in fresh[len(new_sizes):]:
+                if sum(len(p) for p in chosen.values()) >= records_needed:
+                    break
+                chosen[size] = plans[:per]
+
+    def total(plan: dict[Shape, list[CalibrationPlan]]) -> float:
+        return sum(run_cost_s(p, vendor_s(s)) for s, p in plan.items())
+
+    if total(chosen) > budget_s:
+        return []
+    if least:
+        return [Run(size, tuple(plans), run_cost_s(plans, vendor_s(size))) for size, plans in chosen.items()]
+    # the rest: a plan at a time across the sizes chosen, then the other sizes in order
+    width = max((len(plans) for _, plans in missing), default=0)
+    offers = [(size, plans[i]) for i in range(width) for size, plans in missing if size in chosen and i < len(plans)]
+    offers += [(size, plan) for size, plans in missing if size not in chosen for plan in plans]
+    for size, plan in offers:
+        if plan not in chosen.get(size, []):
+            trial = {**chosen, size: [*chosen.get(size, []), plan]}
+            if total(trial) <= budget_s:
+                chosen = trial
+    rank = {size: list(plans) for size, plans in missing}
+    return [Run(size, tuple(sorted(chosen[size], key=rank[size].index)), run_cost_s(chosen[size], vendor_s(size)))
+            for size in rank if size in chosen]
+
+
+def _missing(key: ModelKey, have: Sequence[Usable]) -> tuple[list[tuple[Shape, list[CalibrationPlan]]], dict]:
+    """Each calibration size with the calibration plans not yet recorded there (both in their
+    order), and the plans made: entry -> (Plan, decompositions)."""
+    done_keys = {(u.record.plan_key, u.shape) for u in have}
+    made = {}
+    for entry in CALIBRATION_PLANS:
+        name, levels, variant = entry
+        if variant != DEFAULT_VARIANT and key.device != "cpu":
+            continue  # the fused kernels are CPU torch kernels
+        made[entry] = make_plan(name, levels, backend="torch", dtype=key.dtype, device=key.device, variant=variant)
+    missing = [(size, [e for e, (plan, _) in made.items() if (plan.key(), size) not in done_keys])
+               for size in CALIBRATION_SIZES]
+    return missing, made
+
+
+def _vendor_estimate(key: ModelKey, store: Store, deadline: float, progress: Progress | None) -> Callable[[Shape], float]:
+    """The vendor gemm's seconds at a size, for estimating runs: from the stored gemm timings,
+    the reference gemm timed first when none is stored and the deadline is finite (it is the
+    first point the gemm table needs anyway); at :data:`NOMINAL_FLOPS` without any."""
+    import math
+
+    points = load_gemm_points(key, store)
+    if not points and math.isfinite(deadline):
+        _measure_gemms(key, {REFERENCE_GEMM}, points, deadline, store, progress)
+    table = GemmTable(points) if points else None
+    return lambda size: table.seconds(size) if table is not None else 2.0 * math.prod(size) / NOMINAL_FLOPS
+
+
 def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend: CodegenBackend,
                      store: Store, progress: Progress | None) -> int:
-    """Measure the calibration plans at the calibration sizes not yet recorded, until ``deadline``:
-    every plan of one size in one run (codegen.bench.measure_many: one reference, one vendor run,
-    all timed round-robin), so the plans of a size, which the model must rank, are compared
-    under the same load. Plans whose samples spread are measured once more, together; and when
-    :data:`REPEAT_SIZE` was among the sizes measured, all its plans again at the end, to read
-    :func:`repeatability` from."""
+    """Measure the calibration plans at the calibration sizes not yet recorded, as planned by
+    :func:`plan_runs` to end by ``deadline``: every plan of one size in one run
+    (codegen.bench.measure_many: one reference, one vendor run, all timed round-robin), so the
+    plans of a size, which the model must rank, are compared under the same load. Before each
+    run its cost is estimated again (:func:`run_cost_s`, rescaled by what the runs so far took
+    against their estimates) and a run that would pass the deadline is not started. Plans whose
+    samples spread are measured once more, together; and when :data:`REPEAT_SIZE` was among the
+    sizes measured, all its plans again at the end, to read :func:`repeatability` from. A
+    budget too small for what the fit needs is one FmmforgeError before anything is measured."""
     from fmmforge.codegen.bench import measure_many
 
-    done_keys = {(u.record.plan_key, u.shape) for u in have}
-    by_size: dict[Shape, list] = {}
-    for size in CALIBRATION_SIZES:
-        for name, levels, variant in CALIBRATION_PLANS:
-            if variant != DEFAULT_VARIANT and key.device != "cpu":
-                continue  # the fused kernels are CPU torch kernels
-            plan, decomps = make_plan(name, levels, backend="torch", dtype=key.dtype, device=key.device,
-                                      variant=variant)
-            if (plan.key(), size) not in done_keys:
-                by_size.setdefault(size, []).append((plan, decomps))
-    runs = [(size, items, False) for size, items in by_size.items()]
-    if REPEAT_SIZE in by_size:
-        runs.append((REPEAT_SIZE, by_size[REPEAT_SIZE], True))
-    taken = 0
-    for i, (size, items, repeat) in enumerate(runs):
+    missing, made = _missing(key, have)
+    vendor_s = _vendor_estimate(key, store, deadline, progress)
+    have_sizes = {u.shape for u in have}
+    runs = plan_runs(missing, vendor_s, deadline - time.monotonic(), have_sizes, len(have))
+    if not runs and any(plans for _, plans in missing) and not _enough(have):
+        need = sum(r.cost_s for r in plan_runs(missing, vendor_s, float("inf"), have_sizes, len(have), least=True))
+        raise FmmforgeError(f"calibrate needs records at {MIN_SIZES} sizes or more on {key.describe()}: measuring the "
+                            f"fewest that will do takes about {need:.0f} s, more than the budget leaves for them; give "
+                            f"--budget {need / (1 - GEMM_SHARE) + 1:.0f}s or more, or run `fmmforge bench` at "
+                            f"{MIN_SIZES} sizes first")
+    queue = [(run.size, run.plans, False) for run in runs]
+    if any(run.size == REPEAT_SIZE for run in runs):
+        queue.append((REPEAT_SIZE, next(run.plans for run in runs if run.size == REPEAT_SIZE), True))
+    taken, spent, estimated = 0, 0.0, 0.0
+    for i, (size, entries, repeat) in enumerate(queue):
         for again in (False,) if repeat else (False, True):
-            if not items or time.monotonic() >= deadline:
+            if not entries:
+                break
+            label = (f"{len(entries)} plan(s) at {'x'.join(map(str, size))}"
+                     + (" again (to see how far records repeat)" if repeat else " again (their samples spread)" if again else ""))
+            cost = run_cost_s(entries, vendor_s(size)) * (spent / estimated if estimated else 1.0)
+            left = deadline - time.monotonic()
+            if cost > left:
+                if progress:
+                    progress("records", i, len(queue), f"{label}: not started (about {cost:.0f} s, {max(left, 0):.0f} s left)")
                 break
             if progress:
-                why = " again (to see how far records repeat)" if repeat else " again (their samples spread)" if again else ""
-                progress("records", i, len(runs), f"{len(items)} plan(s) at {'x'.join(map(str, size))}{why}")
-            records = measure_many(items, size, backend=backend, threads=key.threads, rounds=RECORD_ROUNDS, min_sample_s=0.05,
-                                   store=store)
+                progress("records", i, len(queue), f"{label} (about {cost:.0f} s)")
+            say = (lambda text, i=i, label=label: progress("records", i, len(queue), f"{label}: {text}")) if progress else None
+            t0 = time.monotonic()
+            records = measure_many([made[e] for e in entries], size, backend=backend, threads=key.threads,
+                                   rounds=RECORD_ROUNDS, min_sample_s=MIN_SAMPLE_S, store=store, progress=say)
+            spent += time.monotonic() - t0
+            estimated += run_cost_s(entries, vendor_s(size))
             taken += sum(r is not None for r in records)
-            items = [item for item, r in zip(items, records) if r is not None and spread(r) > NOISY_SPREAD]
+            entries = tuple(e for e, r in zip(entries, records) if r is not None and spread(r) > NOISY_SPREAD)
     if progress:
-        progress("records", len(runs), len(runs), "done")
+        progress("records", len(queue), len(queue), "done")
     return taken
 
 
@@ -274,6 +395,16 @@ def measure_gemm(key: ModelKey, shape: Shape, reference: tuple[Shape, float] | N
     return statistics.median(ratios) * ref_s / products
 
 
+def gemm_cost_s(shape: Shape, layout: str, table: GemmTable) -> float:
+    """Estimated seconds of one :func:`measure_gemm` at ``shape``: about 9 samples each (warm-up
+    and 7 interleaved pairs) of the gemm (its LEAF_LAYOUT³ block products for ``leaf``) and of the
+    reference, each at least 0.02 s; the times read from ``table`` (0 while it is empty)."""
+    if not table.points:
+        return 0.0
+    call = table.seconds(shape) * (LEAF_LAYOUT ** 3 if layout == "leaf" else 1)
+    return 9 * (max(call, 0.02) + max(table.seconds(REFERENCE_GEMM), 0.02))
+
+
 def _measure_gemms(key: ModelKey, needed: set[Shape], have: dict[Shape, float], deadline: float,
                    store: Store, progress: Progress | None, layout: str = "contiguous",
                    reference_s: float | None = None, floor: GemmTable | None = None) -> int:
@@ -289,8 +420,8 @@ def _measure_gemms(key: ModelKey, needed: set[Shape], have: dict[Shape, float], 
         todo = [REFERENCE_GEMM] + [s for s in todo if s != REFERENCE_GEMM]
     taken = 0
     for i, shape in enumerate(todo):
-        if time.monotonic() >= deadline:
-            break
+        if time.monotonic() + gemm_cost_s(shape, layout, floor or GemmTable(have)) > deadline:
+            break  # the shapes are cheapest first: none after it fits either
         if progress:
             progress("gemm", i, len(todo), f"torch.mm {'x'.join(map(str, shape))}" + (" as leaves" if layout == "leaf" else ""))
         ref_s = reference_s if layout != "contiguous" else have.get(REFERENCE_GEMM)

@@ -36,11 +36,13 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from fmmforge.codegen import layouts as kernel_layouts
 from fmmforge.codegen.plan import REMAINDERS
 from fmmforge.codegen.schedule import Add2, Axpy, Product, Scale, columns, schedule_level
 from fmmforge.core.contracts import RewardContext, RewardResult
@@ -48,22 +50,28 @@ from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import OwnedTables, Store
 
-MODEL_FORMAT = 7  # 2: two bandwidths (cached and streamed passes) and the cache size; 3: a leaf-layout gemm table;
+MODEL_FORMAT = 8  # 2: two bandwidths (cached and streamed passes) and the cache size; 3: a leaf-layout gemm table;
 # 4: the fused variant's passes (their bytes at their own cost); 5: a fused level's sums are torch
 # passes (cached or streamed bytes), only its C update is fused bytes; 6: a group's sums by the
 # compiled pass (fused bytes) or torch passes, as the kernel forms them; 7: the torch passes of a
-# fused kernel's sums have an extra cost per pass of their own
+# fused kernel's sums have an extra cost per pass of their own; 8: the quality says whether the fit
+# is good or poor (Quality.verdict)
+# The formats this fmmforge reads: a format-7 model is the same model without the verdict, which
+# is recomputed from its stored held-out error and repeat floor on reading (Quality.verdict).
+READABLE_FORMATS = (7, 8)
 ITEMSIZE = {"float32": 4, "float64": 8}
 Shape = tuple[int, int, int]
 FEATURES = ("gemm_s", "cached_bytes", "streamed_bytes", "fused_bytes", "passes", "fused_torch_passes", "calls")
 PARAMETERS = ("gemm_scale", "s_per_cached_byte", "s_per_streamed_byte", "s_per_fused_byte", "s_per_pass",
               "s_per_fused_torch_pass", "s_per_call")
-VARIANTS = ("lowmem", "fused", "parallel")  # the kernel layouts the model describes (codegen.plan.VARIANTS)
-# the layouts whose records the fit uses: the parallel one runs level 0's products on single-threaded
-# workers, whose leaves and passes overlap in a way these parameters do not price; it is predicted
-# as its walk (level 0's per-product passes, the low-memory levels below) and the tuner's measured
-# per-family correction (core.app.tuning.correction) scales it
-FITTED_VARIANTS = ("lowmem", "fused")
+# the kernel layouts the model describes, each level priced by the function its codegen.layouts.Layout
+# names (``passes``: level_passes, fused_level_passes, parallel_level_passes; see _Walker._run)
+VARIANTS = kernel_layouts.modelled()
+# the layouts whose records the fit uses (Layout.fitted): the parallel one runs level 0's products on
+# single-threaded workers, whose leaves and passes overlap in a way these parameters do not price; it
+# is predicted as its walk (level 0's per-product passes, the low-memory levels below) and the tuner's
+# measured per-family correction (core.app.tuning.correction) scales it
+FITTED_VARIANTS = kernel_layouts.fitted()
 DEFAULT_L2_BYTES = 1 << 20  # per core, when the machine does not say (sysfs)
 
 
@@ -522,6 +530,16 @@ def fit_parameters(rows: Sequence[Features], seconds: Sequence[float]) -> np.nda
     return theta
 
 
+# A fit is poor when its held-out (leave-one-out) median error is above both of these: 15 % is twice
+# the worst error of the fits this model makes on a busy 2-core host (7.16 %, docs/costmodel.md)
+# and above the 2-20 % by which the plans a tune ranks differ, so a model that far off cannot rank
+# them; and 3x the repeat floor (how far two readings of one plan disagree), so that on a machine
+# too noisy for any model to do better the fit is not called poor for the noise. A model
+# `calibrate --budget 0` fitted on a few records erred by 67 % and `tune` trusted its 3.1x.
+POOR_ERROR_PCT = 15.0
+POOR_OVER_FLOOR = 3.0
+
+
 @dataclass(frozen=True)
 class Quality:
     """Held-out error of a fit: leave-one-out median |error| (%) and the median over sizes of
@@ -535,6 +553,41 @@ class Quality:
     sizes_ranked: int
     repeat_pct: float | None = None
     repeat_pairs: int = 0
+
+    @property
+    def verdict(self) -> str:
+        """``poor`` when the held-out error is above :data:`POOR_ERROR_PCT` and above
+        :data:`POOR_OVER_FLOOR` times the repeat floor (when one was measured), else ``good``:
+        always computed from the numbers, so a stored model of format 7 is judged on reading."""
+        floor = POOR_OVER_FLOOR * self.repeat_pct if self.repeat_pct is not None else 0.0
+        return "poor" if self.median_ape > max(POOR_ERROR_PCT, floor) else "good"
+
+    @property
+    def poor(self) -> bool:
+        return self.verdict == "poor"
+
+    def threshold_pct(self) -> float:
+        """The held-out error above which the fit is poor (:attr:`verdict`)."""
+        return max(POOR_ERROR_PCT, POOR_OVER_FLOOR * (self.repeat_pct or 0.0))
+
+    def poor_line(self) -> str | None:
+        """One line saying the fit is poor and what follows, or None for a good one."""
+        if not self.poor:
+            return None
+        return (f"the fit is poor: its held-out error {self.median_ape:.1f} % is above {self.threshold_pct():.0f} % "
+                f"(the larger of {POOR_ERROR_PCT:g} % and {POOR_OVER_FLOOR:g}x the repeat floor); `fmmforge tune` "
+                "ranks by the prior model instead and the latency-model reward refuses it: measure more records "
+                "(`fmmforge calibrate --budget 4m`, or `fmmforge bench` at 3 sizes or more) and calibrate again")
+
+    def as_dict(self) -> dict[str, object]:
+        """What is stored: the numbers and, for readers of the store, the verdict and its threshold
+        (recomputed on reading, not read back)."""
+        return {**self.__dict__, "verdict": self.verdict, "threshold_pct": self.threshold_pct()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> "Quality":
+        names = {f.name for f in dataclass_fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
 
     def repeat_line(self) -> str | None:
         """One line on how far records repeat, or None when no plan was measured twice."""
@@ -596,6 +649,12 @@ class CalibratedModel:
     def name(self) -> str:
         return f"calibrated v{self.format} ({self.fitted_on} records)"
 
+    @property
+    def trusted(self) -> bool:
+        """False for a fit whose held-out quality is poor (:attr:`Quality.verdict`); a model without
+        a quality (unknown: fitted on fewer than 3 records) is trusted, as before the verdict."""
+        return self.quality is None or not self.quality.poor
+
     def predict_features(self, f: Features) -> float:
         return float(f.vector() @ np.asarray(self.parameters))
 
@@ -612,7 +671,7 @@ class CalibratedModel:
             "format": self.format, "key": self.key.__dict__, "parameters": dict(zip(PARAMETERS, self.parameters)),
             "gemm": [[*s, t] for s, t in sorted(self.gemm.points.items())], "fitted_on": self.fitted_on,
             "leaf_gemm": [[*s, t] for s, t in sorted(self.leaf.points.items())],
-            "cache_bytes": self.cache, "quality": None if q is None else q.__dict__,
+            "cache_bytes": self.cache, "quality": None if q is None else q.as_dict(),
         }, sort_keys=True)
 
     @classmethod
@@ -621,7 +680,7 @@ class CalibratedModel:
         bad = FmmforgeError(f"the cost model stored for {where} is unreadable; run `fmmforge calibrate` again")
         try:
             data = json.loads(text)
-            if data.get("format") != MODEL_FORMAT:
+            if data.get("format") not in READABLE_FORMATS:
                 raise FmmforgeError(f"the cost model stored for {where} has format {data.get('format')!r}, this "
                                     f"fmmforge reads format {MODEL_FORMAT}; run `fmmforge calibrate` again")
             params = tuple(float(data["parameters"][p]) for p in PARAMETERS)
@@ -629,7 +688,7 @@ class CalibratedModel:
             leaf = {(int(m), int(k), int(n)): float(t) for m, k, n, t in data["leaf_gemm"]}
             key = ModelKey(**data["key"])
             q = data.get("quality")
-            quality = Quality(**q) if q else None
+            quality = Quality.from_dict(q) if q else None
             fitted_on = int(data.get("fitted_on", 0))
             cache = int(data["cache_bytes"])
         except FmmforgeError:
@@ -639,7 +698,7 @@ class CalibratedModel:
         if cache < 0 or not all(math.isfinite(x) and x >= 0 for x in params) or not all(
                 math.isfinite(t) and t > 0 and min(s) > 0 for s, t in [*points.items(), *leaf.items()]):
             raise bad
-        return cls(key, params, GemmTable(points), quality, fitted_on, cache, GemmTable(leaf))
+        return cls(key, params, GemmTable(points), quality, fitted_on, cache, GemmTable(leaf), int(data["format"]))
 
 
 # ---------------------------------------------------------------------- storage
@@ -746,6 +805,12 @@ class LatencyModelReward:
         size = context.require_size(self.name)
         check_decomposition(d, "the scheme")
         model = load_model(current_key(get_device(device).name, context.dtype or "float32"), Store())
+        if not model.trusted and model.quality is not None:
+            # a poor fit's predictions are not a score: one clear line instead (docs/costmodel.md)
+            raise FmmforgeError(f"the cost model of {model.key.describe()} is poor (held-out error "
+                                f"{model.quality.median_ape:.1f} %, above {model.quality.threshold_pct():.0f} %): "
+                                "measure more records (`fmmforge calibrate --budget 4m`) and calibrate again, "
+                                "or score with the measured `latency` reward")
         levels = context.levels
         kernel_s = model.predict_s([d] * levels, self.cutoff, size)
         vendor_s = model.predict_s([], self.cutoff, size)

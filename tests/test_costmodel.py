@@ -36,9 +36,9 @@ def gemm_truth(shape: cm.Shape) -> float:
     return 2.0 * m * k * n / (100e9 * efficiency) + 2e-6
 
 
-def synthetic_store(key: cm.ModelKey, params=TRUE, plans=PLANS, sizes=SIZES) -> tuple[Store, cm.GemmTable]:
+def synthetic_store(key: cm.ModelKey, params=TRUE, plans=PLANS, sizes=SIZES, noise=(1.0,)) -> tuple[Store, cm.GemmTable]:
     """A store with gemm timings at every grid corner the records need and records whose times
-    are exactly what ``params`` say."""
+    are exactly what ``params`` say (times the factors of ``noise`` in turn)."""
     store = Store()
     shapes = set()
     cases = []
@@ -51,9 +51,9 @@ def synthetic_store(key: cm.ModelKey, params=TRUE, plans=PLANS, sizes=SIZES) -> 
     table = cm.GemmTable({s: gemm_truth(s) for s in needed})
     for s, t in table.points.items():
         cm.save_gemm_point(key, s, t, store)
-    for plan, decomps, size in cases:
+    for i, (plan, decomps, size) in enumerate(cases):
         t = float(cm.features(decomps, plan.cutoff, size, key.dtype, table, CACHE, variant=plan.variant).vector()
-                  @ np.array(params))
+                  @ np.array(params)) * noise[i % len(noise)]
         add_record(synthetic_record(key, plan, size, t, table.seconds(size)), store)
     return store, table
 
@@ -580,9 +580,9 @@ def test_calibrate_prints_how_far_records_repeat_when_a_plan_was_measured_twice(
 def test_the_commands_default_budget_is_calibrates():
     import inspect
 
-    from fmmforge.core.app.tune_commands import calibrate_cmd
+    from fmmforge.core.app.tune_commands import calibrate_budget, calibrate_cmd
 
-    assert inspect.signature(calibrate_cmd).parameters["budget"].default == cal.DEFAULT_BUDGET_S
+    assert calibrate_budget(inspect.signature(calibrate_cmd).parameters["budget"].default) == cal.DEFAULT_BUDGET_S
 
 
 def test_a_fused_call_with_a_long_k_is_costed_in_the_strips_the_kernel_runs():
@@ -605,3 +605,138 @@ def test_a_fused_call_with_a_long_k_is_costed_in_the_strips_the_kernel_runs():
     strips += [acc] * (1024 // width - 1)
     assert whole.gemm_s == pytest.approx(sum(f.gemm_s for f in strips))
     assert whole.fused_bytes == sum(f.fused_bytes for f in strips)
+
+
+# ---------------------------------------------------------------------- a budget planned (issue 31)
+class FakeClock:
+    """codegen.calibrate's clock, advanced by the fake measurements below instead of by time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def fake_machine(key, monkeypatch, clock: FakeClock) -> None:
+    """measure_many and measure_gemm replaced by ones that advance ``clock`` by what such a run takes
+    on a machine whose gemm is :func:`gemm_truth`: generating each kernel (numba compiles a fused
+    one), the reference and the checks, then every round of the kernels and the vendor matmul."""
+    import fmmforge.codegen.bench as bench
+
+    def fake_measure_many(items, size, *, store=None, rounds=5, min_sample_s=0.05, progress=None, **kwargs):
+        vendor = gemm_truth(size)
+        clock.now += 0.8 + sum(2.6 if plan.variant == "fused" else 0.25 for plan, _ in items)
+        clock.now += (4 + 2 * len(items)) * vendor + rounds * (len(items) + 1) * max(vendor, min_sample_s) * 1.05
+        if progress:
+            progress(f"timing {len(items)} kernel(s) and the vendor matmul round-robin, {rounds} rounds")
+        out = [synthetic_record(key, plan, size, vendor * (1 + 0.1 * plan.levels), vendor) for plan, _ in items]
+        for record in out:
+            add_record(record, store)
+        return out
+
+    def fake_measure_gemm(k, shape, reference=None, layout="contiguous"):
+        products = cm.LEAF_LAYOUT ** 3 if layout == "leaf" else 1
+        clock.now += 9 * (max(gemm_truth(shape) * products, 0.02) + max(gemm_truth(cal.REFERENCE_GEMM), 0.02))
+        return gemm_truth(shape) * (1.2 if layout == "leaf" else 1.0)
+
+    monkeypatch.setattr(cal, "time", clock)
+    monkeypatch.setattr(bench, "measure_many", fake_measure_many)
+    monkeypatch.setattr(cal, "measure_gemm", fake_measure_gemm)
+
+
+def test_calibrate_on_a_fresh_store_measures_three_sizes_within_its_budget(key, monkeypatch):
+    # `calibrate --budget 60` ran twice its budget and failed: every plan at each size, sizes in
+    # turn, until the deadline, and the third size never came. Here all plans at one size take
+    # 22 s of the fake clock: a 40 s budget fits two such runs, and no fit.
+    clock = FakeClock()
+    fake_machine(key, monkeypatch, clock)
+    seen = []
+    result = cal.calibrate(key, backend=_NoBackend(), budget_s=40, store=Store(),
+                           progress=lambda phase, done, total, label: seen.append((phase, label)))
+    sizes = {(r.m, r.k, r.n) for r in query_records(Store(), device="cpu")}
+    assert len(sizes) >= cal.MIN_SIZES and result.model.fitted_on >= cal.MIN_RECORDS
+    assert clock.now <= 40  # nothing started that would pass the budget
+    assert any(phase == "records" and "round-robin" in label for phase, label in seen)  # progress inside a run
+
+
+def test_the_plan_reaches_three_sizes_within_the_budget_and_refuses_a_budget_too_small():
+    missing = [(size, list(cal.CALIBRATION_PLANS)) for size in cal.CALIBRATION_SIZES]
+    runs = cal.plan_runs(missing, gemm_truth, 28.0)
+    assert len({r.size for r in runs}) >= cal.MIN_SIZES and sum(len(r.plans) for r in runs) >= cal.MIN_RECORDS
+    assert sum(r.cost_s for r in runs) <= 28.0
+    assert all(list(r.plans) == [p for p in cal.CALIBRATION_PLANS if p in r.plans] for r in runs)  # cheapest first
+    everything = cal.plan_runs(missing, gemm_truth, float("inf"))
+    assert sum(len(r.plans) for r in everything) == len(cal.CALIBRATION_SIZES) * len(cal.CALIBRATION_PLANS)
+    assert cal.plan_runs(missing, gemm_truth, 5.0) == []
+    # records at two sizes already: one more size will do
+    two = cal.plan_runs(missing[2:], gemm_truth, 10.0, have_sizes=[(1, 1, 1), (2, 2, 2)], have_records=8)
+    assert len({r.size for r in two}) >= 1 and sum(r.cost_s for r in two) <= 10.0
+
+
+def test_calibrate_with_a_budget_too_small_for_three_sizes_says_what_budget_will_do(key, monkeypatch):
+    clock = FakeClock()
+    fake_machine(key, monkeypatch, clock)
+    with pytest.raises(FmmforgeError, match=r"--budget \d+s or more"):
+        cal.calibrate(key, backend=_NoBackend(), budget_s=6, store=Store())
+    assert query_records(Store()) == []  # nothing measured that could not be fitted
+
+
+@pytest.mark.parametrize("text, seconds", [("2m", 120.0), ("90s", 90.0), ("240", 240.0), ("1m30s", 90.0), ("0", 0.0)])
+def test_calibrate_takes_tunes_duration_grammar(cli, key, monkeypatch, text, seconds):
+    store, _ = synthetic_store(key)
+    monkeypatch.setattr(cal, "measure_gemm", lambda k, shape, reference=None, layout="contiguous": gemm_truth(shape))
+    real, budgets = cal.calibrate, []
+    monkeypatch.setattr(cal, "calibrate", lambda key, **kw: budgets.append(kw["budget_s"]) or real(key, **kw))
+    code, out, err = cli("calibrate", "--budget", text)
+    assert code == 0, err
+    assert budgets == [seconds]
+
+
+# ---------------------------------------------------------------------- a poor fit (issue 31)
+NOISE = (0.35, 2.8, 1.0, 0.5, 1.9, 0.7, 3.0)  # records no model of these features can predict
+
+
+def test_a_poor_fit_is_stored_as_poor_and_calibrate_says_so_in_one_line(cli, key):
+    store, _ = synthetic_store(key, noise=NOISE)
+    code, out, err = cli("calibrate", "--budget", "0")
+    assert code == 0, err
+    model = cm.load_model(key, store)
+    assert model.quality.median_ape > cm.POOR_ERROR_PCT and model.quality.poor and not model.trusted
+    lines = [line for line in out.splitlines() if "the fit is poor" in line]
+    assert len(lines) == 1 and "prior model" in lines[0] and "calibrate" in lines[0]
+    with store.reading(cm.TABLES) as conn:
+        stored = json.loads(conn.execute("SELECT model FROM cost_models").fetchone()[0])
+    assert stored["format"] == cm.MODEL_FORMAT and stored["quality"]["verdict"] == "poor"
+
+
+def test_a_good_fit_is_good_and_the_threshold_follows_the_repeat_floor():
+    assert cm.Quality(3.0, 0.9, 20, 3).verdict == "good"
+    assert cm.Quality(67.0, 0.2, 12, 0).verdict == "poor"
+    assert cm.Quality(20.0, 0.9, 20, 3, repeat_pct=8.0).verdict == "good"  # a machine too noisy to do better
+    assert cm.Quality(20.0, 0.9, 20, 3, repeat_pct=2.0).verdict == "poor"
+    assert cm.CalibratedModel(cm.ModelKey("cpu", "m", 1, "float32"), TRUE, cm.GemmTable()).trusted  # no quality: as before
+
+
+def test_a_stored_model_of_format_7_is_read_and_judged_from_its_numbers(key):
+    store = Store()
+    for q in (cm.Quality(67.0, 0.2, 12, 1), cm.Quality(4.0, 0.95, 30, 3, 1.5, 4)):
+        model = cm.CalibratedModel(key, TRUE, cm.GemmTable({(64, 64, 64): 1e-4}), q, fitted_on=q.records)
+        old = json.loads(model.to_json())
+        old["format"] = 7
+        for field in ("verdict", "threshold_pct"):  # what format 7 did not store
+            del old["quality"][field]
+        with store.writing(cm.TABLES) as conn:
+            conn.execute("INSERT OR REPLACE INTO cost_models VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (key.device, key.machine, key.threads, key.dtype, 7, json.dumps(old), "2026-12-07"))
+        got = cm.load_model(key, store)
+        assert got.quality == q and got.format == 7
+        assert got.trusted == (q.median_ape < cm.POOR_ERROR_PCT)
+
+
+def test_the_latency_model_reward_refuses_a_poor_model_with_what_to_do(cli, key):
+    synthetic_store(key, noise=NOISE)
+    assert cli("calibrate", "--budget", "0")[0] == 0
+    code, out, err = cli("score", "strassen", "--reward", "latency-model", "--device", "cpu", "--size", "512")
+    assert code == 2
+    one_error(err, "poor", "held-out error", "fmmforge calibrate")

@@ -7,6 +7,7 @@ from typing import Annotated, Callable
 
 import typer
 
+from fmmforge.codegen import layouts
 from fmmforge.plugins.extensions import Command
 from fmmforge.plugins.hookspecs import hookimpl
 
@@ -22,13 +23,11 @@ def register_commands(register: Callable[[Command], None]) -> None:
 def calibrate_cmd(
     device: Annotated[str, typer.Option(help="cpu or cuda:N")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32 or float64")] = "float32",
-    budget: Annotated[float, typer.Option(help="seconds it may spend measuring what the store lacks (0: measure nothing)")] = 240.0,
+    budget: Annotated[str, typer.Option(help="time it may spend measuring what the store lacks, e.g. 90s, 4m, 240 (0: measure nothing)")] = "240",
     threads: Annotated[int, typer.Option(help="threads the model is for (default: torch's current count)")] = 0,
 ) -> None:
     """Fit the cost model of a device from its benchmark records (measuring what is missing within
     --budget), print its held-out error and store it for the latency-model reward and reports."""
-    import math
-
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fmmforge.codegen.calibrate import calibrate
@@ -39,8 +38,7 @@ def calibrate_cmd(
     from fmmforge.hardware.limits import check_int
     from fmmforge.plugins import get_backend
 
-    if not math.isfinite(budget) or budget < 0:
-        raise FmmforgeError(f"--budget must be a number of seconds >= 0, not {budget:g}")
+    budget_s = calibrate_budget(budget)
     if threads:
         check_int(threads, "--threads")
     if threads < 0:
@@ -54,10 +52,11 @@ def calibrate_cmd(
         def progress(phase: str, done: int, total: int, label: str) -> None:
             if phase not in tasks:
                 tasks[phase] = bar.add_task(phase, total=total)
-            bar.update(tasks[phase], completed=done, total=total, description=f"{phase}: {label}")
+            bar.update(tasks[phase], completed=done, total=total,
+                       description=f"{phase} (budget {budget_s:g} s): {label}")
 
         try:
-            result = calibrate(key, backend=get_backend("torch"), budget_s=budget, progress=progress)
+            result = calibrate(key, backend=get_backend("torch"), budget_s=budget_s, progress=progress)
         except KeyboardInterrupt:
             bar.stop()
             err_console.print("interrupted: every measurement already taken is kept in the store; "
@@ -77,6 +76,30 @@ def calibrate_cmd(
                       f"rank correlation across plans at a size {rho}", highlight=False, soft_wrap=True)
         if q.repeat_line():
             console.print(q.repeat_line(), highlight=False, soft_wrap=True)
+        if q.poor_line():
+            console.print(q.poor_line(), highlight=False, soft_wrap=True)
+
+
+def calibrate_budget(text: str) -> float:
+    """``--budget`` of calibrate: a time in the grammar of tune's and search's (core.search.budget.
+    parse_duration: 90s, 2m, 1h30m, a bare number of seconds), or 0: measure nothing."""
+    import math
+
+    from fmmforge.core.errors import FmmforgeError
+    from fmmforge.core.search.budget import parse_duration
+
+    wrong = FmmforgeError(f"cannot read --budget {text!r}; give a time like 90s, 4m or 240 (seconds), "
+                          "or 0 to measure nothing")
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            return parse_duration(text)
+        except FmmforgeError:
+            raise wrong from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise wrong
+    return seconds
 
 
 def parse_formats(text: str) -> tuple[tuple[int, int, int], ...]:
@@ -108,7 +131,7 @@ def tune_cmd(
     seed: Annotated[int, typer.Option(help="seed of the search")] = 0,
     for_model: Annotated[str, typer.Option(help="module:callable giving a torch model: tune its Linear layers' shapes (the budget is shared)")] = "",
     rows: Annotated[int, typer.Option(help="with --for-model: input rows per call (batch x tokens)")] = 0,
-    variants: Annotated[str, typer.Option(help="kernel layouts to try, e.g. lowmem,fused (default: every one the device has; cpu: lowmem, fused, parallel)")] = "",
+    variants: Annotated[str, typer.Option(help=f"kernel layouts to try, e.g. lowmem,fused (default: every one the device has; cpu: {', '.join(layouts.modelled('cpu'))})")] = "",
 ) -> None:
     """Tune the device's kernel for a shape: the engine collects schemes, the cost model ranks every
     plan, the best are generated, validated and measured, the model is refitted, and the fastest
