@@ -92,7 +92,7 @@ def build_report(store: Store, *, device: str | None = None, algos: list[str] | 
     if cost_model is None:
         cost_model = models.fitted_cost_model(store, device, machine)
     if tuned is None:
-        tuned = models.tuned_choices(store, device, machine)
+        tuned = models.tuned_choices(store, device, machine, rows)
     if cost_model is not None and len(rows):
         rows = rows.assign(predicted_ms=[cost_model.predict_ms(r) for r in rows.to_dict("records")])
     sections = [

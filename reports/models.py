@@ -1,14 +1,15 @@
 """Where a report finds the fitted cost model and the tuned choices (sections 6 and 7).
 
 :func:`fitted_cost_model` reads what `fmmforge calibrate` stored (fmmforge.codegen.costmodel)
-for the device and machine; `fmmforge tune` does not exist yet, so :func:`tuned_choices` returns
-None and the report says what to run. ``write_report`` also takes either one directly (tests
+for the device and machine; :func:`tuned_choices` what `fmmforge tune` chose: a stored kernel, or
+the vendor matmul where a tune run measured and stored no kernel (the tuner clears the class then). ``write_report`` also takes either one directly (tests
 and callers that have a model in hand).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
 
 import pandas as pd
@@ -62,20 +63,61 @@ def fitted_cost_model(store: Store, device: str, machine: str) -> CostModel | No
     return CalibratedCostModel(store, models) if models else None
 
 
-def tuned_choices(store: Store, device: str, machine: str) -> pd.DataFrame | None:
-    """The choice stored per shape class for ``device`` on ``machine`` (codegen.choices, which
-    `fmmforge tune` fills); None while there is none."""
+VENDOR_CHOICE = "the vendor matmul (no kernel chosen)"
+
+
+@dataclass(frozen=True)
+class TuneMeasured:
+    """What the latest `fmmforge tune` run measured in one (dtype, shape class)."""
+
+    words: str
+    vendor_ms: float
+    at: str
+
+
+def tune_measured(records: pd.DataFrame | None, device: str, machine: str) -> dict[tuple[str, tuple], TuneMeasured]:
+    """(dtype, shape class) -> what the latest tune run on ``device`` and ``machine`` measured there."""
+    from fmmforge.codegen.choices import shape_class
+    from fmmforge.reports.data import series_labels
+
+    if records is None or not len(records):
+        return {}
+    rows = records[(records["command"] == "tune") & (records["device"] == device) & (records["machine"] == machine)
+                   & (records["levels"] > 0)]
+    if not len(rows):
+        return {}
+    rows = rows.assign(cls=[shape_class(m, k, n) for m, k, n in zip(rows["m"], rows["k"], rows["n"])],
+                       label=series_labels(rows))
+    out = {}
+    for (dtype, cls), g in rows[rows["cls"].notna()].groupby(["dtype", "cls"], sort=False):
+        last = g[g["run"] == g["run"].max()]
+        best = last.loc[last["speedup"].idxmax()]
+        words = (f"run {int(best['run'])}: {len(last)} measurement(s), the fastest {best['label']} "
+                 f"({best['size']}) at {best['speedup']:.3f}x the vendor matmul")
+        out[(str(dtype), tuple(cls))] = TuneMeasured(words, float(last["vendor_median_ms"].median()),
+                                                     str(last["created_at"].max()))
+    return out
+
+
+def tuned_choices(store: Store, device: str, machine: str, records: pd.DataFrame | None = None) -> pd.DataFrame | None:
+    """The choice per shape class for ``device`` on ``machine``: each kernel stored (codegen.choices,
+    which `fmmforge tune` fills), and the vendor matmul, said plainly, for each class a tune run
+    measured (``records``: the report's rows) without a kernel chosen there; None while there is neither."""
     from fmmforge.codegen.choices import list_choices
 
-    choices = list_choices(device, machine, store)
-    if not choices:
-        return None
-    return pd.DataFrame({
-        "dtype": [c.dtype for c in choices],
-        "shape class (M×K×N, at least)": ["x".join(map(str, c.shape_class)) for c in choices],
-        "plan": [" / ".join(c.algorithms) + f" L{len(c.algorithms)}"
-                 + ("" if c.plan.get("variant", "lowmem") == "lowmem" else f" {c.plan['variant']}") for c in choices],
-        "speed-up": [c.speedup for c in choices],
-        "vendor ms": [c.baseline_median_s * 1e3 for c in choices],
-        "chosen at": [c.created_at for c in choices],
-    })
+    choices = {(c.dtype, c.shape_class): c for c in list_choices(device, machine, store)}
+    measured = tune_measured(records, device, machine)
+    rows = []
+    for key in sorted(set(choices) | set(measured)):
+        c, m = choices.get(key), measured.get(key)
+        plan = VENDOR_CHOICE if c is None else (
+            " / ".join(c.algorithms) + f" L{len(c.algorithms)}"
+            + ("" if c.plan.get("variant", "lowmem") == "lowmem" else f" {c.plan['variant']}"))
+        rows.append({
+            "dtype": key[0], "shape class (M×K×N, at least)": "x".join(map(str, key[1])), "plan": plan,
+            "speed-up": 1.0 if c is None else c.speedup,
+            "vendor ms": m.vendor_ms if c is None else c.baseline_median_s * 1e3,  # type: ignore[union-attr]
+            "chosen at": m.at if c is None else c.created_at,  # type: ignore[union-attr]
+            "measured by tune": m.words if m is not None else None,
+        })
+    return pd.DataFrame(rows) if rows else None

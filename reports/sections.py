@@ -200,6 +200,10 @@ def tuned_section(choices: pd.DataFrame | None) -> Section:
     elif not len(choices):
         section.notes.append("`fmmforge tune` made no choice for this device")
     else:
+        if "plan" in choices and (choices["plan"] == models.VENDOR_CHOICE).any():
+            section.notes.append("the vendor matmul: `fmmforge tune` measured kernels for the class and chose none "
+                                 "(none beat the vendor matmul by enough), so fmmforge.matmul calls the vendor "
+                                 "matmul there; speed-up 1.000 is the vendor against itself.")
         section.tables.append(Table("Tuned choices", choices.reset_index(drop=True)))
     return section
 

@@ -341,3 +341,25 @@ def test_a_store_from_before_runs_opens_and_keeps_its_records_grouped_by_time(tm
     frame = load_records(old)
     assert frame["run"].tolist() == [1, 1, 2, 2, 3]
     assert frame["command"].tolist() == ["-", "-", "bench", "bench", "-"]
+
+
+def test_the_tuned_section_says_the_vendor_matmul_was_chosen(store):
+    """`tune` chose the vendor matmul (it clears the class then): the report says so, not "run tune"."""
+    from fmmforge.codegen.choices import store_choice
+    from fmmforge.codegen.plan import make_plan
+    from fmmforge.core.store import measurement_run
+
+    with measurement_run("tune"):  # what `fmmforge tune` records: kernels slower than the vendor matmul
+        seed(store, [record("strassen", 1, 2048, kernel_s=0.52, vendor_s=0.50, when="2026-12-02T10:00:00+00:00"),
+                     record("laderman", 1, 2048, kernel_s=0.55, vendor_s=0.50, when="2026-12-02T10:01:00+00:00")])
+    plan, _ = make_plan("strassen", 1, backend="torch", dtype="float32", device="cpu")
+    store_choice(plan, machine=MACHINE, shape=(1024, 1024, 1024), speedup=1.07, baseline_median_s=0.1, store=store)
+    seven = next(s for s in build_report(store).sections if s.title.startswith("7."))
+    assert not any("run `fmmforge tune`" in note for note in seven.notes)
+    frame = seven.tables[0].frame
+    assert frame["shape class (M×K×N, at least)"].tolist() == ["1024x1024x1024", "2048x2048x2048"]
+    kernel, vendor = frame.to_dict("records")
+    assert "strassen L1" in kernel["plan"] and kernel["speed-up"] == 1.07
+    assert vendor["plan"] == "the vendor matmul (no kernel chosen)" and vendor["vendor ms"] == pytest.approx(500)
+    assert "the fastest strassen L1 (2048x2048x2048) at 0.962x" in vendor["measured by tune"]
+    assert any("the vendor matmul" in note for note in seven.notes)
