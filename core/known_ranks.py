@@ -70,3 +70,47 @@ def best_known(fmt: Format, field: str) -> int | None:
     if row is None:
         return None
     return row.best_z2 if field == "Z2" else row.best_z
+
+
+# ---------------------------------------------------------------------- proven lower bounds
+# Only bounds with a published proof; where none is known, the flattening bound. Every bound
+# below is for the tensor rank (bilinear complexity), which does not change when n, m, p are
+# permuted (transposition and the cyclic symmetry of <n,m,p>), so each is looked up on the sorted
+# format. Over Z here means integer coefficients (and the rationals with odd denominators that
+# Hensel lifting produces): such a scheme reduces mod 2 to a scheme of the same rank, so a bound
+# proven over F2 holds over Z as well, and a bound proven over every field holds over both.
+# Bounds proven only over algebraically closed fields (Bläser 1999: lm+mn+l-m+n-3) or only in
+# recent preprints (Wang, arXiv 2603.07280: <3,3,3> >= 20 over F2) are left out.
+
+class LowerBound(NamedTuple):
+    rank: int
+    source: str  # who proved it, and over which field
+
+
+HOPCROFT_KERR = "Hopcroft & Kerr 1971, SIAM J. Appl. Math. 20:30-36, over F2"
+WINOGRAD = "Winograd 1971, Linear Algebra Appl. 4:381-388"
+BLASER = "Bläser 2003, J. Complexity 19:43-60, 2mn+2n-m-2 for <n,m,n>, m >= n >= 3, over any field"
+
+
+def _proven_bounds(fmt: Format) -> list[LowerBound]:
+    """The published lower bounds that apply to ``fmt`` (any order of n, m, p)."""
+    a, b, c = sorted(fmt)
+    n, m, p = fmt
+    bounds = [LowerBound(max(n * m, m * p, n * p), "the flattening bound max(nm, mp, np), over any field")]
+    if (a, b) == (2, 2):  # <2,2,c>: ceil(7c/2), tight for every c
+        bounds.append(LowerBound(-(-7 * c // 2), HOPCROFT_KERR + (f"; {WINOGRAD}, over any field" if c == 2 else "")))
+    if (a, b, c) == (2, 3, 3):  # 3x2 by 2x3, <3,2,3>
+        bounds.append(LowerBound(15, HOPCROFT_KERR))
+    if a == b >= 3:  # <a,c,a>: a x c by c x a, c >= a >= 3
+        bounds.append(LowerBound(2 * c * a + 2 * a - c - 2, BLASER))
+    return bounds
+
+
+def proven_lower_bound(fmt: Format, field: str) -> LowerBound:
+    """The largest proven lower bound on the rank of ``fmt`` over ``field`` ("Z" or "Z2"): every
+    scheme of <n,m,p> over that field has at least this many products. All the bounds kept here
+    hold over both fields (see above); ``field`` says which one is asked for."""
+    from fmmforge.core.decomposition import check_field
+
+    check_field(field)
+    return max(_proven_bounds(fmt), key=lambda bound: bound.rank)

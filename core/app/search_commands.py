@@ -60,15 +60,22 @@ def read_budget(budget: str | None, flips: str | None) -> Budget:
     return plan
 
 
-def check_search_numbers(fmt: tuple[int, int, int], *, rank: int | None, workers: int, plateau: int | None,
-                         bound: int, seed: int, levels: int) -> None:
-    """search's numeric options: positive where they must be, and no larger than a search can use."""
+def check_search_numbers(fmt: tuple[int, int, int], field: str, *, rank: int | None, workers: int,
+                         plateau: int | None, bound: int, seed: int, levels: int) -> None:
+    """search's numeric options: positive where they must be, no larger than a search can use, and
+    a --rank that a scheme can have (not below the proven lower bound of the format)."""
+    from fmmforge.core.known_ranks import proven_lower_bound
     from fmmforge.hardware.limits import MAX_WORKERS, check_int, check_reward_levels
 
     naive = fmt[0] * fmt[1] * fmt[2]
     if rank is not None and rank < 1:
         raise FmmforgeError(f"--rank must be a positive number of products, not {rank}")
     check_int(rank, "--rank (at most the naive rank n·m·p)", maximum=naive)
+    lowest = proven_lower_bound(fmt, field)
+    if rank is not None and rank < lowest.rank:
+        raise FmmforgeError(f"--rank {rank} cannot be reached: every scheme of <{fmt[0]},{fmt[1]},{fmt[2]}> over "
+                            f"{field} has at least {lowest.rank} products ({lowest.source}); "
+                            f"ask for --rank {lowest.rank} or more")
     if workers < 1:
         raise FmmforgeError(f"--workers must be at least 1, not {workers}")
     check_int(workers, "--workers", maximum=MAX_WORKERS)
@@ -187,14 +194,16 @@ def search_cmd(
     if plan.seconds is None and plan.flips is None and rank is None:
         plan = parse_budget("1m")
     n_workers = workers if workers is not None else min(os.cpu_count() or 1, MAX_WORKERS)
-    check_search_numbers(fmt, rank=rank, workers=n_workers, plateau=plateau, bound=bound, seed=seed, levels=levels)
+    check_search_numbers(fmt, field, rank=rank, workers=n_workers, plateau=plateau, bound=bound, seed=seed, levels=levels)
     if output is not None:
         from fmmforge.core.formats import write_format
 
         write_format(output, out_format)
         writable_target(output)  # before the walk, not after it
-    from fmmforge.core.app.plugin_commands import parse_size
+    from fmmforge.core.app.plugin_commands import check_device, parse_size
 
+    if device is not None:
+        check_device(device)
     context = RewardContext(device=device, size=parse_size(size) if size else None, dtype=dtype, levels=levels)
     scorer = resolve_rewards(list(reward or []), context)
     start_name = start or "naive:{},{},{}".format(*fmt)
