@@ -54,13 +54,17 @@ def check_format(fmt: tuple[int, ...]) -> Format:
     return (int(fmt[0]), int(fmt[1]), int(fmt[2]))
 
 
-# One grammar for every size written on a command line: sides separated by ",", "x", "×" or "*",
-# optionally inside <...>, spaces ignored ("2,3,4", "2x3x4", "<2,3,4>").
-_SIDE_SEPARATOR = re.compile(r"[,x×*]")
+# One grammar for every size written on a command line: sides separated by ",", "x" or "×",
+# optionally inside <...>, spaces ignored ("2,3,4", "2x3x4", "<2,3,4>"). Not "*": that joins two
+# schemes into their Kronecker product (strassen*laderman), and "3*3*3" is refused, not guessed at.
+_SIDE_SEPARATOR = re.compile(r"[,x×]")
 
 
-def _sides(text: str) -> list[int] | None:
+def _sides(text: str, what: str) -> list[int] | None:
     """The integers of ``text`` in that grammar; None when a part is not an integer."""
+    if "*" in text:
+        raise FmmforgeError(f"{what} {text!r}: '*' is the Kronecker product of two schemes (strassen*laderman), "
+                            f"not a separator of sides; write it like {text.strip().replace('*', 'x')}")
     cleaned = text.strip().strip("<>").replace(" ", "").lower()
     try:
         return [int(part) for part in _SIDE_SEPARATOR.split(cleaned)]
@@ -70,7 +74,7 @@ def _sides(text: str) -> list[int] | None:
 
 def parse_format(text: str) -> Format:
     """Parse a matrix format ``2,3,4``, ``2x3x4`` or ``<2,3,4>`` into (n, m, p)."""
-    values = _sides(text)
+    values = _sides(text, "matrix format")
     if values is None or len(values) != 3 or min(values) < 1:
         raise FmmforgeError(
             f"matrix format {text!r} is not three positive integers; write it like 2,3,4"
@@ -82,7 +86,7 @@ def parse_shape(text: str, what: str = "size", max_side: int | None = None) -> t
     """Parse a product size M×K×N (``8192,4096,2048``, ``8192x4096x2048``, ``<8,4,2>``); a single
     number N means square, (N, N, N). Every side is in [1, max_side]; ``what`` names the option
     in the error."""
-    values = _sides(text)
+    values = _sides(text, what)
     if values is not None and len(values) == 1:
         values = values * 3
     if values is None or len(values) != 3:

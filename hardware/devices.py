@@ -82,8 +82,9 @@ def cpu_device() -> Device:
         "torch_threads": torch.get_num_threads(),
         "libraries": blas_info(),
     }
-    return Device("cpu", "cpu", f"{model}, {details['cores']} cores, {'/'.join(isa[-3:]) or platform.machine()}, "
-                  f"torch BLAS {torch_blas}, {details['torch_threads']} threads", True, details)
+    cores, threads = details["cores"], details["torch_threads"]
+    return Device("cpu", "cpu", f"{model}, {cores} core{'s' * (cores != 1)}, {'/'.join(isa[-3:]) or platform.machine()}, "
+                  f"torch BLAS {torch_blas}, {threads} thread{'s' * (threads != 1)}", True, details)
 
 
 def machine_key() -> str:
@@ -129,9 +130,9 @@ def spec_devices() -> list[Device]:
             chip = load_chip(name)
         except FmmforgeError:
             continue
+        # the spec's own description (it gives the peaks in words), else the peaks: never both
         peaks = ", ".join(f"{v:g} TFLOP/s {k}" for k, v in sorted(chip.peak_tflops.items()))
-        out.append(Device(name, "spec", f"{chip.description} ({peaks}, {chip.hbm_gbps:g} GB/s): spec only, "
-                          "scored by the cost model, cannot run kernels", False,
+        out.append(Device(name, "spec", chip.description or f"{peaks}, {chip.hbm_gbps:g} GB/s HBM", False,
                           {"peak_tflops": dict(chip.peak_tflops), "hbm_gbps": chip.hbm_gbps}))
     return out
 

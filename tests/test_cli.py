@@ -257,3 +257,35 @@ def test_unknown_names_suggest_known_ones(cli, name, expected):
     assert code == 2 and expected in line and "names are strassen, " in line and "fmmforge list" not in line
     code, out, _ = cli("show", resolve("strassen").fingerprint[:8])
     assert code == 0 and "rank 7" in out
+
+
+def test_devices_prints_each_chip_spec_once(cli, monkeypatch, _isolated_store):
+    from fmmforge.hardware.chips import available_specs, load_chip
+
+    folder = _isolated_store / "devices"
+    folder.mkdir(parents=True)
+    (folder / "npu-x.toml").write_text('name = "npu-x"\nhbm_gbps = 321\n[peak_tflops]\nbfloat16 = 123\n')
+    code, out, err = cli("devices")
+    assert code == 0, err
+    for name in available_specs():
+        chip = load_chip(name)
+        assert out.count(f"{chip.hbm_gbps:g} GB/s") == 1, name
+        bf16 = chip.peak_tflops.get("bfloat16")
+        assert bf16 is None or out.count(f"{bf16:g} TFLOP/s") == 1, name
+    assert "123 TFLOP/s bfloat16, 321 GB/s HBM" in out  # a spec without a description: its numbers
+
+
+def test_counts_agree_with_their_nouns(cli):
+    from fmmforge.core.app.console import counted
+
+    assert (counted(1, "worker"), counted(2, "worker"), counted(0, "scheme"), counted(1234, "flip")) == (
+        "1 worker", "2 workers", "0 schemes", "1,234 flips")
+    code, out, err = cli("search", "2x2x2", "--rank", "7", "--flips", "2M", "--workers", "1", "--seed", "1")
+    assert code == 0, err
+    assert "(1 worker)" in out and "1 workers" not in out
+    from fmmforge.core.builtins import naive
+
+    Store().add(naive(4, 4, 6), Provenance(source="test"))  # the only <4,4,6> scheme listed
+    code, out, err = cli("list", "--shape", "4,4,6")
+    assert code == 0, err
+    assert out.strip().splitlines()[-1].startswith("1 algorithm;")

@@ -378,3 +378,33 @@ def test_huge_kronecker_products_are_refused_before_allocating(cli, monkeypatch)
     monkeypatch.setattr(transforms, "_scaled", lambda f: pytest.fail("allocated before the size check"))
     code, _, err = cli("show", "naive:10,10,10*naive:10,10,10")
     assert code == 2 and "FMMFORGE_MAX_ENTRIES" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, words", [
+    (["search", "2x2x2", "--rank", "6"], ["--rank 6", "at least 7", "Hopcroft & Kerr 1971", "Winograd 1971", "--rank 7"]),
+    (["search", "2x2x2", "--rank", "6", "--field", "Z", "--via-z2"], ["over Z has at least 7", "Winograd 1971"]),
+    (["search", "2x3x3", "--rank", "14"], ["at least 15", "Hopcroft & Kerr 1971"]),
+    (["search", "3x3x3", "--rank", "18", "--field", "Z"], ["at least 19", "Bläser 2003"]),
+    (["search", "2x3x4", "--rank", "11"], ["at least 12", "flattening"]),
+    (["search", "3*3*3"], ["'3*3*3'", "Kronecker product", "3x3x3"]),
+    (["search", "2x2x2", "--rank", "7", "--device", "tpu-v9"], ["unknown device 'tpu-v9'", "fmmforge devices"]),
+    (["score", "strassen", "--device", "tpu-v9", "--reward", "tpu-cost"], ["unknown device 'tpu-v9'"]),
+    (["score", "strassen", "--device", "missing/chip.toml", "--reward", "tpu-cost"], ["missing/chip.toml", "does not exist"]),
+    (["score", "strassen", "--size", "8*8*8"], ["--size '8*8*8'", "8x8x8"]),
+    (["show", "naive:2*2*2"], []),
+])
+def test_impossible_or_misread_requests_are_one_line_before_any_work(args, words, cli, monkeypatch):
+    from fmmforge.core.search import walker
+
+    monkeypatch.setattr(walker.Walker, "advance", lambda self, n: pytest.fail("walked before refusing"))
+    code, _, err = cli(*args, "--workers", "1") if args[0] == "search" else cli(*args)
+    assert code == 2, err
+    one_error(err, *words)
+    assert Store().all() == []
+
+
+def test_a_rank_at_the_bound_is_searched_and_kronecker_names_still_read(cli):
+    code, out, err = cli("search", "2x2x2", "--rank", "7", "--flips", "2M", "--workers", "1", "--seed", "1")
+    assert code == 0 and "7 (reached)" in out, err
+    assert catalogue.resolve("strassen*strassen").format == (4, 4, 4)
+    assert catalogue.resolve("naive:2x2x2*strassen").format == (4, 4, 4)

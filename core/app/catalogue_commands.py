@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from fmmforge.core import catalogue
-from fmmforge.core.app.console import FORMAT_HELP, console, fmt_e
+from fmmforge.core.app.console import FORMAT_HELP, console, counted, fmt_e
 from fmmforge.core.decomposition import Decomposition, check_field
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import Provenance, Store
@@ -61,7 +61,7 @@ def list_cmd(
                       fmt_e(algo.stability), "store: " + source)
         rows += 1
     console.print(table)
-    console.print(f"{rows} algorithms; naive:n,m,p gives the classical algorithm for any format, "
+    console.print(f"{counted(rows, 'algorithm')}; naive:n,m,p gives the classical algorithm for any format, "
                   "NAME*NAME the Kronecker product of two schemes.")
 
 

@@ -20,7 +20,7 @@ def devices_cmd(
     measure: Annotated[bool, typer.Option("--measure", help="measure the vendor matmul's peak GFLOP/s (cached per machine)")] = False,
 ) -> None:
     """List the devices: the CPU (BLAS, threads, measured peak), CUDA GPUs, and spec-only accelerators."""
-    from fmmforge.core.app.console import console
+    from fmmforge.core.app.console import console, counted
     from fmmforge.hardware.devices import cached_peak, list_devices, measure_peak
 
     table = Table("device", "kind", "runs kernels", "peak GFLOP/s fp32", "description")
@@ -35,7 +35,7 @@ def devices_cmd(
         table.add_row(dev.name, dev.kind, "yes" if dev.runnable else "no (spec only)", peak, dev.description)
     console.print(table)
     cpu = list_devices()[0]
-    libs = "; ".join(f"{lib.get('internal_api')} ({lib.get('prefix')}, {lib.get('num_threads')} threads)"
+    libs = "; ".join(f"{lib.get('internal_api')} ({lib.get('prefix')}, {counted(lib.get('num_threads', 0), 'thread')})"
                      for lib in cpu.details.get("libraries", []))
-    console.print(f"cpu libraries: torch uses {cpu.details['torch_blas']} with {cpu.details['torch_threads']} threads"
+    console.print(f"cpu libraries: torch uses {cpu.details['torch_blas']} with {counted(cpu.details['torch_threads'], 'thread')}"
                   + (f"; loaded pools: {libs}" if libs else ""), highlight=False, soft_wrap=True)

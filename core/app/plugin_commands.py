@@ -12,7 +12,7 @@ from typing import Annotated, Callable
 import typer
 from rich.table import Table
 
-from fmmforge.core.app.console import console
+from fmmforge.core.app.console import console, counted
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.plugins.extensions import Command
 from fmmforge.plugins.hookspecs import hookimpl
@@ -87,6 +87,19 @@ def _remeasuring(name: str):
     return found.remeasuring() if hasattr(found, "remeasuring") else found
 
 
+def check_device(name: str) -> str:
+    """A ``--device`` that names something: cpu, a CUDA device present here, a chip spec (by name
+    or .toml file); anything else is one clear line, before any reward asks for its other inputs."""
+    from fmmforge.hardware.chips import SPEC_SUFFIX, load_chip
+    from fmmforge.hardware.devices import get_device
+
+    if name.endswith(SPEC_SUFFIX) or "/" in name:
+        load_chip(name)
+    else:
+        get_device(name, runnable=False)
+    return name
+
+
 def score_cmd(
     name: Annotated[str, typer.Argument(help="catalogue or store name, e.g. alphatensor:4,4,4")],
     reward: Annotated[list[str] | None, typer.Option(
@@ -105,6 +118,8 @@ def score_cmd(
     from fmmforge.hardware.limits import check_reward_levels
 
     check_reward_levels(levels)
+    if device is not None:
+        check_device(device)
     mix = RewardMix.from_specs(reward or [], lookup=_remeasuring if remeasure else None)
     if remeasure and not any(hasattr(r, "remeasuring") for r in mix.rewards.values()):
         raise FmmforgeError("--remeasure is for rewards that measure kernels (latency); add --reward latency "
@@ -117,7 +132,7 @@ def score_cmd(
         f"device {device}" if device else "",
         f"size {'x'.join(map(str, context.size))}" if context.size else "",
         dtype or "",
-        f"{levels} level{'s' if levels != 1 else ''}",
+        counted(levels, "level"),
     ) if x)
     console.print(f"{name}: {d.target.describe()} rank {d.rank} over {d.field}; {where}", highlight=False)
     table = Table("reward", "weight", "score", "weighted", "cost")
