@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fmmforge.codegen import layouts
 from fmmforge.codegen.kernel import Kernel
 from fmmforge.codegen.plan import Plan
 from fmmforge.core.atomic import write_text
@@ -32,7 +33,7 @@ class CodegenBackend:
     description = ""
     devices: tuple[str, ...] = ()
     dtypes: tuple[str, ...] = ("float32", "float64")
-    variants: tuple[str, ...] = ("lowmem",)  # code layouts it emits (fmmforge.codegen.plan.VARIANTS)
+    variants: tuple[str, ...] = layouts.for_backend(None)  # code layouts it emits (codegen.layouts.LAYOUTS)
 
     # -- generation
     def emit(self, plan: Plan, schemes: list[Decomposition]) -> Kernel:
@@ -50,8 +51,10 @@ class CodegenBackend:
         if plan.dtype not in self.dtypes:
             raise FmmforgeError(f"backend {self.name} supports {', '.join(self.dtypes)}, not {plan.dtype}")
         if plan.variant not in self.variants:
+            known = plan.variant in layouts.NAMES and layouts.layout(plan.variant).backends
+            hint = f"; the {plan.variant} variant is for backend {', '.join(known)}" if known else ""
             raise FmmforgeError(f"backend {self.name} has no {plan.variant} variant (it emits "
-                                f"{', '.join(self.variants)}); the batched variant is for backend torch")
+                                f"{', '.join(self.variants)}){hint}")
 
     def to_native(self, x: np.ndarray, dtype: str, device: str) -> Any:
         raise NotImplementedError
@@ -68,27 +71,20 @@ class CodegenBackend:
         return None
 
 
-class TorchBackend(CodegenBackend):
+class PythonBackend(CodegenBackend):
+    """A backend whose kernels are one Python module, written by the emitter of the plan's layout."""
+
+    def emit(self, plan: Plan, schemes: list[Decomposition]) -> Kernel:
+        source, facts = layouts.layout(plan.variant).emit(plan, schemes)
+        return Kernel(plan, {"kernel.py": source}, "kernel.py", facts)
+
+
+class TorchBackend(PythonBackend):
     name = "torch"
     description = ("readable Python for torch (CPU, CUDA): views, preallocated workspaces, in-place "
                    "accumulation into C, coefficients folded into addmm's alpha, torch.mm at the leaves")
     devices = ("cpu", "cuda")
-    variants = ("lowmem", "batched", "fused", "parallel")
-
-    def emit(self, plan: Plan, schemes: list[Decomposition]) -> Kernel:
-        if plan.variant == "batched":  # levels flattened, all leaf products in one torch.bmm
-            from fmmforge.codegen.emit_batched import emit_batched
-
-            source, facts = emit_batched(plan, schemes)
-        elif plan.variant == "fused":  # compiled (numba) element-wise passes, CPU
-            from fmmforge.codegen.fused import emit_fused
-
-            source, facts = emit_fused(plan, schemes)
-        else:  # lowmem, and parallel (lowmem with level 0's products on workers)
-            from fmmforge.codegen.emit_python import emit_python
-
-            source, facts = emit_python(plan, schemes)
-        return Kernel(plan, {"kernel.py": source}, "kernel.py", facts)
+    variants = layouts.for_backend("torch")
 
     def to_native(self, x, dtype, device):
         import torch
@@ -109,16 +105,10 @@ class TorchBackend(CodegenBackend):
         return lambda A, B, C: torch.mm(A, B, out=C)
 
 
-class NumpyBackend(CodegenBackend):
+class NumpyBackend(PythonBackend):
     name = "numpy"
     description = "readable Python for numpy (CPU reference backend): the same schedule, BLAS gemm at the leaves"
     devices = ("cpu",)
-
-    def emit(self, plan: Plan, schemes: list[Decomposition]) -> Kernel:
-        from fmmforge.codegen.emit_python import emit_python
-
-        source, facts = emit_python(plan, schemes)
-        return Kernel(plan, {"kernel.py": source}, "kernel.py", facts)
 
     def to_native(self, x, dtype, device):
         return np.ascontiguousarray(x, dtype=dtype)

@@ -9,29 +9,24 @@ from fractions import Fraction
 from math import prod
 from typing import Any
 
+from fmmforge.codegen import layouts
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 
 DTYPES = ("float32", "float64")
 DEFAULT_CUTOFF = 64
 LEVEL_SEPARATOR = "/"
-# code layouts: "lowmem" (per-level straight-line code, small workspaces; every backend) and
-# "batched" (levels flattened into one Kronecker level, all R leaf products in one torch.bmm) and
-# "fused" (per level: all A-side sums in one compiled pass, all B-side sums in one, C in one; torch CPU)
-# and "parallel" (the low-memory layout with level 0's products run at once on single-threaded
-# workers, codegen.runtime.runtime_parallel; torch CPU)
-VARIANTS = ("lowmem", "batched", "fused", "parallel")
-DEFAULT_VARIANT = "lowmem"
-VARIANT_BACKENDS = {"batched": ("torch",), "fused": ("torch",), "parallel": ("torch",)}
-VARIANT_DEVICES = {"fused": ("cpu",), "parallel": ("cpu",)}
+# code layouts ("variants"): codegen.layouts.LAYOUTS, the one list (backends, devices, remainders)
+VARIANTS = layouts.NAMES
+DEFAULT_VARIANT = layouts.DEFAULT
 # sizes that do not divide: "peel" (the fast algorithm on the largest core that divides, fix-up
 # gemms for the rest) or "pad" (operands copied into zero-bordered buffers of the next multiples,
-# the fast algorithm on those, the result copied out; torch kernels of the lowmem, fused and parallel
-# layouts) or "split" (uneven blocks, the last ones shorter and treated as zero-bordered, without
-# copies or fix-ups: codegen.runtime.runtime_split; torch kernels of the lowmem layout)
+# the fast algorithm on those, the result copied out: codegen.runtime.runtime_pad) or "split" (uneven
+# blocks, the last ones shorter and treated as zero-bordered, without copies or fix-ups:
+# codegen.runtime.runtime_split); pad and split for torch kernels of the layouts that have them
+# (codegen.layouts.Layout.remainders)
 REMAINDERS = ("peel", "pad", "split")
 DEFAULT_REMAINDER = "peel"
-REMAINDER_VARIANTS = {"pad": ("lowmem", "fused", "parallel"), "split": ("lowmem",)}
 REMAINDER_WORDS = {"pad": ", padded", "split": ", uneven blocks"}  # in a plan's description
 
 
@@ -45,7 +40,7 @@ class Plan:
     splitting at these sizes divides, fix-up gemms for the remainder rows, columns and inner
     dimension.
 
-    ``variant`` picks the code layout: ``"lowmem"`` (the default) or ``"batched"`` (torch only).
+    ``variant`` picks the code layout (codegen.layouts.LAYOUTS; ``"lowmem"`` by default).
     It is part of the plan's identity only when it is not the default, so low-memory plans keep
     their keys (and their cached kernels and records). ``remainder`` says what a size that does
     not divide gets (:data:`REMAINDERS`): peeling (the default, as above), padding or uneven blocks; likewise in
@@ -67,9 +62,8 @@ class Plan:
 
     def describe(self) -> str:
         algos = LEVEL_SEPARATOR.join(self.algorithms) if self.algorithms else "vendor gemm"
-        layout = {DEFAULT_VARIANT: "", "batched": " (batched: all leaf products in one bmm)",
-                  "fused": " (fused: compiled element-wise passes)",
-                  "parallel": " (parallel: level 0's products on single-threaded workers)"}.get(self.variant, f" ({self.variant})")
+        words = layouts.layout(self.variant).words if self.variant in VARIANTS else self.variant
+        layout = f" ({words})" if words else ""
         pad = REMAINDER_WORDS.get(self.remainder, "")
         return (f"{algos}, {self.levels} level{'s' if self.levels != 1 else ''}, cutoff {self.cutoff}{pad}, "
                 f"backend {self.backend}{layout}, {self.dtype} on {self.device}")
@@ -99,33 +93,30 @@ def split_names(name: str) -> list[str]:
     return parts
 
 
-# What a command's ``--variant auto`` (its default) resolves to: the fused layout for torch kernels on
-# the CPU, which measured faster than the low-memory one at the same plan in every row of issue 14's
-# benchmarks/cpu_speedup.py runs on the project's Intel Xeon (4096 W L1 1.092x against 1.073x, 8192
-# W L2 1.192x against 1.142x, 8192x4096x8192 1.133x against 1.100x, Laderman 4608 1.047x against
-# 1.026x, float64 8192 1.142x against 1.141x; 2026-12-07), at up to 2 C of workspace instead of 1;
-# the low-memory layout for everything else (and for uneven blocks, which only it has).
-AUTO_VARIANT = "auto"
+# What a command's ``--variant auto`` (its default) resolves to: codegen.layouts.AUTO_ORDER (and why)
+AUTO_VARIANT = layouts.AUTO
 
 
 def resolve_variant(variant: str, backend: str, device: str = "cpu", remainder: str = DEFAULT_REMAINDER) -> str:
-    """``variant`` itself, or for :data:`AUTO_VARIANT` the layout that measures fastest where it can
-    be emitted: "fused" for backend torch on the CPU (unless ``remainder`` needs another layout),
-    else "lowmem"."""
+    """``variant`` itself, or for :data:`AUTO_VARIANT` the first layout of codegen.layouts.AUTO_ORDER
+    that the backend, device and ``remainder`` can have: "fused" for backend torch on the CPU
+    (unless ``remainder`` needs another layout), else "lowmem"."""
     if variant != AUTO_VARIANT:
         return variant
-    try:
-        check_layout("fused", backend, device, remainder)
-    except FmmforgeError:
-        return DEFAULT_VARIANT
-    return "fused"
+    for name in layouts.AUTO_ORDER[:-1]:
+        try:
+            check_layout(name, backend, device, remainder)
+        except FmmforgeError:
+            continue
+        return name
+    return layouts.AUTO_ORDER[-1]
 
 
 def check_layout(variant: str, backend: str, device: str, remainder: str) -> None:
     """A layout the backend, device or remainder strategy cannot have is one FmmforgeError line."""
     check_variant(variant, backend)
     check_remainder(remainder, variant, backend)
-    devices = VARIANT_DEVICES.get(variant)
+    devices = layouts.layout(variant).devices
     if devices is not None and str(device).split(":")[0] not in devices:
         raise FmmforgeError(f"variant {variant} runs on {', '.join(devices)} only, not {device}; "
                             f"use --variant {DEFAULT_VARIANT} on {device}")
@@ -135,7 +126,7 @@ def check_variant(variant: str, backend: str | None = None) -> None:
     """An unknown variant, or one the backend cannot emit, is a one-line FmmforgeError."""
     if not isinstance(variant, str) or variant not in VARIANTS:
         raise FmmforgeError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)} (or auto in a command)")
-    allowed = VARIANT_BACKENDS.get(variant)
+    allowed = layouts.layout(variant).backends
     if backend is not None and allowed is not None and backend not in allowed:
         raise FmmforgeError(f"variant {variant} is only for backend {', '.join(allowed)}, not {backend}; "
                             f"use --variant {DEFAULT_VARIANT} with backend {backend}")
@@ -164,7 +155,7 @@ def check_remainder(remainder: str, variant: str, backend: str) -> None:
     """An unknown remainder strategy, or padding where the kernel cannot pad, is one FmmforgeError line."""
     if not isinstance(remainder, str) or remainder not in REMAINDERS:
         raise FmmforgeError(f"unknown remainder {remainder!r}; use one of {', '.join(REMAINDERS)}")
-    allowed = REMAINDER_VARIANTS.get(remainder)
+    allowed = layouts.with_remainder(remainder) if remainder != DEFAULT_REMAINDER else None
     if allowed is not None and (backend != "torch" or variant not in allowed):
         raise FmmforgeError(f"--remainder {remainder} is for torch kernels of the {' and '.join(allowed)} layouts, "
                             f"not backend {backend} {variant}; use --remainder {DEFAULT_REMAINDER}")
@@ -175,7 +166,7 @@ def make_plan(name: str, levels: int, *, backend: str = "torch", dtype: str = "f
               resolve=None, remainder: str = DEFAULT_REMAINDER) -> tuple[Plan, list[Decomposition]]:
     """Resolve ``name`` (``NAME`` for every level, or ``NAME/NAME/...`` one per level, the last one
     repeating) and check the plan. Only exactly verified schemes over Z come back.
-    ``variant``: ``"lowmem"`` (default) or ``"batched"`` (backend torch only)."""
+    ``variant``: a layout of codegen.layouts.LAYOUTS (``"lowmem"`` by default)."""
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0:
         raise FmmforgeError(f"levels must be a whole number >= 0, not {levels!r}")
     if levels > 8:

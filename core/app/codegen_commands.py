@@ -8,17 +8,26 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.table import Table
 
+from fmmforge.codegen import layouts
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.plugins.extensions import Command
 from fmmforge.plugins.hookspecs import hookimpl
 
-VARIANT_HELP = ("auto (fused for torch on the CPU, where it measures faster; else lowmem), "
-                "lowmem (small workspaces), batched (torch: levels flattened, all leaf products in one bmm) "
-                "fused (torch on the CPU: compiled element-wise passes, one per side and level) or parallel (torch on "
-                "the CPU: the top level's products at once on single-threaded workers)")
-REMAINDER_HELP = ("sizes that do not divide: peel (fix-up gemms for the remainder), pad (torch lowmem/fused/parallel: "
-                  "operands copied into zero-bordered buffers of the next multiple) or split (torch lowmem: uneven "
-                  "blocks, the last ones shorter, no copies)")
+
+def _variant_help() -> str:
+    """``--variant``'s help: auto (what it resolves to), then every layout and what it is."""
+    first = layouts.layout(layouts.AUTO_ORDER[0])
+    where = f"{'/'.join(first.backends or ('any backend',))} on the {'/'.join(first.devices or ('any device',)).upper()}"
+    named = [f"{x.name} ({x.help})" for x in layouts.LAYOUTS]
+    return (f"{layouts.AUTO} ({first.name} for {where}, where it measures faster; else {layouts.AUTO_ORDER[-1]}), "
+            + ", ".join(named[:-1]) + f" or {named[-1]}")
+
+
+VARIANT_HELP = _variant_help()
+REMAINDER_HELP = (f"sizes that do not divide: peel (fix-up gemms for the remainder), pad (torch "
+                  f"{'/'.join(layouts.with_remainder('pad'))}: operands copied into zero-bordered buffers of the "
+                  f"next multiple) or split (torch {'/'.join(layouts.with_remainder('split'))}: uneven blocks, the "
+                  f"last ones shorter, no copies)")
 
 
 @hookimpl
