@@ -88,15 +88,16 @@ def _remeasuring(name: str):
 
 
 def check_device(name: str) -> str:
-    """A ``--device`` that names something: cpu, a CUDA device present here, a chip spec (by name
-    or .toml file); anything else is one clear line, before any reward asks for its other inputs."""
-    from fmmforge.hardware.chips import SPEC_SUFFIX, load_chip
+    """A ``--device`` that names something: cpu, a CUDA device present here, or a chip spec (by
+    name or .toml file); anything else is one clear line (naming the known specs), before any
+    reward asks for its other inputs."""
+    from fmmforge.hardware.chips import load_chip
     from fmmforge.hardware.devices import get_device
 
-    if name.endswith(SPEC_SUFFIX) or "/" in name:
-        load_chip(name)
-    else:
+    if name.strip() in ("cpu", "cuda") or name.strip().startswith("cuda:"):
         get_device(name, runnable=False)
+    else:
+        load_chip(name)
     return name
 
 
