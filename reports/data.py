@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-from fmmforge.codegen.records import Record, query_records
+from fmmforge.codegen.records import FINGERPRINT_LABEL, Record, fingerprint_names, one_fingerprint, query_records
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import Store
 
@@ -127,20 +127,31 @@ def _plan(record: Record) -> dict[str, Any]:
 NO_COMMAND = "-"  # the command of a record from before runs were kept
 
 
-def record_rows(records: list[Record], commands: dict[int, tuple[str, str]] | None = None) -> pd.DataFrame:
+def _named(record: Record, plan: dict[str, Any], names: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """The record's algorithm and plan with a ``fp:`` label (a scheme recorded by fingerprint only)
+    replaced by the name ``names`` knows it by."""
+    fp = one_fingerprint(record)
+    if not record.algorithm.startswith(FINGERPRINT_LABEL) or fp not in names:
+        return record.algorithm, plan
+    return names[fp], {**plan, "algorithms": [names[fp]] * record.levels}
+
+
+def record_rows(records: list[Record], commands: dict[int, tuple[str, str]] | None = None,
+                names: dict[str, str] | None = None) -> pd.DataFrame:
     """The table of ``records`` (in id order), one row per measurement; ``commands`` is the store's
-    runs (id -> (command, started at), fmmforge.core.store.Store.runs)."""
+    runs (id -> (command, started at), fmmforge.core.store.Store.runs), ``names`` the names of
+    schemes recorded by fingerprint only (fmmforge.codegen.records.fingerprint_names)."""
     runs = assign_runs(records)
-    commands = commands or {}
+    commands, names = commands or {}, names or {}
     cache: dict[str, float | None] = {}
     rows = []
     for r, run in zip(records, runs):
-        plan = _plan(r)
+        algorithm, plan = _named(r, _plan(r), names)
         flops = 2.0 * r.m * r.k * r.n
         rows.append({
             "record_id": r.id, "run": run,
             "command": commands.get(r.run, (NO_COMMAND,))[0] if r.run is not None else NO_COMMAND, "created_at": r.created_at, "fmmforge_version": r.fmmforge_version,
-            "device": r.device, "machine": r.machine, "algorithm": r.algorithm, "levels": r.levels,
+            "device": r.device, "machine": r.machine, "algorithm": algorithm, "levels": r.levels,
             "backend": r.backend, "variant": plan.get("variant", "lowmem"), "dtype": r.dtype,
             "threads": r.threads, "m": r.m, "k": r.k, "n": r.n, "size": f"{r.m}x{r.k}x{r.n}",
             "kernel_median_ms": r.median_s * 1e3, "kernel_iqr_ms": r.iqr_s * 1e3,
@@ -161,7 +172,8 @@ def record_rows(records: list[Record], commands: dict[int, tuple[str, str]] | No
 
 def load_records(store: Store) -> pd.DataFrame:
     """Every record in ``store``, one row per measurement (an empty table for an empty store)."""
-    return record_rows(query_records(store), store.runs())
+    records = query_records(store)
+    return record_rows(records, store.runs(), fingerprint_names(records, store))
 
 
 # ---------------------------------------------------------------------- selectors

@@ -24,7 +24,7 @@ _SUFFIX = (("_ms", ".3f"), ("_mib", ".2f"), ("gflop_per_s", ".1f"), ("_speedup",
 # What a column is called in a table (units in brackets).
 HEADERS = {
     "record_id": "#", "run": "run", "started": "started (UTC)", "last": "last record (UTC)", "created_at": "measured at (UTC)", "fmmforge_version": "fmmforge",
-    "algorithm": "algorithm", "levels": "L", "size": "size MxKxN", "dtype": "dtype", "threads": "threads",
+    "algorithm": "algorithm", "levels": "L", "variant": "layout", "size": "size MxKxN", "dtype": "dtype", "threads": "threads",
     "kernel_median_ms": "kernel [ms]", "kernel_iqr_ms": "kernel IQR [ms]", "vendor_median_ms": "vendor [ms]",
     "vendor_iqr_ms": "vendor IQR [ms]", "speedup": "speed-up", "ceiling": "ceiling",
     "kernel_gflop_per_s": "kernel [GFLOP/s]", "vendor_gflop_per_s": "vendor [GFLOP/s]",

@@ -11,7 +11,7 @@ import base64
 import html
 import re
 
-from fmmforge.reports.numbers import display
+from fmmforge.reports.numbers import MISSING, display
 from fmmforge.reports.sections import Report, Table
 
 STYLE = """
@@ -28,23 +28,34 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: left; white
 th { background: #f2f2f2; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tbody tr:nth-child(even) { background: #fafafa; }
+summary { cursor: pointer; }
+summary h3 { display: inline; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 """.strip()
 
 
+FOLDED_ROWS = 15  # an HTML table longer than this is folded (<details>), so the plots stay together
+
+
 def _html_table(table: Table) -> str:
     headers, rows = display(table.frame)
+    numeric = [all(NUMBER.match(row[i]) or row[i] == MISSING for row in rows) for i in range(len(headers))]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "\n".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in rows)
-    return (f'<h3>{html.escape(table.title)}</h3>\n<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n'
+    body = "\n".join("<tr>" + "".join(_html_cell(c, n) for c, n in zip(row, numeric)) + "</tr>" for row in rows)
+    grid = (f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n'
             f"<tbody>\n{body}\n</tbody>\n</table></div>")
+    if len(rows) > FOLDED_ROWS:
+        return (f"<details>\n<summary><h3>{html.escape(table.title)} ({len(rows)} rows: click to show)</h3>"
+                f"</summary>\n{grid}\n</details>")
+    return f"<h3>{html.escape(table.title)}</h3>\n{grid}"
 
 
 NUMBER = re.compile(r"^[-+]?(\d[\d.]*(e[-+]?\d+)?|nan|inf)$")
 
 
-def _html_cell(text: str) -> str:
-    kind = ' class="num"' if NUMBER.match(text) else ""
+def _html_cell(text: str, numeric: bool) -> str:
+    """A cell; right-aligned when its whole column is numbers (a key/value table stays left-aligned)."""
+    kind = ' class="num"' if numeric else ""
     return f"<td{kind}>{html.escape(text)}</td>"
 
 

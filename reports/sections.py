@@ -49,7 +49,7 @@ class Report:
 
 
 def _measurements(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    return frame[["record_id", "algorithm", "levels", "size", *columns]].reset_index(drop=True)
+    return frame[["record_id", "algorithm", "levels", "variant", "size", *columns]].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------- 1. device
@@ -119,11 +119,15 @@ def speedup_section(frame: pd.DataFrame, device: str) -> Section:
     section.notes.append("speed-up = vendor median / kernel median, measured interleaved in the same run; "
                          "the band spans the speed-ups at the ends of both IQRs; dashed: the arithmetic "
                          "ceiling (nmp/R)^L.")
-    png = plots.speedup_plot(frame, device)
-    if png is None:
+    fig = plots.speedup_figure(frame, device)
+    if fig is None:
         section.notes.append("only level-0 (vendor) plans were measured: nothing to plot.")
     else:
-        section.figures.append(Figure("speedup.png", "Speed-up against size", png))
+        section.figures.append(Figure("speedup.png", "Speed-up against size", plots.png(fig)))
+        cut = plots.bands_cut(frame)
+        if cut:
+            section.notes.append(f"{cut} measurement(s) have an IQR band reaching past the plot: they are "
+                                 "ringed and drawn without a band (noisy; the Timings table below gives their IQRs).")
     section.tables.append(Table("Timings", _measurements(frame, [
         "threads", "run", "kernel_median_ms", "kernel_iqr_ms", "vendor_median_ms",
         "vendor_iqr_ms", "speedup", "ceiling"])))
@@ -137,9 +141,9 @@ def gflops_section(frame: pd.DataFrame, device: str, peak: float | None) -> Sect
     section.notes.append("GFLOP/s = 2MKN / median time, for the kernels and the vendor matmul measured beside them.")
     section.notes.append(f"measured peak of the vendor matmul on this machine: {peak:.1f} GFLOP/s" if peak else
                          "no measured peak for this device and machine: run `fmmforge devices --measure`")
-    png = plots.gflops_plot(frame, device, peak)
-    if png is not None:
-        section.figures.append(Figure("gflops.png", "GFLOP/s against size", png))
+    fig = plots.gflops_figure(frame, device, peak)
+    if fig is not None:
+        section.figures.append(Figure("gflops.png", "GFLOP/s against size", plots.png(fig)))
     section.tables.append(Table("Rates", _measurements(frame, ["kernel_gflop_per_s", "vendor_gflop_per_s"])))
     return section
 
@@ -151,9 +155,9 @@ def error_section(frame: pd.DataFrame) -> Section:
         return _empty(section, "error measurements")
     section.notes.append("max |C - C_ref| against a float64 product of the same inputs (uniform in [-1, 1]); "
                          "bound: the stability bound each kernel is checked against (docs/background.md §5).")
-    png = plots.error_plot(rows)
-    if png is not None:
-        section.figures.append(Figure("error.png", "Error against levels", png))
+    fig = plots.error_figure(rows)
+    if fig is not None:
+        section.figures.append(Figure("error.png", "Error against levels", plots.png(fig)))
     section.tables.append(Table("Errors", _measurements(rows, ["dtype", "max_error", "error_bound"])))
     return section
 
@@ -164,11 +168,11 @@ def memory_section(frame: pd.DataFrame) -> Section:
         return _empty(section, "measurements")
     if frame["peak_extra_mib"].isna().all():
         section.notes.append("peak extra memory was not measured: run `fmmforge bench --memory`")
-    png = plots.memory_plot(frame)
-    if png is None:
+    fig = plots.memory_figure(frame)
+    if fig is None:
         section.notes.append("no workspace or peak-memory figures in these records")
     else:
-        section.figures.append(Figure("memory.png", "Memory against the size of C", png))
+        section.figures.append(Figure("memory.png", "Memory against the size of C", plots.png(fig)))
     section.tables.append(Table("Memory", _measurements(frame, ["c_mib", "workspace_mib", "peak_extra_mib"])))
     return section
 
@@ -186,9 +190,9 @@ def cost_model_section(frame: pd.DataFrame, model: models.CostModel | None) -> S
     errors = rows["error_pct"].abs()
     section.notes.append(f"cost model {model.name}: median |error| {errors.median():.1f} %, "
                          f"max |error| {errors.max():.1f} % over {len(rows)} measurements")
-    png = plots.cost_model_plot(frame, model.name)
-    if png is not None:
-        section.figures.append(Figure("cost-model.png", "Predicted against measured", png))
+    fig = plots.cost_model_figure(frame, model.name)
+    if fig is not None:
+        section.figures.append(Figure("cost-model.png", "Predicted against measured", plots.png(fig)))
     section.tables.append(Table("Predicted against measured", rows))
     return section
 
