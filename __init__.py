@@ -19,10 +19,10 @@ def __getattr__(name: str) -> object:
         from fmmforge.core.app.matmul import matmul as found
     elif name == "nn":
         from fmmforge.core.app import nn as found
-    elif name in ("tune", "TuneRequest"):
-        from fmmforge.core.app import tuning
-
-        found = getattr(tuning, name)
+    elif name == "tune":
+        from fmmforge.core.app.tune_commands import tune as found
+    elif name == "TuneRequest":
+        from fmmforge.codegen.tune import TuneRequest as found
     elif name == "__version__":
         from fmmforge.core.version import __version__ as found
     else:

@@ -47,7 +47,7 @@ def hand_picked(n: int) -> list[tuple[str, int, str]]:
 
 
 def tune_step(label: str, request, started: float):  # -> TuneResult
-    from fmmforge.core.app.tuning import tune
+    from fmmforge.core.app.tune_commands import tune
 
     last = [0.0]
 
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     from fmmforge.codegen.choices import lookup_choice, shape_class
     from fmmforge.codegen.plan import make_plan
     from fmmforge.core import catalogue
-    from fmmforge.core.app.tuning import TuneRequest
+    from fmmforge.codegen.tune import TuneRequest
     from fmmforge.hardware.devices import cpu_device
 
     threads = torch.get_num_threads()

@@ -35,7 +35,7 @@ import functools
 import itertools
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, Sequence
@@ -70,7 +70,7 @@ VARIANTS = kernel_layouts.modelled()
 # the layouts whose records the fit uses (Layout.fitted): the parallel one runs level 0's products on
 # single-threaded workers, whose leaves and passes overlap in a way these parameters do not price; it
 # is predicted as its walk (level 0's per-product passes, the low-memory levels below) and the tuner's
-# measured per-family correction (core.app.tuning.correction) scales it
+# measured per-family correction (codegen.tune.policy.correction) scales it
 FITTED_VARIANTS = kernel_layouts.fitted()
 DEFAULT_L2_BYTES = 1 << 20  # per core, when the machine does not say (sysfs)
 
@@ -333,6 +333,39 @@ def parallel_level_passes(d: Decomposition, block: Shape, itemsize: int, cache: 
             reached.add(c)
     n, m, p = d.format
     return out + element_pass(bm * bn * itemsize, cache).times(n * p - len(reached)), products
+
+
+def level_format(d: Decomposition) -> Shape:
+    """The <n,m,p> of a scheme that is a level of a plan (every plan's scheme has one)."""
+    if d.format is None:
+        raise FmmforgeError(f"{d.target.describe()} is not a matrix-multiplication scheme; a plan's levels must be")
+    return d.format
+
+
+@functools.lru_cache(maxsize=4096)
+def side_passes(d: Decomposition) -> tuple[int, int, int]:
+    """Passes of the A side, the B side and the outputs of the low-memory schedule the kernels
+    use, estimated in the scheme's own product order (codegen.schedule.estimate_side_passes: the
+    order search costs about a second per rank-49 scheme, and a tune shortlists hundreds; the full
+    model, which ranks the plans kept, uses the kernel's own schedule). Not the additions left
+    after common-subexpression elimination: the schedule keeps one workspace per side, so it
+    cannot reuse most shared sums. At <4,4,4;49> the flip walks from Strassen–Winograd⊗itself
+    find schemes with 170 such additions against Strassen⊗Strassen's 206, but their kernels make
+    348 passes against 303 and measured slower; ranking by eliminated additions put them first."""
+    from fmmforge.codegen.schedule import estimate_side_passes
+
+    return estimate_side_passes(d)
+
+
+@functools.lru_cache(maxsize=4096)
+def fused_units(d: Decomposition) -> tuple[int, int, int]:
+    """Blocks the fused schedule's passes of one level of ``d`` move at least, per side (A, B, the
+    C update): each input block a sum uses read once and each distinct sum written once; each
+    product with several outputs read once and each C block they reach written once
+    (codegen.fused.traffic_bytes, per block)."""
+    from fmmforge.codegen.fused import side_units
+
+    return side_units(d)
 
 
 def level_pass_bytes(d: Decomposition, mode: str, block: Shape, itemsize: int) -> tuple[int, int]:
@@ -665,6 +698,44 @@ class CalibratedModel:
         return self.predict_features(features(decomps, cutoff, shape, self.key.dtype, self.gemm, self.cache,
                                               self.leaf, variant, remainder))
 
+    def estimate_s(self, decomps: Sequence[Decomposition], shape: Shape, variant: str = "lowmem") -> float:
+        """A cheap stand-in for :meth:`predict_s` (no schedule is built): the leaf gemms at the divided
+        shape, and each level's passes: for the low-memory layout :func:`side_passes` as one pass over
+        its blocks (two read, one written) at this model's cost per byte of such passes, for the
+        fused one the blocks of :func:`fused_units` at its cost per fused byte. The tuner uses it
+        only to choose which plans :meth:`predict_s` ranks."""
+        params = dict(zip(PARAMETERS, self.parameters))
+        itemsize = ITEMSIZE.get(self.key.dtype, 4)
+        block = list(shape)
+        subproblems = 1
+        pass_s = 0.0
+        for d in decomps:
+            n, m, p = level_format(d)
+            block = [block[0] // n, block[1] // m, block[2] // p]
+            bm, bk, bn = block
+            sizes = (bm * bk, bk * bn, bm * bn)
+            if variant == "fused":
+                moved = sum(u * e for u, e in zip(fused_units(d), sizes)) * itemsize
+                pass_s += subproblems * (moved * params["s_per_fused_byte"] + 3 * params["s_per_pass"])
+            else:
+                for adds, elements in zip(side_passes(d), sizes):
+                    moved = 3 * elements * itemsize  # one pass: two blocks read, one written
+                    per_byte = params["s_per_cached_byte" if moved <= self.cache else "s_per_streamed_byte"]
+                    pass_s += subproblems * adds * (moved * per_byte + params["s_per_pass"])
+            subproblems *= d.rank
+        bm, bk, bn = block
+        return params["gemm_scale"] * subproblems * self.gemm.seconds((bm, bk, bn)) + pass_s
+
+    def with_tables(self, store: Store) -> "CalibratedModel":
+        """This model with the gemm timings now in ``store`` added to its tables (the fitted
+        parameters unchanged): what the tuner measures at a shape's leaves between fits."""
+        tables = {}
+        for layout, table in (("contiguous", self.gemm), ("leaf", self.leaf)):
+            points = dict(table.points)
+            points.update(load_gemm_points(self.key, store, layout))
+            tables[layout] = GemmTable(points)
+        return replace(self, gemm=tables["contiguous"], leaf=tables["leaf"])
+
     def to_json(self) -> str:
         q = self.quality
         return json.dumps({
@@ -755,6 +826,22 @@ def stored_keys(store: Store, device: str, machine: str) -> list[ModelKey]:
             "SELECT threads, dtype FROM cost_models WHERE device = ? AND machine = ? ORDER BY threads, dtype",
             (device, machine)).fetchall()
     return [ModelKey(device, machine, int(t), str(dt)) for t, dt in rows]
+
+
+def prior_model(key: ModelKey, store: Store) -> CalibratedModel:
+    """The model before any fit: leaf gemms at their measured times, and the bytes of passes at
+    the bandwidths measured now, of blocks that stay in cache and of blocks that stream (no
+    per-pass or per-call cost); ``fitted_on`` 0."""
+    from fmmforge.hardware.timing import pass_bandwidth
+
+    cache = cache_bytes(key.threads)
+    item = ITEMSIZE.get(key.dtype, 4)
+    small = max(64, int(math.sqrt(cache / (3 * item))) // 2)  # three blocks well inside the cache
+    values = {"gemm_scale": 1.0, "s_per_cached_byte": 1.0 / pass_bandwidth(key.dtype, key.threads, small),
+              "s_per_streamed_byte": 1.0 / pass_bandwidth(key.dtype, key.threads, 2048)}
+    values["s_per_fused_byte"] = values["s_per_streamed_byte"]  # a fused pass streams its blocks once
+    return CalibratedModel(key, tuple(values.get(p, 0.0) for p in PARAMETERS), GemmTable(load_gemm_points(key, store)),
+                           None, 0, cache=cache, leaf=GemmTable(load_gemm_points(key, store, "leaf")))
 
 
 def find_model(key: ModelKey, store: Store) -> CalibratedModel | None:

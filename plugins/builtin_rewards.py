@@ -69,7 +69,7 @@ class TpuCostReward:
 
     def score(self, d: Decomposition, context: RewardContext) -> RewardResult:
         from fmmforge.hardware.chips import available_specs, load_chip
-        from fmmforge.plugins.tpu_model import predict
+        from fmmforge.hardware.tpu_model import predict
 
         device = context.require_device(self.name, "tpu-v4 (one of: " + ", ".join(available_specs()) + ")")
         size = context.require_size(self.name)

@@ -13,10 +13,10 @@ def test_the_demo_runs_the_loop_end_to_end(cli, monkeypatch):
     monkeypatch.setattr("fmmforge.core.app.demo.DEMO_SIZE", 512)
     monkeypatch.setattr("fmmforge.core.app.demo.DEMO_CALIBRATE_S", 4.0)
     monkeypatch.setattr("fmmforge.core.app.demo.DEMO_TUNE_S", 10.0)
-    from fmmforge.core.app import tuning
+    from fmmforge.codegen import tune as tuning
 
     real = tuning.TuneRequest
-    monkeypatch.setattr("fmmforge.core.app.tuning.TuneRequest",
+    monkeypatch.setattr("fmmforge.codegen.tune.TuneRequest",
                         lambda **kw: real(**{**kw, "min_leaf": 128, "max_levels": 1}))
     code, out, err = cli("demo")
     assert code == 0, err

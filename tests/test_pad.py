@@ -12,7 +12,7 @@ from fmmforge.codegen.generate import generate
 from fmmforge.codegen.plan import make_plan, plan_from_dict
 from fmmforge.codegen.runtime.runtime_pad import pad_bytes, pad_sizes
 from fmmforge.codegen.validate import error_bound
-from fmmforge.core.app.tuning import layouts
+from fmmforge.codegen.tune.candidates import layouts
 from fmmforge.core.catalogue import resolve
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.plugins import get_backend

@@ -12,7 +12,7 @@ from fmmforge.core.catalogue import resolve
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.plugins import RewardContext, get_reward, reset_plugin_manager
 from fmmforge.hardware.chips import available_specs, load_chip
-from fmmforge.plugins.tpu_model import predict
+from fmmforge.hardware.tpu_model import predict
 
 TOLERANCE_POINTS = 5.0
 

@@ -15,7 +15,7 @@ from fmmforge.codegen.plan import make_plan
 from fmmforge.codegen.runtime.runtime_split import _xcomb, _xprod
 from fmmforge.codegen.schedule import Axpy, Product, Scale, schedule_level
 from fmmforge.codegen.validate import error_bound
-from fmmforge.core.app.tuning import layouts
+from fmmforge.codegen.tune.candidates import layouts
 from fmmforge.core.catalogue import resolve
 from fmmforge.plugins import get_backend
 from tests.helpers import one_error, wrong_products_from_threads

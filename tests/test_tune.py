@@ -1,4 +1,4 @@
-"""`fmmforge tune` and core.app.tuning: schemes collected by the engine, plans ranked by a model,
+"""`fmmforge tune` and codegen.tune: schemes collected by the engine, plans ranked by a model,
 the best measured for real, the choice stored (or cleared), Ctrl-C, spec-only chips, bad input."""
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from fmmforge.codegen.choices import clear_choice, list_choices, lookup_choice, 
 from fmmforge.codegen.plan import make_plan
 from fmmforge.codegen.records import query_records
 from fmmforge.core import catalogue, transforms
-from fmmforge.core.app import tuning
-from fmmforge.core.app.tuning import Candidate, Measured, TuneRequest, TuneResult, orient, tune
+from fmmforge.codegen.tune import candidates, loop, models, policy
+from fmmforge.codegen.tune.candidates import orient
+from fmmforge.codegen.tune.request import Candidate, Measured, TuneRequest, TuneResult
+from fmmforge.core.app import tune_commands
+from fmmforge.core.app.tune_commands import tune
 from fmmforge.core.contracts import Budget, SearchEvents, SearchRequest
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.search.engine import FlipGraphEngine
@@ -57,7 +60,7 @@ def test_orient_turns_a_scheme_into_every_order_of_its_format(fmt):
 
 
 def test_starting_schemes_are_verified_z_schemes_of_the_format():
-    found = tuning.starting_schemes((4, 4, 4), Store())
+    found = candidates.starting_schemes((4, 4, 4), Store())
     names = [n for n, _ in found]
     assert "strassen*strassen" in names and "alphatensor:4,4,4" in names
     assert all(d.format == (4, 4, 4) and d.field == "Z" and d.verify().valid for _, d in found)
@@ -68,7 +71,7 @@ def test_plans_keep_their_leaves_at_least_min_leaf():
     request = TuneRequest(shape=(4096, 4096, 2048), max_levels=3, min_leaf=512)
     top = [("strassen", catalogue.resolve("strassen")), ("laderman", catalogue.resolve("laderman"))]
     inner = [("strassen-winograd", catalogue.resolve("strassen-winograd"))]
-    plans = tuning.level_structures(top, inner, request.shape, request)
+    plans = candidates.level_structures(top, inner, request.shape, request)
     assert plans
     for levels in plans:
         dims = [math.prod(d.format[i] for _, d in levels) for i in range(3)]
@@ -82,8 +85,9 @@ def test_the_proxy_ranks_fewer_passes_first_at_equal_rank():
     model = CalibratedModel(current_key("cpu", "float32"), (1.0, 1e-11, 1e-10, 0.0, 0.0, 0.0, 0.0),
                             GemmTable({(1024,) * 3: 1e-2}), cache=1 << 20)
     ss, ww = catalogue.resolve("strassen*strassen"), catalogue.resolve("strassen-winograd*strassen-winograd")
-    assert sum(tuning.side_passes(ss)) < sum(tuning.side_passes(ww))
-    assert tuning.proxy_seconds([ss], (8192,) * 3, model, 4) < tuning.proxy_seconds([ww], (8192,) * 3, model, 4)
+    assert sum(candidates.side_passes(ss)) < sum(candidates.side_passes(ww))
+    fitted = models.FittedModel(model, 64)
+    assert fitted.estimate_s([ss], (8192,) * 3) < fitted.estimate_s([ww], (8192,) * 3)
 
 
 def test_side_passes_follow_the_kernels_schedule_not_the_eliminated_additions():
@@ -95,7 +99,7 @@ def test_side_passes_follow_the_kernels_schedule_not_the_eliminated_additions():
     ss, ww = catalogue.resolve("strassen*strassen"), catalogue.resolve("strassen-winograd*strassen-winograd")
     cse = [sum(side.eliminated for side in eliminate(d).sides) for d in (ss, ww)]
     assert cse[0] > cse[1]
-    assert sum(tuning.side_passes(ss)) < sum(tuning.side_passes(ww))
+    assert sum(candidates.side_passes(ss)) < sum(candidates.side_passes(ww))
     for name in ("strassen", "laderman", "alphatensor:2,4,4", "alphatensor:3,3,3"):
         d = catalogue.resolve(name)
         full = side_passes(schedule_level(d, "set", search_steps=0).ops)
@@ -112,7 +116,7 @@ def _measured(name: str, speedup: float, predicted: float = 1.2) -> Measured:
 def _finish(measured: list[Measured], **kw) -> TuneResult:
     request = TuneRequest(shape=(1024, 1024, 1024), **kw)
     result = TuneResult(request, measured=list(measured), interrupted=True)  # interrupted: no confirm runs
-    return tuning._finish_measured(result, Store(), 0.0, lambda *a: None, [None])
+    return loop.finish(result, Store(), 0.0, lambda *a: None, [None])
 
 
 def test_the_fastest_measured_is_stored_with_its_prediction():
@@ -130,10 +134,10 @@ def test_the_finalists_are_one_per_family_and_the_choice_follows_their_run_toget
     fused = dataclasses.replace(lowmem, candidate=dataclasses.replace(lowmem.candidate, variant="fused"))
     measured = [_measured("strassen", 1.10), _measured("strassen-winograd", 1.09), _measured("laderman", 1.05),
                 _measured("strassen*strassen", 1.07), fused]
-    final = tuning.finalists_of(measured)
+    final = policy.finalists_of(measured)
     assert [m.candidate.names for m in final] == [("strassen",), ("strassen*strassen",), ("laderman",)]
     # plans of fewer families than finalists (a tune of one format): the next fastest fill the rest
-    few = tuning.finalists_of(measured[:2] + [fused])
+    few = policy.finalists_of(measured[:2] + [fused])
     assert len(few) == 3 and few[0] is measured[0] and few[1] is fused and few[2] is measured[1]
     # measured again together: laderman first there. The choice is that run's (its first reading,
     # 1.05, was lower than strassen*strassen's 1.07, and strassen's 1.10 was a lucky one)
@@ -144,9 +148,8 @@ def test_the_finalists_are_one_per_family_and_the_choice_follows_their_run_toget
         seen.append([c.names for c in cands])
         return [_measured(c.names[0], again[c.names[0]]) for c in cands]
 
-    monkeypatch.setattr(tuning, "_measure", remeasure)
     result = TuneResult(TuneRequest(shape=(1024, 1024, 1024)), measured=measured, measure_seconds=[1.0])
-    result = tuning._finish_measured(result, Store(), time.monotonic() + 60, lambda *a: None, [None])
+    result = loop.finish(result, Store(), time.monotonic() + 60, lambda *a: None, [None], remeasure)
     assert seen == [[m.candidate.names for m in final]]  # one run, the three finalists
     assert result.best is not None and result.best.candidate.names == ("laderman",)
     assert result.best.speedup == pytest.approx(1.08)  # the confirming run's reading is what is stored
@@ -225,51 +228,53 @@ def test_the_first_round_measures_the_anchors_beside_the_top_k():
 
 
 class _FlopModel:
-    """A stand-in cost model: leaf flops at 1e-11 s each, nothing for additions."""
-    parameters = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    cache = 1 << 20
+    """A stand-in cost model (codegen.tune.models.CostModel): leaf flops at 1e-11 s each, nothing for additions."""
+    name = "flops"
+    analytic = False
+    trusted = True
 
-    class gemm:
-        @staticmethod
-        def seconds(block):
-            return math.prod(block) * 1e-11
-
-    def predict_s(self, decomps, cutoff, shape, variant="lowmem", remainder="peel"):
+    def predict_s(self, decomps, shape, variant="lowmem", remainder="peel"):
         blocks, products = list(shape), 1
         for d in decomps:
             blocks = [b // f for b, f in zip(blocks, d.format)]
             products *= d.rank
         return products * math.prod(blocks) * 1e-11 if decomps else math.prod(shape) * 1e-11
 
+    def estimate_s(self, decomps, shape, variant="lowmem"):
+        return self.predict_s(decomps, shape, variant)
+
+    def with_tables(self, store):
+        return self
+
 
 def _flips_and_winograd() -> tuple[list, object, object]:
     """PER_FORMAT + 6 sign flips of Strassen and Strassen–Winograd after them; and the two schemes."""
     s, w = catalogue.resolve("strassen"), catalogue.resolve("strassen-winograd")
     many = [(f"strassen~{i}", transforms.flip_signs(s, [1] * 7, [(-1) ** (i >> j & 1) for j in range(7)]))
-            for i in range(tuning.PER_FORMAT + 6)] + [("strassen-winograd", w)]
+            for i in range(candidates.PER_FORMAT + 6)] + [("strassen-winograd", w)]
     return many, s, w
 
 
 def test_the_classical_schemes_start_plans_even_when_the_shortlist_is_full_of_others(monkeypatch):
-    monkeypatch.setattr(tuning, "FUSED_PER_FORMAT", 0)  # the fused ranking would keep Winograd itself
+    monkeypatch.setattr(candidates, "FUSED_PER_FORMAT", 0)  # the fused ranking would keep Winograd itself
     many, _, _ = _flips_and_winograd()
-    assert "strassen-winograd" not in [n for n, _ in tuning._shortlist(many, tuning.PER_FORMAT, 0)]
-    inner = [(n, catalogue.resolve(n)) for n in tuning.INNER_SCHEMES]
-    names = [n for n, _ in tuning.top_schemes(many, inner, [(2, 2, 2)])]
+    assert "strassen-winograd" not in [n for n, _ in candidates._shortlist(many, candidates.PER_FORMAT, 0)]
+    inner = [(n, catalogue.resolve(n)) for n in candidates.INNER_SCHEMES]
+    names = [n for n, _ in candidates.top_schemes(many, inner, [(2, 2, 2)])]
     assert names.count("strassen-winograd") == 1
-    assert "strassen-winograd" not in [n for n, _ in tuning.top_schemes(many, inner, [(4, 4, 4)])]
+    assert "strassen-winograd" not in [n for n, _ in candidates.top_schemes(many, inner, [(4, 4, 4)])]
 
 
 def test_the_shortlist_keeps_the_schemes_the_fused_layout_moves_fewest_blocks_for():
     # Strassen–Winograd: more low-memory passes than Strassen's sign flips (6, 6, 10 against
     # 5, 5, 7), fewer fused blocks (8, 8, 8 against 9, 9, 9).
     many, s, w = _flips_and_winograd()
-    assert sum(tuning.fused_units(w)) < sum(tuning.fused_units(s))
-    assert sum(tuning.side_passes(w)) > sum(tuning.side_passes(s))
-    got = [n for n, _ in tuning._shortlist(many, tuning.PER_FORMAT, 1)]
-    assert len(got) == tuning.PER_FORMAT + 1 and got[-1] == "strassen-winograd"
-    assert len(tuning._shortlist(many, tuning.PER_FORMAT)) == min(len(many), tuning.PER_FORMAT
-                                                                  + tuning.FUSED_PER_FORMAT)
+    assert sum(candidates.fused_units(w)) < sum(candidates.fused_units(s))
+    assert sum(candidates.side_passes(w)) > sum(candidates.side_passes(s))
+    got = [n for n, _ in candidates._shortlist(many, candidates.PER_FORMAT, 1)]
+    assert len(got) == candidates.PER_FORMAT + 1 and got[-1] == "strassen-winograd"
+    assert len(candidates._shortlist(many, candidates.PER_FORMAT)) == min(len(many), candidates.PER_FORMAT
+                                                                  + candidates.FUSED_PER_FORMAT)
 
 
 def test_anchors_are_the_best_classical_depths_and_the_best_plan_that_divides_the_shape():
@@ -278,8 +283,8 @@ def test_anchors_are_the_best_classical_depths_and_the_best_plan_that_divides_th
     s = ("strassen", catalogue.resolve("strassen"))
     t = ("strassen-2x2x3@3x2x3", orient(catalogue.resolve("strassen-2x2x3"), (3, 2, 3)) or
          orient(catalogue.resolve("alphatensor:2,3,3"), (3, 2, 3)))
-    structures = tuning.level_structures([w, s, t], [w, s], request.shape, request)
-    got = tuning.anchors(structures, _FlopModel(), request)
+    structures = candidates.level_structures([w, s, t], [w, s], request.shape, request)
+    got = policy.anchors(structures, _FlopModel(), request)
     classical = [c for c in got if set(c.names) == {"strassen-winograd"}]
     assert [len(c.names) for c in classical] == [3, 2]  # fewest leaf flops: the deepest two
     others = [c for c in got if c not in classical]
@@ -291,8 +296,8 @@ def test_the_classical_anchors_are_measured_in_every_layout_the_other_in_one():
     request = TuneRequest(shape=(4096,) * 3, max_levels=3, min_leaf=256, variants=("lowmem", "fused", "parallel"))
     w = ("strassen-winograd", catalogue.resolve("strassen-winograd"))
     t = ("alphatensor:4,4,4", catalogue.resolve("alphatensor:4,4,4"))
-    structures = tuning.level_structures([w, t], [w], request.shape, request)
-    got = tuning.anchors(structures, _FlopModel(), request)
+    structures = candidates.level_structures([w, t], [w], request.shape, request)
+    got = policy.anchors(structures, _FlopModel(), request)
     classical = [c for c in got if set(c.names) == {"strassen-winograd"}]
     assert sorted((len(c.names), c.variant) for c in classical) == sorted(
         (depth, v) for depth in (2, 3) for v in request.variants)
@@ -303,13 +308,13 @@ def test_the_classical_anchors_are_measured_in_every_layout_the_other_in_one():
 def test_records_of_an_earlier_run_get_the_models_prediction():
     w = catalogue.resolve("strassen-winograd")
     request = TuneRequest(shape=(4096,) * 3)
-    earlier = tuning.Candidate((w, w), ("strassen-winograd",) * 2, math.nan, math.nan, "fused")
-    ranked = tuning.Candidate((w,), ("strassen-winograd",), 1.0, 2.0)
-    got = tuning.predicted([tuning.Measured(earlier, 1.2, 1.0, 1.2, None, 7),
-                            tuning.Measured(ranked, 1.1, 1.0, 1.1, None, 8)], _FlopModel(), request)
+    earlier = Candidate((w, w), ("strassen-winograd",) * 2, math.nan, math.nan, "fused")
+    ranked = Candidate((w,), ("strassen-winograd",), 1.0, 2.0)
+    got = policy.predicted([Measured(earlier, 1.2, 1.0, 1.2, None, 7),
+                            Measured(ranked, 1.1, 1.0, 1.1, None, 8)], _FlopModel(), request)
     assert got[0].candidate.predicted_speedup == pytest.approx(64 / 49)  # two levels: 49 leaves of an 8th the flops
     assert got[0].speedup == 1.2 and got[0].record_id == 7 and got[0].candidate.variant == "fused"
-    assert got[1] == tuning.Measured(ranked, 1.1, 1.0, 1.1, None, 8)  # a prediction it has is kept
+    assert got[1] == Measured(ranked, 1.1, 1.0, 1.1, None, 8)  # a prediction it has is kept
 
 
 # ---------------------------------------------------------------------- a spec-only chip
@@ -324,7 +329,7 @@ def test_a_tpu_is_ranked_by_its_analytic_model_and_nothing_runs_or_is_stored(cli
 
 def test_a_plan_of_mixed_levels_is_predicted_as_its_kronecker_product():
     from fmmforge.hardware.chips import load_chip
-    from fmmforge.plugins.tpu_model import predict, predict_plan
+    from fmmforge.hardware.tpu_model import predict, predict_plan
 
     chip = load_chip("tpu-v4")
     s, r = catalogue.resolve("strassen"), catalogue.resolve("strassen-2x2x3")
@@ -388,8 +393,8 @@ def user_model(tmp_path, monkeypatch):
 
 
 def test_a_models_linear_shapes_are_distinct_and_largest_first(user_model):
-    model = tuning.load_model_callable(f"{user_model}:build")
-    assert tuning.linear_shapes(model, 256) == [(256, 1024, 512), (256, 512, 64)]
+    model = tune_commands.load_model_callable(f"{user_model}:build")
+    assert tune_commands.linear_shapes(model, 256) == [(256, 1024, 512), (256, 512, 64)]
 
 
 def test_for_model_tunes_each_shape_that_can_take_a_plan(cli, user_model):
@@ -421,13 +426,13 @@ def test_measurements_correct_their_family_and_a_round_explores_several_families
              Candidate((lad,), ("laderman",), 1.1, 1.2)]
     # strassen measured far below its prediction: its family (<2,2,2>) is corrected, laderman's by the median
     factor = {((2, 2, 2), "lowmem"): 1.3 / 1.0}.get
-    ranked = tuning.corrected(cands, lambda fam: factor(fam, 1.0))
+    ranked = policy.corrected(cands, lambda fam: factor(fam, 1.0))
     assert [c.names[0] for c in ranked] == ["laderman", "strassen", "strassen-winograd"]
     assert ranked[0].predicted_speedup == pytest.approx(1.2)
     assert ranked[1].predicted_speedup == pytest.approx(1.0)
-    picked = tuning.diverse(cands, 2)
+    picked = policy.diverse(cands, 2)
     assert [c.names[0] for c in picked] == ["strassen", "laderman"]  # one per family first
-    assert [c.names[0] for c in tuning.diverse(cands, 3)] == ["strassen", "laderman", "strassen-winograd"]
+    assert [c.names[0] for c in policy.diverse(cands, 3)] == ["strassen", "laderman", "strassen-winograd"]
 
 
 def test_the_correction_factor_is_measured_over_predicted_per_family():
@@ -438,11 +443,11 @@ def test_the_correction_factor_is_measured_over_predicted_per_family():
     request = TuneRequest(shape=(1024,) * 3)
     predicted = model.predict_s([], 64, (1024,) * 3) / model.predict_s([catalogue.resolve("strassen")], 64, (1024,) * 3)
     measured = [_measured("strassen", predicted / 1.25)]
-    factor = tuning.correction(measured, model, request)
+    factor = policy.correction(measured, models.FittedModel(model, 64), request)
     assert factor(((2, 2, 2), "lowmem")) == pytest.approx(1.25)
     assert factor(((3, 3, 3), "lowmem")) == pytest.approx(1.25)  # an unmeasured family: the median over all
     assert factor(((2, 2, 2), "fused")) == pytest.approx(1.25)  # the other layout is another family
-    assert tuning.correction([], model, request)(((2, 2, 2), "lowmem")) == 1.0
+    assert policy.correction([], models.FittedModel(model, 64), request)(((2, 2, 2), "lowmem")) == 1.0
 
 
 def test_a_tune_of_the_fused_layout_measures_and_records_fused_kernels():
@@ -467,3 +472,26 @@ def test_the_default_layouts_are_all_three_on_a_cpu_and_one_on_a_spec_chip():
     assert TuneRequest(variants=("fused", "fused")).variants_for("cpu") == ("fused",)
     with pytest.raises(FmmforgeError, match="fused"):
         TuneRequest(variants=("fused",)).variants_for("cuda")
+
+
+# ---------------------------------------------------------------------- a poor model is not trusted (issue 31)
+def test_a_stored_model_whose_fit_is_poor_does_not_rank_the_prior_model_does(monkeypatch):
+    from fmmforge.codegen import calibrate as cal
+    from fmmforge.codegen import costmodel as cm
+    from tests.test_costmodel import CACHE, NOISE, synthetic_store
+
+    monkeypatch.setattr(cal, "cache_bytes", lambda threads: CACHE)
+    key = cm.current_key("cpu", "float32")
+    synthetic_store(key, noise=NOISE)  # records no model can fit: held-out error far above 15 %
+    fitted = cal.calibrate(key, backend=None, budget_s=0).model
+    assert fitted.quality.poor and cm.load_model(key, Store()).quality.poor
+    starts = []
+
+    def progress(p):  # Ctrl-C as round 1 starts: its ranking is made, nothing need be timed
+        if p.phase == "measure" and not starts:
+            starts.append(p.text)
+            raise KeyboardInterrupt
+
+    result = tune(TuneRequest(**{**TINY, "budget_s": 900.0, "calibrate_share": 0.0, "collect": 0}), progress=progress)
+    assert starts and result.model == "the prior model"
+    assert any(n.startswith(models.PRIOR) and "poor" in n for n in result.notes), result.notes

@@ -126,12 +126,14 @@ def _calibrate(console: Console) -> None:
         console.print(f"   held-out median |error| {q.median_ape:.1f} %, rank correlation across plans {rho}", highlight=False)
         if q.repeat_line():
             console.print(f"   {q.repeat_line()}", highlight=False)
+        if q.poor_line():
+            console.print(f"   {q.poor_line()}", highlight=False)
 
 
 def _tune(console: Console) -> object:
     """Tune 4096x4096x4096 float32: collect, rank by the model, measure the best, choose."""
-    from fmmforge.core.app.tune_commands import _print_tune
-    from fmmforge.core.app.tuning import TuneRequest, tune
+    from fmmforge.codegen.tune import TuneRequest
+    from fmmforge.core.app.tune_commands import _print_tune, tune
 
     console.rule(f"7. Tune {DEMO_SIZE}x{DEMO_SIZE}x{DEMO_SIZE} float32: the engine collects schemes, the model ranks "
                  "every plan, the best are measured")

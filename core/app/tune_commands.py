@@ -1,15 +1,27 @@
 """The `fmmforge calibrate` and `fmmforge tune` commands (a built-in command plugin): fit the cost
-model of a device, and tune the device's choice of kernel for a shape (core.app.tuning)."""
+model of a device, and tune the device's choice of kernel for a shape (codegen.tune, handed the
+registered search engine and the torch backend here: :func:`tune`); and --for-model's shapes."""
 
 from __future__ import annotations
 
-from typing import Annotated, Callable
+import math
+from typing import TYPE_CHECKING, Annotated, Callable
 
 import typer
 
 from fmmforge.codegen import layouts
 from fmmforge.plugins.extensions import Command
 from fmmforge.plugins.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fmmforge.codegen.tune import TuneProgress, TuneRequest, TuneResult
+    import torch
+
+    from fmmforge.core.store import Store
+
+Shape = tuple[int, int, int]
 
 INTERRUPTED = 130
 
@@ -83,8 +95,6 @@ def calibrate_cmd(
 def calibrate_budget(text: str) -> float:
     """``--budget`` of calibrate: a time in the grammar of tune's and search's (core.search.budget.
     parse_duration: 90s, 2m, 1h30m, a bare number of seconds), or 0: measure nothing."""
-    import math
-
     from fmmforge.core.errors import FmmforgeError
     from fmmforge.core.search.budget import parse_duration
 
@@ -137,7 +147,8 @@ def tune_cmd(
     plan, the best are generated, validated and measured, the model is refitted, and the fastest
     measured is stored as the device's choice (what fmmforge.matmul uses). Ctrl-C keeps every record."""
     from fmmforge.core.app.console import console, err_console
-    from fmmforge.core.app.tuning import TuneRequest, formats_for
+    from fmmforge.codegen.tune import TuneRequest
+    from fmmforge.codegen.tune.candidates import formats_for
     from fmmforge.core.errors import FmmforgeError
     from fmmforge.core.search.budget import parse_duration
     from fmmforge.core.tensor import parse_shape
@@ -158,8 +169,6 @@ def tune_cmd(
     check_int(seed, "--seed", minimum=0, maximum=2**32 - 1)
     shapes = [parse_shape(shape, "shape", MAX_DIMENSION)]
     if for_model:
-        from fmmforge.core.app.tuning import linear_shapes, load_model_callable
-
         if rows < 1:
             raise FmmforgeError("--for-model needs --rows, the input rows per call (batch x tokens), e.g. --rows 2048")
         check_int(rows, "--rows", maximum=MAX_DIMENSION)
@@ -194,10 +203,22 @@ def tune_cmd(
         _tune_one(request, console, err_console)
 
 
-def _tune_one(request, console, err_console) -> None:  # type: ignore[no-untyped-def]
+def tune(request: TuneRequest, *, store: Store | None = None,
+         progress: Callable[[TuneProgress], None] | None = None) -> TuneResult:
+    """The tuning loop (codegen.tune.tune) with what it is handed from above codegen: the
+    registered engine ``request.engine`` collecting schemes (none when ``request.collect`` is 0)
+    and the torch backend measuring. ``fmmforge.tune`` is this."""
+    from fmmforge.codegen.tune import tune as tuning_loop
+    from fmmforge.plugins import get_backend, get_engine
+
+    engine = get_engine(request.engine) if request.collect else None
+    return tuning_loop(request, engine=engine, backend=get_backend("torch"), store=store, progress=progress)
+
+
+def _tune_one(request: TuneRequest, console: Console, err_console: Console) -> None:
     """One shape's tune, with its progress bar and what it found."""
+    from fmmforge.codegen.tune import TuneProgress
     from fmmforge.core.app.console import task_bar
-    from fmmforge.core.app.tuning import TuneProgress, tune
 
     with task_bar(err_console, counts=True) as update:
 
@@ -213,7 +234,7 @@ def _tune_one(request, console, err_console) -> None:  # type: ignore[no-untyped
         raise typer.Exit(INTERRUPTED)
 
 
-def _print_tune(result, console) -> None:  # type: ignore[no-untyped-def]
+def _print_tune(result: TuneResult, console: Console) -> None:
     """The ranking's head, what was measured, and the choice, in words."""
     from rich.table import Table
 
@@ -252,3 +273,43 @@ def _print_tune(result, console) -> None:  # type: ignore[no-untyped-def]
     else:
         console.print(f"choice for {where}: the vendor matmul. Nothing measured beat it by more than "
                       f"{(r.min_speedup - 1) * 100:.0f} %", highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------------- --for-model: a model's shapes
+def load_model_callable(spec: str) -> torch.nn.Module:
+    """``package.module:name``: the torch module ``name`` is, or returns when called with no arguments."""
+    import importlib
+
+    from fmmforge.core.errors import FmmforgeError
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise FmmforgeError(f"--for-model {spec!r} is not module:callable; write it like mypkg.models:build")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's code: any failure to import it is their input, said in one line
+        raise FmmforgeError(f"cannot import {module_name!r} for --for-model ({type(exc).__name__}: {exc})") from None
+    target = getattr(module, attr, None)
+    if target is None:
+        raise FmmforgeError(f"{module_name!r} has no {attr!r}; give module:callable returning a torch.nn.Module")
+    import torch
+
+    if not isinstance(target, torch.nn.Module):
+        if not callable(target):
+            raise FmmforgeError(f"{spec} is neither a torch.nn.Module nor callable")
+        try:
+            target = target()
+        except Exception as exc:
+            raise FmmforgeError(f"calling {spec}() failed ({type(exc).__name__}: {exc})") from None
+    if not isinstance(target, torch.nn.Module):
+        raise FmmforgeError(f"{spec} gave a {type(target).__name__}, not a torch.nn.Module")
+    return target
+
+
+def linear_shapes(model: torch.nn.Module, rows: int) -> list[Shape]:
+    """The distinct M×K×N products of the model's nn.Linear layers (x @ W.T) for ``rows`` input
+    rows (batch × tokens), largest first: what fmmforge.nn.accelerate would send to fmmforge.matmul."""
+    import torch
+
+    shapes = {(rows, m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    return sorted(shapes, key=lambda s: (-math.prod(s), s))

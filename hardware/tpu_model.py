@@ -27,12 +27,14 @@ What the model assumes, and why (docs/background.md §4, §6):
 ``fused_operand_cost`` is the one number not taken from a data sheet. The shipped value
 (0.045) is calibrated on AlphaTensor's Strassen-square measurement at N = 8192 only; the
 other six published sizes are predictions (tests/test_rewards_tpu.py, docs/plugins.md).
+The tpu-cost reward (plugins.builtin_rewards) and the tuner (codegen.tune, :class:`TpuCostModel`) use it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from fmmforge.core.decomposition import Decomposition
@@ -199,3 +201,31 @@ def predict_plan(decomps: list[Decomposition], chip: ChipSpec, size: Size, dtype
         output_pass_s=output_bytes / chip.bandwidth, padding_s=padding_bytes / chip.bandwidth,
         baseline=standard_matmul((M, K, N), chip, dtype),
     )
+
+
+@dataclass(frozen=True)
+class TpuCostModel:
+    """The analytic model of one chip as a cost model of the tuner (codegen.tune.models.CostModel):
+    it predicts, nothing is measured or fitted. A plan on the chip peels nothing and has one layout;
+    its time is :func:`predict_plan`'s, the vendor's (no levels) the standard matmul's."""
+
+    chip: ChipSpec
+    dtype: str
+    analytic: bool = True  # nothing runs on the chip: the tuner ranks and stops
+    trusted: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"analytic TPU model of {self.chip.name}"
+
+    def predict_s(self, decomps: Sequence[Decomposition], shape: Size, variant: str = "lowmem",
+                  remainder: str = "peel") -> float:
+        if not decomps:
+            return standard_matmul(shape, self.chip, self.dtype).seconds
+        return predict_plan(list(decomps), self.chip, shape, self.dtype).algorithm_s
+
+    def estimate_s(self, decomps: Sequence[Decomposition], shape: Size, variant: str = "lowmem") -> float:
+        return self.predict_s(decomps, shape, variant)
+
+    def with_tables(self, store: object) -> "TpuCostModel":
+        return self  # nothing measured: nothing to add
