@@ -1,9 +1,11 @@
-"""What a search engine and a reward are: typed Protocols and the data they exchange.
+"""What a search engine, a reward and a codegen backend are: typed Protocols and the data they
+exchange.
 
 This module sits between the model (decompositions, stores, formats) and the subsystems that
-use it: search engines implement :class:`Engine`, rewards implement :class:`Reward`, and the
-application (the CLI, the demo, or any Python caller) talks to both only through these types.
-It imports the model only: no torch, no plugins, no terminal.
+use it: search engines implement :class:`Engine`, rewards implement :class:`Reward`, codegen
+backends implement :class:`Backend`, and the application (the CLI, the demo, or any Python
+caller) talks to them only through these types. It imports the model only: no torch, no
+plugins, no terminal.
 
 One name per concept:
 
@@ -263,4 +265,25 @@ class Engine(Protocol):
     description: str
 
     def run(self, request: SearchRequest, events: SearchEvents | None = None) -> SearchResult:
+        ...
+
+
+# ====================================================================== codegen backends
+@runtime_checkable
+class Backend(Protocol):
+    """A code-generation backend: turns a plan into source code and a callable kernel.
+
+    ``devices`` are the device kinds it emits kernels for; ``emit(plan, schemes)`` gets a plan
+    (fmmforge.codegen.plan.Plan) and its exactly verified schemes, one per level, and returns a
+    kernel (fmmforge.codegen.kernel.Kernel). Those types live on the subsystem floor above this
+    one, so they are not named here; fmmforge.codegen.backends.CodegenBackend is the base class
+    the built-in backends share (I/O helpers, vendor baseline, the layouts each emits).
+    """
+
+    name: str
+    description: str
+    devices: tuple[str, ...]
+
+    def emit(self, plan: Any, schemes: Any) -> Any:
+        """Generate the kernel for ``plan`` using the verified ``schemes`` (one per level)."""
         ...

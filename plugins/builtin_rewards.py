@@ -1,8 +1,8 @@
 """The built-in rewards: rank, additions, stability and the TPU cost model.
 
 Each needs only the decomposition (and the context), no kernel measurements, so all are
-cheap. The measured-latency reward is registered by fmmforge.plugins.builtin_backends, beside
-the codegen backends it measures with.
+cheap. The rewards of a scheme's kernels (``latency``, ``latency-model``) are registered by
+fmmforge.plugins.builtin_kernel_rewards.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""What a code-generation backend and a command must provide, and the check every registered object passes.
+"""What a command must provide, and the check every registered object passes.
 
-Engines and rewards are defined in :mod:`fmmforge.core.contracts` (re-exported here);
+Engines, rewards and codegen backends are defined in :mod:`fmmforge.core.contracts` (re-exported here);
 :func:`check_extension` is what the registry runs on every registered object so a malformed
 plugin fails with a message naming it.
 """
@@ -9,26 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable
 
-from fmmforge.core.contracts import Engine, Reward
+from fmmforge.core.contracts import Backend, Engine, Reward
 
 __all__ = ["Backend", "Command", "Engine", "KINDS", "NAME_PATTERN", "REQUIRED_METHOD", "Reward", "check_extension"]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """A code-generation backend: turns a plan into source code and a callable kernel."""
-
-    name: str
-    description: str
-    devices: tuple[str, ...]
-
-    def emit(self, plan: Any, schemes: Any) -> Any:
-        """Generate the kernel for ``plan`` using the verified ``schemes`` (one per level)."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from collections.abc import Callable
 
 import pluggy
 
-from fmmforge.core.contracts import Engine, Reward
-from fmmforge.plugins.extensions import Backend, Command
+from fmmforge.core.contracts import Backend, Engine, Reward
+from fmmforge.plugins.extensions import Command
 
 PROJECT_NAME = "fmmforge"
 
@@ -64,7 +64,7 @@ def register_engines(register: Callable[[Engine], None]) -> None:
 def register_backends(register: Callable[[Backend], None]) -> None:
     """Register code-generation backends: call ``register(backend)`` once per backend.
 
-    A backend follows :class:`fmmforge.plugins.extensions.Backend`: ``name``,
+    A backend follows :class:`fmmforge.core.contracts.Backend`: ``name``,
     ``description``, ``devices`` (the device kinds it emits kernels for) and
     ``emit(plan, schemes)``, which turns a plan into readable source code and a callable.
     """

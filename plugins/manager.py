@@ -1,7 +1,8 @@
 """The plugin manager: the one pluggy manager of fmmforge, and where each plugin came from.
 
-Built-in plugins are registered explicitly (:data:`BUILTIN_PLUGINS`); third-party packages
-are found through the entry-point group ``fmmforge``::
+Built-in plugins are one list (:data:`BUILTIN_PLUGINS`), each loaded like a third party's entry
+point (imported by name, registered under it, reported when broken); third-party packages are
+found through the entry-point group ``fmmforge``::
 
     [project.entry-points.fmmforge]
     my_rewards = "my_package.rewards"
@@ -22,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import Any, Callable
 
 import pluggy
 from fmmforge.plugins import hookspecs
@@ -30,13 +31,36 @@ from fmmforge.plugins.hookspecs import PROJECT_NAME
 
 ENTRY_POINT_GROUP = "fmmforge"
 ENV_VAR = "FMMFORGE_PLUGINS"
-# Modules that register the built-in rewards, engines and backends; one that fails to import
-# is reported like a broken third-party plugin (origin "built-in").
-BUILTIN_PLUGINS = (
-    "fmmforge.plugins.builtin_rewards",
-    "fmmforge.plugins.builtin_engines",
-    "fmmforge.plugins.builtin_backends",
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in plugin: the module, and the one kind of thing (extensions.KINDS) it registers."""
+
+    kind: str
+    module: str
+
+
+# Every built-in plugin, in the order they register. The manager loads the rewards, engines and
+# backends when it is made; the command modules are the application's (floor 5, above this one)
+# and load when the command line is built (core.app.cli.build_app), so a Python caller of
+# fmmforge.plugins imports no typer. A module that fails to import is reported like a broken
+# third-party plugin (origin "built-in").
+BUILTIN_PLUGINS: tuple[Builtin, ...] = (
+    Builtin("reward", "fmmforge.plugins.builtin_rewards"),
+    Builtin("reward", "fmmforge.plugins.builtin_kernel_rewards"),
+    Builtin("engine", "fmmforge.plugins.builtin_engines"),
+    Builtin("backend", "fmmforge.plugins.builtin_backends"),
+    Builtin("command", "fmmforge.core.app.catalogue_commands"),
+    Builtin("command", "fmmforge.core.app.store_commands"),
+    Builtin("command", "fmmforge.core.app.plugin_commands"),
+    Builtin("command", "fmmforge.core.app.search_commands"),
+    Builtin("command", "fmmforge.core.app.hardware_commands"),
+    Builtin("command", "fmmforge.core.app.codegen_commands"),
+    Builtin("command", "fmmforge.core.app.report_commands"),
+    Builtin("command", "fmmforge.core.app.tune_commands"),
 )
+COMMAND_KIND = "command"  # the kind the application's modules register, loaded by the application
 
 
 @dataclass(frozen=True)
@@ -133,23 +157,24 @@ def load_entry_points(pm: FmmforgePluginManager) -> None:
         name = f"{normalize(origin.package)}:{ep.name}"
         if pm.get_plugin(name) is not None or pm.is_blocked(name):
             continue
-        where = f"entry point {ep.name} = {ep.value}"
-        try:
-            plugin = ep.load()
-            pm.register(plugin, name=name, origin=origin)
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
-            pm.problems.append(PluginProblem(origin, where, f"{type(exc).__name__}: {exc}"))
+        _load(pm, name, origin, f"entry point {ep.name} = {ep.value}", ep.load)
 
 
-def load_builtins(pm: FmmforgePluginManager, modules: tuple[str, ...]) -> None:
-    """Register the built-in plugin modules, explicitly and in order."""
-    for module_name in modules:
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:  # noqa: BLE001 - report, keep the other plugins usable
-            pm.problems.append(PluginProblem(BUILTIN, f"module {module_name}", f"{type(exc).__name__}: {exc}"))
-            continue
-        pm.register(module, name=module_name, origin=BUILTIN)
+def load_builtins(pm: FmmforgePluginManager, commands: bool = False) -> None:
+    """Register the built-in plugins of :data:`BUILTIN_PLUGINS`, in order: the command modules
+    (``commands``) or the others; each one once, as an entry point would be."""
+    for builtin in BUILTIN_PLUGINS:
+        if (builtin.kind == COMMAND_KIND) == commands and pm.get_plugin(builtin.module) is None:
+            _load(pm, builtin.module, BUILTIN, f"module {builtin.module}",
+                  lambda module=builtin.module: importlib.import_module(module))
+
+
+def _load(pm: FmmforgePluginManager, name: str, origin: Origin, where: str, load: Callable[[], object]) -> None:
+    """Load one plugin and register it as ``name``; a failure is recorded, not raised."""
+    try:
+        pm.register(load(), name=name, origin=origin)
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
+        pm.problems.append(PluginProblem(origin, where, f"{type(exc).__name__}: {exc}"))
 
 
 _manager: FmmforgePluginManager | None = None
@@ -160,7 +185,7 @@ def plugin_manager() -> FmmforgePluginManager:
     global _manager
     if _manager is None:
         pm = FmmforgePluginManager()
-        load_builtins(pm, BUILTIN_PLUGINS)
+        load_builtins(pm)
         load_entry_points(pm)
         _manager = pm
     return _manager

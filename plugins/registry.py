@@ -1,4 +1,4 @@
-"""Rewards, engines and backends by name, collected from every plugin's register hook.
+"""Rewards, engines, backends and commands by name, collected from every plugin's register hook.
 
 Each plugin's hook implementation is called through pluggy on its own -- a hook caller
 for that one plugin (:meth:`pluggy.PluginManager.subset_hook_caller` without the others) --
@@ -110,7 +110,7 @@ def collect(pm: FmmforgePluginManager, kind: str) -> Registry:
 
 
 def registry(kind: str) -> Registry:
-    """The (cached) registry of ``kind``: "reward", "engine" or "backend"."""
+    """The (cached) registry of ``kind``: "reward", "engine", "backend" or "command"."""
     pm = plugin_manager()
     cached = pm.registries.get(kind)
     if cached is None:

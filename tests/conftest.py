@@ -31,7 +31,9 @@ def builtin_rewards_only(monkeypatch):
     from fmmforge.plugins import reset_plugin_manager
 
     monkeypatch.setenv("FMMFORGE_PLUGINS", "")
-    monkeypatch.setattr("fmmforge.plugins.manager.BUILTIN_PLUGINS", ("fmmforge.plugins.builtin_rewards",))
+    from tests.helpers import builtin_rewards_and_commands
+
+    monkeypatch.setattr("fmmforge.plugins.manager.BUILTIN_PLUGINS", builtin_rewards_and_commands())
     reset_plugin_manager()
     yield
     reset_plugin_manager()

@@ -75,3 +75,11 @@ def record(algorithm: str = "strassen", levels: int = 1, size: int = 512, *, dev
         peak_extra_bytes=size * size * 3 * levels if memory else None,
         workspace_bytes=size * size * levels, created_at=when, fmmforge_version=version,
     )
+
+
+def builtin_rewards_and_commands() -> tuple:
+    """The built-in plugins narrowed to the scheme rewards (no measured ones, no engines, no
+    backends) and the command line's commands: a known set of names for plugin tests."""
+    from fmmforge.plugins.manager import BUILTIN_PLUGINS
+
+    return tuple(b for b in BUILTIN_PLUGINS if b.module == "fmmforge.plugins.builtin_rewards" or b.kind == "command")

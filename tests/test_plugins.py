@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 
 import pytest
@@ -95,10 +96,34 @@ def test_the_shipped_builtin_modules_load_cleanly(monkeypatch):
     """Every module in BUILTIN_PLUGINS (other subpackages' too) imports and registers."""
     monkeypatch.setattr(manager, "BUILTIN_PLUGINS", SHIPPED_BUILTINS)
     reset_plugin_manager()
-    assert SHIPPED_BUILTINS[0] == "fmmforge.plugins.builtin_rewards"
+    assert SHIPPED_BUILTINS[0].module == "fmmforge.plugins.builtin_rewards"
     assert BUILTIN_REWARDS <= set(rewards())
     assert problems() == []
     assert {str(r.origin) for r in registry("reward").usable().values()} == {"built-in"}
+
+
+def test_each_builtin_module_registers_only_its_own_kind():
+    """A built-in module implements the one hook of the kind the list gives it (builtin_backends
+    registered the latency rewards too)."""
+    from fmmforge.plugins.registry import HOOK_OF
+
+    for builtin in SHIPPED_BUILTINS:
+        module = importlib.import_module(builtin.module)
+        hooks = {name for name in HOOK_OF.values() if hasattr(getattr(module, name, None), "fmmforge_impl")}
+        assert hooks == {HOOK_OF[builtin.kind]}, builtin.module
+
+
+def test_the_one_list_gives_every_builtin_command_and_reward(monkeypatch, cli):
+    """The command line's commands come from the built-in list, as its rewards, engines and
+    backends do (the application kept a second list of its command modules)."""
+    monkeypatch.setattr(manager, "BUILTIN_PLUGINS", SHIPPED_BUILTINS)
+    reset_plugin_manager()
+    assert cli("--help")[0] == 0
+    for kind in ("command", "reward", "engine", "backend"):
+        plugins = {r.plugin for r in registry(kind).usable().values() if str(r.origin) == "built-in"}
+        assert plugins == {b.module for b in SHIPPED_BUILTINS if b.kind == kind}, kind
+    assert {"latency", "latency-model"} <= set(rewards())
+    assert problems() == []
 
 
 def test_unknown_reward_names_the_known_ones():
@@ -212,3 +237,15 @@ def test_a_command_needs_exactly_one_of_callback_and_group():
     assert "exactly one" in check_extension("command", Command("x", "an x"))
     assert "description" in check_extension("command", Command("x", " ", callback=lambda: None))
     assert check_extension("command", Command.of("x", lambda: None)) is None  # no docstring: its name describes it
+
+
+def test_the_backend_contract_is_on_the_contracts_floor():
+    """core/contracts.py says what a codegen backend is (docs/architecture.md, floor 2), and the
+    built-in backends follow it; the plugin layer re-exports it."""
+    from fmmforge.codegen.backends import BUILTIN_BACKENDS
+    from fmmforge.core import contracts
+    from fmmforge.plugins import extensions
+
+    assert extensions.Backend is contracts.Backend
+    assert all(isinstance(b, contracts.Backend) for b in BUILTIN_BACKENDS)
+    assert not isinstance(object(), contracts.Backend)

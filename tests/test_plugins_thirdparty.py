@@ -23,6 +23,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from fmmforge.plugins import get_reward, reset_plugin_manager, rewards
 from fmmforge.plugins.registry import problems, registry
+from tests.helpers import builtin_rewards_and_commands
 
 EXAMPLE = Path(__file__).parent / "example_plugin"
 
@@ -50,7 +51,7 @@ def broken_dist(root: Path) -> None:
 
 @pytest.fixture
 def site(tmp_path, monkeypatch):
-    monkeypatch.setattr("fmmforge.plugins.manager.BUILTIN_PLUGINS", ("fmmforge.plugins.builtin_rewards",))
+    monkeypatch.setattr("fmmforge.plugins.manager.BUILTIN_PLUGINS", builtin_rewards_and_commands())
     root = tmp_path / "site"
     root.mkdir()
     return root

@@ -1,9 +1,10 @@
 """The `fmmforge` command line: the typer app, its commands from the plugin manager, exit codes.
 
-Every command is a plugin's: the application's own command modules (:data:`APP_PLUGINS`) register
-theirs through the ``register_commands`` hook exactly as a third-party package would, and
-:func:`build_app` installs whatever the plugin manager holds. A command name registered twice is
-kept, but running it says which plugins clash, like any duplicate name.
+Every command is a plugin's: the application's own command modules (the built-in plugins of kind
+"command", fmmforge.plugins.manager.BUILTIN_PLUGINS) register theirs through the
+``register_commands`` hook exactly as a third-party package would, and :func:`build_app`
+installs whatever the plugin manager holds. A command name registered twice is kept, but running
+it says which plugins clash, like any duplicate name.
 
 Every command turns a FmmforgeError (bad input the user can fix) into one line on stderr and exit
 code 2; usage errors (unknown options, bad values) are folded into one line too; any other
@@ -20,20 +21,8 @@ import typer
 from fmmforge.core.app.console import console, err_console
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.version import __version__
-from fmmforge.plugins.manager import BUILTIN, plugin_manager
+from fmmforge.plugins.manager import load_builtins, plugin_manager
 from fmmforge.plugins.registry import duplicate_message, registry
-
-# The application's own command plugins, registered as built-ins before every command line.
-APP_PLUGINS = (
-    "fmmforge.core.app.catalogue_commands",
-    "fmmforge.core.app.store_commands",
-    "fmmforge.core.app.plugin_commands",
-    "fmmforge.core.app.search_commands",
-    "fmmforge.core.app.hardware_commands",
-    "fmmforge.core.app.codegen_commands",
-    "fmmforge.core.app.report_commands",
-    "fmmforge.core.app.tune_commands",
-)
 
 
 def _print_version(value: bool) -> None:
@@ -50,13 +39,9 @@ def _top_level(
 
 
 def register_app_plugins() -> None:
-    """Register the application's command modules with the plugin manager (once per manager)."""
-    import importlib
-
-    pm = plugin_manager()
-    for module_name in APP_PLUGINS:
-        if pm.get_plugin(module_name) is None:
-            pm.register(importlib.import_module(module_name), name=module_name, origin=BUILTIN)
+    """Register the application's command modules (the built-in plugins of kind "command",
+    fmmforge.plugins.manager.BUILTIN_PLUGINS) with the plugin manager (once per manager)."""
+    load_builtins(plugin_manager(), commands=True)
 
 
 def _clash(name: str, message: str) -> Any:
