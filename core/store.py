@@ -599,7 +599,19 @@ class Store:
         return iter(self.all())
 
     def __len__(self) -> int:
-        return len(self.all())
+        """The rows stored, counted by SQLite without reading them; a row that would not read back
+        as a valid scheme counts too (iterating skips it with a warning, `fmmforge store check` finds it)."""
+        conn = self._connect(write=False)
+        if conn is None:
+            return 0
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+                return 0
+            return int(conn.execute("SELECT COUNT(*) FROM algorithms").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise FmmforgeError(f"cannot read the store {self.path} ({exc}); set FMMFORGE_HOME to another directory") from None
+        finally:
+            conn.close()
 
     def names(self) -> list[str]:
         """Every name given to a stored algorithm (for suggestions; not checked)."""

@@ -158,3 +158,19 @@ def test_records_written_before_codegen_owned_their_table_still_read(tmp_path):
                     "8, 8, 8, 'float32', 1, 1.0, 0.1, 1.1, 0.1, 1.1, '2026-01-01', '0.1.0')")
     rows = query_records(Store(home))
     assert [(r.algorithm, r.speedup) for r in rows] == [("strassen", 1.1)]
+
+
+def test_len_counts_the_rows_without_reading_them(monkeypatch):
+    """len(store) is one COUNT query: no row is decoded or verified (it read every row before)."""
+    from fmmforge.core import store as store_module
+
+    store = Store()
+    assert len(store) == 0  # no store file yet
+    for k in (2, 3, 4):
+        store.add(sandwiched(k), Provenance("test"))
+    read = []
+    real = store_module._check_row
+    monkeypatch.setattr(store_module, "_check_row", lambda *a: read.append(a) or real(*a))
+    assert len(Store()) == 3
+    assert read == []
+    assert len(Store().all()) == 3 and len(read) == 3  # the counting hook sees what a read decodes
