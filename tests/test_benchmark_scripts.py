@@ -251,3 +251,23 @@ def test_tune_margin_pairs_the_rounds():
     a_times, b_times = [1.0, 1.1, 0.95], [1.02, 1.122, 0.969]
     line = tune.versus("x", (1.1, 1.0, 1.2, a_times), (1.08, 1.0, 1.2, b_times))
     assert "margin per round +2.0 % (+2.0 to +2.0 %, 3 of 3 rounds faster)" in line
+
+
+def test_loaded_runs_quiet_and_loaded_phases_with_its_own_load(capsys):
+    """benchmarks/loaded.py at a tiny size: a row per case with both ratios and their quotient, the
+    load process started, switched and ended by the script (no timing is checked)."""
+    lo = _script("loaded")
+    code = lo.main(["--sizes", "128", "--pairs", "2", "--rounds", "1", "--load-size", "64", "--load-max-s", "120"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("128 winograd L1")]
+    assert code in (0, 1) and len(rows) == 3 and any("fmmforge.matmul" in r for r in rows)
+    for row in rows:
+        numbers = row.rsplit(")", 1)[-1].split() if "matmul" in row else row.split()[4:]
+        quiet, _, loaded, _, quotient = (float(x) for x in numbers[:5])
+        assert quiet > 0 and loaded > 0 and quotient > 0 and row.split()[-1] in ("yes", "NO")
+    assert out.splitlines()[-1].endswith("within 1.3x of their quiet ratio when loaded")
+    with lo.Load(1, 32, 60) as load:  # the protocol: on, then off with the products done meanwhile
+        load.on()
+        assert load.off() > 0
+    assert lo.main(["--kernels", "fused,quick"]) == 2
+    assert capsys.readouterr().err.startswith("error: use --kernels of fused, lowmem, matmul")

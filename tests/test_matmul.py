@@ -19,7 +19,7 @@ from fmmforge.codegen.choices import (MIN_DIMENSION, Choice, TABLES, check_choic
 from fmmforge.codegen.generate import EMITTER_REVISION
 from fmmforge.codegen.plan import make_plan
 from fmmforge.codegen.validate import error_bound
-from fmmforge.core.app.matmul import Matmul
+from fmmforge.core.app.matmul import Contention, Matmul
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import Store
 from fmmforge.hardware.devices import machine_key
@@ -61,9 +61,11 @@ def assert_within_bound(got: torch.Tensor, A: torch.Tensor, B: torch.Tensor, dty
 
 @pytest.fixture
 def tuned() -> Matmul:
-    """A dispatcher over a store with the Strassen choice for float64 256x256x256 on this machine."""
+    """A dispatcher over a store with the Strassen choice for float64 256x256x256 on this machine
+    (no contention watch: the tests that count kernel calls must not depend on the machine's load;
+    the watch has its own tests, on a clock of theirs)."""
     tune()
-    return Matmul(warn=pytest.fail)
+    return Matmul(warn=pytest.fail, contention=None)
 
 
 # ------------------------------------------------------------ the choices table
@@ -257,6 +259,121 @@ def test_an_unusable_home_still_multiplies(tmp_path, monkeypatch):
     A, B = rand(300, 300), rand(300, 300)
     assert torch.equal(Matmul(warn=lines.append)(A, B), A @ B)
     assert len(lines) == 1 and "FMMFORGE_HOME" in lines[0]
+
+
+# ------------------------------------------------------------ a busy machine: the contention watch
+class FakeClock:
+    """A clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _calls(watch: Contention, clock: FakeClock, kernel_s: float, vendor_s: float, n: int, key="k") -> str:
+    """``n`` calls through ``watch``, each taking kernel_s or vendor_s on ``clock``: 'K'/'v' per call."""
+    ran = ""
+    for _ in range(n):
+        kernel = watch.runs_kernel(key)
+        seconds = kernel_s if kernel else vendor_s
+        clock.now += seconds
+        watch.record(key, kernel, seconds, flops=1000)
+        ran += "K" if kernel else "v"
+    return ran
+
+
+def test_a_quiet_kernel_keeps_every_call_but_the_periodic_probe():
+    clock = FakeClock()
+    watch = Contention(clock)
+    ran = _calls(watch, clock, 1.0, 1.2, 2 * Contention.PROBE_EVERY)
+    assert ran.count("v") == 2 and ran.index("v") == Contention.PROBE_EVERY - 1 and not watch.falling_back()
+
+
+def test_a_kernel_much_slower_than_torch_falls_back_and_comes_back_with_hysteresis():
+    clock = FakeClock()
+    watch = Contention(clock)
+    assert _calls(watch, clock, 1.0, 1.2, 10) == "K" * 10
+    # the machine gets busy: the kernel 5x slower, torch 1.5x; a slow call is compared with torch
+    # on the next call, twice (the second time after one more kernel call), then torch takes over
+    assert _calls(watch, clock, 5.0, 1.8, 8) == "KvKvvvvv" and watch.falling_back() == ["k"]
+    # the first try after RETRY_COST x the kernel's time (5 s), still slow: the next after twice that
+    clock.now += Contention.RETRY_COST * 5.0
+    assert _calls(watch, clock, 5.0, 1.8, 3) == "Kvv"
+    clock.now += Contention.RETRY_COST * 5.0 - 3.6 - 1.0
+    assert _calls(watch, clock, 5.0, 1.8, 1) == "v"  # not yet: the wait is never below the kernel's cost
+    clock.now += 10.0
+    assert _calls(watch, clock, 5.0, 1.8, 1) == "K"
+    # within ENTER but above LEAVE of torch: still in fallback (hysteresis)
+    clock.now += 1000.0
+    assert _calls(watch, clock, 1.1 * 1.8, 1.8, 2) == "Kv" and watch.falling_back()
+    clock.now += 1000.0
+    assert _calls(watch, clock, 1.0, 1.8, 4) == "KKKK" and not watch.falling_back()
+
+
+def test_one_slow_call_is_not_a_busy_machine():
+    clock = FakeClock()
+    watch = Contention(clock)
+    _calls(watch, clock, 1.0, 1.2, 5)
+    # compared with torch on the next call, and once more after the next kernel call, which is fast
+    assert _calls(watch, clock, 9.0, 1.2, 1) + _calls(watch, clock, 1.0, 1.2, 6) == "KvKvKKK"
+    assert not watch.falling_back()
+    # the first call (compilation, workspaces) is never judged
+    fresh = Contention(clock)
+    assert _calls(fresh, clock, 30.0, 1.0, 1, key="x") + _calls(fresh, clock, 1.0, 1.2, 3, key="x") == "KKKK"
+
+
+def test_a_machine_busy_from_the_start_is_found_by_the_periodic_probe():
+    clock = FakeClock()
+    watch = Contention(clock)
+    ran = _calls(watch, clock, 5.0, 1.0, Contention.PROBE_EVERY + 2)  # never faster: no call looks slow
+    assert ran == "K" * (Contention.PROBE_EVERY - 1) + "vKv" and watch.falling_back() == ["k"]
+
+
+def test_one_retry_at_a_time_from_many_threads():
+    clock = FakeClock()
+    watch = Contention(clock)
+    _calls(watch, clock, 1.0, 1.0, 3)
+    _calls(watch, clock, 9.0, 1.0, 4)
+    assert watch.falling_back() == ["k"]
+    clock.now += 1e6
+    starts = [watch.runs_kernel("k") for _ in range(8)]  # eight threads at once, before any finishes
+    assert starts.count(True) == 1
+    watch.abandon("k", True)  # the try raised: the next comes after the back-off again
+    assert not watch.runs_kernel("k")
+
+
+def test_the_dispatcher_sends_a_slow_kernel_to_torch_matmul_and_still_multiplies(monkeypatch):
+    tune()
+    clock = FakeClock()
+    m = Matmul(warn=pytest.fail, contention=Contention(clock))
+    A, B = rand(300, 257), rand(257, 400)
+    route = m.decide(A, B)
+    slow = {"kernel": 1.0}
+
+    def kernel(*a, **kw):
+        clock.now += slow["kernel"]
+        return route.kernel(*a, **kw)
+
+    real_matmul = torch.matmul
+
+    def vendor(*a, **kw):
+        clock.now += 1.2
+        return real_matmul(*a, **kw)
+
+    monkeypatch.setattr(m, "decide", lambda A, B: replace(route, kernel=kernel))
+    monkeypatch.setattr(torch, "matmul", vendor)
+    for _ in range(4):
+        assert_within_bound(m(A, B), A, B)
+    assert sum(m.kernel_calls().values()) == 4
+    slow["kernel"] = 8.0
+    got = [m(A, B) for _ in range(8)]
+    assert sum(m.kernel_calls().values()) == 6 and len(m.contention.falling_back()) == 1
+    assert all(torch.equal(g, real_matmul(A, B)) for g in got[-4:])  # torch.matmul's result, exactly
+    m.refresh()
+    assert m.contention.falling_back() == []
+    assert isinstance(Matmul().contention, Contention) and isinstance(fmmforge.matmul.contention, Contention)
 
 
 # ------------------------------------------------------------ numpy, threads, the package

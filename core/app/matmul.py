@@ -17,6 +17,12 @@ The lookups are cached in memory per (device, machine, dtype, shape class); the 
 when the store's files change (checked at most once per :data:`RECHECK_S` seconds) or on
 ``fmmforge.matmul.refresh()``. Both caches are guarded by locks, so any number of threads may
 call at once; the kernels keep their workspaces per thread.
+
+A busy machine: a kernel tuned on a quiet machine can lose badly beside another job on the same
+cores (torch's OpenMP threads spin between the kernel's many short parallel passes and take the
+cores from the threads they wait for; issue 31). :class:`Contention` watches each choice's calls
+by their own times and sends a choice's calls to ``torch.matmul`` while its kernel is clearly
+slower than torch's there, trying the kernel again now and then (see docs/matmul.md).
 """
 
 from __future__ import annotations
@@ -37,10 +43,124 @@ from fmmforge.codegen.choices import Choice, ShapeClass, lookup_choice, shape_cl
 from fmmforge.core.errors import FmmforgeError, print_warning
 
 RECHECK_S = 1.0
+_DEFAULT = object()  # Matmul's contention watch unless told otherwise: a Contention of its own
 _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 _NUMPY_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 KernelFn = Callable[..., torch.Tensor]  # a loaded kernel's matmul(A, B, out=None)
+
+
+@dataclass
+class _Watch:
+    """What :class:`Contention` knows of one choice: times in seconds per flop (M·K·N)."""
+
+    best: float = float("inf")  # the kernel's fastest call
+    kernel: Optional[float] = None  # its latest call
+    vendor: Optional[float] = None  # torch.matmul's latest call
+    kernel_calls: int = 0
+    calls: int = 0
+    strikes: int = 0  # vendor probes in a row that found the kernel slower by ENTER
+    probe: bool = False  # the next call goes to torch.matmul, to compare
+    confirm: bool = False  # after the next kernel call, probe (a strike is to be confirmed)
+    fallback: bool = False
+    retry_at: float = float("inf")  # in fallback: when the kernel is tried again
+    backoff_s: float = 0.0
+    trying: bool = False  # a retry of the kernel is in flight (one at a time)
+
+
+class Contention:
+    """Per choice, whether a call runs the kernel or ``torch.matmul``, from the calls' own times.
+
+    Every call is timed (``clock``) and taken per flop. A kernel call slower than SLOWER × the
+    kernel's fastest call so far (or every PROBE_EVERY-th call) makes the next call a probe that
+    runs ``torch.matmul``; when a probe finds the kernel's latest call slower than ENTER × torch's,
+    STRIKES times in a row (after each strike the next kernel call is probed again), the choice falls back: its calls go to ``torch.matmul``. In fallback the kernel
+    is tried again after ``backoff_s`` (RETRY_S at first, doubled after each failed try up to
+    MAX_RETRY_S, and never less than RETRY_COST × that kernel call's own time, so the tries cost at
+    most about 1/RETRY_COST of the time); a try at most LEAVE × torch's latest time ends the
+    fallback. LEAVE < ENTER: the hysteresis. A kernel's first call (compilation, workspaces) is
+    not judged. Thread-safe: one lock over all watches; calls run outside it.
+    """
+
+    SLOWER = 1.3
+    ENTER = 1.2
+    LEAVE = 1.05
+    STRIKES = 2
+    PROBE_EVERY = 64
+    RETRY_S = 1.0
+    RETRY_COST = 20.0
+    MAX_RETRY_S = 60.0
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._watches: dict[Any, _Watch] = {}
+
+    def runs_kernel(self, key: Any) -> bool:
+        """Whether this call of choice ``key`` runs the kernel (else ``torch.matmul``)."""
+        with self._lock:
+            w = self._watches.setdefault(key, _Watch())
+            w.calls += 1
+            if w.fallback:
+                if not w.trying and self.clock() >= w.retry_at:
+                    w.trying = True
+                    return True
+                return False
+            if w.probe or (w.kernel is not None and w.calls % self.PROBE_EVERY == 0):
+                w.probe = False
+                return False
+            return True
+
+    def record(self, key: Any, kernel: bool, seconds: float, flops: int) -> None:
+        """The time of a call of ``key`` that ran the kernel (``kernel``) or ``torch.matmul``."""
+        t = seconds / max(flops, 1)
+        with self._lock:
+            w = self._watches.setdefault(key, _Watch())
+            if not kernel:
+                w.vendor = t
+                if w.fallback or w.kernel is None:
+                    return
+                if w.kernel <= self.ENTER * t:
+                    w.strikes = 0
+                    return
+                w.strikes += 1
+                if w.strikes < self.STRIKES:
+                    w.confirm = True  # the next kernel call is compared again, whatever its time
+                    return
+                kernel_s = seconds * w.kernel / t  # the kernel's latest speed at this call's size
+                w.fallback, w.strikes, w.backoff_s = True, 0, self.RETRY_S
+                w.retry_at = self.clock() + max(self.RETRY_S, self.RETRY_COST * kernel_s)
+                return
+            w.kernel_calls += 1
+            trying, w.trying = w.trying, False
+            if w.kernel_calls == 1:  # compilation and workspaces: not the kernel's speed
+                return
+            w.kernel, w.best = t, min(w.best, t)
+            if not trying:
+                if w.confirm or t > self.SLOWER * w.best:
+                    w.probe, w.confirm = True, False
+            elif w.vendor is not None and t <= self.LEAVE * w.vendor:
+                w.fallback, w.retry_at = False, float("inf")
+            else:
+                w.backoff_s = min(2 * w.backoff_s, self.MAX_RETRY_S)
+                w.retry_at = self.clock() + max(w.backoff_s, self.RETRY_COST * seconds)
+
+    def abandon(self, key: Any, kernel: bool) -> None:
+        """A call of ``key`` raised: a kernel try in flight is over (the next one comes as planned)."""
+        with self._lock:
+            w = self._watches.get(key)
+            if w is not None and kernel and w.trying:
+                w.trying = False
+                w.retry_at = self.clock() + max(w.backoff_s, self.RETRY_S)
+
+    def falling_back(self) -> list[Any]:
+        """The keys whose calls go to ``torch.matmul`` now."""
+        with self._lock:
+            return [k for k, w in self._watches.items() if w.fallback]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._watches.clear()
 
 
 @dataclass(frozen=True)
@@ -73,11 +193,15 @@ class Matmul:
     """``fmmforge.matmul``: call it as ``matmul(A, B, out=None)``; see the module's docstring.
 
     ``warn`` receives each warning line once (a damaged choice, a kernel that cannot be made).
+    ``contention``: the :class:`Contention` that may send a choice's calls to ``torch.matmul`` on a
+    busy machine (by default one of its own; None: the kernel always runs where a choice applies).
     """
 
-    def __init__(self, warn: Callable[[str], None] = print_warning, recheck_s: float = RECHECK_S) -> None:
+    def __init__(self, warn: Callable[[str], None] = print_warning, recheck_s: float = RECHECK_S,
+                 contention: Any = _DEFAULT) -> None:
         self._warn_line = warn
         self._recheck_s = recheck_s
+        self.contention: Optional[Contention] = Contention() if contention is _DEFAULT else contention
         self._lock = threading.Lock()  # guards every dict below, the store signature and the generation
         self._check_lock = threading.Lock()  # one store check at a time; the others wait for its verdict
         self._load_lock = threading.Lock()  # one kernel is generated at a time; lookups do not wait on it
@@ -137,6 +261,8 @@ class Matmul:
             self._signature = None
             self._checked_at = float("-inf")
             self._generation += 1
+        if self.contention is not None:
+            self.contention.clear()
 
     def kernel_calls(self) -> dict[str, int]:
         """How many products each tuned kernel computed, by its plan's description."""
@@ -148,9 +274,24 @@ class Matmul:
         K, N = B.shape
         batch = A.shape[:-1]
         flat = None if out is None else out.view(-1, N)
-        C = route.kernel(A.reshape(-1, K), B, out=flat)
-        with self._lock:
-            self._calls[route.choice.to_plan().describe()] += 1
+        watch = self.contention if A.device.type == "cpu" else None
+        key = (route.choice.device, route.choice.dtype, route.shape_class, route.kernel)
+        kernel = watch is None or watch.runs_kernel(key)
+        started = watch.clock() if watch is not None else 0.0
+        try:
+            if kernel:
+                C = route.kernel(A.reshape(-1, K), B, out=flat)
+            else:
+                C = torch.matmul(A.reshape(-1, K), B, out=flat)
+        except BaseException:
+            if watch is not None:
+                watch.abandon(key, kernel)
+            raise
+        if watch is not None:
+            watch.record(key, kernel, watch.clock() - started, prod(A.shape[:-1]) * K * N)
+        if kernel:
+            with self._lock:
+                self._calls[route.choice.to_plan().describe()] += 1
         return out if out is not None else C.view(*batch, N)
 
     @staticmethod
