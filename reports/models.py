@@ -92,8 +92,7 @@ def tune_measured(records: pd.DataFrame | None, device: str, machine: str) -> di
     for (dtype, cls), g in rows[rows["cls"].notna()].groupby(["dtype", "cls"], sort=False):
         last = g[g["run"] == g["run"].max()]
         best = last.loc[last["speedup"].idxmax()]
-        words = (f"run {int(best['run'])}: {len(last)} measurement(s), the fastest {best['label']} "
-                 f"({best['size']}) at {best['speedup']:.3f}x the vendor matmul")
+        words = f"run {int(best['run'])}: {len(last)} measured, best {best['label']} {best['speedup']:.3f}x"
         out[(str(dtype), tuple(cls))] = TuneMeasured(words, float(last["vendor_median_ms"].median()),
                                                      str(last["created_at"].max()))
     return out
@@ -115,8 +114,8 @@ def tuned_choices(store: Store, device: str, machine: str, records: pd.DataFrame
             + ("" if c.plan.get("variant", "lowmem") == "lowmem" else f" {c.plan['variant']}"))
         rows.append({
             "dtype": key[0], "shape class (M×K×N, at least)": "x".join(map(str, key[1])), "plan": plan,
-            "speed-up": 1.0 if c is None else c.speedup,
-            "vendor ms": m.vendor_ms if c is None else c.baseline_median_s * 1e3,  # type: ignore[union-attr]
+            "speedup": 1.0 if c is None else c.speedup,
+            "vendor_median_ms": m.vendor_ms if c is None else c.baseline_median_s * 1e3,  # type: ignore[union-attr]
             "chosen at": m.at if c is None else c.created_at,  # type: ignore[union-attr]
             "measured by tune": m.words if m is not None else None,
         })

@@ -106,12 +106,16 @@ def _size_axis(ax: Any, frame: pd.DataFrame) -> None:
     _log2_axis(ax, effective_size(frame))
 
 
-def _series(frame: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame]]:
-    """(label, colour, marker, rows sorted by size) per plotted line, latest measurement per size."""
-    data = frame.assign(series=series_labels(frame), x=effective_size(frame))
-    data = latest(data, ["series", "m", "k", "n"])
-    for i, (label, rows) in enumerate(data.groupby("series", sort=False)):
-        yield (str(label), *style(i), rows.sort_values("x"))
+def _series(frame: pd.DataFrame, keep: pd.Series | None = None) -> Iterator[tuple[str, str, str, pd.DataFrame]]:
+    """(label, colour, marker, rows sorted by size) per plotted line of the rows ``keep`` selects,
+    latest measurement per size, in label order. Labels and styles come from the whole ``frame``
+    (the report's rows), so a series looks the same in every plot of a report."""
+    labels = series_labels(frame)
+    styles = {label: style(i) for i, label in enumerate(sorted(set(labels)))}
+    data = frame.assign(series=labels, x=effective_size(frame))
+    data = latest(data if keep is None else data[keep], ["series", "m", "k", "n"])
+    for label, rows in sorted(data.groupby("series", sort=False), key=lambda item: str(item[0])):
+        yield (str(label), *styles[label], rows.sort_values("x"))
 
 
 def speedup_band(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -151,7 +155,7 @@ def _cut(g: pd.DataFrame, lo: float, hi: float) -> tuple[pd.Series, pd.Series, p
 def bands_cut(frame: pd.DataFrame) -> int:
     """How many measurements of the speed-up plot of ``frame`` have an IQR band reaching past its
     axis (drawn as a ring, without a band)."""
-    drawn = list(_series(frame[frame["levels"] > 0]))
+    drawn = list(_series(frame, frame["levels"] > 0))
     if not drawn:
         return 0
     lo, hi, _ = _speedup_axis(drawn)
@@ -166,7 +170,7 @@ def speedup_figure(frame: pd.DataFrame, device: str) -> Any:
         return None
     fig, ax = _axes(f"Speed-up over the vendor matmul ({device})", "size N (MxKxN: (MKN)^1/3)",
                     "speed-up (vendor time / kernel time)")
-    drawn = list(_series(rows))
+    drawn = list(_series(frame, frame["levels"] > 0))
     lo, hi, log = _speedup_axis(drawn)
     rings = False
     for label, color, marker, g in drawn:
@@ -200,7 +204,7 @@ def gflops_figure(frame: pd.DataFrame, device: str, peak: float | None) -> Any:
         return None
     fig, ax = _axes(f"Effective GFLOP/s = 2MKN / t ({device})", "size N (MxKxN: (MKN)^1/3)", "GFLOP/s")
     values = []
-    for label, color, marker, g in _series(frame[frame["levels"] > 0]):
+    for label, color, marker, g in _series(frame, frame["levels"] > 0):
         ax.plot(g["x"], g["kernel_gflop_per_s"], marker=marker, color=color, label=label)
         values += g["kernel_gflop_per_s"].tolist()
     vendor = frame.assign(x=effective_size(frame)).groupby("x", sort=True)["vendor_gflop_per_s"].mean()
@@ -244,12 +248,13 @@ def error_figure(frame: pd.DataFrame) -> Any:
 
 
 def memory_figure(frame: pd.DataFrame) -> Any:
-    rows = frame[(frame["levels"] > 0) & (frame["workspace_mib"].notna() | frame["peak_extra_mib"].notna())]
+    kept = (frame["levels"] > 0) & (frame["workspace_mib"].notna() | frame["peak_extra_mib"].notna())
+    rows = frame[kept]
     if not len(rows):
         return None
     fig, ax = _axes("Workspace and peak extra memory against the size of C", "size of C [MiB]", "memory [MiB]")
     keys = []
-    for label, color, marker, g in _series(rows):
+    for label, color, marker, g in _series(frame, kept):
         g = g.sort_values("c_mib")
         named = False  # one legend entry per series, on whichever line it has
         if g["workspace_mib"].notna().any():
@@ -270,12 +275,12 @@ def memory_figure(frame: pd.DataFrame) -> Any:
     return fig
 
 
-def cost_model_figure(rows: pd.DataFrame, name: str) -> Any:
-    rows = rows[rows["predicted_ms"].notna()]
+def cost_model_figure(frame: pd.DataFrame, name: str) -> Any:
+    rows = frame[frame["predicted_ms"].notna()]
     if not len(rows):
         return None
     fig, ax = _axes(f"Cost model {name}: predicted against measured kernel time", "measured [ms]", "predicted [ms]")
-    for label, color, marker, g in _series(rows):
+    for label, color, marker, g in _series(frame, frame["predicted_ms"].notna()):
         ax.scatter(g["kernel_median_ms"], g["predicted_ms"], color=color, marker=marker, label=label)
     both = pd.concat([rows["kernel_median_ms"], rows["predicted_ms"]])
     lo, hi = float(both.min()) / 1.2, float(both.max()) * 1.2

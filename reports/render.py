@@ -27,6 +27,7 @@ table { border-collapse: collapse; font-size: 0.82em; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: left; white-space: nowrap; }
 th { background: #f2f2f2; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.long { white-space: normal; min-width: 14em; }
 tbody tr:nth-child(even) { background: #fafafa; }
 summary { cursor: pointer; }
 summary h3 { display: inline; }
@@ -53,9 +54,12 @@ def _html_table(table: Table) -> str:
 NUMBER = re.compile(r"^[-+]?(\d[\d.]*(e[-+]?\d+)?|nan|inf)$")
 
 
+LONG_CELL = 32  # a text cell longer than this may wrap (the rest stay on one line)
+
+
 def _html_cell(text: str, numeric: bool) -> str:
     """A cell; right-aligned when its whole column is numbers (a key/value table stays left-aligned)."""
-    kind = ' class="num"' if numeric else ""
+    kind = ' class="num"' if numeric else ' class="long"' if len(text) > LONG_CELL else ""
     return f"<td{kind}>{html.escape(text)}</td>"
 
 

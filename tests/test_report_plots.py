@@ -121,6 +121,24 @@ def test_each_series_has_a_colour_and_marker_of_its_own(frame, kind):
     assert len({colour for colour, _ in styles.values()}) == 14  # 14 series: 14 colours
 
 
+def test_a_series_looks_the_same_in_every_plot(frame):
+    from matplotlib.colors import to_rgba
+
+    # the memory plot leaves out what has no memory figures: its series must keep their styles
+    partial = frame.assign(workspace_mib=frame["workspace_mib"].where(frame["algorithm"] != "strassen"),
+                           peak_extra_mib=frame["peak_extra_mib"].where(frame["algorithm"] != "strassen"))
+
+    def lines(fig):
+        return {line.get_label(): (to_rgba(line.get_color()), line.get_marker()) for line in fig.axes[0].get_lines()
+                if line.get_label().endswith(("L1", "L2"))}
+
+    speedup, memory = lines(plots.speedup_figure(partial, "cpu")), lines(plots.memory_figure(partial))
+    assert "strassen L1" in speedup and "strassen L1" not in memory and len(memory) == 12
+    assert all(speedup[label] == memory[label] for label in memory)
+    scatter = plots.cost_model_figure(partial, "m").axes[0].collections
+    assert all(to_rgba(c.get_facecolor()[0]) == speedup[c.get_label()][0] for c in scatter)
+
+
 def test_style_pairs_stay_distinct_for_many_series():
     pairs = [plots.style(i) for i in range(120)]
     assert len(set(pairs)) == 120 and len({c for c, _ in pairs[:14]}) == 14
