@@ -58,8 +58,8 @@ def drawn(fig):
 FIGURES = {
     "speedup": lambda f: plots.speedup_figure(f, "cpu"),
     "gflops": lambda f: plots.gflops_figure(f, "cpu", None),
-    "error": plots.error_figure,
-    "memory": plots.memory_figure,
+    "error": lambda f: plots.error_figure(f),
+    "memory": lambda f: plots.memory_figure(f),
     "cost-model": lambda f: plots.cost_model_figure(f, LONG_MODEL),
 }
 
