@@ -26,7 +26,8 @@ TARGET_RANK = 0.9
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds calibrate may measure (default 420)")
+    parser.add_argument("--budget", default="420", help="time calibrate may measure, as `fmmforge calibrate --budget` "
+                                                        "takes it: 420, 7m, 90s (default 420 s)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet-wait", type=float, default=20.0,
                         help="seconds to wait at most, before each measurement, for other processes to leave the CPUs")
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["FMMFORGE_HOME"] = home
     from fmmforge.codegen.calibrate import calibrate
     from fmmforge.codegen.costmodel import PARAMETERS, current_key
+    from fmmforge.core.app.tune_commands import calibrate_budget
     from fmmforge.core.errors import FmmforgeError
     from fmmforge.hardware.timing import wait_for_quiet
     from fmmforge.plugins import get_backend
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = calibrate(current_key(args.device, "float32"), backend=get_backend("torch"),
-                           budget_s=args.budget, progress=progress)
+                           budget_s=calibrate_budget(args.budget), progress=progress)
     except FmmforgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"held-out median |error| {q.median_ape:.2f} % (target <= {TARGET_ERROR_PCT:g}); rank correlation "
           f"{rho} over {q.sizes_ranked} sizes (target >= {TARGET_RANK:g})")
     print(q.repeat_line() or "no plan measured twice: how far records repeat is unknown")
+    if q.poor_line():
+        print(q.poor_line())
     return 0
 
 

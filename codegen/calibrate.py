@@ -425,10 +425,10 @@ def _measure_gemms(key: ModelKey, needed: set[Shape], have: dict[Shape, float], 
         if progress:
             progress("gemm", i, len(todo), f"torch.mm {'x'.join(map(str, shape))}" + (" as leaves" if layout == "leaf" else ""))
         ref_s = reference_s if layout != "contiguous" else have.get(REFERENCE_GEMM)
-        reference = None if layout == "contiguous" and shape == REFERENCE_GEMM else (REFERENCE_GEMM, ref_s)
-        have[shape] = measure_gemm(key, shape, reference, layout)  # type: ignore[arg-type]
+        reference = None if ref_s is None or (layout == "contiguous" and shape == REFERENCE_GEMM) else (REFERENCE_GEMM, ref_s)
+        have[shape] = measure_gemm(key, shape, reference, layout)
         if floor is not None and floor.points and have[shape] < LEAF_FLOOR * floor.seconds(shape):
-            have[shape] = max(have[shape], measure_gemm(key, shape, reference, layout))  # type: ignore[arg-type]
+            have[shape] = max(have[shape], measure_gemm(key, shape, reference, layout))
         save_gemm_point(key, shape, have[shape], store, layout)
         taken += 1
     if progress:

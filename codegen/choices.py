@@ -63,8 +63,8 @@ def dimension_class(size: int) -> int | None:
 
 def shape_class(m: int, k: int, n: int) -> ShapeClass | None:
     """The class of an M×K×N product, or None when it is too small to have one (vendor matmul)."""
-    classes = (dimension_class(m), dimension_class(k), dimension_class(n))
-    return None if None in classes else classes  # type: ignore[return-value]
+    cm, ck, cn = dimension_class(m), dimension_class(k), dimension_class(n)
+    return None if cm is None or ck is None or cn is None else (cm, ck, cn)
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ def _check_class(shape: object) -> ShapeClass:
             or any(isinstance(s, bool) or not isinstance(s, int) or dimension_class(s) != s for s in shape)):
         raise FmmforgeError(f"shape class {shape!r} is not three powers of two >= {MIN_DIMENSION}; "
                             "make it with shape_class(m, k, n)")
-    return shape  # type: ignore[return-value]
+    m, k, n = shape
+    return m, k, n
 
 
 def check_choice(choice: Choice) -> Choice:
@@ -172,7 +173,7 @@ def lookup_choice(device: str, machine: str, dtype: str, shape: ShapeClass, stor
                 f"kernels of emitter revision {row[6]}"
             raise FmmforgeError(f"measured with {measured}; this fmmforge emits revision {EMITTER_REVISION}, "
                                 "whose kernels may run at another speed")
-        choice = Choice(device, machine, dtype, tuple(shape), json.loads(row[0]), row[1], row[2],  # type: ignore[arg-type]
+        choice = Choice(device, machine, dtype, _check_class(tuple(shape)), json.loads(row[0]), row[1], row[2],
                         str(row[3]), str(row[4]), None if row[5] is None else float(row[5]), int(row[6]))
         return check_choice(choice)
     except (FmmforgeError, ValueError, TypeError) as exc:

@@ -38,7 +38,7 @@ import math
 from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -49,6 +49,9 @@ from fmmforge.core.contracts import RewardContext, RewardResult
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import OwnedTables, Store
+
+if TYPE_CHECKING:
+    from fmmforge.codegen.fused import FusedLevel
 
 MODEL_FORMAT = 8  # 2: two bandwidths (cached and streamed passes) and the cache size; 3: a leaf-layout gemm table;
 # 4: the fused variant's passes (their bytes at their own cost); 5: a fused level's sums are torch
@@ -272,7 +275,7 @@ def element_pass(moved: int, cache: int) -> Features:
 
 
 @functools.lru_cache(maxsize=1024)
-def _fused_level(d: Decomposition, mode: str) -> object:
+def _fused_level(d: Decomposition, mode: str) -> FusedLevel:
     from fmmforge.codegen.fused import fused_level  # numba and torch: only when a fused plan is costed
 
     return fused_level(d, mode)
@@ -293,7 +296,7 @@ def fused_level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int,
     lv = _fused_level(d, mode)
     bm, bk, bn = block
     out = Features()
-    for g in lv.groups:  # type: ignore[attr-defined]
+    for g in lv.groups:
         for side, formed, size in (("A", g.a_sums, bm * bk), ("B", g.b_sums, bk * bn)):
             if formed and g.sums_pass(side) == "numba":
                 out = out + Features(fused_bytes=g.moved(side) * size * itemsize, passes=1)
@@ -302,14 +305,14 @@ def fused_level_passes(d: Decomposition, mode: str, block: Shape, itemsize: int,
                 count, blocks = f.torch_passes
                 torch_pass = element_pass(blocks * size * itemsize, cache) + Features(fused_torch_passes=1)
                 out = out + torch_pass.times(count)
-    for phase in lv.phases:  # type: ignore[attr-defined]
+    for phase in lv.phases:
         outputs = [t for t in phase.combine if t is not None]
         if outputs:
             sources = {src for t in outputs for src, _ in t}
             elements = (len(sources) + len(outputs) * (2 if phase.accumulate else 1)) * bm * bn
             out = out + Features(fused_bytes=elements * itemsize, passes=1)
     counts: dict[str, int] = {}
-    for g in lv.groups:  # type: ignore[attr-defined]
+    for g in lv.groups:
         for gemm in g.gemms:
             counts[gemm.mode] = counts.get(gemm.mode, 0) + 1
     return out, counts
@@ -620,7 +623,8 @@ class Quality:
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> "Quality":
         names = {f.name for f in dataclass_fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
+        known: dict[str, Any] = {k: v for k, v in data.items() if k in names}
+        return cls(**known)
 
     def repeat_line(self) -> str | None:
         """One line on how far records repeat, or None when no plan was measured twice."""
@@ -868,8 +872,8 @@ def union_corners(shapes: Iterable[Shape]) -> set[Shape]:
     return out
 
 
-def row_shape(row: Mapping[str, object]) -> Shape:
-    return int(row["m"]), int(row["k"]), int(row["n"])  # type: ignore[call-overload]
+def row_shape(row: Mapping[str, Any]) -> Shape:
+    return int(row["m"]), int(row["k"]), int(row["n"])
 
 
 # ---------------------------------------------------------------------- the latency-model reward

@@ -157,9 +157,11 @@ def predict_plan(decomps: list[Decomposition], chip: ChipSpec, size: Size, dtype
     schemes; its counts are products of the per-level ones, so the product is never built."""
     if not decomps:
         raise FmmforgeError("levels must be at least 1, not 0")
+    formats: list[Size] = []
     for d in decomps:
         if d.format is None:
             raise FmmforgeError("the TPU cost model needs a matrix-multiplication scheme <n,m,p>")
+        formats.append(d.format)
         if d.field != "Z":
             raise FmmforgeError(f"a {d.field} scheme is valid only modulo 2 and cannot multiply real matrices on {chip.name}")
     levels = len(decomps)
@@ -168,11 +170,11 @@ def predict_plan(decomps: list[Decomposition], chip: ChipSpec, size: Size, dtype
         raise FmmforgeError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPE_BYTES)}")
     chip.peak_flops(dtype)  # a clear error before any arithmetic
     M, K, N = size
-    n, m, p = (math.prod(d.format[i] for d in decomps) for i in range(3))  # type: ignore[index]
+    n, m, p = (math.prod(f[i] for f in formats) for i in range(3))
     leaf = (math.ceil(M / n), math.ceil(K / m), math.ceil(N / p))
     if min(leaf) < 1:
-        formats = " then ".join(f"<{','.join(map(str, d.format))}>" for d in decomps)  # type: ignore[arg-type]
-        raise FmmforgeError(f"size {M}x{K}x{N} is too small for {levels} level(s) of {formats}")
+        named = " then ".join(f"<{','.join(map(str, f))}>" for f in formats)
+        raise FmmforgeError(f"size {M}x{K}x{N} is too small for {levels} level(s) of {named}")
     b = DTYPE_BYTES[dtype]
     products = math.prod(d.rank for d in decomps)
     stats_u = [_stats(d.numerators()[0], d.denominators()[0]) for d in decomps]
