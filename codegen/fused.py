@@ -33,9 +33,10 @@ For any decomposition (written from its factor matrices U, V, W, nothing hand-sc
   phase's products), so a level never holds more than S, T and that P.
 
 The leaves are torch.mm/addmm on views; the recursion, peeling and workspaces are the low-memory
-kernel's (:mod:`.runtime_lowmem`, :mod:`.runtime_caches`). :func:`traffic_bytes` is the bytes a
-plan's additions must move at least (each input block of a sum read once, each sum written once,
-each product with several outputs read once and each C block it reaches written once).
+kernel's (:mod:`.runtime.runtime_lowmem`, :mod:`.runtime.runtime_caches`); the passes themselves
+are :mod:`.runtime.runtime_fused`. :func:`traffic_bytes` is the bytes a plan's additions must
+move at least (each input block of a sum read once, each sum written once, each product with
+several outputs read once and each C block it reaches written once).
 """
 
 from __future__ import annotations

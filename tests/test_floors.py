@@ -237,3 +237,20 @@ def test_low_floors_do_not_load_torch_or_the_terminal(module):
             "if m in sys.modules]; print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_modules_named_by_string_keep_the_floors():
+    """Modules loaded by name, which the import graph above cannot see, keep the floors too: a
+    layout's emitter and runtime are codegen's (codegen/layouts.py), the plugin floor's built-in
+    plugins are on it, and the command modules are the application's, which loads them itself."""
+    from fmmforge.codegen.layouts import LAYOUTS
+    from fmmforge.plugins.manager import BUILTIN_PLUGINS, COMMAND_KIND
+
+    table, known = floor_table(), modules()
+    for layout in LAYOUTS:
+        for module in (layout.emitter.split(":")[0], f"fmmforge.codegen.runtime.{layout.runtime}"):
+            assert module in known and floor_of(module, table) == floor_of("fmmforge.codegen.layouts", table), module
+    for builtin in BUILTIN_PLUGINS:
+        assert builtin.module in known, builtin.module
+        floor = 5 if builtin.kind == COMMAND_KIND else 4
+        assert floor_of(builtin.module, table) == floor, builtin
