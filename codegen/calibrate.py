@@ -196,6 +196,10 @@ GENERATE_S = {"lowmem": 0.3, "fused": 3.0}
 RUN_OVERHEAD_S = 1.0
 MIN_SAMPLE_S = 0.05
 NOMINAL_FLOPS = 50e9  # a vendor gemm's rate when no gemm timing is stored yet (a slow CPU's)
+# The plan fills the time left over this, so that runs slower than their estimates (a busy machine,
+# the first kernels' imports) still leave the sizes the fit needs their time; what the records do
+# not use goes to the gemm timings.
+PLAN_MARGIN = 1.3
 
 
 def run_cost_s(plans: Sequence[CalibrationPlan], vendor_s: float, rounds: int = RECORD_ROUNDS) -> float:
@@ -292,6 +296,10 @@ def _vendor_estimate(key: ModelKey, store: Store, deadline: float, progress: Pro
     return lambda size: table.seconds(size) if table is not None else 2.0 * math.prod(size) / NOMINAL_FLOPS
 
 
+RETAKE = " again (their samples spread)"
+REPEAT = " again (to see how far records repeat)"
+
+
 def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend: CodegenBackend,
                      store: Store, progress: Progress | None) -> int:
     """Measure the calibration plans at the calibration sizes not yet recorded, as planned by
@@ -299,50 +307,63 @@ def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend
     (codegen.bench.measure_many: one reference, one vendor run, all timed round-robin), so the
     plans of a size, which the model must rank, are compared under the same load. Before each
     run its cost is estimated again (:func:`run_cost_s`, rescaled by what the runs so far took
-    against their estimates) and a run that would pass the deadline is not started. Plans whose
-    samples spread are measured once more, together; and when :data:`REPEAT_SIZE` was among the
-    sizes measured, all its plans again at the end, to read :func:`repeatability` from. A
-    budget too small for what the fit needs is one FmmforgeError before anything is measured."""
+    against their estimates); its plans beyond what the fit needs are dropped, last first, while
+    it would leave too little for the sizes still needed, and a run that would pass the deadline
+    is not started. After the planned runs, plans whose samples spread are measured once more,
+    together; and when :data:`REPEAT_SIZE` was measured, all its plans again at the end, to read
+    :func:`repeatability` from. A budget too small for what the fit needs is one FmmforgeError
+    before anything is measured."""
     from fmmforge.codegen.bench import measure_many
 
     missing, made = _missing(key, have)
     vendor_s = _vendor_estimate(key, store, deadline, progress)
     have_sizes = {u.shape for u in have}
-    runs = plan_runs(missing, vendor_s, deadline - time.monotonic(), have_sizes, len(have))
+    runs = plan_runs(missing, vendor_s, (deadline - time.monotonic()) / PLAN_MARGIN, have_sizes, len(have))
     if not runs and any(plans for _, plans in missing) and not _enough(have):
         need = sum(r.cost_s for r in plan_runs(missing, vendor_s, float("inf"), have_sizes, len(have), least=True))
         raise FmmforgeError(f"calibrate needs records at {MIN_SIZES} sizes or more on {key.describe()}: measuring the "
                             f"fewest that will do takes about {need:.0f} s, more than the budget leaves for them; give "
-                            f"--budget {need / (1 - GEMM_SHARE) + 1:.0f}s or more, or run `fmmforge bench` at "
+                            f"--budget {need * PLAN_MARGIN / (1 - GEMM_SHARE) + 1:.0f}s or more, or run `fmmforge bench` at "
                             f"{MIN_SIZES} sizes first")
-    queue = [(run.size, run.plans, False) for run in runs]
-    if any(run.size == REPEAT_SIZE for run in runs):
-        queue.append((REPEAT_SIZE, next(run.plans for run in runs if run.size == REPEAT_SIZE), True))
-    taken, spent, estimated = 0, 0.0, 0.0
-    for i, (size, entries, repeat) in enumerate(queue):
-        for again in (False,) if repeat else (False, True):
-            if not entries:
-                break
-            label = (f"{len(entries)} plan(s) at {'x'.join(map(str, size))}"
-                     + (" again (to see how far records repeat)" if repeat else " again (their samples spread)" if again else ""))
-            cost = run_cost_s(entries, vendor_s(size)) * (spent / estimated if estimated else 1.0)
-            left = deadline - time.monotonic()
-            if cost > left:
-                if progress:
-                    progress("records", i, len(queue), f"{label}: not started (about {cost:.0f} s, {max(left, 0):.0f} s left)")
-                break
+    least = {run.size: run.plans for run in plan_runs(missing, vendor_s, float("inf"), have_sizes, len(have), least=True)}
+    # the planned runs first, then the noisy plans of each measured again, then the repeat run:
+    # a retake never takes the time a size the fit needs was planned in
+    planned: list[tuple[Shape, tuple[CalibrationPlan, ...], str]] = [(run.size, run.plans, "") for run in runs]
+    later: list[tuple[Shape, tuple[CalibrationPlan, ...], str]] = []
+    repeat = next((run.plans for run in runs if run.size == REPEAT_SIZE), ())
+    taken, spent, estimated, done = 0, 0.0, 0.0, 0
+    while planned or later:
+        size, entries, why = planned.pop(0) if planned else later.pop(0)
+        scale = spent / estimated if estimated else 1.0
+        left = deadline - time.monotonic()
+        # what the sizes the fit still needs will take, as the runs so far went against their estimates
+        reserve = sum(run_cost_s(least[s], vendor_s(s)) * scale for s, _, _ in planned if s in least)
+        while len(entries) > len(least.get(size, ())) and run_cost_s(entries, vendor_s(size)) * scale > left - reserve:
+            entries = entries[:-1]  # the plans beyond the fit's need, last first, until the run fits
+        cost = run_cost_s(entries, vendor_s(size)) * scale
+        label = f"{len(entries)} plan(s) at {'x'.join(map(str, size))}{why}"
+        total = done + len(planned) + len(later) + 1
+        done += 1
+        if cost > left:
             if progress:
-                progress("records", i, len(queue), f"{label} (about {cost:.0f} s)")
-            say = (lambda text, i=i, label=label: progress("records", i, len(queue), f"{label}: {text}")) if progress else None
-            t0 = time.monotonic()
-            records = measure_many([made[e] for e in entries], size, backend=backend, threads=key.threads,
-                                   rounds=RECORD_ROUNDS, min_sample_s=MIN_SAMPLE_S, store=store, progress=say)
-            spent += time.monotonic() - t0
-            estimated += run_cost_s(entries, vendor_s(size))
-            taken += sum(r is not None for r in records)
-            entries = tuple(e for e, r in zip(entries, records) if r is not None and spread(r) > NOISY_SPREAD)
+                progress("records", done - 1, total, f"{label}: not started (about {cost:.0f} s, {max(left, 0):.0f} s left)")
+            continue
+        if progress:
+            progress("records", done - 1, total, f"{label} (about {cost:.0f} s)")
+        say = (lambda text, d=done - 1, t=total, label=label: progress("records", d, t, f"{label}: {text}")) if progress else None
+        t0 = time.monotonic()
+        records = measure_many([made[e] for e in entries], size, backend=backend, threads=key.threads,
+                               rounds=RECORD_ROUNDS, min_sample_s=MIN_SAMPLE_S, store=store, progress=say)
+        spent += time.monotonic() - t0
+        estimated += run_cost_s(entries, vendor_s(size))
+        taken += sum(r is not None for r in records)
+        noisy = tuple(e for e, r in zip(entries, records) if r is not None and spread(r) > NOISY_SPREAD)
+        if noisy and not why:
+            later.insert(sum(w == RETAKE for _, _, w in later), (size, noisy, RETAKE))
+        if size == REPEAT_SIZE and not why and repeat:
+            later.append((REPEAT_SIZE, repeat, REPEAT))
     if progress:
-        progress("records", len(queue), len(queue), "done")
+        progress("records", done, done, "done")
     return taken
 
 

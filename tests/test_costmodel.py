@@ -618,19 +618,27 @@ class FakeClock:
         return self.now
 
 
-def fake_machine(key, monkeypatch, clock: FakeClock) -> None:
+def fake_machine(key, monkeypatch, clock: FakeClock, slowdown: float = 1.0, noisy: int = 0) -> None:
     """measure_many and measure_gemm replaced by ones that advance ``clock`` by what such a run takes
     on a machine whose gemm is :func:`gemm_truth`: generating each kernel (numba compiles a fused
-    one), the reference and the checks, then every round of the kernels and the vendor matmul."""
+    one), the reference and the checks, then every round of the kernels and the vendor matmul, all
+    ``slowdown`` times slower (a busy machine); the records of the first ``noisy`` runs spread."""
     import fmmforge.codegen.bench as bench
+
+    runs: list = []
 
     def fake_measure_many(items, size, *, store=None, rounds=5, min_sample_s=0.05, progress=None, **kwargs):
         vendor = gemm_truth(size)
+        start = clock.now
         clock.now += 0.8 + sum(2.6 if plan.variant == "fused" else 0.25 for plan, _ in items)
         clock.now += (4 + 2 * len(items)) * vendor + rounds * (len(items) + 1) * max(vendor, min_sample_s) * 1.05
+        clock.now = start + (clock.now - start) * slowdown
         if progress:
             progress(f"timing {len(items)} kernel(s) and the vendor matmul round-robin, {rounds} rounds")
-        out = [synthetic_record(key, plan, size, vendor * (1 + 0.1 * plan.levels), vendor) for plan, _ in items]
+        runs.append(size)
+        spread = 0.5 if len(runs) <= noisy else 0.02
+        out = [dataclasses.replace(synthetic_record(key, plan, size, vendor * (1 + 0.1 * plan.levels), vendor),
+                                   iqr_s=spread * vendor * (1 + 0.1 * plan.levels)) for plan, _ in items]
         for record in out:
             add_record(record, store)
         return out
@@ -645,12 +653,14 @@ def fake_machine(key, monkeypatch, clock: FakeClock) -> None:
     monkeypatch.setattr(cal, "measure_gemm", fake_measure_gemm)
 
 
-def test_calibrate_on_a_fresh_store_measures_three_sizes_within_its_budget(key, monkeypatch):
+@pytest.mark.parametrize("slowdown, noisy", [(1.0, 0), (1.25, 2)])
+def test_calibrate_on_a_fresh_store_measures_three_sizes_within_its_budget(key, monkeypatch, slowdown, noisy):
     # `calibrate --budget 60` ran twice its budget and failed: every plan at each size, sizes in
     # turn, until the deadline, and the third size never came. Here all plans at one size take
-    # 22 s of the fake clock: a 40 s budget fits two such runs, and no fit.
+    # 22 s of the fake clock: a 40 s budget fits two such runs, and no fit. Runs slower than their
+    # estimates, and records that spread (measured again), still leave the third size its time.
     clock = FakeClock()
-    fake_machine(key, monkeypatch, clock)
+    fake_machine(key, monkeypatch, clock, slowdown, noisy)
     seen = []
     result = cal.calibrate(key, backend=_NoBackend(), budget_s=40, store=Store(),
                            progress=lambda phase, done, total, label: seen.append((phase, label)))
