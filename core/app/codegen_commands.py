@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from fmmforge.codegen import layouts
+from fmmforge.core.app.console import counted
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.plugins.extensions import Command
 from fmmforge.plugins.hookspecs import hookimpl
@@ -227,7 +228,7 @@ def bench_cmd(
                       _mib(r.peak_extra_bytes) if r.peak_extra_bytes is not None else "-")
     console.print(table)
     layout = "" if variant == "lowmem" else f", variant {variant}"
-    console.print(f"{len(rows)} measurements recorded in the store ({dtype}, {device}, backend {backend}{layout}); "
+    console.print(f"{counted(len(rows), 'measurement')} recorded in the store ({dtype}, {device}, backend {backend}{layout}); "
                   "speed-up = vendor median / kernel median, GFLOP/s = 2MKN/t, ceiling = (nmp/R)^L, eff = speed-up/ceiling",
                   highlight=False, soft_wrap=True)
     for p in problems:

@@ -22,7 +22,7 @@ from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.formats import read_file, write_file
 from fmmforge.core.formulas import render
 from fmmforge.core.store import Provenance, Store
-from fmmforge.core.app.console import task_bar
+from fmmforge.core.app.console import counted, task_bar
 
 DEMO_SIZE = 4096
 DEMO_CALIBRATE_S = 120.0
@@ -119,7 +119,7 @@ def _calibrate(console: Console) -> None:
         console.print(f"   not calibrated: {exc}", highlight=False)
         return
     q = result.model.quality
-    console.print(f"   fitted on {result.model.fitted_on} records ({result.measured_records} measured now), "
+    console.print(f"   fitted on {counted(result.model.fitted_on, 'record')} ({result.measured_records} measured now), "
                   f"{len(result.model.gemm.points)} vendor-gemm timings", highlight=False)
     if q is not None:
         rho = "-" if q.spearman is None else f"{q.spearman:.2f}"

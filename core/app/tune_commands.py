@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Callable
 
 import typer
 
-from fmmforge.codegen import layouts
+from fmmforge.codegen import layouts as kernel_layouts
+from fmmforge.core.app.console import counted
 from fmmforge.plugins.extensions import Command
 from fmmforge.plugins.hookspecs import hookimpl
 
@@ -75,7 +76,7 @@ def calibrate_cmd(
                               "run `fmmforge calibrate` again to go on", highlight=False)
             raise typer.Exit(INTERRUPTED) from None
     model = result.model
-    console.print(f"cost model for {key.describe()}: fitted on {model.fitted_on} records "
+    console.print(f"cost model for {key.describe()}: fitted on {counted(model.fitted_on, 'record')} "
                   f"({result.measured_records} measured now, {result.skipped} not usable), "
                   f"{len(model.gemm.points)} vendor-gemm timings ({result.measured_gemms} measured now)",
                   highlight=False, soft_wrap=True)
@@ -83,7 +84,7 @@ def calibrate_cmd(
                   highlight=False, soft_wrap=True)
     q = model.quality
     if q is not None:
-        rho = f"{q.spearman:.3f} (median over {q.sizes_ranked} sizes)" if q.spearman is not None else "- (no size has 3 plans)"
+        rho = f"{q.spearman:.3f} (median over {counted(q.sizes_ranked, 'size')})" if q.spearman is not None else "- (no size has 3 plans)"
         console.print(f"held-out (leave-one-out) median |error| {q.median_ape:.2f} %; "
                       f"rank correlation across plans at a size {rho}", highlight=False, soft_wrap=True)
         if q.repeat_line():
@@ -141,7 +142,7 @@ def tune_cmd(
     seed: Annotated[int, typer.Option(help="seed of the search")] = 0,
     for_model: Annotated[str, typer.Option(help="module:callable giving a torch model: tune its Linear layers' shapes (the budget is shared)")] = "",
     rows: Annotated[int, typer.Option(help="with --for-model: input rows per call (batch x tokens)")] = 0,
-    variants: Annotated[str, typer.Option(help=f"kernel layouts to try, e.g. lowmem,fused (default: every one the device has; cpu: {', '.join(layouts.modelled('cpu'))})")] = "",
+    variants: Annotated[str, typer.Option(help=f"kernel layouts to try, e.g. lowmem,fused (default: every one the device has; cpu: {', '.join(kernel_layouts.modelled('cpu'))})")] = "",
 ) -> None:
     """Tune the device's kernel for a shape: the engine collects schemes, the cost model ranks every
     plan, the best are generated, validated and measured, the model is refitted, and the fastest
@@ -178,13 +179,13 @@ def tune_cmd(
     elif rows:
         raise FmmforgeError("--rows is for --for-model; give the shape with --shape")
     total_s = parse_duration(budget)
-    layouts = tuple(v.strip() for v in variants.split(",") if v.strip()) or None
-    if variants and layouts is None:
+    chosen_layouts = tuple(v.strip() for v in variants.split(",") if v.strip()) or None
+    if variants and chosen_layouts is None:
         raise FmmforgeError(f"--variants {variants!r} names no layout; write e.g. --variants lowmem,fused")
     requests = [TuneRequest(device=dev.name, shape=s, dtype=dtype, budget_s=total_s / len(shapes), engine=engine,
                             formats=parse_formats(formats) if formats else None, max_levels=max_levels, top_k=top_k,
                             pairs=pairs, collect=collect, min_leaf=min_leaf, threads=threads or None, seed=seed,
-                            variants=layouts)
+                            variants=chosen_layouts)
                 for s in shapes]
     for request in requests[:1]:
         request.variants_for(dev.kind)  # a layout the device has not is refused before anything runs
@@ -240,9 +241,9 @@ def _print_tune(result: TuneResult, console: Console) -> None:
 
     r = result.request
     where = f"{r.device}, {'x'.join(map(str, r.shape))} {r.dtype}"
-    console.print(f"tune {where}: {result.schemes} schemes ({result.found_by_engine} found by {r.engine}), "
-                  f"{result.candidates} plans ranked by {result.model}, {result.rounds} rounds, "
-                  f"{len(result.measured)} measurements in {result.seconds:.0f} s", highlight=False, soft_wrap=True)
+    console.print(f"tune {where}: {counted(result.schemes, 'scheme')} ({result.found_by_engine} found by {r.engine}), "
+                  f"{counted(result.candidates, 'plan')} ranked by {result.model}, {counted(result.rounds, 'round')}, "
+                  f"{counted(len(result.measured), 'measurement')} in {result.seconds:.0f} s", highlight=False, soft_wrap=True)
     if result.measured:
         again = {m.candidate.identity: m for m in result.confirmed}
         table = Table("plan", "predicted", "measured", "again", "kernel ms", "vendor ms")
