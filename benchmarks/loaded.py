@@ -16,11 +16,15 @@ about 1.3x of its quiet standing against torch when the machine is busy).
 
 Cases (``--kernels``): the fused and the low-memory Strassen-Winograd kernels at ``--levels``, and
 ``matmul``: fmmforge.matmul with a stored choice of the fused plan for the size's shape class
-(in a scratch FMMFORGE_HOME), as a user would call it. Every kernel is validated when generated
-and checked against float64 again at the benchmark size.
+(in a scratch FMMFORGE_HOME), as a user would call it: with its contention watch, which sends a
+choice's calls to torch.matmul while the kernel is clearly slower there (``--no-watch``: without it,
+always the kernel, as before issue 31). Every kernel is validated when generated and checked
+against float64 again at the benchmark size. ``--quiet-only`` times the quiet ratios alone (does a
+change cost speed on a quiet machine?).
 
     flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/loaded.py                  # 1024 and 2048
     flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/loaded.py --sizes 2048 --kernels fused --pairs 7
+    flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/loaded.py --quiet-only --sizes 2048,4096 --levels 2
 
 Not part of the test run (timings on a shared machine are not assertions).
 """
@@ -184,7 +188,8 @@ def make_cases(sizes: list[int], kernels: list[str], levels: int, dtype: str) ->
             plan, decomps = make_plan(SW, levels, dtype=dtype, device="cpu", variant=variant)
             label = f"{n} winograd L{levels} {variant}" + (" (fmmforge.matmul)" if name == "matmul" else "")
             if name == "matmul":
-                store_choice(plan, machine=machine_key(), shape=shape_class(n, n, n), speedup=1.5, baseline_median_s=1.0)
+                store_choice(plan, machine=machine_key(), shape=shape_class(n, n, n), speedup=1.5,
+                             baseline_median_s=1.0)
                 fmmforge.matmul.refresh()
                 if fmmforge.matmul.decide(A, B) is None:
                     raise SystemExit(f"error: {label}: fmmforge.matmul does not take the stored choice")
@@ -200,8 +205,9 @@ def make_cases(sizes: list[int], kernels: list[str], levels: int, dtype: str) ->
     return cases
 
 
-def measure(case: Case, load: Load, rounds: int, pairs: int) -> dict:
-    """Quiet then loaded ratios kernel/torch of ``case``, ``rounds`` times; the load's speed beside."""
+def measure(case: Case, load: Load | None, rounds: int, pairs: int) -> dict:
+    """Quiet then loaded ratios kernel/torch of ``case``, ``rounds`` times; the load's speed beside
+    (quiet ratios only without a load)."""
     from fmmforge.hardware.timing import compare
 
     quiet: list[list[float]] = []
@@ -209,13 +215,17 @@ def measure(case: Case, load: Load, rounds: int, pairs: int) -> dict:
     load_rate: list[float] = []
     for _ in range(rounds):
         quiet.append(_pair_ratios(compare(case.candidate, case.baseline, pairs=pairs, warmup=1)))
+        if load is None:
+            continue
         load.on()
         try:
             loaded.append(_pair_ratios(compare(case.candidate, case.baseline, pairs=pairs, warmup=1)))
         finally:
             load_rate.append(load.off())
-    quotients = [statistics.median(lo) / statistics.median(qu) for qu, lo in zip(quiet, loaded)]
     flat_q, flat_l = [x for r in quiet for x in r], [x for r in loaded for x in r]
+    if load is None:
+        return {"quiet": statistics.median(flat_q), "quiet_iqr": _iqr(flat_q)}
+    quotients = [statistics.median(lo) / statistics.median(qu) for qu, lo in zip(quiet, loaded)]
     return {"quiet": statistics.median(flat_q), "quiet_iqr": _iqr(flat_q), "loaded": statistics.median(flat_l),
             "loaded_iqr": _iqr(flat_l), "quotient": statistics.median(quotients), "q_min": min(quotients),
             "q_max": max(quotients), "load_rate": statistics.median(load_rate)}
@@ -233,8 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load-threads", type=int, default=2, help="threads of the outside torch.mm loop")
     ap.add_argument("--load-size", type=int, default=1024, help="square size of the outside loop's products")
     ap.add_argument("--load-max-s", type=float, default=900.0, help="the load process ends by itself after this")
+    ap.add_argument("--quiet-only", action="store_true",
+                    help="no load: only the quiet ratios (does a change cost speed on a quiet machine?)")
+    ap.add_argument("--no-watch", action="store_true",
+                    help="fmmforge.matmul without its contention watch (always the kernel: as before issue 31)")
     ap.add_argument("--keep-home", action="store_true",
-                    help="use $FMMFORGE_HOME as it is (default: a scratch one, where the matmul case stores its choice)")
+                    help="use $FMMFORGE_HOME as it is (default: a scratch one, for the matmul case's choice)")
     ap.add_argument("--load-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.load_worker:
@@ -254,11 +268,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    if args.no_watch:
+        import fmmforge
+
+        fmmforge.matmul.contention = None
     cases = make_cases(sizes, kernels, args.levels, args.dtype)
-    print(f"{args.dtype}, torch threads {torch.get_num_threads()}, load: {args.load_threads}-thread torch.mm "
-          f"{args.load_size}x{args.load_size} loop in another process; {args.rounds} round(s) of {args.pairs} pairs")
-    print(f"{'case':<38} {'quiet k/t':>9} {'(IQR)':>7} {'loaded k/t':>10} {'(IQR)':>7} "
-          f"{'loaded/quiet':>12} {'(min-max)':>13} {'load mm/s':>9}  <= {args.bound}")
+    print(f"{args.dtype}, torch threads {torch.get_num_threads()}, " + ("no load" if args.quiet_only else
+          f"load: {args.load_threads}-thread torch.mm {args.load_size}x{args.load_size} loop in another process")
+          + f"; {args.rounds} round(s) of {args.pairs} pairs")
+    print(f"{'case':<38} {'quiet k/t':>9} {'(IQR)':>7}" + ("" if args.quiet_only else
+          f" {'loaded k/t':>10} {'(IQR)':>7} {'loaded/quiet':>12} {'(min-max)':>13} {'load mm/s':>9}  <= {args.bound}"))
+    if args.quiet_only:
+        for case in cases:
+            r = measure(case, None, args.rounds, args.pairs)
+            print(f"{case.label:<38} {r['quiet']:9.3f} {r['quiet_iqr']:7.3f}", flush=True)
+        return 0
     failed = 0
     with Load(args.load_threads, args.load_size, args.load_max_s) as load:
         for case in cases:

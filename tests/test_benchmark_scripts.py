@@ -271,3 +271,10 @@ def test_loaded_runs_quiet_and_loaded_phases_with_its_own_load(capsys):
         assert load.off() > 0
     assert lo.main(["--kernels", "fused,quick"]) == 2
     assert capsys.readouterr().err.startswith("error: use --kernels of fused, lowmem, matmul")
+
+
+def test_loaded_quiet_only_times_no_load():
+    lo = _script("loaded")
+    case = lo.Case("x", 8, lambda: sum(range(200)), lambda: sum(range(100)))
+    got = lo.measure(case, None, rounds=2, pairs=3)
+    assert set(got) == {"quiet", "quiet_iqr"} and got["quiet"] > 0

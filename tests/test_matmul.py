@@ -423,6 +423,27 @@ def test_four_threads_at_once_on_different_shapes(tuned):
     assert sum(tuned.kernel_calls().values()) == 6
 
 
+def test_threads_at_once_through_the_contention_watch():
+    """The default dispatcher (its watch on the real clock): whichever way each call goes, every
+    product is right and nothing raises, with four threads calling one choice at once."""
+    tune()
+    m = Matmul(warn=pytest.fail)
+    inputs = [(rand(300, 257, seed=i), rand(257, 400, seed=i)) for i in range(4)]
+    barrier = threading.Barrier(4)
+    results: dict[int, list[torch.Tensor]] = {}
+
+    def work(i: int) -> None:
+        A, B = inputs[i]
+        barrier.wait()
+        results[i] = [m(A, B) for _ in range(20)]
+
+    run_threads(work, [(i,) for i in range(4)])
+    for i, (A, B) in enumerate(inputs):
+        for got in results[i]:
+            assert_within_bound(got, A, B)
+    assert 1 <= sum(m.kernel_calls().values()) <= 80
+
+
 def test_fmmforge_matmul_is_the_dispatcher_and_core_stays_light():
     tune()
     A, B = rand(300, 300), rand(300, 300)

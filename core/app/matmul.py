@@ -74,12 +74,13 @@ class Contention:
     Every call is timed (``clock``) and taken per flop. A kernel call slower than SLOWER × the
     kernel's fastest call so far (or every PROBE_EVERY-th call) makes the next call a probe that
     runs ``torch.matmul``; when a probe finds the kernel's latest call slower than ENTER × torch's,
-    STRIKES times in a row (after each strike the next kernel call is probed again), the choice falls back: its calls go to ``torch.matmul``. In fallback the kernel
-    is tried again after ``backoff_s`` (RETRY_S at first, doubled after each failed try up to
-    MAX_RETRY_S, and never less than RETRY_COST × that kernel call's own time, so the tries cost at
-    most about 1/RETRY_COST of the time); a try at most LEAVE × torch's latest time ends the
-    fallback. LEAVE < ENTER: the hysteresis. A kernel's first call (compilation, workspaces) is
-    not judged. Thread-safe: one lock over all watches; calls run outside it.
+    STRIKES times in a row (after each strike the next kernel call is probed again), the choice
+    falls back: its calls go to ``torch.matmul``. In fallback the kernel is tried again after
+    ``backoff_s`` (RETRY_S at first, doubled after each failed try up to MAX_RETRY_S, and never
+    less than RETRY_COST × that kernel call's own time, so the tries cost at most about
+    1/RETRY_COST of the time); a try at most LEAVE × torch's latest time ends the fallback.
+    LEAVE < ENTER: the hysteresis. A kernel's first call (compilation, workspaces) is not judged.
+    Thread-safe: one lock over all watches; the calls run outside it; one try at a time.
     """
 
     SLOWER = 1.3
