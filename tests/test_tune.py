@@ -157,6 +157,22 @@ def test_the_finalists_are_one_per_family_and_the_choice_follows_their_run_toget
     assert got is not None and got.algorithms == ("laderman",) and got.speedup == pytest.approx(1.08)
 
 
+def test_with_no_time_left_to_confirm_the_finalists_their_first_readings_choose():
+    # a tune whose budget was spent by its rounds: no finalist is measured again, and the fastest
+    # first reading (1.27x) is the choice, said so, not the vendor matmul
+    measured = [_measured("strassen", 1.27), _measured("laderman", 1.05)]
+
+    def remeasure(cands, request, store, notes, say=None):
+        raise AssertionError("no time was left to measure again")
+
+    result = TuneResult(TuneRequest(shape=(1024, 1024, 1024)), measured=measured, measure_seconds=[30.0])
+    result = loop.finish(result, Store(), time.monotonic() + 1, lambda *a: None, [None], remeasure)
+    assert result.best is not None and result.best.candidate.names == ("strassen",)
+    assert any("not measured again; the choice rests on the first readings" in n for n in result.notes)
+    got = lookup_choice("cpu", machine_key(), "float32", shape_class(1024, 1024, 1024))
+    assert got is not None and got.algorithms == ("strassen",) and got.speedup == pytest.approx(1.27)
+
+
 def test_when_nothing_beats_the_vendor_matmul_the_choice_is_removed():
     plan, _ = make_plan("strassen", 1, dtype="float32", device="cpu")
     cls = shape_class(1024, 1024, 1024)

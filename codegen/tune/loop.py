@@ -292,18 +292,20 @@ def finish(result: TuneResult, store: Store, deadline: float, say: Say, best: li
     if not result.interrupted and finalists and measure is not None:
         per = result.typical_measure_s()
         fit = len(finalists) if per <= 0 else int((deadline - time.monotonic()) // per)
-        if fit < len(finalists):
-            result.notes.append(f"budget spent: {len(finalists) - max(fit, 0)} finalist(s) not measured again")
-            finalists = finalists[:max(fit, 0)]
+        again = finalists[:max(fit, 0)]
+        if len(again) < len(finalists):
+            result.notes.append(f"budget spent: {len(finalists) - len(again)} finalist(s) not measured again"
+                                + ("" if again else "; the choice rests on the first readings"))
         try:
-            if finalists:
-                say("confirm", 0, len(finalists), f"measuring the {len(finalists)} finalist(s) again, in one run")
+            if again:
+                say("confirm", 0, len(again), f"measuring the {len(again)} finalist(s) again, in one run")
                 # the finalists were chosen for their first readings (biased up) in different runs:
                 # the choice is made on the run that measured them together
-                confirmed = measure([m.candidate for m in finalists], request, store, result.notes)
+                confirmed = measure([m.candidate for m in again], request, store, result.notes)
                 result.confirmed += confirmed
         except KeyboardInterrupt:
             result.interrupted = True
+    # none confirmed (no time left, interrupted, nothing to measure with): the first readings decide
     pool = confirmed or finalists
     winner = max(pool, key=lambda m: m.speedup) if pool else None
     cls = shape_class(*request.shape)
