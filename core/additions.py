@@ -10,7 +10,13 @@ once into a temporary.
 :func:`eliminate` finds such temporaries with Paar's greedy heuristic: repeatedly take the
 pair of operands that occurs most often, with the same coefficient ratio, across the forms
 of one side (``x + y``, ``-x - y`` and ``2x + 2y`` all match ``t = x + y``), define a
-temporary for it and substitute it wherever it occurs. Everything is exact (Fractions, or
+temporary for it and substitute it wherever it occurs. The plain greedy is often a few
+additions short (Laderman: 70, where other choices give 66), so it is followed by randomized
+restarts (ties broken at random, sometimes a pair one occurrence short of the most frequent)
+and each side keeps its cheapest run: ``restarts`` trades time for additions
+(:data:`FAST_RESTARTS` by default, :data:`THOROUGH_RESTARTS` for reports), and a seed gives
+the same result everywhere. The count is additions of the three sides U, V and W together,
+each side's forms computed once (docs/additions.md). Everything is exact (Fractions, or
 integers mod 2 for Z2 schemes), and :meth:`SideAdditions.expand` rebuilds every form from
 the temporaries, so the result can be checked against the factor matrices.
 
@@ -21,13 +27,14 @@ form is a short list of (coefficient, operand) terms.
 
 from __future__ import annotations
 
-import heapq
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 from fmmforge.core.decomposition import Decomposition
+from fmmforge.core.errors import FmmforgeError
 
 # what the operands of each side's forms are: blocks of A, blocks of B, the products M_r
 INPUT_KIND = {"U": "A", "V": "B", "W": "M"}
@@ -134,15 +141,26 @@ class Additions:
         return sum(s.eliminated for s in self.sides)
 
 
-def eliminate(d: Decomposition) -> Additions:
-    """Greedy CSE (Paar's heuristic, sign- and scale-aware) on the three sides of ``d``."""
+FAST_RESTARTS = 8  # the default: the kernels' tables and the additions reward (every search step)
+THOROUGH_RESTARTS = 400  # reports (benchmarks/additions.py --thorough)
+DETOUR = 0.15  # chance, in every other restart, of taking a pair one occurrence short of the most frequent
+
+
+def eliminate(d: Decomposition, restarts: int = FAST_RESTARTS, seed: int = 0) -> Additions:
+    """CSE of the three sides of ``d``: Paar's greedy (sign- and scale-aware), then ``restarts``
+    randomized greedy runs per side, keeping the fewest additions (never more than the plain greedy).
+
+    Deterministic for a (``restarts``, ``seed``); ``restarts=0`` is the plain greedy alone.
+    """
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
+        raise FmmforgeError(f"restarts must be a whole number >= 0, not {restarts!r}")
     U, V, W = d.numerators()
     du, dv, dw = d.denominators()
     modulus = 2 if d.field == "Z2" else None
     return Additions(
-        _side("U", _column_forms(U, du, modulus), modulus),
-        _side("V", _column_forms(V, dv, modulus), modulus),
-        _side("W", _column_forms(W.T, dw, modulus), modulus),
+        _side("U", _column_forms(U, du, modulus), modulus, restarts, seed),
+        _side("V", _column_forms(V, dv, modulus), modulus, restarts, seed),
+        _side("W", _column_forms(W.T, dw, modulus), modulus, restarts, seed),
     )
 
 
@@ -161,11 +179,12 @@ def _column_forms(num: np.ndarray, den: int, modulus: int | None) -> list[dict[i
     return forms
 
 
-def _side(side: str, inputs: list[dict[int, Fraction]], modulus: int | None) -> SideAdditions:
+def _side(side: str, inputs: list[dict[int, Fraction]], modulus: int | None, restarts: int,
+          seed: int) -> SideAdditions:
     kind = INPUT_KIND[side]
     naive = sum(max(len(f) - 1, 0) for f in inputs)
     forms: list[dict[Operand, Fraction]] = [{Operand(kind, i): c for i, c in f.items()} for f in inputs]
-    temporaries = _greedy_pairs(forms, modulus)
+    temporaries, forms = _best_of(forms, modulus, restarts, seed, side)
     final = tuple(tuple((c, op) for op, c in sorted(f.items())) for f in forms)
     return SideAdditions(side, naive, tuple(temporaries), final, modulus)
 
@@ -187,54 +206,102 @@ def _pairs(form: dict[Operand, Fraction], modulus: int | None) -> Iterator[PairK
             yield _key(x, cx, y, cy, modulus)
 
 
-def _greedy_pairs(forms: list[dict[Operand, Fraction]], modulus: int | None) -> list[Temporary]:
-    """Replace the most frequent pair by a temporary until no pair occurs twice (in place).
+class _PairIndex:
+    """Which forms hold each pair key, with the keys bucketed by how many forms hold them.
 
-    Pair occurrences are kept incrementally (a substitution only changes the pairs that
-    involve the two replaced operands or the new temporary), with a lazy max-heap, so large
-    schemes stay fast. Ties go to the smallest key, which makes the result deterministic.
+    A substitution only changes the pairs that involve the two replaced operands or the new
+    temporary, so the index is kept up to date incrementally and large schemes stay fast.
     """
-    where: dict[PairKey, set[int]] = {}
-    for idx, form in enumerate(forms):
-        for key in _pairs(form, modulus):
-            where.setdefault(key, set()).add(idx)
-    heap = [(-len(s), key) for key, s in where.items() if len(s) > 1]
-    heapq.heapify(heap)
+
+    def __init__(self, forms: list[dict[Operand, Fraction]], modulus: int | None) -> None:
+        self.modulus = modulus
+        self.where: dict[PairKey, set[int]] = {}
+        for idx, form in enumerate(forms):
+            for key in _pairs(form, modulus):
+                self.where.setdefault(key, set()).add(idx)
+        self.buckets: dict[int, set[PairKey]] = {}
+        for key, users in self.where.items():
+            if len(users) > 1:
+                self.buckets.setdefault(len(users), set()).add(key)
+
+    def _move(self, key: PairKey, old: int, new: int) -> None:
+        if old > 1:
+            bucket = self.buckets[old]
+            bucket.discard(key)
+            if not bucket:
+                del self.buckets[old]
+        if new > 1:
+            self.buckets.setdefault(new, set()).add(key)
+
+    def add(self, key: PairKey, idx: int) -> None:
+        users = self.where.setdefault(key, set())
+        if idx not in users:
+            users.add(idx)
+            self._move(key, len(users) - 1, len(users))
+
+    def remove(self, key: PairKey, idx: int) -> None:
+        users = self.where[key]
+        if idx in users:
+            users.discard(idx)
+            self._move(key, len(users) + 1, len(users))
+        if not users:
+            del self.where[key]
+
+    def best_count(self) -> int:
+        return max(self.buckets, default=0)
+
+
+def _greedy_pairs(forms: list[dict[Operand, Fraction]], modulus: int | None,
+                  rng: random.Random | None = None, detour: float = 0.0) -> list[Temporary]:
+    """Replace a most frequent pair by a temporary until no pair occurs twice (in place).
+
+    Without ``rng`` ties go to the smallest key (Paar's greedy, deterministic). With ``rng``
+    ties are broken at random and, with probability ``detour``, a pair one occurrence short
+    of the most frequent is taken instead (when it still occurs twice): a restart explores
+    choices the plain greedy never makes, and :func:`_best_of` keeps the cheapest outcome.
+    """
+    index = _PairIndex(forms, modulus)
     temporaries: list[Temporary] = []
-    while heap:
-        negcount, key = heapq.heappop(heap)
-        current = where.get(key)
-        if current is None or len(current) < 2:
-            continue
-        if len(current) != -negcount:  # stale entry: the count dropped since it was pushed
-            heapq.heappush(heap, (-len(current), key))
-            continue
+    while index.buckets:
+        count = index.best_count()
+        if rng is not None and detour and count - 1 in index.buckets and rng.random() < detour:
+            count -= 1
+        bucket = index.buckets[count]
+        key = min(bucket) if rng is None else rng.choice(sorted(bucket))
         x, y, ratio = key
         temp = Temporary(len(temporaries), Fraction(1), x, ratio, y)
         temporaries.append(temp)
         t = temp.operand
-        touched: set[PairKey] = set()
-        for idx in sorted(current):
+        for idx in sorted(index.where[key]):
             form = forms[idx]
             cx, cy = form.pop(x), form.pop(y)
-            gone = [_key(x, cx, y, cy, modulus)]
+            index.remove(_key(x, cx, y, cy, modulus), idx)
             for z, cz in form.items():
-                gone.append(_key(x, cx, z, cz, modulus))
-                gone.append(_key(y, cy, z, cz, modulus))
-            for old in gone:
-                users = where[old]
-                users.discard(idx)
-                if not users:
-                    del where[old]
+                index.remove(_key(x, cx, z, cz, modulus), idx)
+                index.remove(_key(y, cy, z, cz, modulus), idx)
             for z, cz in form.items():
-                new = _key(t, cx, z, cz, modulus)
-                where.setdefault(new, set()).add(idx)
-                touched.add(new)
+                index.add(_key(t, cx, z, cz, modulus), idx)
             form[t] = cx
-        for new in touched:
-            if len(where[new]) > 1:
-                heapq.heappush(heap, (-len(where[new]), new))
     return temporaries
+
+
+def _best_of(forms: list[dict[Operand, Fraction]], modulus: int | None, restarts: int,
+             seed: int, side: str) -> tuple[list[Temporary], list[dict[Operand, Fraction]]]:
+    """The plain greedy, then ``restarts`` randomized runs; the fewest additions wins (first on ties).
+
+    Every run starts from a copy of ``forms``; run i draws from ``Random(f"{seed}:{side}:{i}")``,
+    so a seed gives the same result on every machine and Python version.
+    """
+    best: tuple[int, list[Temporary], list[dict[Operand, Fraction]]] | None = None
+    for i in range(restarts + 1):
+        work = [dict(f) for f in forms]
+        rng = None if i == 0 else random.Random(f"{seed}:{side}:{i}")
+        temps = _greedy_pairs(work, modulus, rng, detour=0.0 if i % 2 else DETOUR)
+        cost = len(temps) + sum(max(len(f) - 1, 0) for f in work)
+        if best is None or cost < best[0]:
+            best = (cost, temps, work)
+    assert best is not None
+    return best[1], best[2]
 
 
 def _accumulate(acc: dict[int, Fraction], coef: Fraction, op: Operand,

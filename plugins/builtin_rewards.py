@@ -29,7 +29,7 @@ class RankReward:
 @dataclass(frozen=True)
 class AdditionsReward:
     name: str = "additions"
-    description: str = "minus the additions after common-subexpression elimination (and the naive count)"
+    description: str = "minus the additions after common-subexpression elimination (greedy pairs with restarts; and the naive count)"
     cheap: bool = True
 
     def score(self, d: Decomposition, context: RewardContext) -> RewardResult:
