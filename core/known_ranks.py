@@ -50,6 +50,7 @@ KNOWN_RANKS: dict[Format, KnownRanks] = {
     (4, 4, 5): KnownRanks(80, 64, 63, 63, 61, 60),
     (4, 5, 5): KnownRanks(100, 80, 76, 76, 76, 73),
     (5, 5, 5): KnownRanks(125, 98, 98, 96, 93, 93),
+    (2, 2, 6): KnownRanks(24, 21, None, None, 21, 21),  # three Strassens; optimal (Hopcroft & Kerr 1971, ceil(7·6/2))
     (3, 3, 6): KnownRanks(54, None, None, None, 42, 42),  # 40 before AlphaTensor, over Q only
     (4, 4, 6): KnownRanks(96, None, None, None, 73, 73),
     (6, 6, 6): KnownRanks(216, None, None, None, 153, 153),

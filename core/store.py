@@ -660,6 +660,33 @@ class Store:
         rows = self._rows("WHERE format = ? AND field = ?", (format, field))
         return min(rows, key=lambda r: (r.rank, r.id)) if rows else None
 
+    def best_ranks(self) -> dict[tuple[str, str], StoredAlgorithm]:
+        """The best valid row of every (format, field) in the store, reading only the rows of each
+        group's least rank (the index on format, field, rank); a group whose least-rank rows all
+        fail their check falls back to :meth:`best` on that group alone."""
+        rows = self._rows("WHERE (format, field, rank) IN "
+                          "(SELECT format, field, MIN(rank) FROM algorithms GROUP BY format, field)")
+        best: dict[tuple[str, str], StoredAlgorithm] = {}
+        for row in rows:
+            best.setdefault((row.format, row.field), row)
+        conn = self._connect(write=False)
+        if conn is None:
+            return best
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+                return best
+            groups = conn.execute("SELECT DISTINCT format, field FROM algorithms").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise FmmforgeError(f"cannot read the store {self.path} ({exc}); set FMMFORGE_HOME to another directory") from None
+        finally:
+            conn.close()
+        for fmt, field in groups:
+            if (fmt, field) not in best:
+                found = self.best(fmt, field)
+                if found is not None:
+                    best[(fmt, field)] = found
+        return best
+
     # ------------------------------------------------------------ checking
     def check(self) -> tuple[list[StoredAlgorithm], list[BadRow]]:
         """Verify every row again, cached verdicts or not: (valid rows, bad rows)."""

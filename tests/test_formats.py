@@ -21,7 +21,7 @@ from fmmforge.core.formats.fastmm import dumps_fastmm, loads_fastmm
 from fmmforge.core.formats.json import dumps_json, loads_json, parse_json_document
 from fmmforge.core.formats.npz import read_npz_factors, to_deepmind, write_npz
 
-SUFFIX = {"json": ".json", "npz": ".npz", "fastmm": ""}
+SUFFIX = {"json": ".json", "npz": ".npz", "fastmm": "", "catalogue": ".json", "formulas": ".formulas"}
 
 
 def scheme(name: str) -> Decomposition:
@@ -307,7 +307,7 @@ def test_fastmm_non_numeric_and_symbolic(tmp_path: Path) -> None:
 
 
 def test_fastmm_binary_file(tmp_path: Path) -> None:
-    _err(tmp_path, "blob", b"PK\x03\x04\xff\xfe\x00", "not a UTF-8 text file.*npz")
+    _err(tmp_path, "blob", b"PK\x03\x04\xff\xfe\x00", "not a UTF-8 text file.*npz", fmt="fastmm")
 
 
 def test_npz_pickled_object_arrays(tmp_path: Path) -> None:

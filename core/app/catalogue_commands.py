@@ -1,4 +1,4 @@
-"""The catalogue commands: list, show, verify, import, export, version, demo.
+"""The catalogue commands: list, show, verify, import, export, ranks, version, demo.
 
 A built-in plugin of the application floor: :func:`register_commands` registers each command
 through the plugin manager, exactly as a third party's command would be.
@@ -110,7 +110,7 @@ def _mod2_hint(d: Decomposition) -> str:
 
 FieldOpt = Annotated[Optional[str], typer.Option(help="Z (integers/rationals) or Z2 (mod 2); default: as the file says, else Z")]
 ShapeOpt = Annotated[Optional[str], typer.Option(help="matrix format n,m,p (default: inferred from the file)")]
-FormatOpt = Annotated[Optional[str], typer.Option("--format", "-f", help=FORMAT_HELP + "; default from the file name")]
+FormatOpt = Annotated[Optional[str], typer.Option("--format", "-f", help=FORMAT_HELP + "; default from the file's content")]
 PickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="unpickle object arrays in an npz (runs code from the file: only for files you trust)")]
 
 
@@ -140,14 +140,19 @@ def verify(
 
 # ---------------------------------------------------------------------- import / export
 def import_cmd(
-    file: Annotated[Path, typer.Argument(help="algorithm file (- for standard input)")],
+    file: Annotated[Path, typer.Argument(help="algorithm file, or a folder of them (- for standard input)")],
     format: FormatOpt = None,
     name: Annotated[Optional[str], typer.Option(help="name to use for it anywhere a catalogue name is accepted")] = None,
     shape: ShapeOpt = None,
     field: FieldOpt = None,
     allow_pickle: PickleOpt = False,
 ) -> None:
-    """Verify a file's decomposition(s) and add them to the store."""
+    """Verify a file's decomposition(s), or every file in a folder, and add the valid ones to the store."""
+    if str(file) != "-" and file.is_dir():
+        if name is not None:
+            raise FmmforgeError(f"{file} is a folder; --name names one scheme, import its file alone to name it")
+        _import_folder(file, format, shape, field, allow_pickle)
+        return
     schemes = _load_file(file, format, shape, field, allow_pickle)
     if name is not None and len(schemes) > 1:
         raise FmmforgeError(f"{file} holds {len(schemes)} schemes; --name needs one (pick it with --shape)")
@@ -164,6 +169,96 @@ def import_cmd(
             f"{state}: {res.name or f'store:{res.id}'} {d.target.describe()} rank {d.rank} over {d.field} "
             f"(fingerprint {res.fingerprint})", highlight=False,
         )
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """Every file under ``folder`` (sub-folders too), hidden ones left out, in name order."""
+    try:
+        found = sorted(p for p in folder.rglob("*") if p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    except OSError as exc:
+        raise FmmforgeError(f"cannot list {folder}: {exc.strerror or exc}") from None
+    if not found:
+        raise FmmforgeError(f"{folder} holds no files; give a folder of scheme files")
+    return found
+
+
+def _import_folder(folder: Path, fmt: Optional[str], shape: Optional[str], field: Optional[str],
+                   allow_pickle: bool) -> None:
+    """Import every scheme of every file in ``folder``: each verified exactly, invalid ones never stored;
+    a summary of what was imported, already known, invalid (first failing entry) or unsupported."""
+    from fmmforge.core.app.console import task_bar
+
+    files = _folder_files(folder)
+    store = Store()
+    imported = known = 0
+    invalid: list[str] = []
+    unsupported: list[str] = []
+    with task_bar(console, counts=True) as progress:
+        for done, path in enumerate(files):
+            rel = path.relative_to(folder)
+            progress(f"importing {rel}", done, len(files))
+            try:
+                schemes = _load_file(path, fmt, shape, field, allow_pickle)
+            except FmmforgeError as exc:
+                unsupported.append(str(exc))
+                continue
+            for label, d in schemes:
+                where = str(rel) if len(schemes) == 1 else f"{rel} [{label}]"
+                result = d.verify()
+                if not result.valid:
+                    invalid.append(f"{where}: {d.target.describe()} rank {d.rank}: {result.first_failure}{_mod2_hint(d)}")
+                    continue
+                res = store.add(d, Provenance(source=f"import:{rel}", params={"label": label}))
+                imported += res.inserted
+                known += not res.inserted
+        progress("done", len(files), len(files))
+    for line in invalid:
+        console.print(f"INVALID      {line}", highlight=False, markup=False)
+    for line in unsupported:
+        console.print(f"unsupported  {line}", highlight=False, markup=False)
+    console.print(
+        f"{counted(len(files), 'file')}: {imported:,} imported, {known:,} already known, {len(invalid):,} invalid, "
+        f"{len(unsupported):,} unsupported", highlight=False,
+    )
+    if invalid:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------- ranks
+def ranks(
+    up_to: Annotated[int, typer.Option("--up-to", help="largest side of the formats listed")] = 6,
+) -> None:
+    """Best rank in the store per format and field beside the best known rank ('-': none known).
+
+    Formats are listed as n <= m <= p: the rank of <n,m,p> is the same for every order of n, m, p
+    (a scheme of one order gives one of any other), so the store's best over all orders is shown."""
+    from fmmforge.core.known_ranks import best_known
+
+    if not 2 <= up_to <= 12:
+        raise FmmforgeError(f"--up-to {up_to} is out of range; give a side from 2 to 12")
+    best: dict[tuple[tuple[int, int, int], str], int] = {}
+    for (fmt_text, fld), algo in Store().best_ranks().items():
+        fmt = tuple(sorted(int(x) for x in fmt_text.strip("<>").split(",")))
+        # an integer scheme holds modulo 2 as well, so it counts for Z2 too
+        for key_field in (fld, "Z2") if fld == "Z" and algo.decomposition.is_integral() else (fld,):
+            key = (fmt, key_field)
+            best[key] = min(best.get(key, algo.rank), algo.rank)  # type: ignore[index]
+    table = Table("format", "naive", "store Z", "known Z", "store Z2", "known Z2", "open")
+    for n in range(2, up_to + 1):
+        for m in range(n, up_to + 1):
+            for p in range(m, up_to + 1):
+                cells, gaps = [], []
+                for fld in ("Z", "Z2"):
+                    have, known = best.get(((n, m, p), fld)), best_known((n, m, p), fld)
+                    cells += ["-" if have is None else str(have), "-" if known is None else str(known)]
+                    if known is not None and (have is None or have > known):
+                        gaps.append(fld)
+                table.add_row(f"<{n},{m},{p}>", str(n * m * p), *cells, " ".join(gaps) or "-")
+    console.print(table)
+    console.print("open: the fields where the store has no scheme of the best known rank yet; "
+                  "store Z2 counts integer Z schemes too (they hold mod 2); "
+                  "known '-': not in fmmforge's table (core/known_ranks.py)", highlight=False)
 
 
 def export(
@@ -209,5 +304,5 @@ def version() -> None:
 @hookimpl
 def register_commands(register: Callable[[Command], None]) -> None:
     for name, function in (("list", list_cmd), ("show", show), ("verify", verify), ("import", import_cmd),
-                           ("export", export), ("demo", demo), ("version", version)):
+                           ("export", export), ("ranks", ranks), ("demo", demo), ("version", version)):
         register(Command.of(name, function))

@@ -12,7 +12,8 @@ from rich.console import Console
 console = Console() if sys.stdout.isatty() else Console(width=200)
 err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=400)
 
-FORMAT_HELP = "file format: json (fmmforge's own), npz (DeepMind's), fastmm (Benson & Ballard's text)"
+FORMAT_HELP = ("file format: json (fmmforge's own), npz (DeepMind's), fastmm (Benson & Ballard's text), "
+               "catalogue (the public catalogue's JSON), formulas (lines M1 = (A11 + A22)·(B11 + B22))")
 
 
 def counted(n: int, noun: str) -> str:

@@ -3,8 +3,9 @@ bytes, and building an unchecked decomposition from factor arrays."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from fmmforge.core.tensor import Format
 
 # Bytes a file may hold per allowed factor entry: json and fastmm spend a few per entry; an
 # npz (8 bytes per entry uncompressed) often holds many schemes, each checked on its own.
-_BYTES_PER_ENTRY = {"json": 16, "fastmm": 16, "npz": 64}
+_BYTES_PER_ENTRY = {"json": 16, "fastmm": 16, "catalogue": 16, "formulas": 16, "npz": 64}
 _FILE_SLACK = 1 << 20
 
 
@@ -69,3 +70,18 @@ def build_decomposition(u: Any, v: Any, w: Any, fmt: Format, field: str) -> Deco
 
 def cut(text: str) -> str:
     return text if len(text) <= 40 else text[:40] + "..."
+
+
+def json_rows_text(doc: dict[str, Any], row_keys: tuple[str, ...], value_text: Callable[[str, Any], str],
+                   separators: tuple[str, str] = (",", ":")) -> str:
+    """A JSON object with one list item per line under ``row_keys`` (diff-friendly), other values
+    as ``value_text(key, value)`` gives them."""
+    parts = []
+    for key, value in doc.items():
+        if key in row_keys:
+            rows = [json.dumps(row, separators=separators, ensure_ascii=False) for row in value]
+            text = "[\n    " + ",\n    ".join(rows) + "\n  ]" if rows else "[]"
+        else:
+            text = value_text(key, value)
+        parts.append(f"  {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"

@@ -16,7 +16,7 @@ import numpy as np
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.exact import MAX_FLOAT_DENOMINATOR, MAX_TOKEN_CHARS, check_entries, check_small, exact_token
-from fmmforge.core.formats.common import build_decomposition, matmul_format
+from fmmforge.core.formats.common import build_decomposition, json_rows_text, matmul_format
 from fmmforge.core.tensor import Format
 
 JSON_SCHEMA = "fmmforge.decomposition"
@@ -70,19 +70,14 @@ def dumps_json(d: Decomposition, **meta: Any) -> str:
     ``meta`` adds optional keys: ``name`` (str), ``provenance`` (dict), or any other
     JSON-serialisable value under a key the schema does not reserve.
     """
-    doc = json_document(d, **meta)
-    parts = []
-    for key, value in doc.items():
-        if key in ("U", "V", "W"):
-            rows = [json.dumps(row, separators=(",", ":")) for row in value]
-            text = "[\n    " + ",\n    ".join(rows) + "\n  ]" if rows else "[]"
-        else:
-            try:
-                text = json.dumps(value, ensure_ascii=False, sort_keys=isinstance(value, dict))
-            except (TypeError, ValueError) as exc:
-                raise FmmforgeError(f"metadata {key!r} cannot be written as JSON: {exc}") from None
-        parts.append(f"  {json.dumps(key)}: {text}")
-    return "{\n" + ",\n".join(parts) + "\n}\n"
+    return json_rows_text(json_document(d, **meta), ("U", "V", "W"), _metadata_text)
+
+
+def _metadata_text(key: str, value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=isinstance(value, dict))
+    except (TypeError, ValueError) as exc:
+        raise FmmforgeError(f"metadata {key!r} cannot be written as JSON: {exc}") from None
 
 
 def loads_json(
@@ -98,7 +93,13 @@ def parse_json_document(
     field: str | None = None,
 ) -> tuple[Decomposition, dict[str, Any]]:
     """Parse a json document into (unchecked decomposition, metadata such as name/provenance)."""
-    doc = _json_loads(text, source)
+    return json_from_document(_json_loads(text, source), source=source, shape=shape, field=field)
+
+
+def json_from_document(
+    doc: Any, *, source: str, shape: tuple[int, int, int] | None = None, field: str | None = None,
+) -> tuple[Decomposition, dict[str, Any]]:
+    """:func:`parse_json_document` for a JSON value already parsed."""
     if not isinstance(doc, dict):
         raise FmmforgeError(f"{source}: expected a JSON object with schema {JSON_SCHEMA!r}")
     schema = doc.get("schema")
