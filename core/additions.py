@@ -27,6 +27,7 @@ form is a short list of (coefficient, operand) terms.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -141,8 +142,8 @@ class Additions:
         return sum(s.eliminated for s in self.sides)
 
 
-FAST_RESTARTS = 8  # the default: the kernels' tables and the additions reward (every search step)
-THOROUGH_RESTARTS = 400  # reports (benchmarks/additions.py --thorough)
+FAST_RESTARTS = 16  # the default: the kernels' tables and the additions reward (every search step)
+THOROUGH_RESTARTS = 2000  # reports (benchmarks/additions.py --thorough)
 DETOUR = 0.15  # chance, in every other restart, of taking a pair one occurrence short of the most frequent
 
 
@@ -158,52 +159,75 @@ def eliminate(d: Decomposition, restarts: int = FAST_RESTARTS, seed: int = 0) ->
     du, dv, dw = d.denominators()
     modulus = 2 if d.field == "Z2" else None
     return Additions(
-        _side("U", _column_forms(U, du, modulus), modulus, restarts, seed),
-        _side("V", _column_forms(V, dv, modulus), modulus, restarts, seed),
-        _side("W", _column_forms(W.T, dw, modulus), modulus, restarts, seed),
+        _side("U", U, du, modulus, restarts, seed),
+        _side("V", V, dv, modulus, restarts, seed),
+        _side("W", np.asarray(W).T, dw, modulus, restarts, seed),
     )
 
 
 # ---------------------------------------------------------------------------- internals
-def _column_forms(num: np.ndarray, den: int, modulus: int | None) -> list[dict[int, Fraction]]:
-    """Column r of ``num``/``den`` as {row: coefficient} (nonzero entries only)."""
+# Inside the search a side's operands are ints (input i is i, temporary k is n_inputs + k, so
+# inputs sort before temporaries as Operands do) and coefficients are the integer numerators
+# (1 mod 2): hashing and comparing ints instead of Operands and Fractions is what makes many
+# restarts affordable. A pair key is (x, y, p, q) with x < y and cy/cx = p/q in lowest terms.
+IntForm = dict[int, int]
+PairKey = tuple[int, int, int, int]
+
+
+def _column_forms(num: np.ndarray, modulus: int | None) -> list[IntForm]:
+    """Column r of ``num`` as {row: numerator} (nonzero entries only; mod 2 for Z2)."""
     forms = []
     for col in np.asarray(num).T.tolist():
         form = {}
         for i, x in enumerate(col):
-            if modulus is not None:
-                x %= modulus
+            x = int(x) % modulus if modulus is not None else int(x)
             if x:
-                form[i] = Fraction(1) if modulus is not None else Fraction(int(x), den)
+                form[i] = x
         forms.append(form)
     return forms
 
 
-def _side(side: str, inputs: list[dict[int, Fraction]], modulus: int | None, restarts: int,
+def _side(side: str, num: np.ndarray, den: int, modulus: int | None, restarts: int,
           seed: int) -> SideAdditions:
-    kind = INPUT_KIND[side]
+    inputs = _column_forms(num, modulus)
+    n = np.asarray(num).shape[0]
     naive = sum(max(len(f) - 1, 0) for f in inputs)
-    forms: list[dict[Operand, Fraction]] = [{Operand(kind, i): c for i, c in f.items()} for f in inputs]
-    temporaries, forms = _best_of(forms, modulus, restarts, seed, side)
-    final = tuple(tuple((c, op) for op, c in sorted(f.items())) for f in forms)
-    return SideAdditions(side, naive, tuple(temporaries), final, modulus)
+    pairs, forms = _best_of(inputs, n, modulus, restarts, seed, side)
+    kind = INPUT_KIND[side]
+
+    def operand(i: int) -> Operand:
+        return Operand(kind, i) if i < n else Operand(TEMP_KIND, i - n)
+
+    def coef(c: int) -> Fraction:
+        return Fraction(1) if modulus is not None else Fraction(c, den)
+
+    temporaries = tuple(Temporary(k, Fraction(1), operand(x), Fraction(p, q), operand(y))
+                        for k, (x, y, p, q) in enumerate(pairs))
+    final = tuple(tuple((coef(c), operand(i)) for i, c in sorted(f.items())) for f in forms)
+    return SideAdditions(side, naive, temporaries, final, modulus)
 
 
-PairKey = tuple[Operand, Operand, Fraction]
-
-
-def _key(x: Operand, cx: Fraction, y: Operand, cy: Fraction, modulus: int | None) -> PairKey:
-    """The pair key of terms cx·x and cy·y: (smaller operand, larger operand, ratio)."""
+def _key(x: int, cx: int, y: int, cy: int, modulus: int | None) -> PairKey:
+    """The pair key of terms cx·x and cy·y: (smaller operand, larger operand, ratio p/q)."""
     if y < x:
         x, cx, y, cy = y, cy, x, cx
-    return (x, y, Fraction(1) if modulus is not None else cy / cx)
+    if modulus is not None or cx == cy:
+        return (x, y, 1, 1)
+    g = math.gcd(cx, cy)
+    p, q = cy // g, cx // g
+    return (x, y, -p, -q) if q < 0 else (x, y, p, q)
 
 
-def _pairs(form: dict[Operand, Fraction], modulus: int | None) -> Iterator[PairKey]:
+def _pairs(form: IntForm, modulus: int | None) -> Iterator[PairKey]:
     items = list(form.items())
     for i, (x, cx) in enumerate(items):
         for y, cy in items[i + 1:]:
             yield _key(x, cx, y, cy, modulus)
+
+
+def _key_order(key: PairKey) -> tuple[int, int, Fraction]:
+    """The order of the plain greedy's ties: operands, then the ratio's value."""
+    return (key[0], key[1], Fraction(key[2], key[3]))
 
 
 class _PairIndex:
@@ -213,8 +237,7 @@ class _PairIndex:
     temporary, so the index is kept up to date incrementally and large schemes stay fast.
     """
 
-    def __init__(self, forms: list[dict[Operand, Fraction]], modulus: int | None) -> None:
-        self.modulus = modulus
+    def __init__(self, forms: list[IntForm], modulus: int | None) -> None:
         self.where: dict[PairKey, set[int]] = {}
         for idx, form in enumerate(forms):
             for key in _pairs(form, modulus):
@@ -247,56 +270,53 @@ class _PairIndex:
         if not users:
             del self.where[key]
 
-    def best_count(self) -> int:
-        return max(self.buckets, default=0)
 
-
-def _greedy_pairs(forms: list[dict[Operand, Fraction]], modulus: int | None,
-                  rng: random.Random | None = None, detour: float = 0.0) -> list[Temporary]:
+def _greedy_pairs(forms: list[IntForm], modulus: int | None, first_temp: int,
+                  rng: random.Random | None = None, detour: float = 0.0) -> list[PairKey]:
     """Replace a most frequent pair by a temporary until no pair occurs twice (in place).
 
+    Returns the temporaries' pairs in evaluation order (temporary k is operand first_temp + k).
     Without ``rng`` ties go to the smallest key (Paar's greedy, deterministic). With ``rng``
     ties are broken at random and, with probability ``detour``, a pair one occurrence short
     of the most frequent is taken instead (when it still occurs twice): a restart explores
     choices the plain greedy never makes, and :func:`_best_of` keeps the cheapest outcome.
     """
     index = _PairIndex(forms, modulus)
-    temporaries: list[Temporary] = []
+    chosen: list[PairKey] = []
     while index.buckets:
-        count = index.best_count()
+        count = max(index.buckets)
         if rng is not None and detour and count - 1 in index.buckets and rng.random() < detour:
             count -= 1
         bucket = index.buckets[count]
-        key = min(bucket) if rng is None else rng.choice(sorted(bucket))
-        x, y, ratio = key
-        temp = Temporary(len(temporaries), Fraction(1), x, ratio, y)
-        temporaries.append(temp)
-        t = temp.operand
+        key = min(bucket, key=_key_order) if rng is None else rng.choice(sorted(bucket))
+        x, y = key[0], key[1]
+        t = first_temp + len(chosen)
+        chosen.append(key)
         for idx in sorted(index.where[key]):
             form = forms[idx]
             cx, cy = form.pop(x), form.pop(y)
-            index.remove(_key(x, cx, y, cy, modulus), idx)
+            index.remove(key, idx)
             for z, cz in form.items():
                 index.remove(_key(x, cx, z, cz, modulus), idx)
                 index.remove(_key(y, cy, z, cz, modulus), idx)
             for z, cz in form.items():
                 index.add(_key(t, cx, z, cz, modulus), idx)
             form[t] = cx
-    return temporaries
+    return chosen
 
 
-def _best_of(forms: list[dict[Operand, Fraction]], modulus: int | None, restarts: int,
-             seed: int, side: str) -> tuple[list[Temporary], list[dict[Operand, Fraction]]]:
+def _best_of(forms: list[IntForm], first_temp: int, modulus: int | None, restarts: int, seed: int,
+             side: str) -> tuple[list[PairKey], list[IntForm]]:
     """The plain greedy, then ``restarts`` randomized runs; the fewest additions wins (first on ties).
 
     Every run starts from a copy of ``forms``; run i draws from ``Random(f"{seed}:{side}:{i}")``,
     so a seed gives the same result on every machine and Python version.
     """
-    best: tuple[int, list[Temporary], list[dict[Operand, Fraction]]] | None = None
+    best: tuple[int, list[PairKey], list[IntForm]] | None = None
     for i in range(restarts + 1):
         work = [dict(f) for f in forms]
         rng = None if i == 0 else random.Random(f"{seed}:{side}:{i}")
-        temps = _greedy_pairs(work, modulus, rng, detour=0.0 if i % 2 else DETOUR)
+        temps = _greedy_pairs(work, modulus, first_temp, rng, detour=0.0 if i % 2 else DETOUR)
         cost = len(temps) + sum(max(len(f) - 1, 0) for f in work)
         if best is None or cost < best[0]:
             best = (cost, temps, work)

@@ -89,3 +89,19 @@ def test_rank_then_additions_picks_the_scheme_with_fewer_additions_after_elimina
     a, b = mix.score(laderman), mix.score(other)
     assert a.total > b.total
     assert a.total == -23 - eliminate(laderman).eliminated
+
+
+def test_the_benchmark_prints_a_checked_row_per_scheme(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "additions.py"
+    spec = importlib.util.spec_from_file_location("bench_additions", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--restarts", "4", "laderman", "alphatensor:3,4,5"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [r.split()[0] for r in rows] == ["laderman", "alphatensor:3,4,5"]
+    lad = rows[0].split()
+    assert lad[1:5] == ["Z", "23", "98", "70"] and int(lad[5]) == eliminate(builtin("laderman"), restarts=4).eliminated
+    assert lad[7] == "58" and "161" in rows[1]
