@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"restarts {args.restarts}, seed {args.seed}; additions of U, V and W together")
     print(head)
     for label, d in rows:
-        greedy = eliminate(d, restarts=0).eliminated
+        greedy = eliminate(d, restarts=0, transpose=False).eliminated
         start = time.perf_counter()
         adds = eliminate(d, restarts=args.restarts, seed=args.seed)
         took = time.perf_counter() - start

@@ -12,10 +12,11 @@ pair of operands that occurs most often, with the same coefficient ratio, across
 of one side (``x + y``, ``-x - y`` and ``2x + 2y`` all match ``t = x + y``), define a
 temporary for it and substitute it wherever it occurs. The plain greedy is often a few
 additions short (Laderman: 70, where other choices give 66), so it is followed by randomized
-restarts (ties broken at random, sometimes a pair one occurrence short of the most frequent)
-and each side keeps its cheapest run: ``restarts`` trades time for additions
-(:data:`FAST_RESTARTS` by default, :data:`THOROUGH_RESTARTS` for reports), and a seed gives
-the same result everywhere. The count is additions of the three sides U, V and W together,
+restarts (ties broken at random, sometimes a pair one occurrence short of the most frequent),
+the same is done on each side's transposed forms, whose program is run backwards (Tellegen's
+principle; Laderman's outputs: 34 -> 30), and each side keeps its cheapest program.
+``restarts`` trades time for additions (:data:`FAST_RESTARTS` by default,
+:data:`THOROUGH_RESTARTS` for reports), and a seed gives the same result everywhere. The count is additions of the three sides U, V and W together,
 each side's forms computed once (docs/additions.md). Everything is exact (Fractions, or
 integers mod 2 for Z2 schemes), and :meth:`SideAdditions.expand` rebuilds every form from
 the temporaries, so the result can be checked against the factor matrices.
@@ -147,11 +148,14 @@ THOROUGH_RESTARTS = 2000  # reports (benchmarks/additions.py --thorough)
 DETOUR = 0.15  # chance, in every other restart, of taking a pair one occurrence short of the most frequent
 
 
-def eliminate(d: Decomposition, restarts: int = FAST_RESTARTS, seed: int = 0) -> Additions:
+def eliminate(d: Decomposition, restarts: int = FAST_RESTARTS, seed: int = 0,
+              transpose: bool = True) -> Additions:
     """CSE of the three sides of ``d``: Paar's greedy (sign- and scale-aware), then ``restarts``
     randomized greedy runs per side, keeping the fewest additions (never more than the plain greedy).
+    With ``transpose`` each side is also eliminated through its transposed forms (Tellegen's
+    principle, :func:`_transposed`) and the cheaper program is kept.
 
-    Deterministic for a (``restarts``, ``seed``); ``restarts=0`` is the plain greedy alone.
+    Deterministic for a (``restarts``, ``seed``); ``restarts=0, transpose=False`` is the plain greedy.
     """
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
         raise FmmforgeError(f"restarts must be a whole number >= 0, not {restarts!r}")
@@ -159,9 +163,9 @@ def eliminate(d: Decomposition, restarts: int = FAST_RESTARTS, seed: int = 0) ->
     du, dv, dw = d.denominators()
     modulus = 2 if d.field == "Z2" else None
     return Additions(
-        _side("U", U, du, modulus, restarts, seed),
-        _side("V", V, dv, modulus, restarts, seed),
-        _side("W", np.asarray(W).T, dw, modulus, restarts, seed),
+        _side("U", U, du, modulus, restarts, seed, transpose),
+        _side("V", V, dv, modulus, restarts, seed, transpose),
+        _side("W", np.asarray(W).T, dw, modulus, restarts, seed, transpose),
     )
 
 
@@ -188,7 +192,21 @@ def _column_forms(num: np.ndarray, modulus: int | None) -> list[IntForm]:
 
 
 def _side(side: str, num: np.ndarray, den: int, modulus: int | None, restarts: int,
-          seed: int) -> SideAdditions:
+          seed: int, transpose: bool) -> SideAdditions:
+    """The cheaper of eliminating the side's forms directly and of transposing the elimination of
+    the transposed forms (checked exactly before it is taken)."""
+    direct = _direct_side(side, num, den, modulus, restarts, seed)
+    num = np.asarray(num)
+    if not transpose or not num.size:
+        return direct
+    dual = _transposed(side, _direct_side(side, num.T, den, modulus, restarts, seed), num.shape[0], direct)
+    if dual.eliminated < direct.eliminated and dual.expand() == direct.expand():
+        return dual
+    return direct
+
+
+def _direct_side(side: str, num: np.ndarray, den: int, modulus: int | None, restarts: int,
+                 seed: int) -> SideAdditions:
     inputs = _column_forms(num, modulus)
     n = np.asarray(num).shape[0]
     naive = sum(max(len(f) - 1, 0) for f in inputs)
@@ -322,6 +340,59 @@ def _best_of(forms: list[IntForm], first_temp: int, modulus: int | None, restart
             best = (cost, temps, work)
     assert best is not None
     return best[1], best[2]
+
+
+Node = tuple[str, int]  # ("x", i): input i of the side; ("t", m): temporary m of the transposed program
+
+
+def _transposed(side: str, dual: SideAdditions, n_inputs: int, direct: SideAdditions) -> SideAdditions:
+    """Tellegen's transposition: a program for the transposed forms, run backwards, computes the forms.
+
+    ``dual`` computes, for every input i of the side, the form ``Σ_j M[i,j]·y_j`` over the side's
+    forms j. Reversing its edges, every node becomes the sum of its users: the forms j come out as
+    ``y_j``'s users, with (users - 1) additions per node instead of (terms - 1) per form. A node
+    with one user is that user scaled (no addition); merged duplicates are added up exactly.
+    """
+    modulus, kind = dual.modulus, INPUT_KIND[side]
+    uses: dict[Node, list[tuple[Fraction, Node]]] = {}
+
+    def node(op: Operand) -> Node:
+        return ("t", op.index) if op.is_temporary else ("y", op.index)
+
+    for i, form in enumerate(dual.forms):
+        for c, op in form:
+            uses.setdefault(node(op), []).append((c, ("x", i)))
+    for t in dual.temporaries:
+        for c, op in ((t.coef1, t.operand1), (t.coef2, t.operand2)):
+            uses.setdefault(node(op), []).append((c, ("t", t.index)))
+    value: dict[Node, tuple[Fraction, Operand] | None] = {("x", i): (Fraction(1), Operand(kind, i))
+                                                          for i in range(n_inputs)}
+    temporaries: list[Temporary] = []
+
+    def users_sum(n: Node) -> dict[Operand, Fraction]:
+        acc: dict[Operand, Fraction] = {}
+        for c, user in uses.get(n, []):
+            v = value[user]
+            if v is not None:
+                acc[v[1]] = acc.get(v[1], Fraction(0)) + c * v[0]
+        if modulus is not None:
+            acc = {op: Fraction(int(c) % modulus) for op, c in acc.items()}
+        return {op: c for op, c in acc.items() if c}
+
+    for t in reversed(dual.temporaries):
+        terms = sorted(users_sum(("t", t.index)).items())
+        if not terms:
+            value[("t", t.index)] = None
+            continue
+        (operand, scale), rest = terms[0], terms[1:]
+        for op, c in rest:
+            ratio = c / scale if modulus is None else Fraction(1)
+            temp = Temporary(len(temporaries), Fraction(1), operand, ratio, op)
+            temporaries.append(temp)
+            operand = temp.operand
+        value[("t", t.index)] = (scale, operand)
+    forms = tuple(tuple((c, op) for op, c in sorted(users_sum(("y", j)).items())) for j in range(len(direct.forms)))
+    return SideAdditions(side, direct.naive, tuple(temporaries), forms, modulus)
 
 
 def _accumulate(acc: dict[int, Fraction], coef: Fraction, op: Operand,

@@ -32,14 +32,14 @@ def forms_scheme() -> Decomposition:
 
 def test_restarts_find_the_optimum_where_the_plain_greedy_is_one_short():
     d = forms_scheme()
-    assert eliminate(d, restarts=0).U.eliminated == 5
+    assert eliminate(d, restarts=0, transpose=False).U.eliminated == 5
     adds = eliminate(d)
     assert adds.U.naive == 6 and adds.U.eliminated == 4
     assert adds.U.expand() == [{0: 1, 1: 1}, {0: 1, 1: 1, 2: 1, 3: 1}, {0: 1, 2: 1}, {1: 1, 3: 1}]
 
 
 def test_laderman_goes_below_the_plain_greedy():
-    plain, improved = eliminate(builtin("laderman"), restarts=0), eliminate(builtin("laderman"))
+    plain, improved = eliminate(builtin("laderman"), restarts=0, transpose=False), eliminate(builtin("laderman"))
     assert (plain.naive, plain.eliminated) == (98, 70)
     assert improved.eliminated <= 67
     assert_exact(builtin("laderman"))
@@ -49,7 +49,7 @@ def test_laderman_goes_below_the_plain_greedy():
 def test_never_worse_than_the_plain_greedy_and_exact(name):
     d = resolve(name)
     adds = eliminate(d)
-    assert adds.eliminated <= eliminate(d, restarts=0).eliminated
+    assert adds.eliminated <= eliminate(d, restarts=0, transpose=False).eliminated
     assert_exact(d)
 
 
@@ -84,7 +84,7 @@ def test_rank_then_additions_picks_the_scheme_with_fewer_additions_after_elimina
     other = transforms.sandwich(laderman, np.eye(3, dtype=np.int64),
                                 np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1]]), np.eye(3, dtype=np.int64))
     assert other.rank == laderman.rank and other.verify().valid
-    assert eliminate(other, restarts=0).eliminated < eliminate(laderman, restarts=0).eliminated
+    assert eliminate(other, restarts=0, transpose=False).eliminated < eliminate(laderman, restarts=0, transpose=False).eliminated
     mix = RewardMix.from_specs(["rank", "additions"])
     a, b = mix.score(laderman), mix.score(other)
     assert a.total > b.total
@@ -105,3 +105,38 @@ def test_the_benchmark_prints_a_checked_row_per_scheme(capsys):
     lad = rows[0].split()
     assert lad[1:5] == ["Z", "23", "98", "70"] and int(lad[5]) == eliminate(builtin("laderman"), restarts=4).eliminated
     assert lad[7] == "58" and "161" in rows[1]
+
+
+def test_transposing_the_outputs_program_saves_additions_and_stays_exact():
+    # Laderman's 9 outputs over 23 products: the pair search on the 23 transposed forms, run
+    # backwards (Tellegen), needs fewer additions than the pair search on the outputs themselves
+    d = builtin("laderman")
+    direct, both = eliminate(d, transpose=False), eliminate(d)
+    assert both.W.eliminated < direct.W.eliminated
+    assert both.W.expand() == direct.W.expand()
+    for t in both.W.temporaries:
+        assert all(not op.is_temporary or op.index < t.index for op in (t.operand1, t.operand2))
+    assert both.eliminated <= 62
+
+
+@pytest.mark.parametrize("name", ["alphatensor:3,4,5", "alphatensor-mod2:4,4,5", "alphatensor:2,2,3"])
+def test_transposed_programs_are_exact_on_rational_and_mod2_schemes(name):
+    d = resolve(name)
+    if d.field == "Z":
+        U, V, W = d.factors()
+        d = Decomposition.create(U, V * 3, W / 3, d.format)
+    assert_exact(d)
+    assert eliminate(d).eliminated <= eliminate(d, transpose=False).eliminated
+
+
+def test_search_with_rank_then_additions_returns_its_best_rank_scored_by_the_elimination():
+    from fmmforge.core.contracts import SearchEvents, SearchRequest
+    from fmmforge.core.search.budget import Budget
+    from fmmforge.core.search.engine import FlipGraphEngine
+    from fmmforge.plugins.mix import combine_rewards
+
+    request = SearchRequest(resolve("naive:2,2,2"), field="Z", budget=Budget(flips=400_000), seed=4,
+                            scorer=combine_rewards(["rank", "additions"]))
+    result = FlipGraphEngine().run(request, SearchEvents())
+    assert result.best.rank == 7 and result.best.verify().valid
+    assert result.score == -7 - eliminate(result.best).eliminated
