@@ -282,3 +282,18 @@ def test_best_ranks_skips_a_damaged_best_row(cli) -> None:
         conn.execute("UPDATE algorithms SET rank = 6 WHERE id = ?", (res.id,))
     best = Store(warn=lambda _line: None).best_ranks()
     assert best[("<2,2,2>", "Z")].rank == 8
+
+
+def test_verify_speed_script_runs_small() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "verify_speed.py"
+    spec = importlib.util.spec_from_file_location("bench_verify_speed", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    rows = module.main(["--scheme", "strassen*naive:1,1,2", "--scheme", "alphatensor:3,4,11", "--repeat", "1"])
+    assert {(r["scheme"], r["format"]) for r in rows} == {
+        (s, f) for s in ("strassen*naive:1,1,2", "alphatensor:3,4,11") for f in ("json", "npz", "fastmm", "catalogue", "formulas")
+    }
+    assert all(r["valid"] for r in rows if "error" not in r)
+    assert all(r["shape"] == "<2,2,4>" and r["rank"] == 14 for r in rows if r["scheme"] == "strassen*naive:1,1,2")

@@ -223,6 +223,35 @@ def test_huge_claimed_format_does_not_allocate(tmp_path: Path, cli) -> None:
     assert code == 1 and "rank 1 is below 10000" in out
 
 
+def test_huge_claimed_format_in_catalogue_json_is_refused_before_allocating(tmp_path: Path, cli, monkeypatch) -> None:
+    # rank 0 means no product list to size the format by: the format itself must be checked first
+    # (at <100000,100000,100000> the reader was killed for memory before this check)
+    monkeypatch.setenv("FMMFORGE_MAX_ENTRIES", "1000000")
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps({"n": [3000, 3000, 3000], "m": 0, "u": [], "v": [], "w": []}))
+    for command in ("verify", "import"):
+        code, out, err = cli(command, path)
+        assert code == 2 and out == ""
+        one_error(err, "<3000,3000,3000>", "FMMFORGE_MAX_ENTRIES")
+
+
+def test_huge_formula_indices_are_refused(tmp_path: Path, cli) -> None:
+    path = tmp_path / "huge.txt"
+    path.write_text("M1 = A1_1·B1_1\nC100000_100000 = M1\n")
+    code, out, err = cli("verify", path)
+    assert code == 2 and out == ""
+    one_error(err, "FMMFORGE_MAX_ENTRIES")
+
+
+def test_formula_lines_are_never_evaluated(tmp_path: Path, cli) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.txt"
+    path.write_text(f"M1 = (A11 + __import__('pathlib').Path('{marker}').touch())·B11\nC11 = M1\n")
+    code, out, err = cli("import", path)
+    assert code == 2 and not marker.exists() and list(Store().all()) == []
+    one_error(err, "evil.txt:1", "cannot read")
+
+
 def test_show_naive_of_a_huge_format_is_refused(cli) -> None:
     code, _out, err = cli("show", "naive:100,100,100")
     assert code == 2

@@ -91,6 +91,7 @@ def catalogue_from_document(
     if not isinstance(z2, bool):
         raise FmmforgeError(f"{source}: \"z2\" must be true or false, got {json.dumps(z2)[:40]}")
     n, m, p = fmt
+    check_entries(n * m + m * p + n * p, f"{source}: the entries of <{n},{m},{p}>")  # before any array of them
     factors = [_products(doc[key], key, size, source) for key, size in (("u", n * m), ("v", m * p), ("w", n * p))]
     counts = [len(f) for f in factors]
     if len(set(counts)) != 1:

@@ -202,6 +202,12 @@ def _json_factor(value: Any, name: str, rows: int, source: str) -> list[list[Fra
             f"{source}: \"{name}\" has {len(value)} rows but the format needs {rows} "
             "(one per matrix entry)"
         )
+    if value and type(value[0]) is list:
+        width0 = len(value[0])
+        check_entries(rows * width0, f"{source}: factor {name}")
+        if all(type(row) is list and len(row) == width0 and all(type(x) is int and -(2**62) < x < 2**62 for x in row)
+               for row in value):
+            return value  # the common case: small integers only, nothing to convert
     out: list[list[Fraction | int]] = []
     width = None
     for i, row in enumerate(value):
