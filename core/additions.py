@@ -194,15 +194,19 @@ def _column_forms(num: np.ndarray, modulus: int | None) -> list[IntForm]:
 def _side(side: str, num: np.ndarray, den: int, modulus: int | None, restarts: int,
           seed: int, transpose: bool) -> SideAdditions:
     """The cheaper of eliminating the side's forms directly and of transposing the elimination of
-    the transposed forms (checked exactly before it is taken)."""
-    direct = _direct_side(side, num, den, modulus, restarts, seed)
+    the transposed forms, rebuilt from its temporaries and compared with the factor matrix exactly
+    before it is returned (a mismatch is a bug here, never a result)."""
     num = np.asarray(num)
-    if not transpose or not num.size:
-        return direct
-    dual = _transposed(side, _direct_side(side, num.T, den, modulus, restarts, seed), num.shape[0], direct)
-    if dual.eliminated < direct.eliminated and dual.expand() == direct.expand():
-        return dual
-    return direct
+    want = [{i: Fraction(1) if modulus is not None else Fraction(c, den) for i, c in f.items()}
+            for f in _column_forms(num, modulus)]
+    best = _direct_side(side, num, den, modulus, restarts, seed)
+    if transpose and num.size:
+        dual = _transposed(side, _direct_side(side, num.T, den, modulus, restarts, seed), num.shape[0], best)
+        if dual.eliminated < best.eliminated and dual.expand() == want:
+            best = dual
+    if best.expand() != want:
+        raise RuntimeError(f"internal error: the eliminated {side} side does not rebuild its forms")
+    return best
 
 
 def _direct_side(side: str, num: np.ndarray, den: int, modulus: int | None, restarts: int,

@@ -140,3 +140,16 @@ def test_search_with_rank_then_additions_returns_its_best_rank_scored_by_the_eli
     result = FlipGraphEngine().run(request, SearchEvents())
     assert result.best.rank == 7 and result.best.verify().valid
     assert result.score == -7 - eliminate(result.best).eliminated
+
+
+def test_a_cheaper_but_wrong_transposed_program_is_never_taken(monkeypatch):
+    from fmmforge.core import additions
+
+    def wrong(side, dual, n_inputs, direct):  # 0 additions, forms that compute nothing
+        return additions.SideAdditions(side, direct.naive, (), tuple(() for _ in direct.forms), direct.modulus)
+
+    monkeypatch.setattr(additions, "_transposed", wrong)
+    d = builtin("laderman")
+    adds = eliminate(d)
+    assert adds.W.eliminated == eliminate(d, transpose=False).W.eliminated > 0
+    assert_exact(d)
