@@ -10,13 +10,23 @@ when a verified Z scheme of the target rank is in the store). Found schemes go t
     flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/flipgraph.py            # rows down to 2,3,4
     flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/flipgraph.py --rows long
     flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/flipgraph.py --rows 3,4,5/Z
+    flock /tmp/fmmforge-bench.lock .venv/bin/python benchmarks/flipgraph.py --speed --peer ../shared/peers/flip-cpd
+
+--peer DIR runs a build of flip-cpd (DIR/bin/search2, DIR/data/tensors; a yardstick, not a
+dependency) beside each speed row, one thread, from a scratch copy of DIR: it walks down from the
+naive scheme with a fixed path limit, and at the first rank level where no attempt succeeds every
+attempt ran its whole path, so its rate there is attempts x path limit / time.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 from fmmforge.core.catalogue import resolve
@@ -57,6 +67,33 @@ def flips_per_second(fmt: tuple[int, int, int], field: str, seconds: float = 1.0
         walk.walk(200_000, rank + 1, 0, -1)
         flips += int(walk.meta[META_FLIPS])
     return flips / (time.perf_counter() - t0)
+
+
+SPEED_FORMATS = [(3, 3, 3), (3, 4, 5), (4, 4, 4), (5, 5, 5)]
+PEER_PATH_LIMIT = {(3, 3, 3): 5_000_000, (4, 4, 4): 4_000_000, (5, 5, 5): 3_000_000}
+
+
+def peer_flips_per_second(peer: str, fmt: tuple[int, int, int]) -> tuple[float, int] | None:
+    """flip-cpd's flips per second on one thread over F2, and the rank level it was measured at."""
+    name = "gg-" + "".join(map(str, fmt))
+    limit = PEER_PATH_LIMIT.get(fmt)
+    if limit is None or not os.path.exists(os.path.join(peer, "data", "tensors", name + ".npy")):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        work = os.path.join(tmp, "peer")
+        shutil.copytree(peer, work)
+        cmd = [os.path.join(work, "bin", "search2"), name, "-r", "1", "-t", "1", "-s", "4", "-m", "4",
+               "-f", str(limit), "--stop", "4", "-v", "1"]
+        try:
+            out = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300).stdout
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+    # "=== Searching for rank R ===" / "Completed N attempts in T s" / "Found 0 candidate schemes"
+    levels = re.findall(r"Searching for rank (\d+).*?Completed (\d+) attempts in ([\d.]+)s\s+Found (\d+)", out, re.S)
+    for rank, attempts, seconds, found in levels:
+        if int(found) == 0 and float(seconds) > 0:
+            return int(attempts) * limit / float(seconds), int(rank)
+    return None
 
 
 def run_row(row, workers: int, seed: int, scale: float, z_direct: bool, log) -> dict:
@@ -105,6 +142,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every time budget")
     ap.add_argument("--z-direct", action="store_true", help="walk over Z directly for Z rows (no lifting)")
     ap.add_argument("--speed", action="store_true", help="only the flips/s per core table")
+    ap.add_argument("--peer", metavar="DIR", help="also measure the flip-cpd build in DIR (bin/search2), mod 2")
     args = ap.parse_args()
 
     def log(msg: str) -> None:
@@ -112,11 +150,16 @@ def main() -> None:
 
     print(f"# FMMFORGE_HOME={os.environ.get('FMMFORGE_HOME', '(default)')} workers={args.workers} seed={args.seed}")
     print("\n## flips per second, one core, steady state")
-    print("| format | Z2 | Z |\n|---|---|---|")
-    for fmt in [(3, 3, 3), (3, 4, 5), (4, 4, 4)]:
+    peer_col = " flip-cpd Z2 (at rank) |" if args.peer else ""
+    print("| format | Z2 | Z |" + peer_col + "\n|---|---|---|" + ("---|" if args.peer else ""))
+    for fmt in SPEED_FORMATS:
         z2 = flips_per_second(fmt, "Z2")
         z = flips_per_second(fmt, "Z")
-        print(f"| {','.join(map(str, fmt))} | {z2 / 1e6:.2f}M | {z / 1e6:.2f}M |", flush=True)
+        row = f"| {','.join(map(str, fmt))} | {z2 / 1e6:.2f}M | {z / 1e6:.2f}M |"
+        if args.peer:
+            peer = peer_flips_per_second(args.peer, fmt)
+            row += " - |" if peer is None else f" {peer[0] / 1e6:.2f}M ({peer[1]}) |"
+        print(row, flush=True)
     if args.speed:
         return
     if args.rows in ("short", "long", "stretch"):

@@ -114,3 +114,24 @@ def test_packing_round_trips():
             again = PackedScheme.from_json(s.to_json())
             assert again.key() == s.key()
             assert s.to_decomposition(d.target).rank == d.rank
+
+
+def _counts_from_scratch(X: np.ndarray) -> np.ndarray:
+    return np.array([[int(np.sum(X[:, s] == X[r, s])) for s in range(3)] for r in range(len(X))], dtype=np.int64)
+
+
+@settings(max_examples=25, deadline=None)
+@given(fmt=st.sampled_from(FORMATS + [(4, 4, 4)]), seed=st.integers(1, 2**32), plateau=st.integers(1, 50),
+       steps=st.integers(1, 400))
+def test_z2_shared_factor_counts_kept_by_the_walk_agree_with_a_recount(fmt, seed, plateau, steps):
+    # the walk keeps N[r, s] (terms holding X[r, s] in slot s) up to date through flips, plus
+    # transitions and reductions instead of recounting; it must equal a recount after any walk
+    d = resolve("naive:{},{},{}".format(*fmt))
+    walk = CompiledWalk("Z2", d.target.tensor.shape, seed, WalkParams(plateau=plateau, plus_up=3))
+    rank = walk.load(pack(d, "Z2"), extra=3)
+    assert np.array_equal(walk.N[:rank], _counts_from_scratch(walk.X[:rank]))
+    for _ in range(6):
+        walk.walk(steps, rank + 3, 0, -1)
+        R = walk.rank
+        assert np.array_equal(walk.N[:R], _counts_from_scratch(walk.X[:R]))
+        assert _valid(walk.current(), d.target)

@@ -3,7 +3,8 @@
 A scheme is held as R rank-one terms ``x_r ⊗ y_r ⊗ z_r`` (slots 0, 1, 2 = U, V, W columns).
 
 Over Z2 every factor vector is one uint64 bitmask (entry k = bit k), so adding two vectors is
-one XOR and comparing them one integer comparison: ``X[r, s]`` is slot s of term r.
+one XOR and comparing them one integer comparison: ``X[r, s]`` is slot s of term r;
+``N[r, s]`` counts the terms holding that factor in slot s, kept up to date by the walk.
 
 Over Z every factor vector is an int8 row ``V[r, s, :]`` with a 64-bit *linear* hash
 ``K[r, s] = Σ_k V[r,s,k]·H[s,k] (mod 2^64)``; because the hash is linear, ``K(-v) = -K(v)``,
@@ -37,6 +38,7 @@ _ZERO = np.uint64(0)
 
 META_RANK, META_SINCE, META_FLIPS, META_PLUS, META_REDUCTIONS = 0, 1, 2, 3, 4
 META_SIZE = 8
+WORKLIST = 64  # terms a reduction pass can have queued
 
 
 @njit(cache=True, inline="always")
@@ -60,15 +62,14 @@ def _rand(rng, n):
 # so folding them costs the walk nothing. The walks themselves stay two functions: their
 # factor representations (one uint64 mask vs. an int8 row plus a hash) differ in every move.
 @njit(cache=True, inline="always")
-def _worklist(i, j):
-    """The terms a reduction pass starts from: i, and j unless it is -1. Returns (worklist, length)."""
-    wl = np.empty(64, np.int64)
+def _worklist(wl, i, j):
+    """Start a reduction pass in the buffer wl (int64[WORKLIST], allocated once per walk call, not
+    per flip) from term i, and j unless it is -1. Returns the length."""
     wl[0] = i
-    n = 1
     if j >= 0:
         wl[1] = j
-        n = 2
-    return wl, n
+        return 2
+    return 1
 
 
 @njit(cache=True, inline="always")
@@ -86,7 +87,7 @@ def _push(wl, n, k, x, last):
     """Queue term k (merged into) after term x was dropped; k was the last term if it moved. Returns n."""
     if k == last:
         k = x
-    if n < 63:
+    if n < WORKLIST - 1:
         wl[n] = k
         n += 1
     return n
@@ -140,9 +141,59 @@ def _begin(meta):
 
 
 # ====================================================================== Z2
+# The shared-factor counts: N[r, s] = how many of the terms 0..R-1 hold X[r, s] in slot s (itself
+# included), kept up to date at every write of a factor (one pass over slot s, see _z2_changed).
+# "Does term i share slot s with another term" is then one load: the flip picker rejects most of
+# its random draws and the reduction check most of its terms on that load, without a pass.
 @njit(cache=True)
-def _z2_find_pair(X, R, i):
+def z2_counts(X, R, N):
+    """N[r, s] from scratch for the terms 0..R-1 (the walk keeps it up to date from here)."""
+    for r in range(R):
+        for s in range(3):
+            c = 0
+            for k in range(R):
+                if X[k, s] == X[r, s]:
+                    c += 1
+            N[r, s] = c
+
+
+@njit(cache=True, inline="always")
+def _z2_changed(X, N, R, r, s, old):
+    """X[r, s] was ``old`` and now holds a new value: fix the counts of the terms 0..R-1."""
+    v = X[r, s]
+    if v == old:
+        return
+    c = 1
+    for k in range(R):
+        if k != r:
+            x = X[k, s]
+            if x == old:
+                N[k, s] -= 1
+            elif x == v:
+                N[k, s] += 1
+                c += 1
+    N[r, s] = c
+
+
+@njit(cache=True, inline="always")
+def _z2_counted(X, N, R, r):
+    """Term r (r >= R, just written) joins the terms 0..R-1: count its factors in."""
+    for s in range(3):
+        v = X[r, s]
+        c = 1
+        for k in range(R):
+            if X[k, s] == v:
+                N[k, s] += 1
+                c += 1
+        N[r, s] = c
+
+
+@njit(cache=True, inline="always")
+def _z2_find_pair(X, N, R, i):
     """A term k != i that shares two factors with term i, and the slot that differs; else (-1, -1)."""
+    # a term sharing two factors with i makes both of their counts at least 2: most checks end here
+    if (N[i, 0] >= 2) + (N[i, 1] >= 2) + (N[i, 2] >= 2) < 2:
+        return -1, -1
     a = X[i, 0]
     b = X[i, 1]
     c = X[i, 2]
@@ -161,61 +212,66 @@ def _z2_find_pair(X, R, i):
     return -1, -1
 
 
-@njit(cache=True)
-def _z2_remove(X, R, x, wl, n):
-    """Drop term x (the last term moves into its place); fix the worklist indices. Returns R-1."""
+@njit(cache=True, inline="always")
+def _z2_remove(X, N, R, x, wl, n):
+    """Drop term x (the last term moves into its place); fix the counts and the worklist. Returns R-1."""
     last = R - 1
     for s in range(3):
+        v = X[x, s]
+        for k in range(R):
+            if k != x and X[k, s] == v:
+                N[k, s] -= 1
+    for s in range(3):
         X[x, s] = X[last, s]
+        N[x, s] = N[last, s]
     _moved(wl, n, x, last)
     return last
 
 
-@njit(cache=True)
-def _z2_reduce(X, R, i, j, counters):
+@njit(cache=True, inline="always")
+def _z2_reduce(X, N, R, i, j, counters, wl):
     """Apply every reduction that terms i and j (just changed) take part in. Returns the rank."""
-    wl, n = _worklist(i, j)
+    n = _worklist(wl, i, j)
     while n > 0:
         n -= 1
         x = wl[n]
         if x < 0 or x >= R:
             continue
         if X[x, 0] == _ZERO or X[x, 1] == _ZERO or X[x, 2] == _ZERO:
-            R = _z2_remove(X, R, x, wl, n)
+            R = _z2_remove(X, N, R, x, wl, n)
             counters[META_REDUCTIONS] += 1
             continue
-        k, m = _z2_find_pair(X, R, x)
+        k, m = _z2_find_pair(X, N, R, x)
         if k < 0:
             continue
+        old = X[k, m]
         X[k, m] ^= X[x, m]
+        _z2_changed(X, N, R, k, m, old)
         last = R - 1
-        R = _z2_remove(X, R, x, wl, n)
+        R = _z2_remove(X, N, R, x, wl, n)
         counters[META_REDUCTIONS] += 1
         n = _push(wl, n, k, x, last)
     return R
 
 
 @njit(cache=True)
-def _z2_reduce3(X, R, i, j, k, counters):
-    R2 = _z2_reduce(X, R, i, j, counters)
+def _z2_reduce3(X, N, R, i, j, k, counters, wl):
+    R2 = _z2_reduce(X, N, R, i, j, counters, wl)
     if R2 == R:
-        return _z2_reduce(X, R, k, -1, counters)
-    return z2_reduce_all(X, R2, counters)
+        return _z2_reduce(X, N, R, k, -1, counters, wl)
+    return z2_reduce_all(X, N, R2, counters)
 
 
-@njit(cache=True)
-def _z2_pick_flip(X, R, rng):
+@njit(cache=True, inline="always")
+def _z2_pick_flip(X, N, R, rng):
     """A random pair (i, j) of terms sharing slot s; (-1, -1, -1) if none was found."""
     for _attempt in range(4 * R + 16):
         i = _rand(rng, R)
         s = _rand(rng, 3)
-        key = X[i, s]
-        cnt = 0
-        for k in range(R):
-            if X[k, s] == key:
-                cnt += 1
+        cnt = N[i, s]
         if cnt < 2:
             continue
+        key = X[i, s]
         t = _rand(rng, cnt - 1)
         for k in range(R):
             if k != i and X[k, s] == key:
@@ -254,14 +310,15 @@ def z2_plus(X, R, i, j, s, t):
 
 
 @njit(cache=True)
-def z2_reduce_all(X, R, counters):
-    """Reduce a whole scheme (used on a starting scheme). Returns the rank."""
+def z2_reduce_all(X, N, R, counters):
+    """Reduce a whole scheme (used on a starting scheme; N its counts, see z2_counts). Returns the rank."""
+    wl = np.empty(WORKLIST, np.int64)
     changed = True
     while changed:
         changed = False
         for x in range(R):
             before = R
-            R = _z2_reduce(X, R, x, -1, counters)
+            R = _z2_reduce(X, N, R, x, -1, counters, wl)
             if R != before:
                 changed = True
                 break
@@ -269,9 +326,11 @@ def z2_reduce_all(X, R, counters):
 
 
 @njit(cache=True)
-def walk_z2(X, meta, rng, max_flips, plateau, plus_limit, stop_rank, report_rank):
+def walk_z2(X, N, meta, rng, max_flips, plateau, plus_limit, stop_rank, report_rank):
+    """The Z2 walk; N holds the shared-factor counts of X (see z2_counts) and is kept up to date."""
     R, since = _begin(meta)
     cap = X.shape[0]
+    wl = np.empty(WORKLIST, np.int64)
     flips = 0
     code = 0
     while flips < max_flips:
@@ -279,14 +338,19 @@ def walk_z2(X, meta, rng, max_flips, plateau, plus_limit, stop_rank, report_rank
             # plus transition between two terms that differ in every slot
             for _attempt in range(32):
                 i, j, s, t = _plus_candidates(rng, R)
-                if i != j and X[i, s] != X[j, s] and X[i, t] != X[j, t] and X[i, 3 - s - t] != X[j, 3 - s - t]:
+                u = 3 - s - t
+                if i != j and X[i, s] != X[j, s] and X[i, t] != X[j, t] and X[i, u] != X[j, u]:
+                    old_i, old_j = X[i, s], X[j, u]
                     z2_plus(X, R, i, j, s, t)
+                    _z2_changed(X, N, R, i, s, old_i)
+                    _z2_changed(X, N, R, j, u, old_j)
+                    _z2_counted(X, N, R, R)
                     R += 1
                     meta[META_PLUS] += 1
-                    R = _z2_reduce3(X, R, i, j, R - 1, meta)
+                    R = _z2_reduce3(X, N, R, i, j, R - 1, meta, wl)
                     break
             since = 0
-        i, j, s = _z2_pick_flip(X, R, rng)
+        i, j, s = _z2_pick_flip(X, N, R, rng)
         if i < 0:
             if R < plus_limit and R < cap:
                 since = plateau
@@ -295,11 +359,15 @@ def walk_z2(X, meta, rng, max_flips, plateau, plus_limit, stop_rank, report_rank
             code = 3
             break
         t = _flip_slot(rng, s)
+        u = 3 - s - t
+        old_i, old_j = X[i, t], X[j, u]
         z2_flip(X, R, i, j, s, t)
+        _z2_changed(X, N, R, i, t, old_i)
+        _z2_changed(X, N, R, j, u, old_j)
         flips += 1
         since += 1
         before = R
-        R = _z2_reduce(X, R, i, j, meta)
+        R = _z2_reduce(X, N, R, i, j, meta, wl)
         since, code = _after_reduction(R, before, since, stop_rank, report_rank)
         if code > 0:
             break
@@ -366,9 +434,9 @@ def _z_remove(V, K, R, x, wl, n):
 
 
 @njit(cache=True)
-def _z_reduce(V, K, H, dims, R, i, j, hard, counters):
+def _z_reduce(V, K, H, dims, R, i, j, hard, counters, wl):
     """Apply every reduction that terms i and j (just changed) take part in. Returns the rank."""
-    wl, n = _worklist(i, j)
+    n = _worklist(wl, i, j)
     while n > 0:
         n -= 1
         x = wl[n]
@@ -513,12 +581,13 @@ def z_plus(V, K, H, dims, R, i, j, s, t, bound):
 
 @njit(cache=True)
 def z_reduce_all(V, K, H, dims, R, hard, counters):
+    wl = np.empty(WORKLIST, np.int64)
     changed = True
     while changed:
         changed = False
         for x in range(R):
             before = R
-            R = _z_reduce(V, K, H, dims, R, x, -1, hard, counters)
+            R = _z_reduce(V, K, H, dims, R, x, -1, hard, counters, wl)
             if R != before:
                 changed = True
                 break
@@ -526,11 +595,11 @@ def z_reduce_all(V, K, H, dims, R, hard, counters):
 
 
 @njit(cache=True)
-def _z_reduce3(V, K, H, dims, R, i, j, k, hard, counters):
+def _z_reduce3(V, K, H, dims, R, i, j, k, hard, counters, wl):
     """After a plus transition on i, j (new term k): reductions through i, j, else through k."""
-    R2 = _z_reduce(V, K, H, dims, R, i, j, hard, counters)
+    R2 = _z_reduce(V, K, H, dims, R, i, j, hard, counters, wl)
     if R2 == R:
-        return _z_reduce(V, K, H, dims, R, k, -1, hard, counters)
+        return _z_reduce(V, K, H, dims, R, k, -1, hard, counters, wl)
     return z_reduce_all(V, K, H, dims, R2, hard, counters)
 
 
@@ -538,6 +607,7 @@ def _z_reduce3(V, K, H, dims, R, i, j, k, hard, counters):
 def walk_z(V, K, H, dims, meta, rng, max_flips, plateau, plus_limit, stop_rank, report_rank, bound, hard):
     R, since = _begin(meta)
     cap = V.shape[0]
+    wl = np.empty(WORKLIST, np.int64)
     flips = 0
     code = 0
     while flips < max_flips:
@@ -551,7 +621,7 @@ def walk_z(V, K, H, dims, meta, rng, max_flips, plateau, plus_limit, stop_rank, 
                     if z_plus(V, K, H, dims, R, i, j, s, t, bound):
                         R += 1
                         meta[META_PLUS] += 1
-                        R = _z_reduce3(V, K, H, dims, R, i, j, R - 1, hard, meta)
+                        R = _z_reduce3(V, K, H, dims, R, i, j, R - 1, hard, meta, wl)
                         break
             since = 0
         i, j, s, rel = _z_pick_flip(V, K, dims, R, rng)
@@ -575,7 +645,7 @@ def walk_z(V, K, H, dims, meta, rng, max_flips, plateau, plus_limit, stop_rank, 
             if not z_flip(V, K, H, dims, i, j, s, t, -sign, bound):
                 continue
         before = R
-        R = _z_reduce(V, K, H, dims, R, i, j, hard, meta)
+        R = _z_reduce(V, K, H, dims, R, i, j, hard, meta, wl)
         since, code = _after_reduction(R, before, since, stop_rank, report_rank)
         if code > 0:
             break

@@ -86,7 +86,9 @@ class CompiledWalk:
         if self.field == "Z2":
             self.X = np.zeros((cap, 3), dtype=np.uint64)
             self.X[:R] = scheme.data
-            self.meta[K.META_RANK] = K.z2_reduce_all(self.X, R, self.meta)
+            self.N = np.zeros((cap, 3), dtype=np.int64)
+            K.z2_counts(self.X, R, self.N)
+            self.meta[K.META_RANK] = K.z2_reduce_all(self.X, self.N, R, self.meta)
         else:
             self.X = np.zeros((cap, 3, self.L), dtype=np.int8)
             self.X[:R] = scheme.data
@@ -107,7 +109,8 @@ class CompiledWalk:
         plus_limit = min(plus_limit, self.X.shape[0])
         p = self.params
         if self.field == "Z2":
-            return int(K.walk_z2(self.X, self.meta, self.rng, max_flips, p.plateau, plus_limit, stop_rank, report_rank))
+            return int(K.walk_z2(self.X, self.N, self.meta, self.rng, max_flips, p.plateau, plus_limit,
+                                 stop_rank, report_rank))
         return int(K.walk_z(self.X, self.K, self.H, self.dims_arr, self.meta, self.rng, max_flips, p.plateau,
                             plus_limit, stop_rank, report_rank, p.bound, p.hard_bound))
 
