@@ -297,3 +297,25 @@ def test_verify_speed_script_runs_small() -> None:
     }
     assert all(r["valid"] for r in rows if "error" not in r)
     assert all(r["shape"] == "<2,2,4>" and r["rank"] == 14 for r in rows if r["scheme"] == "strassen*naive:1,1,2")
+
+
+# ---------------------------------------------------------------------- search --start FILE
+def test_search_starts_from_a_file(tmp_path: Path, cli) -> None:
+    path = tmp_path / "start.json"
+    path.write_text(json.dumps(strassen_catalogue()))
+    code, out, err = cli("search", "2x2x2", "--start", path, "--rank", "7", "--workers", "1", "--flips", "1000")
+    assert code == 0, err
+    assert "(rank 7)" in out and "7 (reached)" in out
+    code, out, err = cli("search", "3x3x3", "--start", path, "--workers", "1", "--flips", "1000")
+    assert code == 2
+    one_error(err, "is for <2,2,2>, not <3,3,3>")
+
+
+def test_search_from_an_invalid_file_exits_1(tmp_path: Path, cli) -> None:
+    doc = strassen_catalogue()
+    doc["v"] = [row[:] for row in STRASSEN_V]
+    doc["v"][0] = [1, 0, 0, 0]
+    path = tmp_path / "start.txt"
+    path.write_text(json.dumps(doc))
+    code, out, _ = cli("search", "2x2x2", "--start", path, "--workers", "1", "--flips", "1000")
+    assert code == 1 and "INVALID" in out and Store().all() == []

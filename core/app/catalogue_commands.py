@@ -100,6 +100,30 @@ def _load_file(path: Path, fmt: Optional[str], shape: Optional[str], field: Opti
     return read_file(path, kind, **options)  # type: ignore[arg-type]
 
 
+def resolve_or_file(name: str, fmt: tuple[int, int, int] | None = None) -> Decomposition:
+    """A catalogue or store name's scheme, else the scheme in the file of that path (format from its
+    content; of an npz holding many, the one of matrix format ``fmt``), verified exactly: an invalid one is
+    printed with its first wrong entry and exits 1, as `verify` does."""
+    try:
+        return catalogue.resolve(name)
+    except FmmforgeError:
+        path = Path(name)
+        if not path.is_file():
+            raise
+    schemes = _load_file(path, None, None, None, False)
+    if len(schemes) > 1 and fmt is not None:  # an npz of many: the one of the format asked for
+        schemes = [s for s in schemes if s[1].format == fmt] or schemes
+    if len(schemes) != 1:
+        raise FmmforgeError(f"{path} holds {len(schemes)} schemes; give a file of one (or import it and use a store name)")
+    label, d = schemes[0]
+    result = d.verify()
+    if not result.valid:
+        console.print(f"INVALID  {label}: {d.target.describe()} rank {d.rank} over {d.field}: "
+                      f"{result.first_failure}{_mod2_hint(d)}", highlight=False)
+        raise typer.Exit(1)
+    return d
+
+
 def _mod2_hint(d: Decomposition) -> str:
     """For a scheme that fails over Z: say so if it would hold modulo 2 (a Z2 scheme read as Z)."""
     if d.field != "Z" or not d.is_integral():

@@ -162,7 +162,7 @@ def search_cmd(
     workers: Annotated[Optional[int], typer.Option(help="independent walkers, one process each (default: all cores)")] = None,
     reward: Annotated[Optional[list[str]], typer.Option(help="reward NAME[:WEIGHT] preferring schemes at the best rank (repeatable)")] = None,
     seed: Annotated[int, typer.Option(help="random seed (runs are reproducible with --workers 1 and a flip budget)")] = 0,
-    start: Annotated[Optional[str], typer.Option(help="starting scheme: catalogue/store name or NAME*NAME (default naive:n,m,p)")] = None,
+    start: Annotated[Optional[str], typer.Option(help="starting scheme: catalogue/store name, NAME*NAME or a scheme file (default naive:n,m,p)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the checkpoint of the same format, field and seed")] = False,
     checkpoint: Annotated[Optional[Path], typer.Option(help="checkpoint file (default $FMMFORGE_HOME/checkpoints/flip-FORMAT-FIELD-seedS.json)")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="also write the best scheme to this file")] = None,
@@ -207,7 +207,9 @@ def search_cmd(
     context = RewardContext(device=device, size=parse_size(size) if size else None, dtype=dtype, levels=levels)
     scorer = resolve_rewards(list(reward or []), context)
     start_name = start or "naive:{},{},{}".format(*fmt)
-    d0 = catalogue.resolve(start_name)
+    from fmmforge.core.app.catalogue_commands import resolve_or_file
+
+    d0 = resolve_or_file(start_name, fmt)
     if d0.format != fmt:
         raise FmmforgeError(
             f"starting scheme {start_name} is for {d0.target.describe()}, not <{fmt[0]},{fmt[1]},{fmt[2]}>"
