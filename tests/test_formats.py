@@ -426,3 +426,12 @@ def test_every_accepted_entry_round_trips_exactly(fmt, rank: int, field: str, da
                 continue
         assert back == d and back.field == field
         assert [list(x.ravel()) for x in back.factors()] == [list(x.ravel()) for x in d.factors()]
+
+
+def test_catalogue_and_formula_format_names(tmp_path: Path) -> None:
+    assert [check_format_name(n) for n in ("catalogue", "Catalogue-JSON", "fmm-json", "formulas", "formula")] == [
+        "catalogue", "catalogue", "catalogue", "formulas", "formulas"]
+    assert write_format(tmp_path / "x.formulas") == "formulas"
+    assert write_format(tmp_path / "x.json") == "json"  # the .json ending keeps meaning fmmforge's own schema
+    with pytest.raises(FmmforgeError, match="fmm-json for catalogue"):
+        check_format_name("perminov")

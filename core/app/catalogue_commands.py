@@ -15,7 +15,8 @@ from rich.table import Table
 
 from fmmforge.core import catalogue
 from fmmforge.core.app.console import FORMAT_HELP, console, counted, fmt_e
-from fmmforge.core.decomposition import Decomposition, check_field
+from fmmforge.core.app.scheme_files import load_file, mod2_hint
+from fmmforge.core.decomposition import check_field
 from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.store import Provenance, Store
 from fmmforge.core.tensor import parse_format
@@ -84,54 +85,6 @@ def show(name: Annotated[str, typer.Argument(help="catalogue or store name, e.g.
 
 
 # ---------------------------------------------------------------------- verify
-def _load_file(path: Path, fmt: Optional[str], shape: Optional[str], field: Optional[str],
-               allow_pickle: bool) -> list[tuple[str, Decomposition]]:
-    """Read a file's schemes (``-``: standard input, format from --format or the content)."""
-    from fmmforge.core.formats import check_format_name, read_data, read_file, read_limited
-
-    kind = None if fmt is None else check_format_name(fmt)
-    if field is not None and field != "auto":
-        check_field(field)
-    options = dict(shape=parse_format(shape) if shape else None,
-                   field=None if field in (None, "auto") else field, allow_pickle=allow_pickle)
-    if str(path) == "-":
-        data = read_limited(sys.stdin.buffer, "standard input")
-        return read_data(data, kind, source="standard input", label="stdin", **options)  # type: ignore[arg-type]
-    return read_file(path, kind, **options)  # type: ignore[arg-type]
-
-
-def resolve_or_file(name: str, fmt: tuple[int, int, int] | None = None) -> Decomposition:
-    """A catalogue or store name's scheme, else the scheme in the file of that path (format from its
-    content; of an npz holding many, the one of matrix format ``fmt``), verified exactly: an invalid one is
-    printed with its first wrong entry and exits 1, as `verify` does."""
-    try:
-        return catalogue.resolve(name)
-    except FmmforgeError:
-        path = Path(name)
-        if not path.is_file():
-            raise
-    schemes = _load_file(path, None, None, None, False)
-    if len(schemes) > 1 and fmt is not None:  # an npz of many: the one of the format asked for
-        schemes = [s for s in schemes if s[1].format == fmt] or schemes
-    if len(schemes) != 1:
-        raise FmmforgeError(f"{path} holds {len(schemes)} schemes; give a file of one (or import it and use a store name)")
-    label, d = schemes[0]
-    result = d.verify()
-    if not result.valid:
-        console.print(f"INVALID  {label}: {d.target.describe()} rank {d.rank} over {d.field}: "
-                      f"{result.first_failure}{_mod2_hint(d)}", highlight=False)
-        raise typer.Exit(1)
-    return d
-
-
-def _mod2_hint(d: Decomposition) -> str:
-    """For a scheme that fails over Z: say so if it would hold modulo 2 (a Z2 scheme read as Z)."""
-    if d.field != "Z" or not d.is_integral():
-        return ""
-    as_z2 = Decomposition.unchecked(*d.numerators(), field="Z2", target=d.target)
-    return " (it holds modulo 2: pass --field Z2 if it is a mod-2 scheme)" if as_z2.verify().valid else ""
-
-
 FieldOpt = Annotated[Optional[str], typer.Option(help="Z (integers/rationals) or Z2 (mod 2); default: as the file says, else Z")]
 ShapeOpt = Annotated[Optional[str], typer.Option(help="matrix format n,m,p (default: inferred from the file)")]
 FormatOpt = Annotated[Optional[str], typer.Option("--format", "-f", help=FORMAT_HELP + "; default from the file's content")]
@@ -146,7 +99,7 @@ def verify(
     allow_pickle: PickleOpt = False,
 ) -> None:
     """Check a file's decomposition(s) exactly. Exit 0 valid, 1 invalid (first wrong entry named), 2 unusable input."""
-    schemes = _load_file(file, format, shape, field, allow_pickle)
+    schemes = load_file(file, format, shape, field, allow_pickle)
     bad = 0
     for label, d in schemes:
         result = d.verify()
@@ -155,7 +108,7 @@ def verify(
             console.print(f"valid    {where}", highlight=False)
         else:
             bad += 1
-            console.print(f"INVALID  {where}: {result.first_failure}{_mod2_hint(d)}", highlight=False)
+            console.print(f"INVALID  {where}: {result.first_failure}{mod2_hint(d)}", highlight=False)
     if len(schemes) > 1:
         console.print(f"{len(schemes) - bad} valid, {bad} invalid", highlight=False)
     if bad:
@@ -177,13 +130,13 @@ def import_cmd(
             raise FmmforgeError(f"{file} is a folder; --name names one scheme, import its file alone to name it")
         _import_folder(file, format, shape, field, allow_pickle)
         return
-    schemes = _load_file(file, format, shape, field, allow_pickle)
+    schemes = load_file(file, format, shape, field, allow_pickle)
     if name is not None and len(schemes) > 1:
         raise FmmforgeError(f"{file} holds {len(schemes)} schemes; --name needs one (pick it with --shape)")
     for label, d in schemes:  # all or nothing: check every scheme before writing any
         result = d.verify()
         if not result.valid:
-            raise FmmforgeError(f"{label} is not a valid scheme, nothing imported: {result.first_failure}{_mod2_hint(d)}")
+            raise FmmforgeError(f"{label} is not a valid scheme, nothing imported: {result.first_failure}{mod2_hint(d)}")
     store = Store()
     for label, d in schemes:
         origin = "stdin" if str(file) == "-" else file.name
@@ -223,7 +176,7 @@ def _import_folder(folder: Path, fmt: Optional[str], shape: Optional[str], field
             rel = path.relative_to(folder)
             progress(f"importing {rel}", done, len(files))
             try:
-                schemes = _load_file(path, fmt, shape, field, allow_pickle)
+                schemes = load_file(path, fmt, shape, field, allow_pickle)
             except FmmforgeError as exc:
                 unsupported.append(str(exc))
                 continue
@@ -231,7 +184,7 @@ def _import_folder(folder: Path, fmt: Optional[str], shape: Optional[str], field
                 where = str(rel) if len(schemes) == 1 else f"{rel} [{label}]"
                 result = d.verify()
                 if not result.valid:
-                    invalid.append(f"{where}: {d.target.describe()} rank {d.rank}: {result.first_failure}{_mod2_hint(d)}")
+                    invalid.append(f"{where}: {d.target.describe()} rank {d.rank}: {result.first_failure}{mod2_hint(d)}")
                     continue
                 res = store.add(d, Provenance(source=f"import:{rel}", params={"label": label}))
                 imported += res.inserted

@@ -207,7 +207,7 @@ def search_cmd(
     context = RewardContext(device=device, size=parse_size(size) if size else None, dtype=dtype, levels=levels)
     scorer = resolve_rewards(list(reward or []), context)
     start_name = start or "naive:{},{},{}".format(*fmt)
-    from fmmforge.core.app.catalogue_commands import resolve_or_file
+    from fmmforge.core.app.scheme_files import resolve_or_file
 
     d0 = resolve_or_file(start_name, fmt)
     if d0.format != fmt:
