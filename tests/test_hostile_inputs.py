@@ -252,6 +252,15 @@ def test_formula_lines_are_never_evaluated(tmp_path: Path, cli) -> None:
     one_error(err, "evil.txt:1", "cannot read")
 
 
+@pytest.mark.parametrize("nest", ["(" * 5000 + "A11" + ")" * 5000, "-" * 5000 + "A11"])
+def test_deeply_nested_formula_is_one_line(nest: str, tmp_path: Path, cli) -> None:
+    path = tmp_path / "deep.txt"
+    path.write_text(f"M1 = {nest}·B11\nC11 = M1\n")
+    code, out, err = cli("verify", path)
+    assert code == 2 and out == ""
+    one_error(err, "deep.txt:1", "nested too deeply")
+
+
 def test_show_naive_of_a_huge_format_is_refused(cli) -> None:
     code, _out, err = cli("show", "naive:100,100,100")
     assert code == 2

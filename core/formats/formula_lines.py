@@ -253,7 +253,10 @@ def loads_formulas(
         if not eq or not match:
             raise FmmforgeError(f"{where}: expected a line like 'M1 = (A11 + A22)·(B11 + B22)' or 'C11 = M1 + M4'")
         name = _index(lhs.strip()[0], match.group(1).replace(" ", ""), where)
-        value = _Parser(rhs, where).parse()
+        try:
+            value = _Parser(rhs, where).parse()
+        except RecursionError:
+            raise FmmforgeError(f"{where}: parentheses or signs nested too deeply to be a formula; fix the line") from None
         if name[0] == "M":
             if name[1] in products:
                 raise FmmforgeError(f"{where}: M{name[1]} is defined twice (first on line {products[name[1]][2]})")
