@@ -149,6 +149,8 @@ def test_code_in_formulas_is_never_run(tmp_path: Path) -> None:
     ("M1 = A11/0·B11\nC11 = M1", "division by zero"),
     ("M1 = A111·B11\nC11 = M1", "ambiguous"),
     ("M1 = A11·B11\nC11 = M1\nC11 = M1", "defined twice"),
+    ("M1 = 99999999999999999999999*A11·B11\nC11 = M1", "too large"),
+    ("M1 = A11·B11\nC11 = " + "4611686018427387903*" * 20 + "M1", r"beyond 2\^256"),
 ])
 def test_malformed_formulas_are_one_line(text: str, words: str) -> None:
     with pytest.raises(FmmforgeError, match=words) as info:

@@ -34,6 +34,7 @@ _TOKEN = re.compile(
     r"|(?P<op>[-+*/()·×]))"
 )
 _MAX_LINES = 1_000_000
+_MAX_BITS = 256  # while a line is parsed; the factors are checked against 2^62 when built
 _HEADER_SHAPE = re.compile(r"^#\s*fmmforge\s+<(\d{1,9}),(\d{1,9}),(\d{1,9});\d{1,12}>")
 Form = dict[tuple[str, int, int], Fraction]  # symbol (letter, row, column) -> coefficient; M: (M, r, 0)
 _ONE = ("1", 0, 0)  # the constant term of a form
@@ -134,7 +135,10 @@ class _Parser:
             return value if sign == "+" else self._multiply({_ONE: Fraction(-1)}, value)
         kind, text = self.take()
         if kind == "num":
-            number = exact_token(text)
+            try:
+                number = exact_token(text)
+            except FmmforgeError as exc:
+                raise FmmforgeError(f"{self.where}: {exc}") from None
             if number is None:
                 raise FmmforgeError(f"{self.where}: {text!r} is not a number")
             return {_ONE: number} if number else {}
@@ -157,6 +161,9 @@ class _Parser:
 
     def _multiply(self, a: Value, b: Value) -> Value:
         ca, cb = self._constant(a), self._constant(b)
+        for c in (ca, cb):  # products of numbers may not grow without bound (2*2*...*2 a million times)
+            if c is not None and max(abs(c.numerator), c.denominator).bit_length() > _MAX_BITS:
+                raise FmmforgeError(f"{self.where}: a coefficient beyond 2^{_MAX_BITS}; entries stay below 2^62")
         if ca is not None and (ca or cb is not None):
             return _scale(b, ca)
         if cb is not None and (cb or ca is not None):
