@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from fmmforge.core import catalogue
-from fmmforge.core.app.console import FORMAT_HELP, console, counted, fmt_e
+from fmmforge.core.app.console import FORMAT_HELP, console, counted, err_console, fmt_e
 from fmmforge.core.app.scheme_files import load_file, mod2_hint
 from fmmforge.core.decomposition import check_field
 from fmmforge.core.errors import FmmforgeError
@@ -135,8 +135,10 @@ def import_cmd(
         raise FmmforgeError(f"{file} holds {len(schemes)} schemes; --name needs one (pick it with --shape)")
     for label, d in schemes:  # all or nothing: check every scheme before writing any
         result = d.verify()
-        if not result.valid:
-            raise FmmforgeError(f"{label} is not a valid scheme, nothing imported: {result.first_failure}{mod2_hint(d)}")
+        if not result.valid:  # readable but invalid: exit 1, as verify says it
+            err_console.print(f"error: {label} is not a valid scheme, nothing imported: {result.first_failure}"
+                              f"{mod2_hint(d)}", highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(1)
     store = Store()
     for label, d in schemes:
         origin = "stdin" if str(file) == "-" else file.name
