@@ -218,7 +218,7 @@ def ranks(
         raise FmmforgeError(f"--up-to {up_to} is out of range; give a side from 2 to 12")
     best: dict[tuple[tuple[int, int, int], str], int] = {}
     for (fmt_text, fld), algo in Store().best_ranks().items():
-        fmt = tuple(sorted(int(x) for x in fmt_text.strip("<>").split(",")))
+        fmt = tuple(sorted(parse_format(fmt_text)))
         # an integer scheme holds modulo 2 as well, so it counts for Z2 too
         for key_field in (fld, "Z2") if fld == "Z" and algo.decomposition.is_integral() else (fld,):
             key = (fmt, key_field)
