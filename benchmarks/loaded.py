@@ -149,13 +149,6 @@ def _pair_ratios(result) -> list[float]:
     return [c / b for c, b in zip(result.candidate.samples, result.baseline.samples)]
 
 
-def _iqr(xs: list[float]) -> float:
-    if len(xs) < 4:
-        return max(xs) - min(xs)
-    q = statistics.quantiles(sorted(xs), n=4, method="inclusive")
-    return q[2] - q[0]
-
-
 def _check(C, A, B, decomps, dtype: str, label: str) -> None:
     """The product at the benchmark size is within the scheme's error bound (else the run stops)."""
     from fmmforge.codegen.validate import error_bound
@@ -208,7 +201,7 @@ def make_cases(sizes: list[int], kernels: list[str], levels: int, dtype: str) ->
 def measure(case: Case, load: Load | None, rounds: int, pairs: int) -> dict:
     """Quiet then loaded ratios kernel/torch of ``case``, ``rounds`` times; the load's speed beside
     (quiet ratios only without a load)."""
-    from fmmforge.hardware.timing import compare
+    from fmmforge.hardware.timing import Timing, compare
 
     quiet: list[list[float]] = []
     loaded: list[list[float]] = []
@@ -222,13 +215,14 @@ def measure(case: Case, load: Load | None, rounds: int, pairs: int) -> dict:
             loaded.append(_pair_ratios(compare(case.candidate, case.baseline, pairs=pairs, warmup=1)))
         finally:
             load_rate.append(load.off())
-    flat_q, flat_l = [x for r in quiet for x in r], [x for r in loaded for x in r]
+    q = Timing.of([x for r in quiet for x in r])
     if load is None:
-        return {"quiet": statistics.median(flat_q), "quiet_iqr": _iqr(flat_q)}
-    quotients = [statistics.median(lo) / statistics.median(qu) for qu, lo in zip(quiet, loaded)]
-    return {"quiet": statistics.median(flat_q), "quiet_iqr": _iqr(flat_q), "loaded": statistics.median(flat_l),
-            "loaded_iqr": _iqr(flat_l), "quotient": statistics.median(quotients), "q_min": min(quotients),
-            "q_max": max(quotients), "load_rate": statistics.median(load_rate)}
+        return {"quiet": q.median, "quiet_iqr": q.iqr}
+    lo = Timing.of([x for r in loaded for x in r])
+    quotients = [statistics.median(lr) / statistics.median(qr) for qr, lr in zip(quiet, loaded)]
+    return {"quiet": q.median, "quiet_iqr": q.iqr, "loaded": lo.median, "loaded_iqr": lo.iqr,
+            "quotient": statistics.median(quotients), "q_min": min(quotients), "q_max": max(quotients),
+            "load_rate": statistics.median(load_rate)}
 
 
 def main(argv: list[str] | None = None) -> int:
