@@ -24,7 +24,7 @@ from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.exact import check_entries
 from fmmforge.core.formats.common import build_decomposition, json_rows_text, matmul_format
 from fmmforge.core.formats.formula_lines import formula_lines
-from fmmforge.core.formats.json import _entry_json, _json_array, _json_entry, _json_format, _json_loads
+from fmmforge.core.formats.json import _entry_json, _json_array, _json_entry, _json_format, _json_loads, small_int_rows
 from fmmforge.core.tensor import Format
 
 CATALOGUE_KEYS = ("n", "m", "u", "v", "w")
@@ -117,8 +117,7 @@ def _products(value: Any, key: str, size: int, source: str) -> list[list[Any]]:
     if not isinstance(value, list):
         raise FmmforgeError(f"{source}: \"{key}\" is not a list of products")
     check_entries(len(value) * size, f"{source}: factor {key}")
-    if all(type(row) is list and len(row) == size and all(type(x) is int and -(2**62) < x < 2**62 for x in row)
-           for row in value):
+    if small_int_rows(value, size):
         return value  # the common case: small integers only, nothing to convert
     out = []
     for r, row in enumerate(value):

@@ -15,7 +15,7 @@ import numpy as np
 
 from fmmforge.core.decomposition import Decomposition
 from fmmforge.core.errors import FmmforgeError
-from fmmforge.core.exact import MAX_FLOAT_DENOMINATOR, MAX_TOKEN_CHARS, check_entries, check_small, exact_token
+from fmmforge.core.exact import ENTRY_LIMIT, MAX_FLOAT_DENOMINATOR, MAX_TOKEN_CHARS, check_entries, check_small, exact_token
 from fmmforge.core.formats.common import build_decomposition, json_rows_text, matmul_format
 from fmmforge.core.tensor import Format
 
@@ -205,8 +205,7 @@ def _json_factor(value: Any, name: str, rows: int, source: str) -> list[list[Fra
     if value and type(value[0]) is list:
         width0 = len(value[0])
         check_entries(rows * width0, f"{source}: factor {name}")
-        if all(type(row) is list and len(row) == width0 and all(type(x) is int and -(2**62) < x < 2**62 for x in row)
-               for row in value):
+        if small_int_rows(value, width0):
             return value  # the common case: small integers only, nothing to convert
     out: list[list[Fraction | int]] = []
     width = None
@@ -224,6 +223,13 @@ def _json_factor(value: Any, name: str, rows: int, source: str) -> list[list[Fra
             check_entries(rows * width, f"{source}: factor {name}")
         out.append([_json_entry(x, f"{name}[{i}][{j}]", source) for j, x in enumerate(row)])
     return out
+
+
+def small_int_rows(rows: list[Any], width: int) -> bool:
+    """Whether ``rows`` are lists of ``width`` machine integers each (below 2^62 in magnitude):
+    entries that need no conversion and no check, the common case of every scheme file."""
+    return all(type(row) is list and len(row) == width and all(type(x) is int and -ENTRY_LIMIT < x < ENTRY_LIMIT for x in row)
+               for row in rows)
 
 
 def _json_entry(x: Any, where: str, source: str) -> Fraction | int:
