@@ -595,8 +595,7 @@ class Quality:
         """``poor`` when the held-out error is above :data:`POOR_ERROR_PCT` and above
         :data:`POOR_OVER_FLOOR` times the repeat floor (when one was measured), else ``good``:
         always computed from the numbers, so a stored model of format 7 is judged on reading."""
-        floor = POOR_OVER_FLOOR * self.repeat_pct if self.repeat_pct is not None else 0.0
-        return "poor" if self.median_ape > max(POOR_ERROR_PCT, floor) else "good"
+        return "poor" if self.median_ape > self.threshold_pct() else "good"
 
     @property
     def poor(self) -> bool:
