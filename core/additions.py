@@ -203,7 +203,7 @@ def _side(side: str, num: np.ndarray, den: int, modulus: int | None, restarts: i
     if transpose and num.size:
         dual = _transposed(side, _direct_side(side, num.T, den, modulus, restarts, seed), num.shape[0], best)
         if dual.eliminated < best.eliminated and dual.expand() == want:
-            best = dual
+            return dual  # rebuilt and compared just now
     if best.expand() != want:
         raise RuntimeError(f"internal error: the eliminated {side} side does not rebuild its forms")
     return best
