@@ -601,13 +601,18 @@ class Store:
     def __len__(self) -> int:
         """The rows stored, counted by SQLite without reading them; a row that would not read back
         as a valid scheme counts too (iterating skips it with a warning, `fmmforge store check` finds it)."""
+        counted = self._query("SELECT COUNT(*) FROM algorithms")
+        return int(counted[0][0]) if counted else 0
+
+    def _query(self, sql: str, args: tuple = ()) -> list[Any]:
+        """The rows of one read-only query on the algorithms' tables; none without a store yet."""
         conn = self._connect(write=False)
         if conn is None:
-            return 0
+            return []
         try:
             if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
-                return 0
-            return int(conn.execute("SELECT COUNT(*) FROM algorithms").fetchone()[0])
+                return []
+            return conn.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:
             raise FmmforgeError(f"cannot read the store {self.path} ({exc}); set FMMFORGE_HOME to another directory") from None
         finally:
@@ -669,18 +674,7 @@ class Store:
         best: dict[tuple[str, str], StoredAlgorithm] = {}
         for row in rows:
             best.setdefault((row.format, row.field), row)
-        conn = self._connect(write=False)
-        if conn is None:
-            return best
-        try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
-                return best
-            groups = conn.execute("SELECT DISTINCT format, field FROM algorithms").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise FmmforgeError(f"cannot read the store {self.path} ({exc}); set FMMFORGE_HOME to another directory") from None
-        finally:
-            conn.close()
-        for fmt, field in groups:
+        for fmt, field in self._query("SELECT DISTINCT format, field FROM algorithms"):
             if (fmt, field) not in best:
                 found = self.best(fmt, field)
                 if found is not None:
