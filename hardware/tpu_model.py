@@ -119,22 +119,16 @@ def standard_matmul(size: Size, chip: ChipSpec, dtype: str) -> DotTime:
 
 @dataclass(frozen=True)
 class FactorStats:
-    """Per-level counts the model needs, for one factor matrix (closed forms for L levels)."""
+    """Per-level counts the model needs, for one factor matrix (combined over levels by :func:`_over_plan`)."""
 
     nnz: int
     unit: int  # entries equal to ±1
 
-    def over_levels(self, levels: int) -> tuple[int, int]:
-        """(total source blocks over all products, coefficients other than ±1) for L levels.
-
-        Column nnz of a Kronecker power multiply, so Σ_r nnz(col_r) = nnz^L; an entry of the
-        power is ±1 only when every factor entry is.
-        """
-        return self.nnz ** levels, self.nnz ** levels - self.unit ** levels
-
 
 def _over_plan(stats: list[FactorStats]) -> tuple[int, int]:
-    """(total source blocks, coefficients other than ±1) of the Kronecker product of the levels."""
+    """(total source blocks, coefficients other than ±1) of the Kronecker product of the levels:
+    column nnz of a Kronecker product multiply, so Σ_r nnz(col_r) is the product of the levels'
+    nnz; an entry of the product is ±1 only when every factor entry is."""
     nnz, unit = math.prod(s.nnz for s in stats), math.prod(s.unit for s in stats)
     return nnz, nnz - unit
 
