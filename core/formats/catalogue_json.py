@@ -44,15 +44,15 @@ def _c_transposed(n: int, p: int) -> np.ndarray:
 def catalogue_document(d: Decomposition) -> dict[str, Any]:
     """The catalogue's JSON object for ``d`` (formula lines included)."""
     n, m, p = matmul_format(d, "catalogue json")
-    W = d.factors()[2]
+    U, V, W = d.factors()
     order = _c_transposed(n, p)
     mults, elements = formula_lines(d, lower=True, times=" * ")
     return {
         "n": [n, m, p],
         "m": d.rank,
         "z2": d.field == "Z2",
-        "u": [[_entry_json(x) for x in col] for col in d.factors()[0].T.tolist()],
-        "v": [[_entry_json(x) for x in col] for col in d.factors()[1].T.tolist()],
+        "u": [[_entry_json(x) for x in col] for col in U.T.tolist()],
+        "v": [[_entry_json(x) for x in col] for col in V.T.tolist()],
         "w": [[_entry_json(W[k, r]) for k in order.tolist()] for r in range(d.rank)],
         "multiplications": mults,
         "elements": elements,
