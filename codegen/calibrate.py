@@ -319,13 +319,14 @@ def _measure_records(key: ModelKey, have: list[Usable], deadline: float, backend
     vendor_s = _vendor_estimate(key, store, deadline, progress)
     have_sizes = {u.shape for u in have}
     runs = plan_runs(missing, vendor_s, (deadline - time.monotonic()) / PLAN_MARGIN, have_sizes, len(have))
+    fewest = plan_runs(missing, vendor_s, float("inf"), have_sizes, len(have), least=True)  # what the fit needs
     if not runs and any(plans for _, plans in missing) and not _enough(have):
-        need = sum(r.cost_s for r in plan_runs(missing, vendor_s, float("inf"), have_sizes, len(have), least=True))
+        need = sum(r.cost_s for r in fewest)
         raise FmmforgeError(f"calibrate needs records at {MIN_SIZES} sizes or more on {key.describe()}: measuring the "
                             f"fewest that will do takes about {need:.0f} s, more than the budget leaves for them; give "
                             f"--budget {need * PLAN_MARGIN / (1 - GEMM_SHARE) + 1:.0f}s or more, or run `fmmforge bench` at "
                             f"{MIN_SIZES} sizes first")
-    least = {run.size: run.plans for run in plan_runs(missing, vendor_s, float("inf"), have_sizes, len(have), least=True)}
+    least = {run.size: run.plans for run in fewest}
     # the planned runs first, then the noisy plans of each measured again, then the repeat run:
     # a retake never takes the time a size the fit needs was planned in
     planned: list[tuple[Shape, tuple[CalibrationPlan, ...], str]] = [(run.size, run.plans, "") for run in runs]
