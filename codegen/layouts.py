@@ -54,8 +54,9 @@ class Layout:
         emitter: Callable[..., tuple[str, dict]] = getattr(importlib.import_module(module), function)
         return emitter(plan, schemes)
 
-    def has_backend(self, backend: str) -> bool:
-        return self.backends is None or backend in self.backends
+    def has_backend(self, backend: str | None) -> bool:
+        """Whether ``backend`` emits it (None: a backend the list does not name, e.g. a plugin's)."""
+        return self.backends is None or (backend is not None and backend in self.backends)
 
     def runs_on(self, device_kind: str) -> bool:
         return self.devices is None or device_kind in self.devices
@@ -103,7 +104,7 @@ def layout(name: str) -> Layout:
 
 def for_backend(backend: str | None) -> tuple[str, ...]:
     """The layouts ``backend`` emits (None: a backend the list does not name, e.g. a plugin's)."""
-    return tuple(x.name for x in LAYOUTS if x.backends is None or (backend is not None and backend in x.backends))
+    return tuple(x.name for x in LAYOUTS if x.has_backend(backend))
 
 
 def with_remainder(remainder: str) -> tuple[str, ...]:
