@@ -75,7 +75,7 @@ def starting_schemes(fmt: Format, store: Store) -> list[Named]:
         half = tuple(x // 2 for x in fmt)
         # the half-size factor: a fast scheme of that format if one is known, else the naive one
         # (strassen*naive:1,1,2 is two Strassens side by side: a <2,2,4;14> scheme)
-        inner = [(n, d) for n, d in _known_z(half, store) if d.rank < math.prod(half)]
+        inner = [(n, d) for n, d in _known_z(half) if d.rank < math.prod(half)]
         if not inner:
             naive = f"naive:{','.join(map(str, half))}"
             inner = [(naive, catalogue.resolve(naive))]
@@ -93,7 +93,7 @@ def starting_schemes(fmt: Format, store: Store) -> list[Named]:
     return out
 
 
-def _known_z(fmt: Format, store: Store) -> list[Named]:
+def _known_z(fmt: Format) -> list[Named]:
     """Z schemes of ``fmt`` without Kronecker products (for the half-size factor of one)."""
     from fmmforge.core import alphatensor
 
