@@ -38,7 +38,7 @@ import math
 from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -68,7 +68,7 @@ FEATURES = ("gemm_s", "cached_bytes", "streamed_bytes", "fused_bytes", "passes",
 PARAMETERS = ("gemm_scale", "s_per_cached_byte", "s_per_streamed_byte", "s_per_fused_byte", "s_per_pass",
               "s_per_fused_torch_pass", "s_per_call")
 # the kernel layouts the model describes, each level priced by the function its codegen.layouts.Layout
-# names (``passes``: level_passes, fused_level_passes, parallel_level_passes; see _Walker._run)
+# names (``passes``: lowmem_level, fused_level, parallel_level; _Walker._run calls it)
 VARIANTS = kernel_layouts.modelled()
 # the layouts whose records the fit uses (Layout.fitted): the parallel one runs level 0's products on
 # single-threaded workers, whose leaves and passes overlap in a way these parameters do not price; it
@@ -377,12 +377,44 @@ def level_pass_bytes(d: Decomposition, mode: str, block: Shape, itemsize: int) -
     return int(f.bytes), f.passes
 
 
+# A layout's price of one level of its kernel (codegen.layouts.Layout.passes names it):
+# (scheme, level, mode, block shape, itemsize, cache, remainder) -> (the level's passes, its products per mode).
+LevelPrice = Callable[[Decomposition, int, str, Shape, int, int, str], tuple[Features, dict[str, int]]]
+
+
+def lowmem_level(d: Decomposition, level: int, mode: str, block: Shape, itemsize: int, cache: int,
+                 remainder: str) -> tuple[Features, dict[str, int]]:
+    """The low-memory schedule's passes (:func:`level_passes`; uneven blocks for remainder "split")
+    and its products by the mode each runs in."""
+    split = remainder == "split"
+    counts: dict[str, int] = {}
+    for op in schedule_level(d, mode, split=split).ops:
+        if isinstance(op, Product):
+            counts[op.mode] = counts.get(op.mode, 0) + 1
+    return level_passes(d, mode, block, itemsize, cache, split), counts
+
+
+def fused_level(d: Decomposition, level: int, mode: str, block: Shape, itemsize: int, cache: int,
+                remainder: str) -> tuple[Features, dict[str, int]]:
+    """A fused level: its groups' compiled or torch passes (:func:`fused_level_passes`)."""
+    return fused_level_passes(d, mode, block, itemsize, cache)
+
+
+def parallel_level(d: Decomposition, level: int, mode: str, block: Shape, itemsize: int, cache: int,
+                   remainder: str) -> tuple[Features, dict[str, int]]:
+    """Level 0's per-product passes (:func:`parallel_level_passes`); below it the low-memory code runs."""
+    if level > 0:
+        return lowmem_level(d, level, mode, block, itemsize, cache, remainder)
+    out, products = parallel_level_passes(d, block, itemsize, cache)
+    return out, {"set": products}
+
+
 class _Walker:
     """Follows the kernel's recursion (codegen.runtime.runtime_lowmem and the emitted level functions):
     leaf when a block would be under the cut-off, peel to the multiples of the levels that split,
-    else one level's passes (the low-memory schedule's, or the fused one's for ``variant``
-    "fused": codegen.fused, whose recursion and peeling are the same; for "parallel", level 0's
-    per-product passes, :func:`parallel_level_passes`) and its products one level deeper.
+    else one level's passes, priced by the function the layout names (codegen.layouts: ``passes``;
+    :func:`lowmem_level`, :func:`fused_level` (codegen.fused, whose recursion and peeling are the
+    same), :func:`parallel_level`), and its products one level deeper.
     Memoised per (level, mode, shape)."""
 
     def __init__(self, decomps: Sequence[Decomposition], cutoff: int, itemsize: int, gemm: GemmTable,
@@ -466,18 +498,8 @@ class _Walker:
                     out = out + self.leaf(fix)
             return out
         block = (M // n, K // m, N // p)
-        if self.variant == "fused":
-            out, counts = fused_level_passes(d, mode, block, self.itemsize, self.cache)
-        elif self.variant == "parallel" and level == 0:  # below level 0 it is the low-memory code
-            out, products = parallel_level_passes(d, block, self.itemsize, self.cache)
-            counts = {"set": products}
-        else:
-            split = self.remainder == "split"
-            out = level_passes(d, mode, block, self.itemsize, self.cache, split)
-            counts = {}
-            for op in schedule_level(d, mode, split=split).ops:
-                if isinstance(op, Product):
-                    counts[op.mode] = counts.get(op.mode, 0) + 1
+        price: LevelPrice = globals()[kernel_layouts.layout(self.variant).passes or ""]  # the layout names it
+        out, counts = price(d, level, mode, block, self.itemsize, self.cache, self.remainder)
         for sub_mode, count in sorted(counts.items()):
             out = out + self.run(level + 1, sub_mode, block).times(count)
         return out

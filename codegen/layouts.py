@@ -65,20 +65,20 @@ class Layout:
 LAYOUTS: tuple[Layout, ...] = (
     Layout("lowmem", "small workspaces", "",
            "fmmforge.codegen.emit_python:emit_python", "runtime_lowmem",
-           remainders=("pad", "split"), passes="level_passes", fitted=True, tune_padded=True),
+           remainders=("pad", "split"), passes="lowmem_level", fitted=True, tune_padded=True),
     Layout("batched", "torch: levels flattened, all leaf products in one bmm",
            "batched: all leaf products in one bmm",
            "fmmforge.codegen.emit_batched:emit_batched", "runtime_batched", backends=("torch",)),
     Layout("fused", "torch on the CPU: compiled element-wise passes, one per side and level",
            "fused: compiled element-wise passes",
            "fmmforge.codegen.fused:emit_fused", "runtime_fused", backends=("torch",), devices=("cpu",),
-           remainders=("pad",), passes="fused_level_passes", fitted=True),
+           remainders=("pad",), passes="fused_level", fitted=True),
     # the low-memory layout with level 0's products run at once on single-threaded workers (not
     # fitted: codegen.costmodel.FITTED_VARIANTS says why)
     Layout("parallel", "torch on the CPU: the top level's products at once on single-threaded workers",
            "parallel: level 0's products on single-threaded workers",
            "fmmforge.codegen.emit_python:emit_python", "runtime_parallel", backends=("torch",), devices=("cpu",),
-           remainders=("pad",), passes="parallel_level_passes"),
+           remainders=("pad",), passes="parallel_level"),
 )
 # The tuner offers only the low-memory layout padded (tune_padded): the fused and parallel kernels
 # hold up to 2×C of workspace (issue 14's bound, kept by codegen/fused.py), and padded copies of A,

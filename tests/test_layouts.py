@@ -73,9 +73,19 @@ def test_each_layout_emits_by_its_emitter_and_inlines_its_runtime(layout):
     assert function in dir(__import__(module_name, fromlist=["_"]))
 
 
-def test_the_cost_model_prices_the_layouts_that_name_a_pass_function():
-    assert costmodel.VARIANTS == tuple(x.name for x in layouts.LAYOUTS if x.passes)
-    assert costmodel.FITTED_VARIANTS == tuple(x.name for x in layouts.LAYOUTS if x.fitted)
+def test_the_cost_model_prices_each_level_by_the_function_its_layout_names(monkeypatch):
+    # a fused level priced as the layout says; name the low-memory pricing instead and the fused plan
+    # is walked exactly as the low-memory one (at a square shape no strips of K): the walker asks the layout
+    d = make_plan("strassen-winograd", 2, backend="torch")[1]
+    shape, table = (1024, 1024, 1024), costmodel.GemmTable({(64, 64, 64): 1e-5, (1024, 1024, 1024): 1e-2})
+
+    def walk(variant):
+        return costmodel.features(d, 64, shape, "float32", table, variant=variant)
+
+    assert walk("fused") != walk("lowmem")
+    swapped = replace(layouts.layout("fused"), passes="lowmem_level")
+    monkeypatch.setitem(layouts._BY_NAME, "fused", swapped)
+    assert walk("fused") == walk("lowmem")
     for x in layouts.LAYOUTS:
         assert x.passes is None or callable(getattr(costmodel, x.passes)), x.name
         assert not x.fitted or x.passes, f"{x.name} is fitted but not priced"
