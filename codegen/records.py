@@ -181,7 +181,7 @@ def scheme_name(d: Decomposition, store: Store | None = None) -> str:
     else its store name (or store:ID), else ``fp:`` and the start of its fingerprint."""
     fp = d.fingerprint
     name = _classical_names().get(fp) or (_format_names(tuple(d.format)).get(fp) if d.format else None)
-    return name or stored_names(store).get(fp) or f"{FINGERPRINT_LABEL}{fp[:12]}"
+    return name or (store if store is not None else Store()).label_of(fp) or f"{FINGERPRINT_LABEL}{fp[:12]}"
 
 
 def one_fingerprint(record: Record) -> str | None:

@@ -661,6 +661,12 @@ class Store:
             )
         return good[0] if good else None
 
+    def label_of(self, fingerprint: str) -> str | None:
+        """The label (first name, else store:ID) of the stored algorithm with this exact
+        fingerprint, reading only its rows; None when the store has none."""
+        rows = self._rows("WHERE fingerprint = ?", (fingerprint,))
+        return min(rows, key=lambda r: r.id).label if rows else None
+
     def best(self, format: str, field: str) -> StoredAlgorithm | None:
         rows = self._rows("WHERE format = ? AND field = ?", (format, field))
         return min(rows, key=lambda r: (r.rank, r.id)) if rows else None

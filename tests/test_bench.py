@@ -293,7 +293,12 @@ def test_latency_reward_names_deepmind_and_stored_schemes(monkeypatch):
     d = kron(resolve("strassen"), resolve("strassen"))
     assert scheme_name(d).startswith("fp:")  # known by no name
     Store().add(d, Provenance(source="test"), name="s2")
+    Store().add(resolve("laderman"), Provenance(source="test"), name="other")
     assert scheme_name(d) == "s2"
+    # the name is looked up by fingerprint: the latency reward asks on every score, so it never
+    # reads (and re-verifies) every stored algorithm
+    monkeypatch.setattr(Store, "all", lambda self: pytest.fail("scheme_name read the whole store"))
+    assert scheme_name(d) == "s2" and scheme_name(kron(resolve("strassen"), resolve("laderman"))).startswith("fp:")
 
 
 def test_score_remeasure_measures_again_and_prints_the_layout(cli):
