@@ -27,7 +27,7 @@ from fmmforge.core.formats.common import check_size, read_bytes, read_limited
 from fmmforge.core.formats.catalogue_json import catalogue_from_document, dumps_catalogue, is_catalogue_document
 from fmmforge.core.formats.fastmm import dumps_fastmm, loads_fastmm
 from fmmforge.core.formats.formula_lines import dumps_formulas, loads_formulas, looks_like_formulas
-from fmmforge.core.formats.json import _json_loads, dumps_json, json_from_document
+from fmmforge.core.formats.json import json_loads, dumps_json, json_from_document
 from fmmforge.core.formats.npz import npz_arrays, npz_bytes, read_npz_data
 from fmmforge.core.tensor import check_format
 
@@ -162,7 +162,7 @@ def read_data(
         return [(label, loads_fastmm(text, source=source, shape=shape, field=field))]
     if kind == "formulas":
         return [(label, loads_formulas(text, source=source, shape=shape, field=field))]
-    doc = _json_loads(text, source)
+    doc = json_loads(text, source)
     if kind == "catalogue" or (fmt is None and is_catalogue_document(doc)):
         return [(label, catalogue_from_document(doc, source=source, shape=shape, field=field))]
     return [(label, json_from_document(doc, source=source, shape=shape, field=field)[0])]

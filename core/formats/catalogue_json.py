@@ -24,7 +24,7 @@ from fmmforge.core.errors import FmmforgeError
 from fmmforge.core.exact import check_entries
 from fmmforge.core.formats.common import build_decomposition, json_rows_text, matmul_format
 from fmmforge.core.formats.formula_lines import formula_lines
-from fmmforge.core.formats.json import _entry_json, _json_array, _json_entry, _json_format, _json_loads, small_int_rows
+from fmmforge.core.formats.json import entry_json, json_array, json_entry, json_format, json_loads, small_int_rows
 from fmmforge.core.tensor import Format
 
 CATALOGUE_KEYS = ("n", "m", "u", "v", "w")
@@ -51,9 +51,9 @@ def catalogue_document(d: Decomposition) -> dict[str, Any]:
         "n": [n, m, p],
         "m": d.rank,
         "z2": d.field == "Z2",
-        "u": [[_entry_json(x) for x in col] for col in U.T.tolist()],
-        "v": [[_entry_json(x) for x in col] for col in V.T.tolist()],
-        "w": [[_entry_json(W[k, r]) for k in order.tolist()] for r in range(d.rank)],
+        "u": [[entry_json(x) for x in col] for col in U.T.tolist()],
+        "v": [[entry_json(x) for x in col] for col in V.T.tolist()],
+        "w": [[entry_json(W[k, r]) for k in order.tolist()] for r in range(d.rank)],
         "multiplications": mults,
         "elements": elements,
     }
@@ -70,7 +70,7 @@ def loads_catalogue(
     field: str | None = None,
 ) -> Decomposition:
     """Parse the catalogue's JSON into an unchecked decomposition of fmmforge's convention."""
-    return catalogue_from_document(_json_loads(text, source), source=source, shape=shape, field=field)
+    return catalogue_from_document(json_loads(text, source), source=source, shape=shape, field=field)
 
 
 def catalogue_from_document(
@@ -81,7 +81,7 @@ def catalogue_from_document(
     missing = [k for k in ("n", "u", "v", "w") if k not in doc]
     if missing:
         raise FmmforgeError(f"{source}: key(s) {', '.join(missing)} missing; the catalogue's JSON has n, m, u, v, w")
-    fmt: Format = _json_format(doc["n"], source)
+    fmt: Format = json_format(doc["n"], source)
     if shape is not None and tuple(shape) != fmt:
         raise FmmforgeError(
             f"{source} holds a <{','.join(map(str, fmt))}> scheme, not the requested "
@@ -102,7 +102,7 @@ def catalogue_from_document(
     declared = doc.get("m", rank)
     if declared != rank or isinstance(declared, bool):
         raise FmmforgeError(f"{source}: \"m\" (the rank) says {json.dumps(declared)[:40]} but u, v, w hold {rank} products")
-    U, V, Wc = (_json_array(f, n_rows).T if rank else np.zeros((n_rows, 0), dtype=np.int64)
+    U, V, Wc = (json_array(f, n_rows).T if rank else np.zeros((n_rows, 0), dtype=np.int64)
                 for f, n_rows in zip(factors, (n * m, m * p, n * p)))
     W = np.empty_like(Wc)
     W[_c_transposed(n, p)] = Wc
@@ -128,5 +128,5 @@ def _products(value: Any, key: str, size: int, source: str) -> list[list[Any]]:
                 f"{source}: {key}[{r}] has {len(row)} entries but the format needs {size} "
                 f"(one per entry of {'ABC'['uvw'.index(key)]})"
             )
-        out.append([_json_entry(x, f"{key}[{r}][{j}]", source) for j, x in enumerate(row)])
+        out.append([json_entry(x, f"{key}[{r}][{j}]", source) for j, x in enumerate(row)])
     return out

@@ -28,14 +28,14 @@ JSON_CONVENTION = (
 _JSON_RESERVED = ("schema", "version", "format", "field", "rank", "convention", "U", "V", "W")
 
 
-def _entry_json(f: Fraction) -> int | str:
+def entry_json(f: Fraction) -> int | str:
     return f.numerator if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
 
 
 def _factor_rows(num: np.ndarray, den: int) -> list[list[int | str]]:
     if den == 1:
         return num.tolist()
-    return [[_entry_json(Fraction(x, den)) for x in row] for row in num.tolist()]
+    return [[entry_json(Fraction(x, den)) for x in row] for row in num.tolist()]
 
 
 def json_document(d: Decomposition, **meta: Any) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def parse_json_document(
     field: str | None = None,
 ) -> tuple[Decomposition, dict[str, Any]]:
     """Parse a json document into (unchecked decomposition, metadata such as name/provenance)."""
-    return json_from_document(_json_loads(text, source), source=source, shape=shape, field=field)
+    return json_from_document(json_loads(text, source), source=source, shape=shape, field=field)
 
 
 def json_from_document(
@@ -116,7 +116,7 @@ def json_from_document(
             f"{source} uses schema version {version}, written by a newer fmmforge "
             f"(this one reads version {JSON_VERSION}); upgrade fmmforge to read it"
         )
-    fmt = _json_format(doc.get("format"), source)
+    fmt = json_format(doc.get("format"), source)
     if shape is not None and tuple(shape) != fmt:
         raise FmmforgeError(
             f"{source} holds a <{','.join(map(str, fmt))}> scheme, not the requested "
@@ -141,7 +141,7 @@ def json_from_document(
     declared = doc.get("rank", rank)
     if declared != rank:
         raise FmmforgeError(f"{source}: \"rank\" says {declared!r} but the factors have {rank} columns")
-    arrays = [_json_array(f, rank) for f in factors]
+    arrays = [json_array(f, rank) for f in factors]
     try:
         d = build_decomposition(*arrays, fmt, field or file_field)
     except FmmforgeError as exc:
@@ -165,7 +165,7 @@ def _json_number(source: str) -> Any:
     return parse
 
 
-def _json_loads(text: str, source: str) -> Any:
+def json_loads(text: str, source: str) -> Any:
     number = _json_number(source)
     try:
         return json.loads(text, parse_int=number, parse_float=number)
@@ -178,14 +178,14 @@ def _json_loads(text: str, source: str) -> Any:
         raise FmmforgeError(f"{source}: JSON nested too deeply to be a decomposition file; fix the file") from None
 
 
-def _json_array(rows: list[list[Fraction | int]], rank: int) -> np.ndarray:
+def json_array(rows: list[list[Fraction | int]], rank: int) -> np.ndarray:
     """int64 when every entry is a machine integer (the common case, fast), else Fractions."""
-    if all(type(x) is int and -(2**62) < x < 2**62 for row in rows for x in row):
+    if all(type(x) is int and -ENTRY_LIMIT < x < ENTRY_LIMIT for row in rows for x in row):
         return np.array(rows, dtype=np.int64).reshape(len(rows), rank)
     return np.array(rows, dtype=object).reshape(len(rows), rank)
 
 
-def _json_format(value: Any, source: str) -> Format:
+def json_format(value: Any, source: str) -> Format:
     if (
         not isinstance(value, list) or len(value) != 3
         or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in value)
@@ -221,7 +221,7 @@ def _json_factor(value: Any, name: str, rows: int, source: str) -> list[list[Fra
             )
         if i == 0:
             check_entries(rows * width, f"{source}: factor {name}")
-        out.append([_json_entry(x, f"{name}[{i}][{j}]", source) for j, x in enumerate(row)])
+        out.append([json_entry(x, f"{name}[{i}][{j}]", source) for j, x in enumerate(row)])
     return out
 
 
@@ -232,7 +232,7 @@ def small_int_rows(rows: list[Any], width: int) -> bool:
                for row in rows)
 
 
-def _json_entry(x: Any, where: str, source: str) -> Fraction | int:
+def json_entry(x: Any, where: str, source: str) -> Fraction | int:
     try:
         if isinstance(x, int) and not isinstance(x, bool):
             return int(check_small(Fraction(x), x))
