@@ -853,17 +853,24 @@ def stored_keys(store: Store, device: str, machine: str) -> list[ModelKey]:
     return [ModelKey(device, machine, int(t), str(dt)) for t, dt in rows]
 
 
+@functools.lru_cache(maxsize=None)
+def _prior_bandwidths(dtype: str, threads: int, cache: int) -> tuple[float, float]:
+    """Bytes per second of a pass over blocks that stay in cache and over blocks that stream,
+    measured once per process: a tune ranks by the prior model in every round while its records are
+    too few (or its fit poor), and a fresh reading each round cost time and moved the prior's numbers."""
+    from fmmforge.hardware.timing import pass_bandwidth
+
+    small = max(64, int(math.sqrt(cache / (3 * ITEMSIZE.get(dtype, 4)))) // 2)  # three blocks well inside the cache
+    return pass_bandwidth(dtype, threads, small), pass_bandwidth(dtype, threads, 2048)
+
+
 def prior_model(key: ModelKey, store: Store) -> CalibratedModel:
     """The model before any fit: leaf gemms at their measured times, and the bytes of passes at
     the bandwidths measured now, of blocks that stay in cache and of blocks that stream (no
     per-pass or per-call cost); ``fitted_on`` 0."""
-    from fmmforge.hardware.timing import pass_bandwidth
-
     cache = cache_bytes(key.threads)
-    item = ITEMSIZE.get(key.dtype, 4)
-    small = max(64, int(math.sqrt(cache / (3 * item))) // 2)  # three blocks well inside the cache
-    values = {"gemm_scale": 1.0, "s_per_cached_byte": 1.0 / pass_bandwidth(key.dtype, key.threads, small),
-              "s_per_streamed_byte": 1.0 / pass_bandwidth(key.dtype, key.threads, 2048)}
+    cached_bw, streamed_bw = _prior_bandwidths(key.dtype, key.threads, cache)
+    values = {"gemm_scale": 1.0, "s_per_cached_byte": 1.0 / cached_bw, "s_per_streamed_byte": 1.0 / streamed_bw}
     values["s_per_fused_byte"] = values["s_per_streamed_byte"]  # a fused pass streams its blocks once
     return CalibratedModel(key, tuple(values.get(p, 0.0) for p in PARAMETERS), GemmTable(load_gemm_points(key, store)),
                            None, 0, cache=cache, leaf=GemmTable(load_gemm_points(key, store, "leaf")))

@@ -750,3 +750,17 @@ def test_the_latency_model_reward_refuses_a_poor_model_with_what_to_do(cli, key)
     code, out, err = cli("score", "strassen", "--reward", "latency-model", "--device", "cpu", "--size", "512")
     assert code == 2
     one_error(err, "poor", "held-out error", "fmmforge calibrate")
+
+
+def test_the_prior_model_measures_the_pass_bandwidths_once_per_process(monkeypatch):
+    # a tune builds the prior model in every round while its records are too few: the bandwidths
+    # are measured the first time only, so the prior ranks alike in every round
+    import fmmforge.hardware.timing as timing
+
+    seen = []
+    monkeypatch.setattr(timing, "pass_bandwidth", lambda dtype, threads, size: seen.append(size) or 1e10 + size)
+    cm._prior_bandwidths.cache_clear()
+    key = cm.ModelKey("cpu", "Some CPU|2|2.13.0|mkl", 2, "float32")
+    first, again = cm.prior_model(key, Store()), cm.prior_model(key, Store())
+    assert len(seen) == 2 and first.parameters == again.parameters
+    cm._prior_bandwidths.cache_clear()
